@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+// liblift: LIFT (Language-Image alignment with Fixed Text encoders) trainer as a library.
+//
+// Products
+//   liblift.so  (`lift` dynamic library) - the C ABI declared in Include/lift.h.
+//
+// Build the self-contained library (Swift runtime linked statically):
+//   swift build -c release -Xswiftc -static-stdlib
+import PackageDescription
+
+// Swift kernels are compiled for Haswell-class CPUs (AVX2, FMA, F16C; x86-64-v3) on x86_64 hosts; OpenBLAS picks its
+// own kernels at run time.
+#if arch(x86_64)
+let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let cpuFlags: [SwiftSetting] = []
+#endif
+
+let package = Package(
+  name: "liblift",
+  products: [
+    .library(name: "lift", type: .dynamic, targets: ["Lift"]),
+  ],
+  targets: [
+    // The public C header, imported by Swift so the ABI types have one definition.
+    .systemLibrary(name: "CLiftABI", path: "Include"),
+    .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                   providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
+                   providers: [.apt(["libhdf5-dev"])]),
+    .target(
+      name: "Lift",
+      dependencies: ["CLiftABI", "CBLAS", "CHDF5"],
+      swiftSettings: cpuFlags
+    ),
+    .testTarget(name: "LiftTests", dependencies: ["Lift"], swiftSettings: cpuFlags),
+  ],
+  swiftLanguageModes: [.v5]
+)

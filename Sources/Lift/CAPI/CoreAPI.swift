@@ -1,0 +1,26 @@
+import CLiftABI
+import Glibc
+
+private let versionCString: UnsafePointer<CChar> = UnsafePointer(strdup(liftVersion)!)
+
+private let statusNames: [UInt32: UnsafePointer<CChar>] = {
+  var table: [UInt32: UnsafePointer<CChar>] = [:]
+  for raw in UInt32(0)...UInt32(LIFT_ERR_INTERNAL.rawValue) {
+    let name = statusName(lift_status(rawValue: raw))
+    if name != "LIFT_ERR_UNKNOWN" { table[raw] = UnsafePointer(strdup(name)!) }
+  }
+  return table
+}()
+
+private let unknownStatusName: UnsafePointer<CChar> = UnsafePointer(strdup("LIFT_ERR_UNKNOWN")!)
+
+@_cdecl("lift_version")
+public func cLiftVersion() -> UnsafePointer<CChar> { versionCString }
+
+@_cdecl("lift_last_error")
+public func cLiftLastError() -> UnsafePointer<CChar> { LastError.current }
+
+@_cdecl("lift_status_name")
+public func cLiftStatusName(_ status: lift_status) -> UnsafePointer<CChar> {
+  statusNames[status.rawValue] ?? unknownStatusName
+}

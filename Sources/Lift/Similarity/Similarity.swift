@@ -1,0 +1,93 @@
+import CBLAS
+import Dispatch
+
+/// Cosine similarity and top-k selection over dense row-major float32 matrices.
+public enum Similarity {
+  /// out (n x m) = cosine similarity between rows of a (n x d) and rows of b (m x d):
+  /// one sgemm of the raw vectors, then a rescale by the inverse norms. A zero or non-finite row
+  /// is a value error naming `aName`/`bName` and the row.
+  public static func cosine(_ a: UnsafePointer<Float>, n: Int, _ b: UnsafePointer<Float>, m: Int, d: Int,
+                            into out: UnsafeMutablePointer<Float>,
+                            aName: String = "a", bName: String = "b") throws(LiftError) {
+    guard n > 0, m > 0 else { return }
+    try BLAS.requireDims(n, m, d)
+    let inverseNorms = UnsafeMutablePointer<Float>.allocate(capacity: n + m)
+    defer { inverseNorms.deallocate() }
+    try fillInverseNorms(a, rows: n, d: d, into: inverseNorms, name: aName)
+    try fillInverseNorms(b, rows: m, d: d, into: inverseNorms + n, name: bName)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(d),
+                1, a, Int32(d), b, Int32(d), 0, out, Int32(m))
+    scaleRowsAndColumns(out, n: n, m: m, rowScale: inverseNorms, columnScale: inverseNorms + n)
+  }
+
+  /// inverse[i] = 1 / |x_i| for each of `rows` rows; throws for a zero or non-finite row.
+  static func fillInverseNorms(_ x: UnsafePointer<Float>, rows: Int, d: Int,
+                               into inverse: UnsafeMutablePointer<Float>, name: String,
+                               firstRow: Int64 = 0) throws(LiftError) {
+    for i in 0..<rows {
+      let row = x + i * d
+      if let c = VectorOps.firstNonFinite(row, d) {
+        throw .value("\(name) row \(firstRow + Int64(i)) has a non-finite value \(row[c]) at column \(c)")
+      }
+      let norm = VectorOps.norm(row, d)
+      guard norm > 0 else { throw .value("\(name) row \(firstRow + Int64(i)) is all zeros: its cosine similarity is undefined") }
+      inverse[i] = 1 / norm
+    }
+  }
+
+  /// out[i, j] *= rowScale[i] * columnScale[j].
+  static func scaleRowsAndColumns(_ out: UnsafeMutablePointer<Float>, n: Int, m: Int,
+                                  rowScale: UnsafePointer<Float>, columnScale: UnsafePointer<Float>) {
+    for i in 0..<n {
+      let row = out + i * m
+      let r = rowScale[i]
+      var j = 0
+      while j + 16 <= m {
+        let raw = UnsafeMutableRawPointer(row + j)
+        let c = UnsafeRawPointer(columnScale + j).loadUnaligned(as: SIMD16<Float>.self)
+        raw.storeBytes(of: raw.loadUnaligned(as: SIMD16<Float>.self) * c * r, as: SIMD16<Float>.self)
+        j += 16
+      }
+      while j < m { row[j] *= columnScale[j] * r; j += 1 }
+    }
+  }
+
+  /// For each of the n rows of scores (n x m): the k largest entries, best first (ties to the
+  /// lower column). Either output (n x k) may be nil. Requires 1 <= k <= m; NaN is a value error.
+  public static func topK(_ scores: UnsafePointer<Float>, n: Int, m: Int, k: Int,
+                          indices: UnsafeMutablePointer<Int64>?, values: UnsafeMutablePointer<Float>?) throws(LiftError) {
+    guard k >= 1, k <= m else { throw .argument("k must be in [1, \(m)] (got \(k))") }
+    for i in 0..<n where VectorOps.firstNonFinite(scores + i * m, m) != nil {
+      for j in 0..<m where scores[i * m + j].isNaN { throw .value("scores row \(i) column \(j) is NaN") }
+    }
+    let work = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+    let workIdx = UnsafeMutablePointer<Int64>.allocate(capacity: n * k)
+    defer { work.deallocate(); workIdx.deallocate() }
+    let rowsPerTask = max(1, 4096 / max(1, m / 256))
+    let tasks = (n + rowsPerTask - 1) / rowsPerTask
+    let body = { (t: Int) in
+      for i in (t * rowsPerTask)..<min(n, (t + 1) * rowsPerTask) {
+        var heap = TopKHeap(scores: work + i * k, indices: workIdx + i * k, k: k)
+        let row = scores + i * m
+        for j in 0..<m { heap.offer(row[j], Int64(j)) }
+        heap.sortDescending()
+      }
+    }
+    if tasks > 1 && n * m >= 1 << 18 {
+      DispatchQueue.concurrentPerform(iterations: tasks, execute: body)
+    } else {
+      for t in 0..<tasks { body(t) }
+    }
+    indices?.update(from: workIdx, count: n * k)
+    values?.update(from: work, count: n * k)
+  }
+}
+
+/// OpenBLAS limits: the CBLAS interface takes 32-bit dimensions.
+enum BLAS {
+  static func requireDims(_ dims: Int...) throws(LiftError) {
+    for v in dims where v > Int(Int32.max) {
+      throw .argument("matrix dimension \(v) exceeds the BLAS limit of \(Int32.max)")
+    }
+  }
+}

@@ -1,0 +1,400 @@
+import CHDF5
+import CLiftABI
+import Glibc
+
+/// A read-only view of one or more HDF5 files ("shards") as one logical (rows x dim) float32 matrix.
+///
+/// Every shard holds a rank-2 float dataset (float16, float32 or float64, any byte order, any
+/// layout) with the same number of columns; shard rows are concatenated in the order given.
+/// Reads go through HDF5 hyperslab selections into a staging buffer of bounded size
+/// (`bufferBytes`), so stores larger than memory work. Opening touches metadata only.
+///
+/// Thread safety: every method takes the store's lock, so one store may be shared by threads;
+/// calls run one at a time.
+public final class EmbeddingStore {
+  public struct Options {
+    /// Name of the embeddings dataset in every shard.
+    public var dataset: String = "embeddings"
+    /// L2-normalise every row on read (a zero row is a value error).
+    public var normalize: Bool = false
+    /// Check every row read for NaN/Inf (a bad row is a value error naming it).
+    public var checkFinite: Bool = true
+    public init() {}
+  }
+
+  /// One file of the store.
+  struct Shard {
+    let path: String
+    let file: H5Object
+    let dataset: H5Object
+    /// A dataspace of the dataset's extent, reused for selections.
+    let fileSpace: H5Object
+    let rows: Int64
+    /// Global index of this shard's row 0.
+    let firstRow: Int64
+    let dtype: lift_dtype
+    /// Memory type to read into staging: binary16 LE for float16 shards, native float otherwise.
+    let memType: hid_t
+    /// Bytes per staged element (2 for float16, 4 otherwise).
+    let stagedSize: Int
+    /// pread access to whole rows when the storage allows it (see DirectRowSource).
+    let direct: DirectRowSource?
+  }
+
+  public let options: Options
+  public let paths: [String]
+  public let rows: Int64
+  public let dim: Int64
+  let shards: [Shard]
+  /// firstRow of every shard, for binary search.
+  private let shardStarts: [Int64]
+  let lock = Lock()
+  private var staging = StagingBuffer()
+  /// Upper bound on staging memory per read (bytes).
+  public private(set) var bufferBytes: Int = 8 << 20
+  /// Whether scattered row reads may bypass HDF5's selection machinery (tests turn it off to
+  /// compare both paths).
+  var directReads = true
+  /// String datasets opened so far, by name: one dataset per shard.
+  var stringDatasets: [String: [H5Object]] = [:]
+
+  deinit { staging.release() }
+
+  /// Opens `paths` as one store. Throws io (missing file, not HDF5), notFound/format (missing
+  /// dataset, rank, dtype) or shape (D differs between shards) errors naming the file.
+  public init(paths: [String], options: Options = Options()) throws(LiftError) {
+    guard !paths.isEmpty else { throw .argument("no store files given") }
+    guard !options.dataset.isEmpty else { throw .argument("dataset name is empty") }
+    HDF5.prepareThread()
+    var shards: [Shard] = []
+    shards.reserveCapacity(paths.count)
+    var total: Int64 = 0
+    var dim: Int64 = -1
+    for path in paths {
+      let shard = try Self.openShard(path: path, dataset: options.dataset, firstRow: total)
+      let shardDim = try HDF5.dims(of: shard.dataset.id)[1]
+      if dim < 0 {
+        dim = Int64(shardDim)
+      } else if Int64(shardDim) != dim {
+        throw .shape("'\(path)' dataset '\(options.dataset)' has \(shardDim) columns but '\(paths[0])' has \(dim)")
+      }
+      total += shard.rows
+      shards.append(shard)
+    }
+    self.options = options
+    self.paths = paths
+    self.shards = shards
+    self.shardStarts = shards.map(\.firstRow)
+    self.rows = total
+    self.dim = dim
+  }
+
+  private static func openShard(path: String, dataset name: String, firstRow: Int64) throws(LiftError) -> Shard {
+    let file = try HDF5.openReadOnly(path)
+    let probe = try HDF5.openDataset(file.id, name, path: path)
+    let dims = try HDF5.dims(of: probe.id)
+    guard dims.count == 2 else {
+      throw .format("dataset '\(name)' in '\(path)' has rank \(dims.count) (shape \(HDF5.shapeString(dims))); expected rank 2 (rows, dim)")
+    }
+    guard dims[1] >= 1 else { throw .format("dataset '\(name)' in '\(path)' has zero columns") }
+    guard dims[0] <= UInt64(Int64.max / 2), dims[1] <= UInt64(1 << 24) else {
+      throw .format("dataset '\(name)' in '\(path)' has an unsupported shape \(HDF5.shapeString(dims))")
+    }
+    let fileType = H5Object(H5Dget_type(probe.id), .datatype)
+    guard fileType.id >= 0 else { throw .format("cannot read the dtype of '\(name)' in '\(path)': \(HDF5.takeErrorDescription())") }
+    guard H5Tget_class(fileType.id) == H5T_FLOAT else {
+      throw .format("dataset '\(name)' in '\(path)' has dtype \(HDF5.describe(type: fileType.id)); expected float16, float32 or float64")
+    }
+    let dtype: lift_dtype
+    switch H5Tget_size(fileType.id) {
+    case 2:
+      var spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0
+      H5Tget_fields(fileType.id, &spos, &epos, &esize, &mpos, &msize)
+      guard spos == 15, epos == 10, esize == 5, mpos == 0, msize == 10 else {
+        throw .format("dataset '\(name)' in '\(path)' is a 16-bit float that is not IEEE binary16 (sign \(spos), exponent \(epos)+\(esize), mantissa \(mpos)+\(msize))")
+      }
+      dtype = LIFT_DTYPE_FLOAT16
+    case 4: dtype = LIFT_DTYPE_FLOAT32
+    case 8: dtype = LIFT_DTYPE_FLOAT64
+    default:
+      throw .format("dataset '\(name)' in '\(path)' has dtype \(HDF5.describe(type: fileType.id)); expected float16, float32 or float64")
+    }
+    // Unfiltered chunks: no chunk cache, so HDF5 reads just the selected rows of each chunk
+    // instead of whole chunks. Filtered (compressed) chunks must be decoded whole: cache them.
+    let dcpl = H5Object(H5Dget_create_plist(probe.id), .propertyList)
+    let filtered = dcpl.id >= 0 && H5Pget_nfilters(dcpl.id) > 0
+    let dapl = H5Object(H5Pcreate(lift_h5p_dataset_access()), .propertyList)
+    H5Pset_chunk_cache(dapl.id, filtered ? 10007 : 521, filtered ? 64 << 20 : 0, 0.75)
+    let dataset = try HDF5.openDataset(file.id, name, path: path, access: dapl.id)
+    let space = H5Object(H5Dget_space(dataset.id), .dataspace)
+    guard space.id >= 0 else { throw .format("cannot read the dataspace of '\(name)' in '\(path)'") }
+    let half = dtype == LIFT_DTYPE_FLOAT16
+    let direct = DirectRowSource.make(file: file.id, dataset: dataset.id, path: path, fileType: fileType.id,
+                                      rows: Int64(dims[0]), dim: Int64(dims[1]))
+    return Shard(path: path, file: file, dataset: dataset, fileSpace: space, rows: Int64(dims[0]),
+                 firstRow: firstRow, dtype: dtype,
+                 memType: half ? HDF5.halfLE : lift_h5t_native_float(), stagedSize: half ? 2 : 4,
+                 direct: direct)
+  }
+
+  /// Sets the staging-buffer budget (bytes, >= 1).
+  public func setBufferBytes(_ bytes: Int64) throws(LiftError) {
+    try requirePositive(bytes, "buffer bytes")
+    lock.withLock {
+      bufferBytes = Int(min(bytes, Int64(Int.max / 4)))
+      staging.shrink(to: bufferBytes)
+    }
+  }
+
+  /// Index of the shard holding global row `row` (0 <= row < rows).
+  func shardIndex(of row: Int64) -> Int {
+    var lo = 0, hi = shardStarts.count - 1
+    while lo < hi {
+      let mid = (lo + hi + 1) / 2
+      if shardStarts[mid] <= row { lo = mid } else { hi = mid - 1 }
+    }
+    // Empty shards share a start with their successor: skip to the one that holds rows.
+    while shards[lo].rows == 0 || row >= shards[lo].firstRow + shards[lo].rows { lo += 1 }
+    return lo
+  }
+
+  /// Rows of one staged read that fit the buffer budget (at least 1).
+  private func stagedRowsBudget(_ shard: Shard) -> Int64 {
+    max(1, Int64(bufferBytes) / (dim * Int64(shard.stagedSize)))
+  }
+
+  // MARK: - Reading rows
+
+  /// Reads rows [start, start + count) into `out` (count x dim floats; `capacity` in floats).
+  public func read(range start: Int64, count: Int64, into out: UnsafeMutablePointer<Float>,
+                   capacity: Int) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      try requireNonNegative(start, "start row")
+      try requireNonNegative(count, "row count")
+      guard start <= rows, count <= rows - start else {
+        throw .argument("rows [\(start), \(start) + \(count)) are out of range: the store has \(rows) rows")
+      }
+      let needed = try checkedCount(count, dim, "output")
+      guard capacity >= needed else {
+        throw .buffer("output holds \(capacity) floats but \(count) rows x \(dim) need \(needed)")
+      }
+      try readRangeLocked(start: start, count: count, into: out)
+      try postprocess(out, count: Int(count)) { start + Int64($0) }
+    }
+  }
+
+  /// Reads rows[i] into out[i*dim ..< (i+1)*dim] for every i; any order, repeats allowed.
+  public func read(rows list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<Float>,
+                   capacity: Int) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      let count = list.count
+      let needed = try checkedCount(Int64(count), dim, "output")
+      guard capacity >= needed else {
+        throw .buffer("output holds \(capacity) floats but \(count) rows x \(dim) need \(needed)")
+      }
+      for (i, r) in list.enumerated() where r < 0 || r >= rows {
+        throw .argument("rows[\(i)] = \(r) is out of range: the store has \(rows) rows")
+      }
+      // (row, output position) in row order; equal rows are read once and copied to each position.
+      var order = [(row: Int64, slot: Int)]()
+      order.reserveCapacity(count)
+      for (i, r) in list.enumerated() { order.append((r, i)) }
+      order.sort { $0.row < $1.row || ($0.row == $1.row && $0.slot < $1.slot) }
+      var begin = 0
+      while begin < count {
+        let s = shardIndex(of: order[begin].row)
+        let shard = shards[s]
+        // A group: consecutive sorted entries in this shard whose distinct rows fit the budget.
+        let budget = stagedRowsBudget(shard)
+        var end = begin
+        var distinct: Int64 = 0
+        while end < count, order[end].row < shard.firstRow + shard.rows {
+          if end == begin || order[end].row != order[end - 1].row {
+            if distinct == budget { break }
+            distinct += 1
+          }
+          end += 1
+        }
+        try readShardGroup(shard, order[begin..<end], distinct: distinct, into: out)
+        begin = end
+      }
+      try postprocess(out, count: count) { list[$0] }
+    }
+  }
+
+  /// Reads `count` rows of one shard starting at shard-local row `local` into `out`.
+  private func readShardRange(_ shard: Shard, local: Int64, count: Int64,
+                              into out: UnsafeMutablePointer<Float>) throws(LiftError) {
+    if shard.stagedSize == 4 {
+      // float32/float64: HDF5 converts (if needed) straight into the caller's buffer.
+      try readHyperslab(shard, runs: [(local, count)], rows: count, into: UnsafeMutableRawPointer(out))
+      return
+    }
+    let budget = stagedRowsBudget(shard)
+    var done: Int64 = 0
+    while done < count {
+      let n = min(budget, count - done)
+      let stage = staging.reserve(bytes: Int(n * dim) * shard.stagedSize)
+      try readHyperslab(shard, runs: [(local + done, n)], rows: n, into: stage)
+      VectorOps.halfToFloat(stage, out + Int(done * dim), Int(n * dim))
+      done += n
+    }
+  }
+
+  /// Reads the distinct rows of `group` (sorted by row, all in `shard`) with one hyperslab
+  /// selection, then places each at its output slot.
+  private func readShardGroup(_ shard: Shard, _ group: ArraySlice<(row: Int64, slot: Int)>,
+                              distinct: Int64, into out: UnsafeMutablePointer<Float>) throws(LiftError) {
+    // Coalesce sorted distinct rows into runs of consecutive rows.
+    var runs: [(start: Int64, count: Int64)] = []
+    var previous: Int64 = -2
+    for entry in group {
+      let local = entry.row - shard.firstRow
+      if local == previous { continue }
+      if local == previous + 1 { runs[runs.count - 1].count += 1 } else { runs.append((local, 1)) }
+      previous = local
+    }
+    let d = Int(dim)
+    let stage = staging.reserve(bytes: Int(distinct) * d * shard.stagedSize)
+    if !(try readRunsDirectly(shard, runs: runs, into: stage)) {
+      try readHyperslab(shard, runs: runs, rows: distinct, into: stage)
+    }
+    var staged = -1
+    var lastRow: Int64 = -1
+    for entry in group {
+      if entry.row != lastRow { staged += 1; lastRow = entry.row }
+      let dst = out + entry.slot * d
+      if shard.stagedSize == 2 {
+        VectorOps.halfToFloat(stage + staged * d * 2, dst, d)
+      } else {
+        dst.update(from: (stage + staged * d * 4).assumingMemoryBound(to: Float.self), count: d)
+      }
+    }
+  }
+
+  /// Reads the runs back to back into `dest` with pread if the shard allows; false if not.
+  private func readRunsDirectly(_ shard: Shard, runs: [(start: Int64, count: Int64)],
+                                into dest: UnsafeMutableRawPointer) throws(LiftError) -> Bool {
+    guard directReads, let direct = shard.direct else { return false }
+    var offset = 0
+    for run in runs {
+      guard try direct.read(start: run.start, count: run.count, into: dest + offset) else { return false }
+      offset += Int(run.count) * direct.rowBytes
+    }
+    return true
+  }
+
+  /// One H5Dread of the union of row runs (shard-local) into `dest`, as `rows` x dim elements of
+  /// the shard's memory type.
+  private func readHyperslab(_ shard: Shard, runs: [(start: Int64, count: Int64)], rows: Int64,
+                             into dest: UnsafeMutableRawPointer) throws(LiftError) {
+    let space = shard.fileSpace.id
+    var first = true
+    for run in runs {
+      var offset: [hsize_t] = [hsize_t(run.start), 0]
+      var extent: [hsize_t] = [hsize_t(run.count), hsize_t(dim)]
+      let status = H5Sselect_hyperslab(space, first ? H5S_SELECT_SET : H5S_SELECT_OR, &offset, nil, &extent, nil)
+      if status < 0 { throw .internal("selecting rows of '\(shard.path)': \(HDF5.takeErrorDescription())") }
+      first = false
+    }
+    var memDims: [hsize_t] = [hsize_t(rows), hsize_t(dim)]
+    let memSpace = H5Object(H5Screate_simple(2, &memDims, nil), .dataspace)
+    let status = H5Dread(shard.dataset.id, shard.memType, memSpace.id, space, lift_h5p_default(), dest)
+    if status < 0 {
+      throw .io("reading '\(options.dataset)' from '\(shard.path)': \(HDF5.takeErrorDescription())")
+    }
+  }
+
+  /// Finite check and normalisation of `count` rows just read; `globalRow(i)` names row i in errors.
+  private func postprocess(_ out: UnsafeMutablePointer<Float>, count: Int,
+                           globalRow: (Int) -> Int64) throws(LiftError) {
+    let d = Int(dim)
+    if options.checkFinite {
+      for i in 0..<count {
+        if let col = VectorOps.firstNonFinite(out + i * d, d) {
+          throw nonFiniteError(row: globalRow(i), column: col, value: out[i * d + col])
+        }
+      }
+    }
+    if options.normalize {
+      for i in 0..<count where !VectorOps.normalize(out + i * d, d) {
+        let row = globalRow(i)
+        let path = shards[shardIndex(of: row)].path
+        throw .value("row \(row) (in '\(path)') has zero or non-finite norm and cannot be normalised")
+      }
+    }
+  }
+
+  private func nonFiniteError(row: Int64, column: Int, value: Float) -> LiftError {
+    let shard = shards[shardIndex(of: row)]
+    return .value("row \(row) (row \(row - shard.firstRow) of '\(shard.path)', dataset '\(options.dataset)') has a non-finite value \(value) at column \(column)")
+  }
+
+  /// Scans every row in bounded memory; throws a value error naming the first NaN/Inf row.
+  public func validate() throws(LiftError) {
+    let blockRows = max(1, min(rows, Int64(bufferBytes) / (dim * 4)))
+    guard rows > 0 else { return }
+    let block = UnsafeMutablePointer<Float>.allocate(capacity: Int(blockRows * dim))
+    defer { block.deallocate() }
+    var start: Int64 = 0
+    while start < rows {
+      let n = min(blockRows, rows - start)
+      try readRaw(range: start, count: n, into: block)
+      let d = Int(dim)
+      for i in 0..<Int(n) {
+        if let col = VectorOps.firstNonFinite(block + i * d, d) {
+          throw nonFiniteError(row: start + Int64(i), column: col, value: block[i * d + col])
+        }
+      }
+      start += n
+    }
+  }
+
+  /// Reads a row range with no finite check or normalisation (for scans that do their own).
+  func readRaw(range start: Int64, count: Int64, into out: UnsafeMutablePointer<Float>) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      try readRangeLocked(start: start, count: count, into: out)
+    }
+  }
+
+  /// Reads validated rows [start, start + count) shard by shard. Caller holds the lock.
+  private func readRangeLocked(start: Int64, count: Int64, into out: UnsafeMutablePointer<Float>) throws(LiftError) {
+    var row = start
+    while row < start + count {
+      let shard = shards[shardIndex(of: row)]
+      let local = row - shard.firstRow
+      let n = min(shard.rows - local, start + count - row)
+      try readShardRange(shard, local: local, count: n, into: out + Int((row - start) * dim))
+      row += n
+    }
+  }
+}
+
+/// A growable raw buffer reused across reads.
+struct StagingBuffer {
+  private(set) var pointer: UnsafeMutableRawPointer?
+  private(set) var capacity = 0
+
+  mutating func reserve(bytes: Int) -> UnsafeMutableRawPointer {
+    if bytes > capacity || pointer == nil {
+      pointer?.deallocate()
+      capacity = max(bytes, 64)
+      pointer = .allocate(byteCount: capacity, alignment: 64)
+    }
+    return pointer!
+  }
+
+  mutating func release() {
+    pointer?.deallocate()
+    pointer = nil
+    capacity = 0
+  }
+
+  /// Frees the buffer if it is larger than `limit` bytes.
+  mutating func shrink(to limit: Int) {
+    if capacity > limit { release() }
+  }
+}

@@ -1,0 +1,159 @@
+import CHDF5
+import CLiftABI
+import Glibc
+
+/// Owns one HDF5 identifier and closes it when released.
+final class H5Object {
+  enum Kind { case file, dataset, dataspace, datatype, propertyList }
+  let id: hid_t
+  let kind: Kind
+
+  init(_ id: hid_t, _ kind: Kind) {
+    self.id = id
+    self.kind = kind
+  }
+
+  deinit {
+    switch kind {
+    case .file: H5Fclose(id)
+    case .dataset: H5Dclose(id)
+    case .dataspace: H5Sclose(id)
+    case .datatype: H5Tclose(id)
+    case .propertyList: H5Pclose(id)
+    }
+  }
+}
+
+/// HDF5 plumbing shared by the store reader and writer.
+enum HDF5 {
+  /// Silences HDF5's automatic error-stack printing on the calling thread (the setting is
+  /// per-thread in thread-safe builds); errors are reported through `LiftError` instead.
+  /// Call at the start of every operation that touches HDF5.
+  static func prepareThread() {
+    H5Eset_auto2(lift_h5e_default(), nil, nil)
+  }
+
+  /// The most specific description on the calling thread's HDF5 error stack, then clears it.
+  static func takeErrorDescription() -> String {
+    var descriptions: [String] = []
+    withUnsafeMutablePointer(to: &descriptions) { box in
+      _ = H5Ewalk2(lift_h5e_default(), H5E_WALK_DOWNWARD, { _, entry, client in
+        if let entry, let desc = entry.pointee.desc, let client {
+          client.assumingMemoryBound(to: [String].self).pointee.append(String(cString: desc))
+        }
+        return 0
+      }, box)
+    }
+    H5Eclear2(lift_h5e_default())
+    // Walking downward ends at the innermost frame, where the error was first detected.
+    guard let innermost = descriptions.last(where: { !$0.isEmpty }) else { return "unknown HDF5 error" }
+    if let outermost = descriptions.first, outermost != innermost, !outermost.isEmpty {
+      return "\(outermost): \(innermost)"
+    }
+    return innermost
+  }
+
+  /// Little-endian IEEE 754 binary16, defined as h5py defines it so h5py maps it to numpy float16.
+  static let halfLE: hid_t = {
+    let t = H5Tcopy(lift_h5t_ieee_f32le())
+    H5Tset_fields(t, 15, 10, 5, 0, 10)
+    H5Tset_size(t, 2)
+    H5Tset_ebias(t, 15)
+    H5Tlock(t)
+    return t
+  }()
+
+  /// Variable-length UTF-8 string type (h5py's `string_dtype()`).
+  static let variableUTF8: hid_t = {
+    let t = H5Tcopy(lift_h5t_c_s1())
+    H5Tset_size(t, lift_h5t_variable())
+    H5Tset_cset(t, H5T_CSET_UTF8)
+    H5Tlock(t)
+    return t
+  }()
+
+  /// Whether `path` names an existing regular file; a clear IO error otherwise.
+  static func requireReadableFile(_ path: String) throws(LiftError) {
+    var st = stat()
+    guard stat(path, &st) == 0 else {
+      throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))")
+    }
+    if (st.st_mode & S_IFMT) == S_IFDIR { throw .io("cannot open '\(path)': is a directory") }
+    guard access(path, R_OK) == 0 else {
+      throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))")
+    }
+  }
+
+  /// Opens an existing HDF5 file read-only.
+  static func openReadOnly(_ path: String) throws(LiftError) -> H5Object {
+    try requireReadableFile(path)
+    let isHDF5 = H5Fis_hdf5(path)
+    if isHDF5 == 0 { throw .io("'\(path)' is not an HDF5 file") }
+    if isHDF5 < 0 { throw .io("cannot open '\(path)': \(takeErrorDescription())") }
+    // No data sieving: scattered row reads would each pull a whole sieve block (64 KiB).
+    let fapl = H5Object(H5Pcreate(lift_h5p_file_access()), .propertyList)
+    H5Pset_sieve_buf_size(fapl.id, 0)
+    let id = H5Fopen(path, lift_h5f_acc_rdonly(), fapl.id)
+    if id < 0 { throw .io("cannot open '\(path)': \(takeErrorDescription())") }
+    return H5Object(id, .file)
+  }
+
+  /// Whether `name` (a path inside the file, e.g. "embeddings" or "group/emb") resolves to an object.
+  static func exists(_ file: hid_t, _ name: String) -> Bool {
+    // H5Lexists only checks the last link: walk each prefix so a missing group is "absent", not an error.
+    var prefix = ""
+    for part in name.split(separator: "/", omittingEmptySubsequences: true) {
+      prefix = prefix.isEmpty ? String(part) : prefix + "/" + part
+      if H5Lexists(file, prefix, lift_h5p_default()) <= 0 {
+        H5Eclear2(lift_h5e_default())
+        return false
+      }
+    }
+    return !prefix.isEmpty
+  }
+
+  /// Opens dataset `name` of `file`, or a not-found / format error naming both.
+  static func openDataset(_ file: hid_t, _ name: String, path: String,
+                          access: hid_t = lift_h5p_default()) throws(LiftError) -> H5Object {
+    guard exists(file, name) else { throw .notFound("'\(path)' has no dataset '\(name)'") }
+    let id = H5Dopen2(file, name, access)
+    if id < 0 { throw .format("'\(name)' in '\(path)' is not a readable dataset: \(takeErrorDescription())") }
+    return H5Object(id, .dataset)
+  }
+
+  /// The extent of a simple dataspace.
+  static func dims(of dataset: hid_t) throws(LiftError) -> [UInt64] {
+    let space = H5Dget_space(dataset)
+    if space < 0 { throw .format("cannot read dataspace: \(takeErrorDescription())") }
+    defer { H5Sclose(space) }
+    let rank = H5Sget_simple_extent_ndims(space)
+    if rank < 0 { throw .format("cannot read dataspace rank: \(takeErrorDescription())") }
+    var dims = [hsize_t](repeating: 0, count: Int(rank))
+    if rank > 0 { H5Sget_simple_extent_dims(space, &dims, nil) }
+    return dims.map { UInt64($0) }
+  }
+
+  /// A readable name for a datatype ("int32", "uint8", "string", "float16"), for error messages.
+  static func describe(type t: hid_t) -> String {
+    let size = H5Tget_size(t)
+    switch H5Tget_class(t) {
+    case H5T_INTEGER:
+      let signed = H5Tget_sign(t) == H5T_SGN_2
+      return "\(signed ? "int" : "uint")\(size * 8)"
+    case H5T_FLOAT: return "float\(size * 8)"
+    case H5T_STRING: return "string"
+    case H5T_COMPOUND: return "compound"
+    case H5T_ENUM: return "enum"
+    case H5T_ARRAY: return "array"
+    case H5T_VLEN: return "vlen"
+    case H5T_REFERENCE: return "reference"
+    case H5T_OPAQUE: return "opaque"
+    case H5T_BITFIELD: return "bitfield"
+    default: return "unknown type"
+    }
+  }
+
+  static func shapeString(_ dims: [UInt64]) -> String {
+    "(" + dims.map(String.init).joined(separator: ", ") + ")"
+  }
+}

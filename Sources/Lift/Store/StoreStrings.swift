@@ -1,0 +1,98 @@
+import CHDF5
+import CLiftABI
+import Glibc
+
+/// Optional per-row string datasets of a store ("keys", "captions", ...): rank 1, one entry per
+/// row of the shard, variable- or fixed-length strings.
+extension EmbeddingStore {
+  /// Whether every shard has a string dataset `name` with one entry per row.
+  public func hasStrings(_ name: String) throws(LiftError) -> Bool {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      do throws(LiftError) {
+        _ = try stringDatasetsLocked(name)
+        return true
+      } catch where error.status == LIFT_ERR_NOT_FOUND {
+        return false
+      }
+    }
+  }
+
+  /// The bytes of string `row` of dataset `name` (UTF-8 as stored; no terminating NUL).
+  public func stringBytes(_ name: String, row: Int64) throws(LiftError) -> [UInt8] {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      guard row >= 0, row < rows else {
+        throw .argument("row \(row) is out of range: the store has \(rows) rows")
+      }
+      let datasets = try stringDatasetsLocked(name)
+      let s = shardIndex(of: row)
+      return try readString(datasets[s].id, local: row - shards[s].firstRow, name: name, path: shards[s].path)
+    }
+  }
+
+  /// String `row` of dataset `name`, decoded as UTF-8 (invalid bytes replaced).
+  public func string(_ name: String, row: Int64) throws(LiftError) -> String {
+    String(decoding: try stringBytes(name, row: row), as: UTF8.self)
+  }
+
+  /// Opens (once) and checks the string dataset `name` in every shard. Caller holds the lock.
+  private func stringDatasetsLocked(_ name: String) throws(LiftError) -> [H5Object] {
+    if let cached = stringDatasets[name] { return cached }
+    guard !name.isEmpty else { throw .argument("string dataset name is empty") }
+    var opened: [H5Object] = []
+    for shard in shards {
+      let ds = try HDF5.openDataset(shard.file.id, name, path: shard.path)
+      let dims = try HDF5.dims(of: ds.id)
+      guard dims.count == 1 else {
+        throw .format("string dataset '\(name)' in '\(shard.path)' has rank \(dims.count); expected rank 1")
+      }
+      guard Int64(dims[0]) == shard.rows else {
+        throw .shape("string dataset '\(name)' in '\(shard.path)' has \(dims[0]) entries but '\(options.dataset)' has \(shard.rows) rows")
+      }
+      let type = H5Object(H5Dget_type(ds.id), .datatype)
+      guard H5Tget_class(type.id) == H5T_STRING else {
+        throw .format("dataset '\(name)' in '\(shard.path)' has dtype \(HDF5.describe(type: type.id)); expected strings")
+      }
+      opened.append(ds)
+    }
+    stringDatasets[name] = opened
+    return opened
+  }
+
+  private func readString(_ dataset: hid_t, local: Int64, name: String, path: String) throws(LiftError) -> [UInt8] {
+    let fileType = H5Object(H5Dget_type(dataset), .datatype)
+    let space = H5Object(H5Dget_space(dataset), .dataspace)
+    var offset: [hsize_t] = [hsize_t(local)]
+    var one: [hsize_t] = [1]
+    H5Sselect_hyperslab(space.id, H5S_SELECT_SET, &offset, nil, &one, nil)
+    let memSpace = H5Object(H5Screate_simple(1, &one, nil), .dataspace)
+    let memType = H5Object(H5Tcopy(lift_h5t_c_s1()), .datatype)
+    H5Tset_cset(memType.id, H5Tget_cset(fileType.id))
+    let failure = { () -> LiftError in
+      .io("reading string \(local) of '\(name)' in '\(path)': \(HDF5.takeErrorDescription())")
+    }
+    if H5Tis_variable_str(fileType.id) > 0 {
+      H5Tset_size(memType.id, lift_h5t_variable())
+      var pointer: UnsafeMutablePointer<CChar>? = nil
+      guard H5Dread(dataset, memType.id, memSpace.id, space.id, lift_h5p_default(), &pointer) >= 0 else {
+        throw failure()
+      }
+      guard let pointer else { return [] }
+      defer { H5free_memory(pointer) }
+      return Array(UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)))
+    }
+    let size = H5Tget_size(fileType.id)
+    guard size > 0 else { return [] }
+    H5Tset_size(memType.id, size)
+    H5Tset_strpad(memType.id, H5Tget_strpad(fileType.id))
+    var bytes = [UInt8](repeating: 0, count: size)
+    let status = bytes.withUnsafeMutableBytes { H5Dread(dataset, memType.id, memSpace.id, space.id, lift_h5p_default(), $0.baseAddress) }
+    guard status >= 0 else { throw failure() }
+    if let nul = bytes.firstIndex(of: 0) { bytes.removeSubrange(nul...) }
+    if H5Tget_strpad(fileType.id) == H5T_STR_SPACEPAD {
+      while bytes.last == UInt8(ascii: " ") { bytes.removeLast() }
+    }
+    return bytes
+  }
+}

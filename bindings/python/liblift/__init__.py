@@ -1,0 +1,16 @@
+"""liblift: a LIFT trainer (image encoder aligned to fixed, precomputed text embeddings).
+
+Thin ctypes bindings over liblift.so. Set LIBLIFT_PATH to choose the library file; otherwise the
+package looks in a source checkout's .build/{release,debug} and then next to itself.
+"""
+from ._lib import LiftError, library_path, lib
+from .similarity import cosine_similarity, topk
+from .store import DEFAULT_DATASET, Store, StoreWriter
+
+__all__ = ["LiftError", "Store", "StoreWriter", "DEFAULT_DATASET", "cosine_similarity", "topk",
+           "version", "library_path"]
+
+
+def version() -> str:
+    """The loaded liblift.so's version string."""
+    return lib.lift_version().decode()

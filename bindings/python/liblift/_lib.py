@@ -1,0 +1,110 @@
+"""Loading liblift.so and declaring the C prototypes of Include/lift.h."""
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import POINTER, c_char_p, c_float, c_int, c_int64, c_size_t, c_uint32, c_void_p
+from pathlib import Path
+
+__all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES"]
+
+_ENV = "LIBLIFT_PATH"
+
+
+def _candidates():
+    here = Path(__file__).resolve().parent
+    # A source checkout: bindings/python/liblift -> the package root three levels up.
+    roots = [here.parents[2], Path.cwd(), *Path.cwd().parents]
+    for root in roots:
+        for config in ("release", "debug"):
+            yield root / ".build" / config / "liblift.so"
+    # A copy bundled by `pip install ./bindings/python` after a release build.
+    yield here / "liblift.so"
+
+
+def _find_library() -> Path:
+    env = os.environ.get(_ENV)
+    if env:
+        path = Path(env)
+        if path.is_dir():
+            path = path / "liblift.so"
+        if not path.is_file():
+            raise OSError(f"{_ENV}={env!r} does not name liblift.so")
+        return path
+    for path in _candidates():
+        if path.is_file():
+            return path
+    raise OSError(
+        "liblift.so not found: build it with `swift build -c release -Xswiftc -static-stdlib` "
+        f"in the liblift checkout, or set {_ENV} to its path"
+    )
+
+
+library_path = _find_library()
+lib = ctypes.CDLL(str(library_path))
+
+STATUS_NAMES = {
+    0: "LIFT_OK",
+    1: "LIFT_ERR_ARGUMENT",
+    2: "LIFT_ERR_IO",
+    3: "LIFT_ERR_FORMAT",
+    4: "LIFT_ERR_SHAPE",
+    5: "LIFT_ERR_VALUE",
+    6: "LIFT_ERR_NOT_FOUND",
+    7: "LIFT_ERR_MEMORY",
+    8: "LIFT_ERR_STATE",
+    9: "LIFT_ERR_BUFFER",
+    99: "LIFT_ERR_INTERNAL",
+}
+
+
+class LiftError(Exception):
+    """A liblift call failed. `status` is the lift_status code, `status_name` its constant name
+    and `message` the library's explanation (naming the file, dataset, shape or row)."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.status_name = STATUS_NAMES.get(status, f"status {status}")
+        self.message = message
+        super().__init__(f"{message} [{self.status_name}]")
+
+
+def check(status: int) -> None:
+    """Raise LiftError carrying the thread's last error message unless status is LIFT_OK."""
+    if status != 0:
+        raise LiftError(status, lib.lift_last_error().decode("utf-8", "replace"))
+
+
+_P = c_void_p
+_F = POINTER(c_float)
+_I64 = POINTER(c_int64)
+
+_PROTOTYPES = {
+    "lift_version": (c_char_p, []),
+    "lift_last_error": (c_char_p, []),
+    "lift_status_name": (c_char_p, [c_int]),
+    "lift_store_open": (c_int, [POINTER(c_char_p), c_size_t, c_char_p, c_uint32, POINTER(_P)]),
+    "lift_store_free": (None, [_P]),
+    "lift_store_shape": (c_int, [_P, _I64, _I64]),
+    "lift_store_shard_count": (c_int, [_P, _I64]),
+    "lift_store_shard_dtype": (c_int, [_P, c_int64, POINTER(c_int)]),
+    "lift_store_set_buffer_bytes": (c_int, [_P, c_int64]),
+    "lift_store_read_range": (c_int, [_P, c_int64, c_int64, _F, c_size_t]),
+    "lift_store_read_rows": (c_int, [_P, _I64, c_int64, _F, c_size_t]),
+    "lift_store_validate": (c_int, [_P]),
+    "lift_store_has_strings": (c_int, [_P, c_char_p, POINTER(c_int)]),
+    "lift_store_read_string": (c_int, [_P, c_char_p, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "lift_store_search": (c_int, [_P, _F, c_int64, c_int64, c_int64, _I64, _F]),
+    "lift_store_writer_create": (c_int, [c_char_p, c_char_p, c_int64, c_int, c_uint32, POINTER(_P)]),
+    "lift_store_writer_append": (c_int, [_P, _F, c_int64, POINTER(c_char_p), POINTER(c_char_p)]),
+    "lift_store_writer_rows": (c_int, [_P, _I64]),
+    "lift_store_writer_finish": (c_int, [_P]),
+    "lift_store_writer_free": (None, [_P]),
+    "lift_cosine_similarity": (c_int, [_F, c_int64, _F, c_int64, c_int64, _F, c_size_t]),
+    "lift_topk": (c_int, [_F, c_int64, c_int64, c_int64, _I64, _F]),
+}
+
+for _name, (_restype, _argtypes) in _PROTOTYPES.items():
+    _fn = getattr(lib, _name)
+    _fn.restype = _restype
+    _fn.argtypes = _argtypes
