@@ -89,8 +89,9 @@ typedef struct lift_store lift_store;
 /* Opens `n_paths` shard files as one store. `dataset` is the embeddings dataset name in every
  * shard, NULL for LIFT_STORE_DEFAULT_DATASET. `flags` is a bitwise OR of LIFT_STORE_* flags.
  * On success *out receives a handle to release with lift_store_free.
- * Errors: LIFT_ERR_IO (missing file, not HDF5), LIFT_ERR_FORMAT (missing dataset, rank != 2,
- * non-float dtype), LIFT_ERR_SHAPE (D differs between shards), LIFT_ERR_ARGUMENT.
+ * Errors: LIFT_ERR_IO (missing file, not HDF5), LIFT_ERR_NOT_FOUND (no such dataset),
+ * LIFT_ERR_FORMAT (rank != 2, non-float dtype, not a dataset), LIFT_ERR_SHAPE (D differs between
+ * shards), LIFT_ERR_ARGUMENT.
  * Thread-safe. */
 lift_status lift_store_open(const char *const *paths, size_t n_paths, const char *dataset,
                             uint32_t flags, lift_store **out);

@@ -6,6 +6,9 @@
 static inline hid_t lift_h5t_native_float(void) { return H5T_NATIVE_FLOAT; }
 static inline hid_t lift_h5t_native_double(void) { return H5T_NATIVE_DOUBLE; }
 static inline hid_t lift_h5t_ieee_f32le(void) { return H5T_IEEE_F32LE; }
+static inline hid_t lift_h5t_ieee_f32be(void) { return H5T_IEEE_F32BE; }
+static inline hid_t lift_h5t_ieee_f64le(void) { return H5T_IEEE_F64LE; }
+static inline hid_t lift_h5t_std_i32le(void) { return H5T_STD_I32LE; }
 static inline hid_t lift_h5t_c_s1(void) { return H5T_C_S1; }
 static inline hid_t lift_h5p_file_access(void) { return H5P_FILE_ACCESS; }
 static inline hid_t lift_h5p_file_create(void) { return H5P_FILE_CREATE; }
@@ -17,5 +20,6 @@ static inline hid_t lift_h5e_default(void) { return H5E_DEFAULT; }
 static inline hsize_t lift_h5s_unlimited(void) { return H5S_UNLIMITED; }
 static inline size_t lift_h5t_variable(void) { return H5T_VARIABLE; }
 static inline unsigned lift_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
+static inline unsigned lift_h5f_acc_rdwr(void) { return H5F_ACC_RDWR; }
 static inline unsigned lift_h5f_acc_excl(void) { return H5F_ACC_EXCL; }
 static inline unsigned lift_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }

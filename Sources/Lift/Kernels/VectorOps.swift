@@ -51,7 +51,7 @@ enum VectorOps {
     return nil
   }
 
-  /// Sum of squares, accumulated in float32 SIMD lanes (Double fallback on overflow).
+  /// Sum of squares, accumulated in float32 SIMD lanes (inf if it overflows float32).
   static func sumOfSquares(_ x: UnsafePointer<Float>, _ count: Int) -> Float {
     var acc = SIMD16<Float>()
     var i = 0
@@ -62,15 +62,16 @@ enum VectorOps {
     }
     var s = acc.sum()
     while i < count { s += x[i] * x[i]; i += 1 }
-    if s.isFinite { return s }
-    var d = 0.0
-    for j in 0..<count { d += Double(x[j]) * Double(x[j]) }
-    return Float(d)
+    return s
   }
 
-  /// Euclidean norm of x.
+  /// Euclidean norm of x; exact to float precision even when the squares overflow float32.
   static func norm(_ x: UnsafePointer<Float>, _ count: Int) -> Float {
-    sumOfSquares(x, count).squareRoot()
+    let s = sumOfSquares(x, count)
+    if s.isFinite { return s.squareRoot() }
+    var d = 0.0
+    for j in 0..<count { d += Double(x[j]) * Double(x[j]) }
+    return Float(d.squareRoot())
   }
 
   /// x *= factor.

@@ -43,16 +43,16 @@ extension EmbeddingStore {
     var opened: [H5Object] = []
     for shard in shards {
       let ds = try HDF5.openDataset(shard.file.id, name, path: shard.path)
+      let type = H5Object(H5Dget_type(ds.id), .datatype)
+      guard H5Tget_class(type.id) == H5T_STRING else {
+        throw .format("dataset '\(name)' in '\(shard.path)' has dtype \(HDF5.describe(type: type.id)); expected strings")
+      }
       let dims = try HDF5.dims(of: ds.id)
       guard dims.count == 1 else {
         throw .format("string dataset '\(name)' in '\(shard.path)' has rank \(dims.count); expected rank 1")
       }
       guard Int64(dims[0]) == shard.rows else {
         throw .shape("string dataset '\(name)' in '\(shard.path)' has \(dims[0]) entries but '\(options.dataset)' has \(shard.rows) rows")
-      }
-      let type = H5Object(H5Dget_type(ds.id), .datatype)
-      guard H5Tget_class(type.id) == H5T_STRING else {
-        throw .format("dataset '\(name)' in '\(shard.path)' has dtype \(HDF5.describe(type: type.id)); expected strings")
       }
       opened.append(ds)
     }
