@@ -199,6 +199,9 @@ class StoreWriter:
 
     def append(self, rows, keys: Sequence | None = None, captions: Sequence | None = None) -> None:
         a = as_float_matrix(rows, "rows", cols=self.dim)
+        for name, strings in (("keys", keys), ("captions", captions)):
+            if strings is not None and len(strings) != a.shape[0]:
+                raise ValueError(f"{len(strings)} {name} given for {a.shape[0]} rows")
         k = cstrings(keys, "keys") if keys is not None else None
         c = cstrings(captions, "captions") if captions is not None else None
         check(lib.lift_store_writer_append(self._handle(), fptr(a), a.shape[0], k, c))
