@@ -13,8 +13,10 @@ final class DirectRowSource {
   enum Layout {
     /// Row r starts at address + r * rowBytes.
     case contiguous(address: UInt64)
-    /// Chunks of `chunkRows` whole rows; chunk addresses looked up lazily (UInt64.max = unknown).
-    case chunked(chunkRows: Int64, base: UInt64, addresses: UnsafeMutablePointer<UInt64>, count: Int)
+    /// Chunks of `chunkRows` whole rows; chunk addresses are looked up in HDF5's chunk index on
+    /// first use and kept in a direct-mapped cache of `cacheSlots` (chunk, address) pairs, so
+    /// memory stays bounded however many chunks the dataset has.
+    case chunked(chunkRows: Int64, base: UInt64, cache: UnsafeMutablePointer<(chunk: Int64, address: UInt64)>)
   }
 
   let fd: Int32
@@ -22,8 +24,8 @@ final class DirectRowSource {
   let rowBytes: Int
   let layout: Layout
   private let dataset: hid_t
-  private static let unknown = UInt64.max
-  private static let unallocated = UInt64.max - 1
+  private static let unallocated = UInt64.max
+  private static let cacheSlots = 1 << 15
 
   /// A direct source for `dataset` (with `rows` x `dim` elements of `elementSize` bytes, already
   /// checked to be binary16/float32), or nil if the dataset's storage does not allow it.
@@ -49,16 +51,15 @@ final class DirectRowSource {
     case H5D_CHUNKED:
       var chunk: [hsize_t] = [0, 0]
       guard H5Pget_chunk(dcpl.id, 2, &chunk) == 2, Int64(chunk[1]) == dim, chunk[0] > 0 else { return nil }
-      let count = Int((rows + Int64(chunk[0]) - 1) / Int64(chunk[0]))
-      let addresses = UnsafeMutablePointer<UInt64>.allocate(capacity: max(count, 1))
-      addresses.initialize(repeating: unknown, count: max(count, 1))
-      layout = .chunked(chunkRows: Int64(chunk[0]), base: UInt64(userBlock), addresses: addresses, count: count)
+      let cache = UnsafeMutablePointer<(chunk: Int64, address: UInt64)>.allocate(capacity: cacheSlots)
+      cache.initialize(repeating: (-1, 0), count: cacheSlots)
+      layout = .chunked(chunkRows: Int64(chunk[0]), base: UInt64(userBlock), cache: cache)
     default:
       return nil
     }
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else {
-      if case .chunked(_, _, let addresses, _) = layout { addresses.deallocate() }
+      if case .chunked(_, _, let cache) = layout { cache.deallocate() }
       return nil
     }
     return DirectRowSource(fd: fd, path: path, rowBytes: Int(dim) * elementSize, layout: layout, dataset: dataset)
@@ -74,7 +75,7 @@ final class DirectRowSource {
 
   deinit {
     close(fd)
-    if case .chunked(_, _, let addresses, _) = layout { addresses.deallocate() }
+    if case .chunked(_, _, let cache) = layout { cache.deallocate() }
   }
 
   /// Reads shard-local rows [start, start + count) into dest (count * rowBytes bytes). Returns
@@ -85,17 +86,18 @@ final class DirectRowSource {
     case .contiguous(let address):
       try preadFully(dest, bytes: Int(count) * rowBytes, at: address + UInt64(start) * UInt64(rowBytes))
       return true
-    case .chunked(let chunkRows, let base, let addresses, _):
+    case .chunked(let chunkRows, let base, let cache):
       var row = start
       var written = 0
       while row < start + count {
-        let chunk = Int(row / chunkRows)
-        let within = row - Int64(chunk) * chunkRows
+        let chunk = row / chunkRows
+        let within = row - chunk * chunkRows
         let n = min(chunkRows - within, start + count - row)
-        var address = addresses[chunk]
-        if address == Self.unknown {
+        let slot = Int(chunk) & (Self.cacheSlots - 1)
+        var address = cache[slot].address
+        if cache[slot].chunk != chunk {
           address = lookUpChunk(chunk, chunkRows: chunkRows, base: base)
-          addresses[chunk] = address
+          cache[slot] = (chunk, address)
         }
         if address == Self.unallocated { return false }
         try preadFully(dest + written, bytes: Int(n) * rowBytes, at: address + UInt64(within) * UInt64(rowBytes))
@@ -106,8 +108,8 @@ final class DirectRowSource {
     }
   }
 
-  private func lookUpChunk(_ chunk: Int, chunkRows: Int64, base: UInt64) -> UInt64 {
-    var offset: [hsize_t] = [hsize_t(Int64(chunk) * chunkRows), 0]
+  private func lookUpChunk(_ chunk: Int64, chunkRows: Int64, base: UInt64) -> UInt64 {
+    var offset: [hsize_t] = [hsize_t(chunk * chunkRows), 0]
     var mask: UInt32 = 0
     var address: haddr_t = 0
     var size: hsize_t = 0
