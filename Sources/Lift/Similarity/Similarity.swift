@@ -83,11 +83,3 @@ public enum Similarity {
   }
 }
 
-/// OpenBLAS limits: the CBLAS interface takes 32-bit dimensions.
-enum BLAS {
-  static func requireDims(_ dims: Int...) throws(LiftError) {
-    for v in dims where v > Int(Int32.max) {
-      throw .argument("matrix dimension \(v) exceeds the BLAS limit of \(Int32.max)")
-    }
-  }
-}

@@ -1,0 +1,52 @@
+import Dispatch
+import Glibc
+
+/// Splits elementwise and row-wise work over the machine's cores.
+///
+/// OpenBLAS runs its own threads inside each sgemm; liblift's own kernels run between BLAS
+/// calls, never at the same time, so the two never compete for the cores.
+enum Parallel {
+  /// Number of workers for liblift's own kernels, fixed when the library loads: the environment
+  /// variable LIFT_NUM_THREADS if set (1...256), else the number of online cores. (OpenBLAS reads
+  /// OPENBLAS_NUM_THREADS the same way.) Workspaces size per-worker scratch by it.
+  static let workers: Int = {
+    if let env = getenv("LIFT_NUM_THREADS"), let n = Int(String(cString: env)), n >= 1, n <= 256 { return n }
+    return max(1, min(256, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+  }()
+
+  /// Calls body(range) on disjoint ranges covering 0..<count, in parallel when count is at least
+  /// `grain` per worker. Ranges are contiguous and in order of worker index.
+  @inline(__always)
+  static func forRanges(_ count: Int, grain: Int = 4096, _ body: (Range<Int>) -> Void) {
+    let parts = min(workers, count / max(grain, 1))
+    if parts <= 1 {
+      if count > 0 { body(0..<count) }
+      return
+    }
+    DispatchQueue.concurrentPerform(iterations: parts) { p in
+      body(split(count, parts: parts, index: p))
+    }
+  }
+
+  /// Calls body(worker, range) with `workers`-way (or fewer) split, for kernels that keep
+  /// per-worker partial results. Returns the number of parts used.
+  @discardableResult
+  static func forWorkers(_ count: Int, grain: Int = 1, _ body: (Int, Range<Int>) -> Void) -> Int {
+    let parts = max(1, min(workers, count / max(grain, 1)))
+    if parts == 1 {
+      if count > 0 { body(0, 0..<count) }
+      return 1
+    }
+    DispatchQueue.concurrentPerform(iterations: parts) { p in
+      body(p, split(count, parts: parts, index: p))
+    }
+    return parts
+  }
+
+  @inline(__always)
+  static func split(_ count: Int, parts: Int, index: Int) -> Range<Int> {
+    let base = count / parts, extra = count % parts
+    let start = index * base + min(index, extra)
+    return start..<(start + base + (index < extra ? 1 : 0))
+  }
+}

@@ -1,0 +1,73 @@
+/// A batch of images as the encoder accepts them.
+public enum ImageInput {
+  /// float32 (B, C, S, S), already normalised.
+  case float32NCHW(UnsafePointer<Float>)
+  /// uint8 (B, S, S, C), normalised by the library as (x / 255 - mean[c]) / std[c] with the
+  /// model config's image mean and std.
+  case uint8NHWC(UnsafePointer<UInt8>)
+
+  /// The same input starting `n` images later.
+  func advanced(byImages n: Int, config c: ModelConfig) -> ImageInput {
+    let per = c.channels * c.imageSize * c.imageSize
+    switch self {
+    case .float32NCHW(let p): return .float32NCHW(p + n * per)
+    case .uint8NHWC(let p): return .uint8NHWC(p + n * per)
+    }
+  }
+}
+
+/// Images to the patch matrix the patch-embedding matmul consumes.
+///
+/// Output row (b * P + py * G + px) holds patch (py, px) of image b flattened in (channel,
+/// row, column) order, matching Conv2d weights (width, C, p, p): the strided convolution is one
+/// sgemm with the weight as a (width x C*p*p) matrix.
+enum Patchify {
+  static func run(_ source: ImageInput, config: ModelConfig, batch: Int, into out: UnsafeMutablePointer<Float>) {
+    let c = config.channels, s = config.imageSize, p = config.patch
+    let g = s / p, pd = c * p * p
+    switch source {
+    case .float32NCHW(let img):
+      Parallel.forRanges(batch * g, grain: 1) { r in
+        for bp in r {
+          let b = bp / g, py = bp % g
+          for px in 0..<g {
+            let row = out + ((b * g + py) * g + px) * pd
+            for ch in 0..<c {
+              for i in 0..<p {
+                let src = img + ((b * c + ch) * s + py * p + i) * s + px * p
+                (row + (ch * p + i) * p).update(from: src, count: p)
+              }
+            }
+          }
+        }
+      }
+    case .uint8NHWC(let img):
+      let mean = config.imageMean, std = config.imageStd
+      var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
+      for ch in 0..<c {
+        scale[ch] = 1 / (255 * std[ch])
+        shift[ch] = -mean[ch] / std[ch]
+      }
+      scale.withUnsafeBufferPointer { scale in
+        shift.withUnsafeBufferPointer { shift in
+          Parallel.forRanges(batch * g, grain: 1) { r in
+            for bp in r {
+              let b = bp / g, py = bp % g
+              for px in 0..<g {
+                let row = out + ((b * g + py) * g + px) * pd
+                for i in 0..<p {
+                  let src = img + ((b * s + py * p + i) * s + px * p) * c
+                  for j in 0..<p {
+                    for ch in 0..<c {
+                      row[(ch * p + i) * p + j] = Float(src[j * c + ch]) * scale[ch] + shift[ch]
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,223 @@
+/// Forward and backward of the image encoder: ViT tower (OpenCLIP VisionTransformer semantics)
+/// + LIFT projection head + L2 normalisation. One function per stage, over the buffers of a
+/// `Workspace`; parameter gradients accumulate (+=) into a buffer laid out like the parameters.
+///
+/// Notation: B images, T = 1 + P tokens (class token first, then patches row-major), W width,
+/// H heads, F = mlp_ratio * W, D text_dim, N = B * T token rows.
+enum Encoder {
+  // MARK: Forward
+
+  /// Runs the encoder on `batch` images; afterwards ws.embeddings (B x D) holds unit-norm image
+  /// embeddings and, for training workspaces, every activation backward needs is saved.
+  static func forward(_ model: Model, images: ImageInput, batch: Int, ws: Workspace) {
+    let c = model.config, l = model.layout
+    let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches
+    let par = model.parameters
+
+    // Patch embedding: one sgemm of the patch matrix with conv1 as a (W x C*p*p) matrix.
+    Patchify.run(images, config: c, batch: batch, into: ws.patches)
+    Linear.forward(ws.patches, rows: np, inFeatures: c.patchDim, outFeatures: w, weight: par + l.conv1, bias: nil,
+                   ws.patchTokens)
+    assembleTokens(ws.patchTokens, classEmbedding: par + l.classEmbedding, positional: par + l.positionalEmbedding,
+                   batch: batch, tokens: t, width: w, into: ws.x)
+    LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPreWeight, beta: par + l.lnPreBias, y: ws.x,
+                      xhat: ws.xhatPre, rstd: ws.rstdPre)
+
+    let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads)
+    for (i, blk) in l.blocks.enumerated() {
+      let qkv = ws.perBlock(ws.qkv, i), out = ws.perBlock(ws.attnOut, i)
+      let lse = ws.perBlock(ws.lse, i), fc = ws.perBlock(ws.fc, i)
+      // x = x + out_proj(attention(in_proj(ln_1(x))))
+      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h,
+                        xhat: ws.training ? ws.xhat1[i] : nil, rstd: ws.training ? ws.rstd1[i] : nil)
+      Linear.forward(ws.h, rows: n, inFeatures: w, outFeatures: 3 * w, weight: par + blk.inWeight,
+                     bias: par + blk.inBias, qkv)
+      Attention.forward(qkv: qkv, shape: shape, out: out, lse: lse, scratch: ws.attnScratch)
+      Linear.forward(out, rows: n, inFeatures: w, outFeatures: w, weight: par + blk.outWeight,
+                     bias: par + blk.outBias, ws.x, accumulate: true)
+      // x = x + c_proj(GELU(c_fc(ln_2(x))))
+      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h,
+                        xhat: ws.training ? ws.xhat2[i] : nil, rstd: ws.training ? ws.rstd2[i] : nil)
+      Linear.forward(ws.h, rows: n, inFeatures: w, outFeatures: c.hidden, weight: par + blk.fcWeight,
+                     bias: par + blk.fcBias, fc)
+      GELU.forward(fc, ws.g, count: n * c.hidden)
+      Linear.forward(ws.g, rows: n, inFeatures: c.hidden, outFeatures: w, weight: par + blk.projWeight,
+                     bias: par + blk.projBias, ws.x, accumulate: true)
+    }
+    LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPostWeight, beta: par + l.lnPostBias, y: ws.h,
+                      xhat: ws.xhatPost, rstd: ws.rstdPost)
+    pool(ws.h, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.pooled)
+    headForward(model, batch: batch, ws: ws)
+    normalizeRows(ws.headOut[c.headLayers - 1], rows: batch, cols: c.textDim, norms: ws.norms, into: ws.embeddings)
+  }
+
+  /// x[b, 0] = class + pos[0]; x[b, 1 + i] = patchTokens[b, i] + pos[1 + i].
+  static func assembleTokens(_ patchTokens: UnsafePointer<Float>, classEmbedding: UnsafePointer<Float>,
+                             positional: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,
+                             into x: UnsafeMutablePointer<Float>) {
+    Parallel.forRanges(batch * t, grain: max(1, 8192 / w)) { r in
+      for row in r {
+        let b = row / t, tok = row % t
+        let src = tok == 0 ? classEmbedding : patchTokens + (b * (t - 1) + tok - 1) * w
+        let pos = positional + tok * w, dst = x + row * w
+        for j in 0..<w { dst[j] = src[j] + pos[j] }
+      }
+    }
+  }
+
+  /// pooled[b] = mean of y[b, 1...] ('avg', LIFT's choice) or y[b, 0] ('tok').
+  static func pool(_ y: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,
+                   pooling: ModelConfig.Pooling, into pooled: UnsafeMutablePointer<Float>) {
+    for b in 0..<batch {
+      let dst = pooled + b * w
+      switch pooling {
+      case .token:
+        dst.update(from: y + b * t * w, count: w)
+      case .average:
+        dst.initialize(repeating: 0, count: w)
+        for tok in 1..<t {
+          let src = y + (b * t + tok) * w
+          for j in 0..<w { dst[j] += src[j] }
+        }
+        let inv = 1 / Float(t - 1)
+        for j in 0..<w { dst[j] *= inv }
+      }
+    }
+  }
+
+  /// z_0 = pooled W_0^T + b_0; z_l = GELU(z_{l-1}) W_l^T + b_l.
+  static func headForward(_ model: Model, batch: Int, ws: Workspace) {
+    let c = model.config, l = model.layout, d = c.textDim
+    for (i, layer) in l.head.enumerated() {
+      let input: UnsafePointer<Float>
+      if i == 0 {
+        input = UnsafePointer(ws.pooled)
+      } else {
+        GELU.forward(ws.headOut[i - 1], ws.headAct[i], count: batch * d)
+        input = UnsafePointer(ws.headAct[i])
+      }
+      Linear.forward(input, rows: batch, inFeatures: i == 0 ? c.width : d, outFeatures: d,
+                     weight: model.parameters + layer.weight, bias: model.parameters + layer.bias, ws.headOut[i])
+    }
+  }
+
+  /// out[i] = f[i] / |f[i]|, norms[i] = |f[i]|. A zero row stays zero (and is caught by callers
+  /// that check the norms).
+  static func normalizeRows(_ f: UnsafePointer<Float>, rows: Int, cols: Int, norms: UnsafeMutablePointer<Float>,
+                            into out: UnsafeMutablePointer<Float>) {
+    for i in 0..<rows {
+      let nrm = VectorOps.norm(f + i * cols, cols)
+      norms[i] = nrm
+      let inv = nrm > 0 ? 1 / nrm : 0
+      for j in 0..<cols { out[i * cols + j] = f[i * cols + j] * inv }
+    }
+  }
+
+  // MARK: Backward
+
+  /// Given dEmb = dLoss/d(embeddings) (B x D), adds dLoss/d(parameters) into `grads`.
+  /// Requires the training workspace of the matching forward call.
+  static func backward(_ model: Model, dEmbeddings: UnsafePointer<Float>, batch: Int, ws: Workspace,
+                       grads: UnsafeMutablePointer<Float>) {
+    precondition(ws.training, "backward needs a training workspace")
+    let c = model.config, l = model.layout
+    let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches, d = c.textDim
+    let par = model.parameters
+
+    // Through the L2 normalisation: df = (dE - e <e, dE>) / |f|.
+    var dz = ws.dHead, dOther = ws.dHead + batch * max(d, w)
+    for i in 0..<batch {
+      let e = ws.embeddings + i * d, de = dEmbeddings + i * d, out = dz + i * d
+      var dot: Float = 0
+      for j in 0..<d { dot += e[j] * de[j] }
+      let inv = ws.norms[i] > 0 ? 1 / ws.norms[i] : 0
+      for j in 0..<d { out[j] = (de[j] - e[j] * dot) * inv }
+    }
+    // Head, last layer first.
+    for i in stride(from: c.headLayers - 1, through: 0, by: -1) {
+      let layer = l.head[i]
+      let input = i == 0 ? UnsafePointer(ws.pooled) : UnsafePointer(ws.headAct[i])
+      let inF = i == 0 ? w : d
+      Linear.backward(dz, input, rows: batch, inFeatures: inF, outFeatures: d, weight: par + layer.weight,
+                      dWeight: grads + layer.weight, dBias: grads + layer.bias, dx: dOther, ones: ws.ones)
+      if i > 0 { GELU.backward(ws.headOut[i - 1], dOther, dOther, count: batch * d) }
+      swap(&dz, &dOther)
+    }
+    // dz now holds dpooled (B x W). Pooling backward into dh.
+    poolBackward(dz, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.dh)
+    LayerNorm.backward(ws.dh, xhat: ws.xhatPost!, rstd: ws.rstdPost!, gamma: par + l.lnPostWeight, rows: n, cols: w,
+                       dx: ws.dx, accumulate: false, dgamma: grads + l.lnPostWeight, dbeta: grads + l.lnPostBias,
+                       partials: ws.lnPartials)
+
+    let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads)
+    for i in stride(from: c.depth - 1, through: 0, by: -1) {
+      let blk = l.blocks[i]
+      // MLP: x_out = x_mid + c_proj(GELU(c_fc(ln_2(x_mid)))).
+      LayerNorm.affine(ws.xhat2[i], rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h)
+      GELU.forward(ws.fc[i], ws.g, count: n * c.hidden)
+      Linear.backward(ws.dx, ws.g, rows: n, inFeatures: c.hidden, outFeatures: w, weight: par + blk.projWeight,
+                      dWeight: grads + blk.projWeight, dBias: grads + blk.projBias, dx: ws.dg, ones: ws.ones)
+      GELU.backward(ws.fc[i], ws.dg, ws.dg, count: n * c.hidden)
+      Linear.backward(ws.dg, ws.h, rows: n, inFeatures: w, outFeatures: c.hidden, weight: par + blk.fcWeight,
+                      dWeight: grads + blk.fcWeight, dBias: grads + blk.fcBias, dx: ws.dh, ones: ws.ones)
+      LayerNorm.backward(ws.dh, xhat: ws.xhat2[i], rstd: ws.rstd2[i], gamma: par + blk.ln2Weight, rows: n, cols: w,
+                         dx: ws.dx, accumulate: true, dgamma: grads + blk.ln2Weight, dbeta: grads + blk.ln2Bias,
+                         partials: ws.lnPartials)
+      // Attention: x_mid = x_in + out_proj(attention(in_proj(ln_1(x_in)))).
+      Linear.backward(ws.dx, ws.attnOut[i], rows: n, inFeatures: w, outFeatures: w, weight: par + blk.outWeight,
+                      dWeight: grads + blk.outWeight, dBias: grads + blk.outBias, dx: ws.dAttn, ones: ws.ones)
+      Attention.backward(qkv: ws.qkv[i], out: ws.attnOut[i], lse: ws.lse[i], dOut: ws.dAttn, shape: shape,
+                         dqkv: ws.dqkv, scratch: ws.attnScratch)
+      LayerNorm.affine(ws.xhat1[i], rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h)
+      Linear.backward(ws.dqkv, ws.h, rows: n, inFeatures: w, outFeatures: 3 * w, weight: par + blk.inWeight,
+                      dWeight: grads + blk.inWeight, dBias: grads + blk.inBias, dx: ws.dh, ones: ws.ones)
+      LayerNorm.backward(ws.dh, xhat: ws.xhat1[i], rstd: ws.rstd1[i], gamma: par + blk.ln1Weight, rows: n, cols: w,
+                         dx: ws.dx, accumulate: true, dgamma: grads + blk.ln1Weight, dbeta: grads + blk.ln1Bias,
+                         partials: ws.lnPartials)
+    }
+    // ln_pre, then the token assembly and the patch embedding.
+    LayerNorm.backward(ws.dx, xhat: ws.xhatPre!, rstd: ws.rstdPre!, gamma: par + l.lnPreWeight, rows: n, cols: w,
+                       dx: ws.dh, accumulate: false, dgamma: grads + l.lnPreWeight, dbeta: grads + l.lnPreBias,
+                       partials: ws.lnPartials)
+    tokensBackward(ws.dh, batch: batch, tokens: t, width: w, dClass: grads + l.classEmbedding,
+                   dPositional: grads + l.positionalEmbedding, dPatchTokens: ws.patchTokens)
+    BLAS.gemm(true, false, m: w, n: c.patchDim, k: np, ws.patchTokens, lda: w, ws.patches, ldb: c.patchDim,
+              beta: 1, grads + l.conv1, ldc: c.patchDim)
+  }
+
+  static func poolBackward(_ dPooled: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,
+                           pooling: ModelConfig.Pooling, into dy: UnsafeMutablePointer<Float>) {
+    let inv = 1 / Float(max(t - 1, 1))
+    for b in 0..<batch {
+      for tok in 0..<t {
+        let dst = dy + (b * t + tok) * w, src = dPooled + b * w
+        switch (pooling, tok) {
+        case (.token, 0): dst.update(from: src, count: w)
+        case (.token, _), (.average, 0): dst.update(repeating: 0, count: w)
+        case (.average, _): for j in 0..<w { dst[j] = src[j] * inv }
+        }
+      }
+    }
+  }
+
+  /// dClass += sum_b dx[b, 0]; dPositional[t] += sum_b dx[b, t]; dPatchTokens[b, i] = dx[b, 1 + i].
+  static func tokensBackward(_ dx: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,
+                             dClass: UnsafeMutablePointer<Float>, dPositional: UnsafeMutablePointer<Float>,
+                             dPatchTokens: UnsafeMutablePointer<Float>) {
+    // Split over tokens so each worker owns whole rows of dPositional.
+    Parallel.forRanges(t, grain: max(1, 4096 / (w * max(batch, 1)))) { r in
+      for tok in r {
+        let dpos = dPositional + tok * w
+        for b in 0..<batch {
+          let src = dx + (b * t + tok) * w
+          for j in 0..<w { dpos[j] += src[j] }
+          if tok == 0 {
+            for j in 0..<w { dClass[j] += src[j] }
+          } else {
+            (dPatchTokens + (b * (t - 1) + tok - 1) * w).update(from: src, count: w)
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,129 @@
+import Glibc
+
+/// The image encoder's weights: a ViT image tower plus LIFT's projection head (and the
+/// objective's logit scale / bias), in one contiguous float buffer described by `layout`.
+public final class Model {
+  public let config: ModelConfig
+  public let layout: ParameterLayout
+  /// layout.totalCount floats; padding between tensors is zero.
+  public let parameters: UnsafeMutablePointer<Float>
+  /// Serialises every operation on the model and on trainers that share it.
+  let lock = Lock()
+  /// Inference workspace for `encode`, created on first use.
+  private var encodeWorkspace: Workspace?
+
+  /// A freshly initialised model; the same seed gives the same weights.
+  public init(config: ModelConfig, seed: UInt64) throws(LiftError) {
+    try config.validate()
+    self.config = config
+    self.layout = ParameterLayout(config, withLogitBias: config.objective == .sigmoid)
+    self.parameters = try allocateFloats(layout.totalCount, what: "model parameters")
+    parameters.initialize(repeating: 0, count: layout.totalCount)
+    Initializer.initialize(self, seed: seed)
+  }
+
+  /// A model whose weights will be filled in by the caller (loading).
+  init(uninitialized config: ModelConfig) throws(LiftError) {
+    try config.validate()
+    self.config = config
+    self.layout = ParameterLayout(config, withLogitBias: config.objective == .sigmoid)
+    self.parameters = try allocateFloats(layout.totalCount, what: "model parameters")
+    parameters.initialize(repeating: 0, count: layout.totalCount)
+  }
+
+  deinit { parameters.deallocate() }
+
+  /// The storage of a tensor by name.
+  public func tensor(_ name: String) -> UnsafeMutableBufferPointer<Float>? {
+    layout.find(name).map { UnsafeMutableBufferPointer(start: parameters + $0.offset, count: $0.count) }
+  }
+
+  /// Unit-norm image embeddings (count x textDim) of `count` images, in chunks of at most
+  /// `chunk` images, without saving activations. A non-finite embedding is a value error.
+  public func encode(_ images: ImageInput, count: Int, chunk: Int = 64,
+                     into out: UnsafeMutablePointer<Float>) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      guard count >= 0 else { throw .argument("image count must be >= 0 (got \(count))") }
+      guard chunk >= 1 else { throw .argument("chunk must be >= 1") }
+      if encodeWorkspace == nil || encodeWorkspace!.capacity < min(chunk, max(count, 1)) {
+        encodeWorkspace = nil
+        encodeWorkspace = try Workspace(config: config, capacity: min(chunk, max(count, 1)), training: false)
+      }
+      let ws = encodeWorkspace!
+      let d = config.textDim
+      var start = 0
+      while start < count {
+        let n = min(ws.capacity, count - start)
+        let part = images.advanced(byImages: start, config: config)
+        try Validation.checkImages(part, count: n, config: config, firstIndex: start)
+        Encoder.forward(self, images: part, batch: n, ws: ws)
+        try Validation.checkEmbeddings(ws, count: n, firstIndex: start)
+        (out + start * d).update(from: ws.embeddings, count: n * d)
+        start += n
+      }
+    }
+  }
+
+  @inline(__always) func p(_ offset: Int) -> UnsafeMutablePointer<Float> { parameters + offset }
+
+  var logitScale: Float { parameters[layout.logitScale] }
+  var logitBias: Float { layout.logitBias.map { parameters[$0] } ?? 0 }
+}
+
+/// Allocates `count` floats, or a memory error naming `what`.
+func allocateFloats(_ count: Int, what: String) throws(LiftError) -> UnsafeMutablePointer<Float> {
+  guard count >= 0, count <= Int.max / 8 else { throw .memory("\(what): \(count) floats is too many") }
+  guard let raw = aligned_alloc(64, max(64, (count * 4 + 63) / 64 * 64)) else {
+    throw .memory("cannot allocate \(count * 4) bytes for \(what)")
+  }
+  return raw.bindMemory(to: Float.self, capacity: count)
+}
+
+/// Weight initialisation: PyTorch's defaults for the module types OpenCLIP and LIFT use, drawn
+/// from one xoshiro256** stream seeded by the caller (same distributions as PyTorch, not the
+/// same numbers), in layout order:
+/// - conv1.weight, out_proj.weight, Linear weights (c_fc, c_proj, projector): U(-1/sqrt(fan_in), +)
+///   (kaiming_uniform with a = sqrt 5); c_fc, c_proj and projector biases: U(-1/sqrt(fan_in), +)
+/// - in_proj_weight: Xavier-uniform U(-sqrt(6 / (W + 3W)), +); in_proj_bias, out_proj.bias: 0
+/// - class_embedding, positional_embedding: N(0, 1) * W^-0.5 (OpenCLIP)
+/// - LayerNorm weight 1, bias 0
+/// - logit_scale: ln(1 / 0.07) (contrastive, cosine) or ln 10 (sigmoid); logit_bias: -10.
+enum Initializer {
+  static func initialize(_ model: Model, seed: UInt64) {
+    var rng = Xoshiro256(seed: seed)
+    let c = model.config, l = model.layout, w = c.width
+    func uniform(_ offset: Int, _ count: Int, bound: Float) {
+      let p = model.p(offset)
+      for i in 0..<count { p[i] = Float((rng.unit() * 2 - 1) * Double(bound)) }
+    }
+    func normal(_ offset: Int, _ count: Int, std: Float) {
+      let p = model.p(offset)
+      for i in 0..<count { p[i] = Float(rng.normal()) * std }
+    }
+    func fill(_ offset: Int, _ count: Int, _ value: Float) { model.p(offset).update(repeating: value, count: count) }
+    func fanIn(_ n: Int) -> Float { 1 / Float(n).squareRoot() }
+
+    uniform(l.conv1, w * c.patchDim, bound: fanIn(c.patchDim))
+    normal(l.classEmbedding, w, std: fanIn(w))
+    normal(l.positionalEmbedding, c.tokens * w, std: fanIn(w))
+    fill(l.lnPreWeight, w, 1)
+    for b in l.blocks {
+      fill(b.ln1Weight, w, 1)
+      uniform(b.inWeight, 3 * w * w, bound: (6 / Float(4 * w)).squareRoot())
+      uniform(b.outWeight, w * w, bound: fanIn(w))
+      fill(b.ln2Weight, w, 1)
+      uniform(b.fcWeight, c.hidden * w, bound: fanIn(w))
+      uniform(b.fcBias, c.hidden, bound: fanIn(w))
+      uniform(b.projWeight, w * c.hidden, bound: fanIn(c.hidden))
+      uniform(b.projBias, w, bound: fanIn(c.hidden))
+    }
+    fill(l.lnPostWeight, w, 1)
+    for (i, h) in l.head.enumerated() {
+      let inFeatures = i == 0 ? w : c.textDim
+      uniform(h.weight, c.textDim * inFeatures, bound: fanIn(inFeatures))
+      uniform(h.bias, c.textDim, bound: fanIn(inFeatures))
+    }
+    model.parameters[l.logitScale] = c.objective == .sigmoid ? Float(log(10.0)) : Float(log(1 / 0.07))
+    if let bias = l.logitBias { model.parameters[bias] = -10 }
+  }
+}

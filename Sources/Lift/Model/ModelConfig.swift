@@ -1,0 +1,108 @@
+import CLiftABI
+
+/// Architecture of the image tower and LIFT head (OpenCLIP VisionTransformer semantics).
+public struct ModelConfig: Equatable {
+  public enum Pooling: Int32 { case average = 0, token = 1 }
+
+  /// Training objective. It belongs to the model because it decides which scalar parameters
+  /// exist (logit_bias for sigmoid) and how logit_scale is initialised.
+  public enum Objective: Int32 {
+    /// CLIP/InfoNCE over image->text and text->image, learnable temperature.
+    case contrastive = 0
+    /// LIFT's simplistic cosine loss: mean(1 - cos(image, text)).
+    case cosine = 1
+    /// SigLIP's pairwise sigmoid loss with learnable scale and bias.
+    case sigmoid = 2
+  }
+
+  public var imageSize: Int
+  public var channels: Int
+  public var patch: Int
+  public var width: Int
+  public var depth: Int
+  public var heads: Int
+  /// MLP hidden size = mlpRatio * width.
+  public var mlpRatio: Int
+  /// Linear layers of the LIFT projection head (>= 1): Linear(width, D), then (GELU, Linear(D, D)) per extra layer.
+  public var headLayers: Int
+  /// Dimension D of the fixed text embeddings the image embeddings align with.
+  public var textDim: Int
+  public var pooling: Pooling
+  public var objective: Objective
+  /// Per-channel normalisation applied to uint8 images: (x / 255 - mean) / std.
+  public var imageMean: [Float]
+  public var imageStd: [Float]
+
+  public var gridSize: Int { imageSize / patch }
+  public var patches: Int { gridSize * gridSize }
+  public var tokens: Int { patches + 1 }
+  public var headDim: Int { width / heads }
+  public var hidden: Int { mlpRatio * width }
+  public var patchDim: Int { channels * patch * patch }
+
+  /// OpenAI CLIP's RGB statistics (OpenCLIP's defaults); grey images default to 0.5 / 0.5.
+  static func defaultMean(_ channels: Int) -> [Float] {
+    channels == 3 ? [0.481_454_66, 0.457_827_5, 0.408_210_73] : [Float](repeating: 0.5, count: channels)
+  }
+  static func defaultStd(_ channels: Int) -> [Float] {
+    channels == 3 ? [0.268_629_54, 0.261_302_58, 0.275_777_11] : [Float](repeating: 0.5, count: channels)
+  }
+
+  public init(imageSize: Int, channels: Int = 3, patch: Int, width: Int, depth: Int, heads: Int,
+              mlpRatio: Int = 4, headLayers: Int = 2, textDim: Int, pooling: Pooling = .average,
+              objective: Objective = .contrastive, imageMean: [Float]? = nil, imageStd: [Float]? = nil) {
+    self.imageSize = imageSize
+    self.channels = channels
+    self.patch = patch
+    self.width = width
+    self.depth = depth
+    self.heads = heads
+    self.mlpRatio = mlpRatio
+    self.headLayers = headLayers
+    self.textDim = textDim
+    self.pooling = pooling
+    self.objective = objective
+    self.imageMean = imageMean ?? Self.defaultMean(channels)
+    self.imageStd = imageStd ?? Self.defaultStd(channels)
+  }
+
+  /// Named architectures. ViT-*/16 are the 224-px models of the paper's family; the small ones
+  /// suit 28-32 px images (e.g. Fashion-MNIST, CIFAR).
+  public static let presetNames = ["ViT-Ti/16", "ViT-S/16", "ViT-B/16", "ViT-XS/7-28", "ViT-XS/4-32"]
+
+  public static func preset(_ name: String, textDim: Int) throws(LiftError) -> ModelConfig {
+    switch name {
+    case "ViT-Ti/16": return ModelConfig(imageSize: 224, patch: 16, width: 192, depth: 12, heads: 3, textDim: textDim)
+    case "ViT-S/16": return ModelConfig(imageSize: 224, patch: 16, width: 384, depth: 12, heads: 6, textDim: textDim)
+    case "ViT-B/16": return ModelConfig(imageSize: 224, patch: 16, width: 768, depth: 12, heads: 12, textDim: textDim)
+    case "ViT-XS/7-28":
+      return ModelConfig(imageSize: 28, channels: 1, patch: 7, width: 128, depth: 4, heads: 2, textDim: textDim)
+    case "ViT-XS/4-32": return ModelConfig(imageSize: 32, patch: 4, width: 192, depth: 6, heads: 3, textDim: textDim)
+    default:
+      throw .argument("unknown preset '\(name)'; known: \(presetNames.joined(separator: ", "))")
+    }
+  }
+
+  /// Throws an argument error naming the first inconsistent field.
+  public func validate() throws(LiftError) {
+    func require(_ ok: Bool, _ message: @autoclosure () -> String) throws(LiftError) {
+      if !ok { throw .argument("model config: \(message())") }
+    }
+    try require(channels == 1 || channels == 3, "channels must be 1 or 3 (got \(channels))")
+    try require(patch >= 1 && patch <= 64, "patch must be in [1, 64] (got \(patch))")
+    try require(imageSize >= patch && imageSize <= 1024, "image size must be in [patch, 1024] (got \(imageSize))")
+    try require(imageSize % patch == 0, "image size \(imageSize) is not divisible by patch \(patch)")
+    try require(width >= 1 && width <= 8192, "width must be in [1, 8192] (got \(width))")
+    try require(heads >= 1 && heads <= width, "heads must be in [1, width] (got \(heads))")
+    try require(width % heads == 0, "width \(width) is not divisible by heads \(heads)")
+    try require(depth >= 0 && depth <= 128, "depth must be in [0, 128] (got \(depth))")
+    try require(mlpRatio >= 1 && mlpRatio <= 16, "mlp ratio must be in [1, 16] (got \(mlpRatio))")
+    try require(headLayers >= 1 && headLayers <= 8, "head layers must be in [1, 8] (got \(headLayers))")
+    try require(textDim >= 1 && textDim <= 65536, "text dim must be in [1, 65536] (got \(textDim))")
+    try require(pooling != .average || patches >= 1, "average pooling needs at least one patch")
+    try require(imageMean.count == channels && imageStd.count == channels,
+                "image mean/std need \(channels) values each")
+    try require(imageMean.allSatisfy(\.isFinite), "image mean must be finite")
+    try require(imageStd.allSatisfy { $0.isFinite && $0 > 0 }, "image std must be positive and finite")
+  }
+}

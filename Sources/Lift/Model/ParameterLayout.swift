@@ -1,0 +1,80 @@
+/// Where each named tensor lives in the one contiguous parameter buffer (and, at the same
+/// offsets, in the gradient and optimiser-moment buffers).
+///
+/// Names and shapes are the PyTorch state_dict keys of OpenCLIP's VisionTransformer plus LIFT's
+/// `mlp_projector`; Linear weights are (out, in) row-major. Every tensor starts at a multiple of
+/// 16 floats; the padding between tensors is zero and stays zero.
+public struct TensorInfo: Equatable {
+  public let name: String
+  public let shape: [Int]
+  public let offset: Int
+  public var count: Int { shape.reduce(1, *) }
+  /// AdamW weight decay applies to tensors with 2 or more dimensions only.
+  public var decays: Bool { shape.count >= 2 }
+}
+
+public struct ParameterLayout {
+  /// Offsets of one residual block's tensors.
+  struct Block {
+    let ln1Weight, ln1Bias, inWeight, inBias, outWeight, outBias: Int
+    let ln2Weight, ln2Bias, fcWeight, fcBias, projWeight, projBias: Int
+  }
+
+  public let tensors: [TensorInfo]
+  /// Floats in the buffer, padding included.
+  public let totalCount: Int
+  let conv1, classEmbedding, positionalEmbedding, lnPreWeight, lnPreBias: Int
+  let blocks: [Block]
+  let lnPostWeight, lnPostBias: Int
+  /// (weight, bias) offsets of each head Linear.
+  let head: [(weight: Int, bias: Int)]
+  let logitScale: Int
+  let logitBias: Int?
+
+  public init(_ c: ModelConfig, withLogitBias: Bool) {
+    var tensors: [TensorInfo] = []
+    var offset = 0
+    func add(_ name: String, _ shape: [Int]) -> Int {
+      let start = offset
+      tensors.append(TensorInfo(name: name, shape: shape, offset: start))
+      offset += (shape.reduce(1, *) + 15) / 16 * 16
+      return start
+    }
+    let w = c.width
+    conv1 = add("visual.conv1.weight", [w, c.channels, c.patch, c.patch])
+    classEmbedding = add("visual.class_embedding", [w])
+    positionalEmbedding = add("visual.positional_embedding", [c.tokens, w])
+    lnPreWeight = add("visual.ln_pre.weight", [w])
+    lnPreBias = add("visual.ln_pre.bias", [w])
+    var blocks: [Block] = []
+    for i in 0..<c.depth {
+      let p = "visual.transformer.resblocks.\(i)."
+      blocks.append(Block(
+        ln1Weight: add(p + "ln_1.weight", [w]), ln1Bias: add(p + "ln_1.bias", [w]),
+        inWeight: add(p + "attn.in_proj_weight", [3 * w, w]), inBias: add(p + "attn.in_proj_bias", [3 * w]),
+        outWeight: add(p + "attn.out_proj.weight", [w, w]), outBias: add(p + "attn.out_proj.bias", [w]),
+        ln2Weight: add(p + "ln_2.weight", [w]), ln2Bias: add(p + "ln_2.bias", [w]),
+        fcWeight: add(p + "mlp.c_fc.weight", [c.hidden, w]), fcBias: add(p + "mlp.c_fc.bias", [c.hidden]),
+        projWeight: add(p + "mlp.c_proj.weight", [w, c.hidden]), projBias: add(p + "mlp.c_proj.bias", [w])))
+    }
+    self.blocks = blocks
+    lnPostWeight = add("visual.ln_post.weight", [w])
+    lnPostBias = add("visual.ln_post.bias", [w])
+    var head: [(Int, Int)] = []
+    for l in 0..<c.headLayers {
+      let inFeatures = l == 0 ? w : c.textDim
+      head.append((add("mlp_projector.projector.\(2 * l).weight", [c.textDim, inFeatures]),
+                   add("mlp_projector.projector.\(2 * l).bias", [c.textDim])))
+    }
+    self.head = head
+    logitScale = add("logit_scale", [])
+    logitBias = withLogitBias ? add("logit_bias", []) : nil
+    self.tensors = tensors
+    self.totalCount = offset
+  }
+
+  public func find(_ name: String) -> TensorInfo? { tensors.first { $0.name == name } }
+
+  /// Number of real (unpadded) parameters.
+  public var parameterCount: Int { tensors.reduce(0) { $0 + $1.count } }
+}

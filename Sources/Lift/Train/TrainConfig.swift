@@ -1,0 +1,48 @@
+import Glibc
+
+/// Optimisation settings. Defaults are LIFT's: AdamW lr 1e-3, betas (0.9, 0.98), eps 1e-6,
+/// weight decay 0.2 on >= 2-D tensors, 500 warm-up steps then cosine decay to 0, global
+/// gradient-norm clipping at 1.0.
+public struct TrainConfig: Equatable {
+  public var learningRate: Double = 1e-3
+  public var beta1: Double = 0.9
+  public var beta2: Double = 0.98
+  public var eps: Double = 1e-6
+  public var weightDecay: Double = 0.2
+  public var warmupSteps: Int = 500
+  /// Length of the schedule: the learning rate reaches 0 at this step and stays there.
+  public var totalSteps: Int = 10_000
+  /// Global gradient-norm clip; <= 0 disables clipping.
+  public var gradClip: Double = 1.0
+  /// Largest number of images one forward/backward processes (sizes the activation memory).
+  /// Larger batches go through gradient accumulation in micro-batches of at most this size.
+  public var batchCapacity: Int = 64
+
+  public init() {}
+
+  public func validate() throws(LiftError) {
+    func require(_ ok: Bool, _ message: @autoclosure () -> String) throws(LiftError) {
+      if !ok { throw .argument("train config: \(message())") }
+    }
+    try require(learningRate.isFinite && learningRate >= 0, "learning rate must be finite and >= 0 (got \(learningRate))")
+    try require(beta1 >= 0 && beta1 < 1, "beta1 must be in [0, 1) (got \(beta1))")
+    try require(beta2 >= 0 && beta2 < 1, "beta2 must be in [0, 1) (got \(beta2))")
+    try require(eps.isFinite && eps > 0, "eps must be > 0 (got \(eps))")
+    try require(weightDecay.isFinite && weightDecay >= 0, "weight decay must be finite and >= 0 (got \(weightDecay))")
+    try require(warmupSteps >= 0, "warm-up steps must be >= 0 (got \(warmupSteps))")
+    try require(totalSteps >= 1, "total steps must be >= 1 (got \(totalSteps))")
+    try require(warmupSteps <= totalSteps, "warm-up steps (\(warmupSteps)) exceed total steps (\(totalSteps))")
+    try require(gradClip.isFinite, "gradient clip must be finite (got \(gradClip))")
+    try require(batchCapacity >= 1 && batchCapacity <= 1 << 20, "batch capacity must be in [1, 1048576] (got \(batchCapacity))")
+  }
+
+  /// OpenCLIP's cosine_lr: linear warm-up lr * (step + 1) / warmup, then
+  /// 0.5 * (1 + cos(pi * e / es)) * lr with e = step - warmup, es = total - warmup; 0 after total.
+  public func learningRate(atStep step: Int) -> Double {
+    if step < warmupSteps { return learningRate * Double(step + 1) / Double(warmupSteps) }
+    let es = totalSteps - warmupSteps
+    if es <= 0 || step >= totalSteps { return 0 }
+    let e = step - warmupSteps
+    return 0.5 * (1 + cos(Double.pi * Double(e) / Double(es))) * learningRate
+  }
+}

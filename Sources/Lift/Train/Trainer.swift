@@ -1,0 +1,308 @@
+import CLiftABI
+import Glibc
+
+/// What one optimiser update did.
+public struct StepStats: Equatable {
+  /// Loss of the batch (before the update).
+  public var loss: Double
+  /// Learning rate the update used.
+  public var learningRate: Double
+  /// exp(logit_scale) after the update (the temperature's inverse), and the logit bias.
+  public var logitScale: Double
+  public var logitBias: Double
+  /// Global gradient norm before clipping.
+  public var gradNorm: Double
+  /// Updates applied so far, this one included.
+  public var step: Int
+}
+
+/// Trains a `Model` against fixed text embeddings.
+///
+/// Buffers: gradients and the two AdamW moments are each one contiguous float buffer laid out
+/// like the parameters (`model.layout`), so an external driver can all-reduce the gradient in
+/// one call. Activations live in a workspace sized for `config.batchCapacity` images, allocated
+/// once.
+///
+/// Two ways to drive it:
+/// - `step(images:texts:batch:)`: forward, loss, backward, update. Batches larger than the
+///   capacity are split into micro-batches with cached features (OpenCLIP accum_freq): the
+///   gradient equals that of the whole batch.
+/// - the split form for external (e.g. multi-worker) drivers: `forward` -> `loss` (given every
+///   worker's features) -> `backward` -> (all-reduce `gradients`) -> `apply`. The one-call step
+///   runs exactly this sequence, so both give bit-identical results.
+///
+/// Thread safety: all methods take the model's lock.
+public final class Trainer {
+  public let model: Model
+  public let config: TrainConfig
+  public let gradients: UnsafeMutablePointer<Float>
+  public let firstMoment: UnsafeMutablePointer<Float>
+  public let secondMoment: UnsafeMutablePointer<Float>
+  /// Updates applied so far.
+  public internal(set) var step: Int = 0
+  /// Seeded generator whose state travels with checkpoints (for drivers' shuffling).
+  public internal(set) var rng: Xoshiro256
+
+  let workspace: Workspace
+  private let lossScratch: Objectives.Scratch
+  /// Unit-norm text embeddings of the current (global) batch; grows, never shrinks.
+  private var texts: GrowableFloats
+  /// Feature gradients and cached features for one-call steps; grow, never shrink.
+  private var featureGrads: GrowableFloats
+  private var cachedFeatures: GrowableFloats
+  /// Batch size of the training forward whose activations the workspace holds (nil: none).
+  private var forwardBatch: Int?
+  /// Loss of the last `loss` call, reported by `apply`.
+  private var lastLoss: Double = .nan
+
+  public init(model: Model, config: TrainConfig, seed: UInt64 = 0) throws(LiftError) {
+    try config.validate()
+    self.model = model
+    self.config = config
+    self.rng = Xoshiro256(seed: seed)
+    let count = model.layout.totalCount
+    gradients = try allocateFloats(count, what: "gradients")
+    do {
+      firstMoment = try allocateFloats(count, what: "AdamW first moment")
+    } catch { gradients.deallocate(); throw error }
+    do {
+      secondMoment = try allocateFloats(count, what: "AdamW second moment")
+    } catch { gradients.deallocate(); firstMoment.deallocate(); throw error }
+    gradients.initialize(repeating: 0, count: count)
+    firstMoment.initialize(repeating: 0, count: count)
+    secondMoment.initialize(repeating: 0, count: count)
+    do {
+      workspace = try Workspace(config: model.config, capacity: config.batchCapacity, training: true)
+      lossScratch = try Objectives.Scratch(capacity: config.batchCapacity)
+      texts = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "text embeddings")
+      featureGrads = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "feature gradients")
+      cachedFeatures = try GrowableFloats(0, what: "cached features")
+    } catch {
+      gradients.deallocate(); firstMoment.deallocate(); secondMoment.deallocate()
+      throw error
+    }
+  }
+
+  deinit {
+    gradients.deallocate()
+    firstMoment.deallocate()
+    secondMoment.deallocate()
+    texts.release()
+    featureGrads.release()
+    cachedFeatures.release()
+  }
+
+  var textDim: Int { model.config.textDim }
+
+  // MARK: Split form
+
+  /// Training forward of `batch` (1...capacity) images; returns their unit-norm embeddings
+  /// (batch x textDim, valid until the next call) and keeps the activations for `backward`.
+  public func forward(_ images: ImageInput, batch: Int) throws(LiftError) -> UnsafePointer<Float> {
+    try model.lock.withLock { () throws(LiftError) in try forwardLocked(images, batch: batch) }
+  }
+
+  private func forwardLocked(_ images: ImageInput, batch: Int) throws(LiftError) -> UnsafePointer<Float> {
+    guard batch >= 1, batch <= config.batchCapacity else {
+      throw .argument("batch must be in [1, \(config.batchCapacity)] (the trainer's batch capacity); got \(batch)")
+    }
+    forwardBatch = nil
+    try Validation.checkImages(images, count: batch, config: model.config, firstIndex: 0)
+    Encoder.forward(model, images: images, batch: batch, ws: workspace)
+    try Validation.checkEmbeddings(workspace, count: batch, firstIndex: 0)
+    forwardBatch = batch
+    return UnsafePointer(workspace.embeddings)
+  }
+
+  /// Loss of a global batch of n pairs and its gradient with respect to this worker's images.
+  ///
+  /// `images` (n x D) are the unit-norm embeddings of every worker, in global order; `rawTexts`
+  /// (n x D) the matching text embeddings (normalised here). Writes dLoss/dI for rows
+  /// [localStart, localStart + localCount) into `dLocal` (localCount x D), scaled by
+  /// `workerCount` so that averaging the workers' gradient buffers gives the exact gradient of
+  /// the global loss; adds the logit scale/bias gradients to `gradients`. A non-finite loss is
+  /// a value error and changes nothing.
+  public func loss(images: UnsafePointer<Float>, texts rawTexts: UnsafePointer<Float>, count n: Int,
+                   localStart: Int, localCount: Int, workerCount: Int,
+                   dLocal: UnsafeMutablePointer<Float>) throws(LiftError) -> Double {
+    try model.lock.withLock { () throws(LiftError) in
+      try lossLocked(images: images, texts: rawTexts, count: n, localStart: localStart, localCount: localCount,
+                     workerCount: workerCount, dLocal: dLocal)
+    }
+  }
+
+  private func lossLocked(images: UnsafePointer<Float>, texts rawTexts: UnsafePointer<Float>, count n: Int,
+                          localStart: Int, localCount: Int, workerCount: Int,
+                          dLocal: UnsafeMutablePointer<Float>) throws(LiftError) -> Double {
+    let d = textDim
+    guard n >= 1 else { throw .argument("the batch must hold at least one pair (got \(n))") }
+    if model.config.objective == .contrastive && n < 2 {
+      throw .argument("the contrastive loss needs a batch of at least 2 pairs (got \(n))")
+    }
+    guard localStart >= 0, localCount >= 0, localStart <= n, localCount <= n - localStart else {
+      throw .argument("local rows [\(localStart), \(localStart) + \(localCount)) are outside the batch of \(n)")
+    }
+    guard workerCount >= 1 else { throw .argument("worker count must be >= 1 (got \(workerCount))") }
+    _ = try checkedCount(Int64(n), Int64(d), "batch features")
+    try Validation.checkRows(images, rows: n, cols: d, name: "image embeddings")
+    try Validation.checkRows(rawTexts, rows: n, cols: d, name: "text embeddings")
+    try texts.reserve(n * d)
+    try lossScratch.reserve(n)
+    for i in 0..<n {
+      let dst = texts.pointer + i * d
+      dst.update(from: rawTexts + i * d, count: d)
+      VectorOps.normalize(dst, d)
+    }
+    let result = Objectives.compute(
+      model.config.objective, images: images, texts: texts.pointer, n: n, d: d, logitScale: model.logitScale,
+      logitBias: model.logitBias, localStart: localStart, localCount: localCount,
+      featureGradScale: Float(workerCount), dImages: dLocal, scratch: lossScratch)
+    guard result.loss.isFinite else {
+      throw .value("the loss is not finite (\(result.loss)); no gradient was added")
+    }
+    if model.config.objective != .cosine {
+      gradients[model.layout.logitScale] += Float(result.dLogitScale)
+    }
+    if let bias = model.layout.logitBias { gradients[bias] += Float(result.dLogitBias) }
+    lastLoss = result.loss
+    return result.loss
+  }
+
+  /// Backward of the last `forward` (which must have had `batch` images) given dLoss/d(its
+  /// embeddings) (batch x D); adds the parameter gradients into `gradients`.
+  public func backward(_ dEmbeddings: UnsafePointer<Float>, batch: Int) throws(LiftError) {
+    try model.lock.withLock { () throws(LiftError) in try backwardLocked(dEmbeddings, batch: batch) }
+  }
+
+  private func backwardLocked(_ dEmbeddings: UnsafePointer<Float>, batch: Int) throws(LiftError) {
+    guard let saved = forwardBatch else {
+      throw .state("backward needs a preceding forward (none is pending)")
+    }
+    guard saved == batch else {
+      throw .argument("backward got a batch of \(batch) but the pending forward had \(saved)")
+    }
+    if let j = VectorOps.firstNonFinite(dEmbeddings, batch * textDim) {
+      throw .value("the feature gradient has a non-finite value at row \(j / textDim), column \(j % textDim)")
+    }
+    Encoder.backward(model, dEmbeddings: dEmbeddings, batch: batch, ws: workspace, grads: gradients)
+    forwardBatch = nil
+  }
+
+  /// Clips the accumulated gradient to the global norm, applies one AdamW update with the
+  /// scheduled learning rate, clamps logit_scale to [0, ln 100] and zeroes the gradient.
+  /// A non-finite gradient refuses the update: parameters and moments are untouched, the
+  /// gradient is zeroed, the step count does not advance, and a value error says so.
+  public func apply() throws(LiftError) -> StepStats {
+    try model.lock.withLock { () throws(LiftError) in try applyLocked() }
+  }
+
+  private func applyLocked() throws(LiftError) -> StepStats {
+    let layout = model.layout
+    let norm = AdamW.globalNorm(gradients, count: layout.totalCount)
+    guard norm.isFinite else {
+      zeroGradientsLocked()
+      throw .value("the gradient is not finite (norm \(norm)); the update was skipped and the gradient zeroed")
+    }
+    if config.gradClip > 0 {
+      let coef = config.gradClip / (norm + 1e-6)
+      if coef < 1 { AdamW.scale(gradients, count: layout.totalCount, by: Float(coef)) }
+    }
+    let lr = config.learningRate(atStep: step)
+    AdamW.update(layout: layout, params: model.parameters, grads: gradients, m: firstMoment, v: secondMoment,
+                 step: step + 1, lr: lr, config: config)
+    let s = layout.logitScale
+    model.parameters[s] = min(max(model.parameters[s], 0), Float(log(100.0)))
+    step += 1
+    zeroGradientsLocked()
+    return StepStats(loss: lastLoss, learningRate: lr, logitScale: Double(exp(model.logitScale)),
+                     logitBias: Double(model.logitBias), gradNorm: norm, step: step)
+  }
+
+  public func zeroGradients() {
+    model.lock.withLock { zeroGradientsLocked() }
+  }
+
+  private func zeroGradientsLocked() {
+    let g = gradients
+    Parallel.forRanges(model.layout.totalCount, grain: 1 << 16) { r in
+      (g + r.lowerBound).update(repeating: 0, count: r.count)
+    }
+  }
+
+  // MARK: One-call step
+
+  /// One optimiser step on `batch` image/text pairs (texts: batch x D raw embeddings).
+  /// Batches above the capacity run as micro-batches with cached features; the gradient is
+  /// that of the whole batch. On any error nothing is updated and the gradient is zeroed.
+  public func step(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int) throws(LiftError) -> StepStats {
+    try model.lock.withLock { () throws(LiftError) in
+      guard batch >= 1 else { throw .argument("batch must be >= 1 (got \(batch))") }
+      do throws(LiftError) {
+        let d = textDim
+        if batch <= config.batchCapacity {
+          let features = try forwardLocked(images, batch: batch)
+          try featureGrads.reserve(batch * d)
+          _ = try lossLocked(images: features, texts: rawTexts, count: batch, localStart: 0, localCount: batch,
+                             workerCount: 1, dLocal: featureGrads.pointer)
+          try backwardLocked(featureGrads.pointer, batch: batch)
+        } else {
+          try accumulateLocked(images: images, texts: rawTexts, batch: batch)
+        }
+        return try applyLocked()
+      } catch {
+        forwardBatch = nil
+        zeroGradientsLocked()
+        throw error
+      }
+    }
+  }
+
+  /// Gradient of a batch larger than the capacity (OpenCLIP accum_freq with cached features):
+  /// 1. features of every micro-batch, without keeping activations;
+  /// 2. loss and dLoss/dfeatures over the whole batch at once;
+  /// 3. per micro-batch, forward again (keeping activations) and backward its rows.
+  private func accumulateLocked(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int) throws(LiftError) {
+    let d = textDim, cap = config.batchCapacity
+    try cachedFeatures.reserve(batch * d)
+    try featureGrads.reserve(batch * d)
+    var start = 0
+    while start < batch {
+      let n = min(cap, batch - start)
+      let f = try forwardLocked(images.advanced(byImages: start, config: model.config), batch: n)
+      (cachedFeatures.pointer + start * d).update(from: f, count: n * d)
+      start += n
+    }
+    _ = try lossLocked(images: cachedFeatures.pointer, texts: rawTexts, count: batch, localStart: 0, localCount: batch,
+                       workerCount: 1, dLocal: featureGrads.pointer)
+    start = 0
+    while start < batch {
+      let n = min(cap, batch - start)
+      _ = try forwardLocked(images.advanced(byImages: start, config: model.config), batch: n)
+      try backwardLocked(featureGrads.pointer + start * d, batch: n)
+      start += n
+    }
+  }
+}
+
+/// A float buffer that grows on demand and never shrinks (so steady-state steps allocate nothing).
+struct GrowableFloats {
+  private(set) var pointer: UnsafeMutablePointer<Float>
+  private(set) var capacity: Int
+  let what: String
+
+  init(_ capacity: Int, what: String) throws(LiftError) {
+    self.capacity = max(capacity, 16)
+    self.what = what
+    pointer = try allocateFloats(self.capacity, what: what)
+  }
+
+  mutating func reserve(_ count: Int) throws(LiftError) {
+    if count <= capacity { return }
+    let bigger = try allocateFloats(count, what: what)
+    pointer.deallocate()
+    pointer = bigger
+    capacity = count
+  }
+
+  func release() { pointer.deallocate() }
+}

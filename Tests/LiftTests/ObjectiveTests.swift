@@ -1,0 +1,91 @@
+import Glibc
+import XCTest
+@testable import Lift
+
+/// Losses against closed forms on small hand-made cases, and their gradients against finite
+/// differences.
+final class ObjectiveTests: XCTestCase {
+  func run(_ objective: ModelConfig.Objective, images: [Float], texts: [Float], n: Int, d: Int, s: Float, b: Float = 0,
+           localStart: Int = 0, localCount: Int? = nil, scale: Float = 1) -> (Objectives.Result, [Float]) {
+    let count = localCount ?? n
+    var dI = [Float](repeating: .nan, count: count * d)
+    let scratch = try! Objectives.Scratch(capacity: 1)
+    try! scratch.reserve(n)
+    let r = Objectives.compute(objective, images: images, texts: texts, n: n, d: d, logitScale: s, logitBias: b,
+                               localStart: localStart, localCount: count, featureGradScale: scale, dImages: &dI,
+                               scratch: scratch)
+    return (r, dI)
+  }
+
+  func testCosineLossClosedForm() {
+    // Pair 0 identical (cos 1), pair 1 orthogonal (cos 0): loss = (0 + 1) / 2.
+    let images: [Float] = [1, 0, 0, 1]
+    let texts: [Float] = [1, 0, 1, 0]
+    let (r, dI) = run(.cosine, images: images, texts: texts, n: 2, d: 2, s: 0)
+    XCTAssertEqual(r.loss, 0.5, accuracy: 1e-12)
+    XCTAssertEqual(dI, [-0.5, 0, -0.5, 0])
+    XCTAssertEqual(r.dLogitScale, 0)
+  }
+
+  func testContrastiveLossClosedForm() {
+    // Two pairs; I = T = identity rows: logits = e^s I. Each row/column CE = log(1 + e^{-e^s}).
+    let s: Float = 1.5
+    let e = Glibc.exp(Double(s))
+    let (r, dI) = run(.contrastive, images: [1, 0, 0, 1], texts: [1, 0, 0, 1], n: 2, d: 2, s: s)
+    XCTAssertEqual(r.loss, log(1 + Glibc.exp(-e)), accuracy: 1e-6)
+    // dlogits = (2 softmax - 2 Id) / 4 with softmax of [e, 0] = [p, 1-p]: diagonal (p-1)/2, off (1-p)/2.
+    let p = 1 / (1 + Glibc.exp(-e))
+    let dDiag = (p - 1) / 2, dOff = (1 - p) / 2
+    // dI = e^s dlogits T, T = identity.
+    XCTAssertEqual(Double(dI[0]), e * dDiag, accuracy: 1e-6)
+    XCTAssertEqual(Double(dI[1]), e * dOff, accuracy: 1e-6)
+    // ds = sum dlogits * logits = 2 * dDiag * e.
+    XCTAssertEqual(r.dLogitScale, 2 * dDiag * e, accuracy: 1e-6)
+  }
+
+  func testSigmoidLossClosedForm() {
+    let s: Float = 0.5, b: Float = -1
+    let e = Glibc.exp(Double(s))
+    // n = 2, I = T = identity: logits diag e^s + b, off-diagonal b.
+    let (r, _) = run(.sigmoid, images: [1, 0, 0, 1], texts: [1, 0, 0, 1], n: 2, d: 2, s: s, b: b)
+    func softplus(_ x: Double) -> Double { log(1 + Glibc.exp(x)) }
+    let expected = (2 * softplus(-(e + Double(b))) + 2 * softplus(Double(b))) / 2
+    XCTAssertEqual(r.loss, expected, accuracy: 1e-6)
+    // db = sum of dlogits = (2 * -sigmoid(-(e+b)) + 2 * sigmoid(b)) / 2
+    func sigmoid(_ x: Double) -> Double { 1 / (1 + Glibc.exp(-x)) }
+    XCTAssertEqual(r.dLogitBias, -sigmoid(-(e + Double(b))) + sigmoid(Double(b)), accuracy: 1e-6)
+  }
+
+  /// Gradients w.r.t. images, logit scale and bias against central differences, and the local
+  /// slice / worker scale contract.
+  func testGradientsMatchFiniteDifferences() {
+    var rng = TestRNG(9)
+    let n = 5, d = 4
+    let texts = rng.floats(n * d)
+    var images = rng.floats(n * d)
+    for objective in [ModelConfig.Objective.contrastive, .cosine, .sigmoid] {
+      let s: Float = 1.2, b: Float = -0.7
+      let (r, dI) = run(objective, images: images, texts: texts, n: n, d: d, s: s, b: b)
+      let eps: Float = 1e-2
+      for i in 0..<(n * d) {
+        let keep = images[i]
+        images[i] = keep + eps
+        let up = run(objective, images: images, texts: texts, n: n, d: d, s: s, b: b).0.loss
+        images[i] = keep - eps
+        let down = run(objective, images: images, texts: texts, n: n, d: d, s: s, b: b).0.loss
+        images[i] = keep
+        XCTAssertEqual(Double(dI[i]), (up - down) / (2 * Double(eps)), accuracy: 1e-4, "\(objective) dI[\(i)]")
+      }
+      let sUp = run(objective, images: images, texts: texts, n: n, d: d, s: s + eps, b: b).0.loss
+      let sDown = run(objective, images: images, texts: texts, n: n, d: d, s: s - eps, b: b).0.loss
+      XCTAssertEqual(r.dLogitScale, (sUp - sDown) / (2 * Double(eps)), accuracy: 2e-4, "\(objective) ds")
+      let bUp = run(objective, images: images, texts: texts, n: n, d: d, s: s, b: b + eps).0.loss
+      let bDown = run(objective, images: images, texts: texts, n: n, d: d, s: s, b: b - eps).0.loss
+      let expectedDb = objective == .sigmoid ? (bUp - bDown) / (2 * Double(eps)) : 0
+      XCTAssertEqual(r.dLogitBias, expectedDb, accuracy: 2e-4, "\(objective) db")
+      // A worker's slice, scaled by the worker count, is the matching rows of the full gradient times it.
+      let (_, part) = run(objective, images: images, texts: texts, n: n, d: d, s: s, b: b, localStart: 2, localCount: 2, scale: 3)
+      for j in 0..<(2 * d) { XCTAssertEqual(part[j], 3 * dI[2 * d + j], accuracy: 1e-6) }
+    }
+  }
+}
