@@ -20,6 +20,7 @@ let package = Package(
   name: "liblift",
   products: [
     .library(name: "lift", type: .dynamic, targets: ["Lift"]),
+    .executable(name: "lift-bench", targets: ["lift-bench"]),
   ],
   targets: [
     // The public C header, imported by Swift so the ABI types have one definition.
@@ -33,6 +34,8 @@ let package = Package(
       dependencies: ["CLiftABI", "CBLAS", "CHDF5"],
       swiftSettings: cpuFlags
     ),
+    .executableTarget(name: "lift-bench", dependencies: ["Lift", "CBLAS"], path: "Sources/LiftBench",
+                      swiftSettings: cpuFlags),
     .testTarget(name: "LiftTests", dependencies: ["Lift"], swiftSettings: cpuFlags),
   ],
   swiftLanguageModes: [.v5]

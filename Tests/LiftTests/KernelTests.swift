@@ -132,8 +132,17 @@ final class KernelTests: XCTestCase {
       }
     }
     var dqkv = [Float](repeating: 0, count: n * 3 * w)
-    Attention.backward(qkv: qkv, out: out, lse: lse, dOut: r, shape: shape, dqkv: &dqkv, scratch: &scratch)
+    var dBias = [Float](repeating: 1, count: 3 * w)
+    var partials = [Float](repeating: 0, count: Parallel.workers * 3 * w)
+    Attention.backward(qkv: qkv, out: out, lse: lse, dOut: r, shape: shape, dqkv: &dqkv, dBias: &dBias,
+                       partials: &partials, scratch: &scratch)
     assertClose(dqkv, numericGradient(&qkv, loss), "dqkv")
+    // dBias accumulated the column sums of dqkv on top of its previous contents (1).
+    for j in 0..<(3 * w) {
+      var sum: Float = 1
+      for row in 0..<n { sum += dqkv[row * 3 * w + j] }
+      XCTAssertEqual(dBias[j], sum, accuracy: 1e-5)
+    }
   }
 
   func testGELUBackwardMatchesFiniteDifferences() {

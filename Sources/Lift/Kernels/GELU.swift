@@ -30,6 +30,88 @@ enum GELU {
     }
   }
 
+  /// For each row of x (rows x cols): x += bias (in place; x keeps the pre-activation), then
+  /// y = GELU(x). Fuses a Linear layer's bias into the activation pass.
+  static func forwardAddingBias(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
+                                _ y: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+    Parallel.forRanges(rows, grain: max(1, (1 << 14) / cols)) { r in
+      for row in r {
+        let xr = x + row * cols, yr = y + row * cols
+        var j = 0
+        while j + 16 <= cols {
+          let v = xr.vload(j) + bias.vload(j)
+          xr.vstore(v, j)
+          yr.vstore(value(v), j)
+          j += 16
+        }
+        let n = cols - j
+        if n > 0 {
+          let v = loadTail(xr + j, n) + loadTail(bias + j, n)
+          storeTail(v, xr + j, n)
+          storeTail(value(v), yr + j, n)
+        }
+      }
+    }
+  }
+
+  /// Backward helper, first half: y = GELU(x) and x <- GELU'(x) in place (x is the saved
+  /// pre-activation, not needed afterwards). Shares exp and erf between the two.
+  static func valueAndDerivativeInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    Parallel.forRanges(count, grain: 1 << 14) { r in
+      var i = r.lowerBound
+      while i + 16 <= r.upperBound {
+        let (v, d) = valueAndDerivative(x.vload(i))
+        y.vstore(v, i)
+        x.vstore(d, i)
+        i += 16
+      }
+      let n = r.upperBound - i
+      if n > 0 {
+        let (v, d) = valueAndDerivative(loadTail(x + i, n))
+        storeTail(v, y + i, n)
+        storeTail(d, x + i, n)
+      }
+    }
+  }
+
+  @inline(__always)
+  static func valueAndDerivative(_ x: Vec16) -> (Vec16, Vec16) {
+    let u = x * Vec16(repeating: invSqrt2)
+    let e = MathApprox.exp(-u * u)
+    let cdf = Vec16(repeating: 0.5) * (Vec16(repeating: 1) + MathApprox.erf(u, expNegSquare: e))
+    return (x * cdf, cdf + x * Vec16(repeating: invSqrt2Pi) * e)
+  }
+
+  /// Backward helper, second half: dy *= slope (rows x cols) in place, and dBias += column
+  /// sums of the result. `partials` holds workers * cols floats.
+  static func scaleAndSumColumns(_ dy: UnsafeMutablePointer<Float>, slope: UnsafePointer<Float>, rows: Int, cols: Int,
+                                 dBias: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<Float>) {
+    let parts = Parallel.forWorkers(rows, grain: max(1, (1 << 14) / cols)) { w, r in
+      let acc = partials + w * cols
+      acc.initialize(repeating: 0, count: cols)
+      for row in r {
+        let dr = dy + row * cols, sr = slope + row * cols
+        var j = 0
+        while j + 16 <= cols {
+          let v = dr.vload(j) * sr.vload(j)
+          dr.vstore(v, j)
+          acc.vstore(acc.vload(j) + v, j)
+          j += 16
+        }
+        while j < cols {
+          let v = dr[j] * sr[j]
+          dr[j] = v
+          acc[j] += v
+          j += 1
+        }
+      }
+    }
+    for w in 0..<parts {
+      let acc = partials + w * cols
+      for j in 0..<cols { dBias[j] += acc[j] }
+    }
+  }
+
   /// dx[i] = dy[i] * GELU'(x[i]) (dx may alias dy).
   static func backward(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
     Parallel.forRanges(count, grain: 1 << 14) { r in

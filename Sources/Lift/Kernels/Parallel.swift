@@ -50,3 +50,6 @@ enum Parallel {
     return start..<(start + base + (index < extra ? 1 : 0))
   }
 }
+
+/// The number of workers liblift's own kernels use (see `Parallel.workers`).
+public var liftWorkerCount: Int { Parallel.workers }

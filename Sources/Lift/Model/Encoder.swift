@@ -15,40 +15,72 @@ enum Encoder {
     let par = model.parameters
 
     // Patch embedding: one sgemm of the patch matrix with conv1 as a (W x C*p*p) matrix.
-    Patchify.run(images, config: c, batch: batch, into: ws.patches)
-    Linear.forward(ws.patches, rows: np, inFeatures: c.patchDim, outFeatures: w, weight: par + l.conv1, bias: nil,
-                   ws.patchTokens)
-    assembleTokens(ws.patchTokens, classEmbedding: par + l.classEmbedding, positional: par + l.positionalEmbedding,
-                   batch: batch, tokens: t, width: w, into: ws.x)
-    LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPreWeight, beta: par + l.lnPreBias, y: ws.x,
-                      xhat: ws.xhatPre, rstd: ws.rstdPre)
+    Profile.measure(.patchify) {
+      Patchify.run(images, config: c, batch: batch, into: ws.patches)
+    }
+    Profile.measure(.gemmForward) {
+      Linear.forward(ws.patches, rows: np, inFeatures: c.patchDim, outFeatures: w, weight: par + l.conv1, bias: nil,
+                     ws.patchTokens)
+    }
+    Profile.measure(.elementwiseForward) {
+      assembleTokens(ws.patchTokens, classEmbedding: par + l.classEmbedding, positional: par + l.positionalEmbedding,
+                     batch: batch, tokens: t, width: w, into: ws.x)
+    }
+    Profile.measure(.layerNormForward) {
+      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPreWeight, beta: par + l.lnPreBias, y: ws.x,
+                        xhat: ws.xhatPre, rstd: ws.rstdPre)
+    }
 
     let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads)
     for (i, blk) in l.blocks.enumerated() {
       let qkv = ws.perBlock(ws.qkv, i), out = ws.perBlock(ws.attnOut, i)
       let lse = ws.perBlock(ws.lse, i), fc = ws.perBlock(ws.fc, i)
       // x = x + out_proj(attention(in_proj(ln_1(x))))
-      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h,
-                        xhat: ws.training ? ws.xhat1[i] : nil, rstd: ws.training ? ws.rstd1[i] : nil)
-      Linear.forward(ws.h, rows: n, inFeatures: w, outFeatures: 3 * w, weight: par + blk.inWeight,
-                     bias: par + blk.inBias, qkv)
-      Attention.forward(qkv: qkv, shape: shape, out: out, lse: lse, scratch: ws.attnScratch)
-      Linear.forward(out, rows: n, inFeatures: w, outFeatures: w, weight: par + blk.outWeight,
-                     bias: par + blk.outBias, ws.x, accumulate: true)
+      Profile.measure(.layerNormForward) {
+        LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h,
+                          xhat: ws.training ? ws.xhat1[i] : nil, rstd: ws.training ? ws.rstd1[i] : nil)
+      }
+      Profile.measure(.gemmForward) {
+        Linear.forward(ws.h, rows: n, inFeatures: w, outFeatures: 3 * w, weight: par + blk.inWeight,
+                       bias: par + blk.inBias, qkv)
+      }
+      Profile.measure(.attentionForward) {
+        Attention.forward(qkv: qkv, shape: shape, out: out, lse: lse, scratch: ws.attnScratch)
+      }
+      Profile.measure(.gemmForward) {
+        Linear.forward(out, rows: n, inFeatures: w, outFeatures: w, weight: par + blk.outWeight,
+                       bias: par + blk.outBias, ws.x, accumulate: true)
+      }
       // x = x + c_proj(GELU(c_fc(ln_2(x))))
-      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h,
-                        xhat: ws.training ? ws.xhat2[i] : nil, rstd: ws.training ? ws.rstd2[i] : nil)
-      Linear.forward(ws.h, rows: n, inFeatures: w, outFeatures: c.hidden, weight: par + blk.fcWeight,
-                     bias: par + blk.fcBias, fc)
-      GELU.forward(fc, ws.g, count: n * c.hidden)
-      Linear.forward(ws.g, rows: n, inFeatures: c.hidden, outFeatures: w, weight: par + blk.projWeight,
-                     bias: par + blk.projBias, ws.x, accumulate: true)
+      Profile.measure(.layerNormForward) {
+        LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h,
+                          xhat: ws.training ? ws.xhat2[i] : nil, rstd: ws.training ? ws.rstd2[i] : nil)
+      }
+      Profile.measure(.gemmForward) {
+        Linear.forward(ws.h, rows: n, inFeatures: w, outFeatures: c.hidden, weight: par + blk.fcWeight,
+                       bias: nil, fc)
+      }
+      Profile.measure(.geluForward) {
+        GELU.forwardAddingBias(fc, bias: par + blk.fcBias, ws.g, rows: n, cols: c.hidden)
+      }
+      Profile.measure(.gemmForward) {
+        Linear.forward(ws.g, rows: n, inFeatures: c.hidden, outFeatures: w, weight: par + blk.projWeight,
+                       bias: par + blk.projBias, ws.x, accumulate: true)
+      }
     }
-    LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPostWeight, beta: par + l.lnPostBias, y: ws.h,
-                      xhat: ws.xhatPost, rstd: ws.rstdPost)
-    pool(ws.h, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.pooled)
-    headForward(model, batch: batch, ws: ws)
-    normalizeRows(ws.headOut[c.headLayers - 1], rows: batch, cols: c.textDim, norms: ws.norms, into: ws.embeddings)
+    Profile.measure(.layerNormForward) {
+      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPostWeight, beta: par + l.lnPostBias, y: ws.h,
+                        xhat: ws.xhatPost, rstd: ws.rstdPost)
+    }
+    Profile.measure(.elementwiseForward) {
+      pool(ws.h, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.pooled)
+    }
+    Profile.measure(.gemmForward) {
+      headForward(model, batch: batch, ws: ws)
+    }
+    Profile.measure(.elementwiseForward) {
+      normalizeRows(ws.headOut[c.headLayers - 1], rows: batch, cols: c.textDim, norms: ws.norms, into: ws.embeddings)
+    }
   }
 
   /// x[b, 0] = class + pos[0]; x[b, 1 + i] = patchTokens[b, i] + pos[1 + i].
@@ -138,51 +170,88 @@ enum Encoder {
       let layer = l.head[i]
       let input = i == 0 ? UnsafePointer(ws.pooled) : UnsafePointer(ws.headAct[i])
       let inF = i == 0 ? w : d
-      Linear.backward(dz, input, rows: batch, inFeatures: inF, outFeatures: d, weight: par + layer.weight,
-                      dWeight: grads + layer.weight, dBias: grads + layer.bias, dx: dOther, ones: ws.ones)
+      Profile.measure(.gemmBackward) {
+        Linear.backward(dz, input, rows: batch, inFeatures: inF, outFeatures: d, weight: par + layer.weight,
+                        dWeight: grads + layer.weight, dBias: grads + layer.bias, dx: dOther, ones: ws.ones, scratch: ws.gemmScratch)
+      }
       if i > 0 { GELU.backward(ws.headOut[i - 1], dOther, dOther, count: batch * d) }
       swap(&dz, &dOther)
     }
     // dz now holds dpooled (B x W). Pooling backward into dh.
-    poolBackward(dz, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.dh)
-    LayerNorm.backward(ws.dh, xhat: ws.xhatPost!, rstd: ws.rstdPost!, gamma: par + l.lnPostWeight, rows: n, cols: w,
-                       dx: ws.dx, accumulate: false, dgamma: grads + l.lnPostWeight, dbeta: grads + l.lnPostBias,
-                       partials: ws.lnPartials)
+    Profile.measure(.elementwiseBackward) {
+      poolBackward(dz, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.dh)
+    }
+    Profile.measure(.layerNormBackward) {
+      LayerNorm.backward(ws.dh, xhat: ws.xhatPost!, rstd: ws.rstdPost!, gamma: par + l.lnPostWeight, rows: n, cols: w,
+                         dx: ws.dx, accumulate: false, dgamma: grads + l.lnPostWeight, dbeta: grads + l.lnPostBias,
+                         partials: ws.partials)
+    }
 
     let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads)
     for i in stride(from: c.depth - 1, through: 0, by: -1) {
       let blk = l.blocks[i]
       // MLP: x_out = x_mid + c_proj(GELU(c_fc(ln_2(x_mid)))).
-      LayerNorm.affine(ws.xhat2[i], rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h)
-      GELU.forward(ws.fc[i], ws.g, count: n * c.hidden)
-      Linear.backward(ws.dx, ws.g, rows: n, inFeatures: c.hidden, outFeatures: w, weight: par + blk.projWeight,
-                      dWeight: grads + blk.projWeight, dBias: grads + blk.projBias, dx: ws.dg, ones: ws.ones)
-      GELU.backward(ws.fc[i], ws.dg, ws.dg, count: n * c.hidden)
-      Linear.backward(ws.dg, ws.h, rows: n, inFeatures: w, outFeatures: c.hidden, weight: par + blk.fcWeight,
-                      dWeight: grads + blk.fcWeight, dBias: grads + blk.fcBias, dx: ws.dh, ones: ws.ones)
-      LayerNorm.backward(ws.dh, xhat: ws.xhat2[i], rstd: ws.rstd2[i], gamma: par + blk.ln2Weight, rows: n, cols: w,
-                         dx: ws.dx, accumulate: true, dgamma: grads + blk.ln2Weight, dbeta: grads + blk.ln2Bias,
-                         partials: ws.lnPartials)
+      Profile.measure(.layerNormBackward) {
+        LayerNorm.affine(ws.xhat2[i], rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h)
+      }
+      Profile.measure(.geluBackward) {
+        // g = GELU(fc) for c_proj's weight gradient; fc becomes GELU'(fc) (its last use).
+        GELU.valueAndDerivativeInPlace(ws.fc[i], ws.g, count: n * c.hidden)
+      }
+      Profile.measure(.gemmBackward) {
+        Linear.backward(ws.dx, ws.g, rows: n, inFeatures: c.hidden, outFeatures: w, weight: par + blk.projWeight,
+                        dWeight: grads + blk.projWeight, dBias: grads + blk.projBias, dx: ws.dg, ones: ws.ones, scratch: ws.gemmScratch)
+      }
+      Profile.measure(.geluBackward) {
+        GELU.scaleAndSumColumns(ws.dg, slope: ws.fc[i], rows: n, cols: c.hidden, dBias: grads + blk.fcBias,
+                                partials: ws.partials)
+      }
+      Profile.measure(.gemmBackward) {
+        Linear.backward(ws.dg, ws.h, rows: n, inFeatures: w, outFeatures: c.hidden, weight: par + blk.fcWeight,
+                        dWeight: grads + blk.fcWeight, dBias: nil, dx: ws.dh, ones: ws.ones, scratch: ws.gemmScratch)
+      }
+      Profile.measure(.layerNormBackward) {
+        LayerNorm.backward(ws.dh, xhat: ws.xhat2[i], rstd: ws.rstd2[i], gamma: par + blk.ln2Weight, rows: n, cols: w,
+                           dx: ws.dx, accumulate: true, dgamma: grads + blk.ln2Weight, dbeta: grads + blk.ln2Bias,
+                           partials: ws.partials)
+      }
       // Attention: x_mid = x_in + out_proj(attention(in_proj(ln_1(x_in)))).
-      Linear.backward(ws.dx, ws.attnOut[i], rows: n, inFeatures: w, outFeatures: w, weight: par + blk.outWeight,
-                      dWeight: grads + blk.outWeight, dBias: grads + blk.outBias, dx: ws.dAttn, ones: ws.ones)
-      Attention.backward(qkv: ws.qkv[i], out: ws.attnOut[i], lse: ws.lse[i], dOut: ws.dAttn, shape: shape,
-                         dqkv: ws.dqkv, scratch: ws.attnScratch)
-      LayerNorm.affine(ws.xhat1[i], rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h)
-      Linear.backward(ws.dqkv, ws.h, rows: n, inFeatures: w, outFeatures: 3 * w, weight: par + blk.inWeight,
-                      dWeight: grads + blk.inWeight, dBias: grads + blk.inBias, dx: ws.dh, ones: ws.ones)
-      LayerNorm.backward(ws.dh, xhat: ws.xhat1[i], rstd: ws.rstd1[i], gamma: par + blk.ln1Weight, rows: n, cols: w,
-                         dx: ws.dx, accumulate: true, dgamma: grads + blk.ln1Weight, dbeta: grads + blk.ln1Bias,
-                         partials: ws.lnPartials)
+      Profile.measure(.gemmBackward) {
+        Linear.backward(ws.dx, ws.attnOut[i], rows: n, inFeatures: w, outFeatures: w, weight: par + blk.outWeight,
+                        dWeight: grads + blk.outWeight, dBias: grads + blk.outBias, dx: ws.dAttn, ones: ws.ones, scratch: ws.gemmScratch)
+      }
+      Profile.measure(.attentionBackward) {
+        Attention.backward(qkv: ws.qkv[i], out: ws.attnOut[i], lse: ws.lse[i], dOut: ws.dAttn, shape: shape,
+                           dqkv: ws.dqkv, dBias: grads + blk.inBias, partials: ws.partials, scratch: ws.attnScratch)
+      }
+      Profile.measure(.layerNormBackward) {
+        LayerNorm.affine(ws.xhat1[i], rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h)
+      }
+      Profile.measure(.gemmBackward) {
+        Linear.backward(ws.dqkv, ws.h, rows: n, inFeatures: w, outFeatures: 3 * w, weight: par + blk.inWeight,
+                        dWeight: grads + blk.inWeight, dBias: nil, dx: ws.dh, ones: ws.ones, scratch: ws.gemmScratch)
+      }
+      Profile.measure(.layerNormBackward) {
+        LayerNorm.backward(ws.dh, xhat: ws.xhat1[i], rstd: ws.rstd1[i], gamma: par + blk.ln1Weight, rows: n, cols: w,
+                           dx: ws.dx, accumulate: true, dgamma: grads + blk.ln1Weight, dbeta: grads + blk.ln1Bias,
+                           partials: ws.partials)
+      }
     }
     // ln_pre, then the token assembly and the patch embedding.
-    LayerNorm.backward(ws.dx, xhat: ws.xhatPre!, rstd: ws.rstdPre!, gamma: par + l.lnPreWeight, rows: n, cols: w,
-                       dx: ws.dh, accumulate: false, dgamma: grads + l.lnPreWeight, dbeta: grads + l.lnPreBias,
-                       partials: ws.lnPartials)
-    tokensBackward(ws.dh, batch: batch, tokens: t, width: w, dClass: grads + l.classEmbedding,
-                   dPositional: grads + l.positionalEmbedding, dPatchTokens: ws.patchTokens)
-    BLAS.gemm(true, false, m: w, n: c.patchDim, k: np, ws.patchTokens, lda: w, ws.patches, ldb: c.patchDim,
-              beta: 1, grads + l.conv1, ldc: c.patchDim)
+    Profile.measure(.layerNormBackward) {
+      LayerNorm.backward(ws.dx, xhat: ws.xhatPre!, rstd: ws.rstdPre!, gamma: par + l.lnPreWeight, rows: n, cols: w,
+                         dx: ws.dh, accumulate: false, dgamma: grads + l.lnPreWeight, dbeta: grads + l.lnPreBias,
+                         partials: ws.partials)
+    }
+    Profile.measure(.elementwiseBackward) {
+      tokensBackward(ws.dh, batch: batch, tokens: t, width: w, dClass: grads + l.classEmbedding,
+                     dPositional: grads + l.positionalEmbedding, dPatchTokens: ws.patchTokens)
+    }
+    Profile.measure(.gemmBackward) {
+      BLAS.accumulateTransposedProduct(m: w, n: c.patchDim, k: np, ws.patchTokens, lda: w, ws.patches,
+                                       ldb: c.patchDim, into: grads + l.conv1, ldc: c.patchDim,
+                                       scratch: ws.gemmScratch.pointer, scratchCapacity: ws.gemmScratch.capacity)
+    }
   }
 
   static func poolBackward(_ dPooled: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,

@@ -41,8 +41,9 @@ final class Workspace {
   let dAttn: UnsafeMutablePointer<Float>        // N x W
   let dg: UnsafeMutablePointer<Float>           // N x F
   let dHead: UnsafeMutablePointer<Float>        // 2 x capacity x max(D, W)
-  let lnPartials: UnsafeMutablePointer<Float>   // workers x 2 x max(W, D)
+  let partials: UnsafeMutablePointer<Float>     // workers x max(2W, 3W, F, D): per-worker column sums
   let ones: UnsafeMutablePointer<Float>         // N ones, for column sums
+  let gemmScratch: GemmScratch                  // (workers - 1) x largest block/patch weight
 
   init(config c: ModelConfig, capacity: Int, training: Bool) throws(LiftError) {
     self.config = c
@@ -75,8 +76,10 @@ final class Workspace {
     let bn = training ? n : 1
     let iDx = take(bn * w), iDh = take(bn * w), iDqkv = take(bn * 3 * w), iDAttn = take(bn * w), iDg = take(bn * f)
     let iDHead = take(training ? 2 * capacity * max(d, w) : 1)
-    let iLnPartials = take(workers * 2 * max(w, d))
+    let iPartials = take(workers * max(3 * w, f, d))
     let iOnes = take(max(n, capacity))
+    let gemmScratchCount = training ? (workers - 1) * max(3 * w * w, f * w, w * c.patchDim) : 0
+    let iGemmScratch = take(gemmScratchCount)
     var offsets: [Int] = []
     var total = 0
     for s in sizes { offsets.append(total); total += s }
@@ -93,7 +96,8 @@ final class Workspace {
     pooled = at(iPooled); headOut = iHeadOut.map(at); headAct = iHeadAct.map(at)
     norms = at(iNorms); embeddings = at(iEmb); attnScratch = at(iAttnScratch)
     dx = at(iDx); dh = at(iDh); dqkv = at(iDqkv); dAttn = at(iDAttn); dg = at(iDg)
-    dHead = at(iDHead); lnPartials = at(iLnPartials); ones = at(iOnes)
+    dHead = at(iDHead); partials = at(iPartials); ones = at(iOnes)
+    gemmScratch = GemmScratch(pointer: at(iGemmScratch), capacity: gemmScratchCount)
     // Touch every page now (first-touch costs stay out of the first step) and set the ones.
     storage.initialize(repeating: 0, count: total)
     ones.update(repeating: 1, count: max(n, capacity))

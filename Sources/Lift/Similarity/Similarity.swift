@@ -1,4 +1,3 @@
-import CBLAS
 import Dispatch
 
 /// Cosine similarity and top-k selection over dense row-major float32 matrices.
@@ -15,8 +14,7 @@ public enum Similarity {
     defer { inverseNorms.deallocate() }
     try fillInverseNorms(a, rows: n, d: d, into: inverseNorms, name: aName)
     try fillInverseNorms(b, rows: m, d: d, into: inverseNorms + n, name: bName)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(m), Int32(d),
-                1, a, Int32(d), b, Int32(d), 0, out, Int32(m))
+    BLAS.parallelGemm(false, true, m: n, n: m, k: d, a, lda: d, b, ldb: d, beta: 0, out, ldc: m)
     scaleRowsAndColumns(out, n: n, m: m, rowScale: inverseNorms, columnScale: inverseNorms + n)
   }
 

@@ -1,4 +1,3 @@
-import CBLAS
 
 extension EmbeddingStore {
   /// For each of the nq queries (nq x dim), the k store rows with the highest cosine similarity,
@@ -35,8 +34,7 @@ extension EmbeddingStore {
       let n = Int(min(Int64(blockRows), rows - start))
       try readRaw(range: start, count: Int64(n), into: block)
       try Similarity.fillInverseNorms(block, rows: n, d: d, into: blockInverse, name: "store", firstRow: start)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(nq), Int32(n), Int32(d),
-                  1, unitQueries, Int32(d), block, Int32(d), 0, blockScores, Int32(n))
+      BLAS.parallelGemm(false, true, m: nq, n: n, k: d, unitQueries, lda: d, block, ldb: d, beta: 0, blockScores, ldc: n)
       for q in 0..<nq {
         let row = blockScores + q * n
         for j in 0..<n { heaps[q].offer(row[j] * blockInverse[j], start + Int64(j)) }

@@ -1,29 +1,36 @@
 import Glibc
 
-/// AdamW with decoupled weight decay, as torch.optim.AdamW computes it (step t counts from 1):
+/// AdamW with decoupled weight decay, as torch.optim.AdamW computes it (step t counts from 1),
+/// on the gradient scaled by `gradScale` (the clipping coefficient), zeroing the gradient as it
+/// goes (one pass over parameters, gradient and moments):
+///   g = gradScale * g
 ///   p *= 1 - lr * wd                      (wd = 0 for tensors with fewer than 2 dimensions)
 ///   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
 ///   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 enum AdamW {
-  static func update(layout: ParameterLayout, params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>,
-                     m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, step t: Int,
+  static func update(layout: ParameterLayout, params: UnsafeMutablePointer<Float>, grads: UnsafeMutablePointer<Float>,
+                     gradScale: Float, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, step t: Int,
                      lr: Double, config: TrainConfig) {
     let b1 = Float(config.beta1), b2 = Float(config.beta2)
     let bc1 = 1 - pow(config.beta1, Double(t)), bc2 = 1 - pow(config.beta2, Double(t))
     let stepSize = Float(lr / bc1)
     let invSqrtBc2 = Float(1 / bc2.squareRoot())
     let eps = Float(config.eps)
-    for tensor in layout.tensors {
+    for (index, tensor) in layout.tensors.enumerated() {
       let decay = Float(1 - lr * (tensor.decays ? config.weightDecay : 0))
       let o = tensor.offset
-      Parallel.forRanges(tensor.count, grain: 1 << 15) { r in
+      // The tensor and the padding after it (zero gradient keeps zero padding at zero).
+      let end = index + 1 < layout.tensors.count ? layout.tensors[index + 1].offset : layout.totalCount
+      Parallel.forRanges(end - o, grain: 1 << 15) { r in
         let p = params + o, g = grads + o, mm = m + o, vv = v + o
         let vb1 = Vec16(repeating: b1), vb2 = Vec16(repeating: b2), vdecay = Vec16(repeating: decay)
         let v1b1 = Vec16(repeating: 1 - b1), v1b2 = Vec16(repeating: 1 - b2)
         let vstep = Vec16(repeating: stepSize), vbc = Vec16(repeating: invSqrtBc2), veps = Vec16(repeating: eps)
+        let vscale = Vec16(repeating: gradScale)
         var i = r.lowerBound
         while i + 16 <= r.upperBound {
-          let gi = g.vload(i)
+          let gi = g.vload(i) * vscale
+          g.vstore(Vec16(), i)
           let mi = mm.vload(i) * vb1 + v1b1 * gi
           let vi = vv.vload(i) * vb2 + v1b2 * gi * gi
           mm.vstore(mi, i)
@@ -33,7 +40,8 @@ enum AdamW {
           i += 16
         }
         while i < r.upperBound {
-          let gi = g[i]
+          let gi = g[i] * gradScale
+          g[i] = 0
           let mi = mm[i] * b1 + (1 - b1) * gi
           let vi = vv[i] * b2 + (1 - b2) * gi * gi
           mm[i] = mi
@@ -69,10 +77,5 @@ enum AdamW {
       for w in 0..<parts { sum += outp[w] }
       return sum.squareRoot()
     }
-  }
-
-  /// g *= factor.
-  static func scale(_ g: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
-    Parallel.forRanges(count, grain: 1 << 16) { r in VectorOps.scale(g + r.lowerBound, r.count, by: factor) }
   }
 }

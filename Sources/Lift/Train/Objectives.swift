@@ -78,7 +78,7 @@ enum Objectives {
   /// logits = e^s I T^T (n x n).
   private static func logits(images: UnsafePointer<Float>, texts: UnsafePointer<Float>, n: Int, d: Int,
                              scale: Float, into out: UnsafeMutablePointer<Float>) {
-    BLAS.gemm(false, true, m: n, n: n, k: d, alpha: scale, images, lda: d, texts, ldb: d, beta: 0, out, ldc: n)
+    BLAS.parallelGemm(false, true, m: n, n: n, k: d, alpha: scale, images, lda: d, texts, ldb: d, beta: 0, out, ldc: n)
   }
 
   /// CLIP loss: 1/2 (mean_i CE(row i -> i) + mean_j CE(column j -> j)) on logits = e^s I T^T.
@@ -126,7 +126,7 @@ enum Objectives {
       ds += rowDs
     }
     // dI (local rows) = e^s dlogits[local rows] T, times the worker scale.
-    BLAS.gemm(false, false, m: localCount, n: d, k: n, alpha: e * scale, z + localStart * n, lda: n, texts, ldb: d,
+    BLAS.parallelGemm(false, false, m: localCount, n: d, k: n, alpha: e * scale, z + localStart * n, lda: n, texts, ldb: d,
               beta: 0, dImages, ldc: d)
     // d/ds of e^s * (I T^T) is the logits themselves: ds computed above.
     return Result(loss: loss, dLogitScale: ds, dLogitBias: 0)
@@ -157,7 +157,7 @@ enum Objectives {
         z[i * n + j] = Float(g)
       }
     }
-    BLAS.gemm(false, false, m: localCount, n: d, k: n, alpha: e * scale, z + localStart * n, lda: n, texts, ldb: d,
+    BLAS.parallelGemm(false, false, m: localCount, n: d, k: n, alpha: e * scale, z + localStart * n, lda: n, texts, ldb: d,
               beta: 0, dImages, ldc: d)
     return Result(loss: loss * invN, dLogitScale: ds, dLogitBias: db)
   }

@@ -153,10 +153,10 @@ public final class Trainer {
       dst.update(from: rawTexts + i * d, count: d)
       VectorOps.normalize(dst, d)
     }
-    let result = Objectives.compute(
+    let result = Profile.measure(.loss) { Objectives.compute(
       model.config.objective, images: images, texts: texts.pointer, n: n, d: d, logitScale: model.logitScale,
       logitBias: model.logitBias, localStart: localStart, localCount: localCount,
-      featureGradScale: Float(workerCount), dImages: dLocal, scratch: lossScratch)
+      featureGradScale: Float(workerCount), dImages: dLocal, scratch: lossScratch) }
     guard result.loss.isFinite else {
       throw .value("the loss is not finite (\(result.loss)); no gradient was added")
     }
@@ -197,23 +197,24 @@ public final class Trainer {
   }
 
   private func applyLocked() throws(LiftError) -> StepStats {
+    try Profile.measure(.optimizer) { () throws(LiftError) in try applyUpdate() }
+  }
+
+  private func applyUpdate() throws(LiftError) -> StepStats {
     let layout = model.layout
     let norm = AdamW.globalNorm(gradients, count: layout.totalCount)
     guard norm.isFinite else {
       zeroGradientsLocked()
       throw .value("the gradient is not finite (norm \(norm)); the update was skipped and the gradient zeroed")
     }
-    if config.gradClip > 0 {
-      let coef = config.gradClip / (norm + 1e-6)
-      if coef < 1 { AdamW.scale(gradients, count: layout.totalCount, by: Float(coef)) }
-    }
+    // torch.nn.utils.clip_grad_norm_: g *= min(1, clip / (norm + 1e-6)), fused into the update.
+    let coef = config.gradClip > 0 ? Float(min(1, config.gradClip / (norm + 1e-6))) : 1
     let lr = config.learningRate(atStep: step)
-    AdamW.update(layout: layout, params: model.parameters, grads: gradients, m: firstMoment, v: secondMoment,
-                 step: step + 1, lr: lr, config: config)
+    AdamW.update(layout: layout, params: model.parameters, grads: gradients, gradScale: coef, m: firstMoment,
+                 v: secondMoment, step: step + 1, lr: lr, config: config)
     let s = layout.logitScale
     model.parameters[s] = min(max(model.parameters[s], 0), Float(log(100.0)))
     step += 1
-    zeroGradientsLocked()
     return StepStats(loss: lastLoss, learningRate: lr, logitScale: Double(exp(model.logitScale)),
                      logitBias: Double(model.logitBias), gradNorm: norm, step: step)
   }

@@ -1,0 +1,35 @@
+import Glibc
+
+/// Opt-in wall-clock accounting of the training step by phase, for performance work.
+/// Enabled when the environment variable LIFT_PROFILE is set when the library loads; otherwise
+/// each `measure` is one predictable branch.
+public enum Profile {
+  public enum Phase: Int, CaseIterable {
+    case patchify, gemmForward, attentionForward, layerNormForward, geluForward, elementwiseForward
+    case gemmBackward, attentionBackward, layerNormBackward, geluBackward, elementwiseBackward
+    case loss, optimizer
+  }
+
+  public static let enabled: Bool = getenv("LIFT_PROFILE") != nil
+  nonisolated(unsafe) static var seconds = [Double](repeating: 0, count: Phase.allCases.count)
+
+  @inline(__always)
+  static func measure<T, E: Error>(_ phase: Phase, _ body: () throws(E) -> T) throws(E) -> T {
+    guard enabled else { return try body() }
+    var a = timespec(), b = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &a)
+    defer {
+      clock_gettime(CLOCK_MONOTONIC, &b)
+      seconds[phase.rawValue] += Double(b.tv_sec - a.tv_sec) + Double(b.tv_nsec - a.tv_nsec) * 1e-9
+    }
+    return try body()
+  }
+
+  /// Seconds per phase accumulated so far (empty when profiling is off).
+  public static func report() -> [(String, Double)] {
+    guard enabled else { return [] }
+    return Phase.allCases.map { ("\($0)", seconds[$0.rawValue]) }
+  }
+
+  public static func reset() { seconds = [Double](repeating: 0, count: Phase.allCases.count) }
+}
