@@ -1,0 +1,221 @@
+import Glibc
+
+/// Model weights and training checkpoints as safetensors files.
+///
+/// Model file: every tensor of the layout under its PyTorch name, float32, with metadata
+///   "format": "pt", "lift.kind": "model", "lift.version", "lift.model_config" (JSON).
+/// Training checkpoint: the same tensors plus "optimizer.exp_avg.<name>" and
+///   "optimizer.exp_avg_sq.<name>" for every tensor, and metadata "lift.kind": "training",
+///   "lift.train_config" (JSON), "lift.step", "lift.rng_state" (four hex words) and any
+///   caller-supplied "user.<key>" entries. A training checkpoint is also a valid model file.
+enum Checkpoint {
+  static let modelKind = "model"
+  static let trainingKind = "training"
+
+  static func modelEntries(_ model: Model, buffer: UnsafePointer<Float>, prefix: String = "") -> [SafeTensors.Entry] {
+    model.layout.tensors.map { SafeTensors.Entry(name: prefix + $0.name, shape: $0.shape, data: buffer + $0.offset) }
+  }
+
+  static func baseMetadata(_ model: Model, kind: String) -> [(String, String)] {
+    [("format", "pt"), ("lift.kind", kind), ("lift.version", liftVersion),
+     ("lift.model_config", model.config.json.serialized)]
+  }
+
+  /// Reads the tensors of `layout` (optionally with a name prefix) from `reader` into `buffer`.
+  static func readTensors(_ reader: SafeTensors.Reader, layout: ParameterLayout, prefix: String = "",
+                          into buffer: UnsafeMutablePointer<Float>) throws(LiftError) {
+    for t in layout.tensors {
+      try reader.read(prefix + t.name, shape: t.shape, into: buffer + t.offset)
+    }
+  }
+
+  /// The model config stored in a file's metadata.
+  static func modelConfig(_ reader: SafeTensors.Reader) throws(LiftError) -> ModelConfig {
+    guard let text = reader.metadata["lift.model_config"] else {
+      throw .format("'\(reader.path)' has no lift.model_config metadata (not written by liblift)")
+    }
+    let json = try JSON.parse(Array(text.utf8), what: "'\(reader.path)' lift.model_config")
+    return try ModelConfig(json: json, source: "'\(reader.path)' lift.model_config")
+  }
+}
+
+extension Model {
+  /// Writes the weights (atomically) as a safetensors file loadable with PyTorch names.
+  public func save(path: String) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      try SafeTensors.write(path: path, entries: Checkpoint.modelEntries(self, buffer: parameters),
+                            metadata: Checkpoint.baseMetadata(self, kind: Checkpoint.modelKind))
+    }
+  }
+
+  /// Loads a model file (or the model part of a training checkpoint) written by liblift.
+  public static func load(path: String) throws(LiftError) -> Model {
+    let reader = try SafeTensors.Reader(path: path)
+    let model = try Model(uninitialized: try Checkpoint.modelConfig(reader))
+    try Checkpoint.readTensors(reader, layout: model.layout, into: model.parameters)
+    for t in model.layout.tensors {
+      if let j = VectorOps.firstNonFinite(model.parameters + t.offset, t.count) {
+        throw .value("'\(path)': tensor '\(t.name)' has a non-finite value at element \(j)")
+      }
+    }
+    return model
+  }
+}
+
+extension Trainer {
+  /// Writes model weights, both AdamW moments, the step, the RNG state and the train config
+  /// (atomically). `userMetadata` entries are stored as "user.<key>". Gradients are not saved:
+  /// save between steps.
+  public func save(path: String, userMetadata: [(String, String)] = []) throws(LiftError) {
+    try model.lock.withLock { () throws(LiftError) in
+      var entries = Checkpoint.modelEntries(model, buffer: model.parameters)
+      entries += Checkpoint.modelEntries(model, buffer: firstMoment, prefix: "optimizer.exp_avg.")
+      entries += Checkpoint.modelEntries(model, buffer: secondMoment, prefix: "optimizer.exp_avg_sq.")
+      var metadata = Checkpoint.baseMetadata(model, kind: Checkpoint.trainingKind)
+      let s = rng.state
+      metadata += [("lift.train_config", config.json.serialized), ("lift.step", String(step)),
+                   ("lift.rng_state", [s.0, s.1, s.2, s.3].map { String($0, radix: 16) }.joined(separator: ","))]
+      for (k, v) in userMetadata {
+        guard !k.isEmpty else { throw .argument("user metadata key is empty") }
+        metadata.append(("user." + k, v))
+      }
+      try SafeTensors.write(path: path, entries: entries, metadata: metadata)
+    }
+  }
+
+  /// Resumes from a training checkpoint: the continued run is bit-identical to one that was
+  /// never interrupted. `batchCapacity` (if given) replaces the saved one: it changes memory
+  /// use, not results.
+  public static func load(path: String, batchCapacity: Int? = nil) throws(LiftError) -> (Trainer, [String: String]) {
+    let reader = try SafeTensors.Reader(path: path)
+    guard reader.metadata["lift.kind"] == Checkpoint.trainingKind else {
+      throw .format("'\(path)' is a model file, not a training checkpoint (no optimizer state)")
+    }
+    let model = try Model.load(path: path)
+    guard let configText = reader.metadata["lift.train_config"],
+          let stepText = reader.metadata["lift.step"], let step = Int(stepText), step >= 0,
+          let rngText = reader.metadata["lift.rng_state"] else {
+      throw .format("'\(path)' lacks lift.train_config, lift.step or lift.rng_state metadata")
+    }
+    var config = try TrainConfig(json: try JSON.parse(Array(configText.utf8), what: "'\(path)' lift.train_config"),
+                                 source: "'\(path)' lift.train_config")
+    if let batchCapacity { config.batchCapacity = batchCapacity }
+    let words = rngText.split(separator: ",").compactMap { UInt64($0, radix: 16) }
+    guard words.count == 4 else { throw .format("'\(path)': lift.rng_state is not four hex words") }
+    let trainer = try Trainer(model: model, config: config)
+    try Checkpoint.readTensors(reader, layout: model.layout, prefix: "optimizer.exp_avg.", into: trainer.firstMoment)
+    try Checkpoint.readTensors(reader, layout: model.layout, prefix: "optimizer.exp_avg_sq.", into: trainer.secondMoment)
+    trainer.step = step
+    trainer.rng = Xoshiro256(state: (words[0], words[1], words[2], words[3]))
+    var user: [String: String] = [:]
+    for (k, v) in reader.metadata where k.hasPrefix("user.") { user[String(k.dropFirst(5))] = v }
+    return (trainer, user)
+  }
+}
+
+// MARK: - Config <-> JSON
+
+extension ModelConfig {
+  var json: JSON {
+    .object([
+      ("image_size", .number(Double(imageSize))), ("channels", .number(Double(channels))),
+      ("patch", .number(Double(patch))), ("width", .number(Double(width))), ("depth", .number(Double(depth))),
+      ("heads", .number(Double(heads))), ("mlp_ratio", .number(Double(mlpRatio))),
+      ("head_layers", .number(Double(headLayers))), ("text_dim", .number(Double(textDim))),
+      ("pool", .string(pooling == .average ? "avg" : "tok")),
+      ("objective", .string(objective.name)),
+      ("image_mean", .array(imageMean.map { .number(Double($0)) })),
+      ("image_std", .array(imageStd.map { .number(Double($0)) })),
+    ])
+  }
+
+  init(json: JSON, source: String) throws(LiftError) {
+    func int(_ key: String) throws(LiftError) -> Int {
+      guard let v = json[key]?.int else { throw .format("\(source): missing or non-integer '\(key)'") }
+      return v
+    }
+    func floats(_ key: String) throws(LiftError) -> [Float] {
+      guard let a = json[key]?.array else { throw .format("\(source): missing '\(key)'") }
+      var out: [Float] = []
+      for v in a {
+        guard let n = v.number else { throw .format("\(source): '\(key)' holds a non-number") }
+        out.append(Float(n))
+      }
+      return out
+    }
+    let pool: Pooling
+    switch json["pool"]?.string {
+    case "avg": pool = .average
+    case "tok": pool = .token
+    default: throw .format("\(source): 'pool' must be \"avg\" or \"tok\"")
+    }
+    guard let objectiveName = json["objective"]?.string, let objective = Objective(name: objectiveName) else {
+      throw .format("\(source): 'objective' must be contrastive, cosine or sigmoid")
+    }
+    self.init(imageSize: try int("image_size"), channels: try int("channels"), patch: try int("patch"),
+              width: try int("width"), depth: try int("depth"), heads: try int("heads"),
+              mlpRatio: try int("mlp_ratio"), headLayers: try int("head_layers"), textDim: try int("text_dim"),
+              pooling: pool, objective: objective, imageMean: try floats("image_mean"), imageStd: try floats("image_std"))
+    do {
+      try validate()
+    } catch {
+      throw .format("\(source): \(error.message)")
+    }
+  }
+}
+
+extension ModelConfig.Objective {
+  public var name: String {
+    switch self {
+    case .contrastive: return "contrastive"
+    case .cosine: return "cosine"
+    case .sigmoid: return "sigmoid"
+    }
+  }
+
+  public init?(name: String) {
+    switch name {
+    case "contrastive": self = .contrastive
+    case "cosine": self = .cosine
+    case "sigmoid": self = .sigmoid
+    default: return nil
+    }
+  }
+}
+
+extension TrainConfig {
+  var json: JSON {
+    .object([
+      ("learning_rate", .number(learningRate)), ("beta1", .number(beta1)), ("beta2", .number(beta2)),
+      ("eps", .number(eps)), ("weight_decay", .number(weightDecay)),
+      ("warmup_steps", .number(Double(warmupSteps))), ("total_steps", .number(Double(totalSteps))),
+      ("grad_clip", .number(gradClip)), ("batch_capacity", .number(Double(batchCapacity))),
+    ])
+  }
+
+  init(json: JSON, source: String) throws(LiftError) {
+    func number(_ key: String) throws(LiftError) -> Double {
+      guard let v = json[key]?.number else { throw .format("\(source): missing '\(key)'") }
+      return v
+    }
+    func int(_ key: String) throws(LiftError) -> Int {
+      guard let v = json[key]?.int else { throw .format("\(source): missing or non-integer '\(key)'") }
+      return v
+    }
+    self.init()
+    learningRate = try number("learning_rate")
+    beta1 = try number("beta1")
+    beta2 = try number("beta2")
+    eps = try number("eps")
+    weightDecay = try number("weight_decay")
+    warmupSteps = try int("warmup_steps")
+    totalSteps = try int("total_steps")
+    gradClip = try number("grad_clip")
+    batchCapacity = try int("batch_capacity")
+    do {
+      try validate()
+    } catch {
+      throw .format("\(source): \(error.message)")
+    }
+  }
+}
