@@ -211,6 +211,213 @@ lift_status lift_topk(const float *scores, int64_t n, int64_t m, int64_t k, int6
 lift_status lift_store_search(lift_store *store, const float *queries, int64_t nq, int64_t d,
                               int64_t k, int64_t *indices, float *scores);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Model: ViT image encoder + LIFT projection head                                             */
+/*                                                                                             */
+/* OpenCLIP VisionTransformer semantics: patch conv (no bias), class token, learned positional */
+/* embedding, ln_pre, pre-norm blocks (fused qkv attention, exact-GELU MLP), ln_post, pooling  */
+/* ('avg' over patch tokens, LIFT's choice, or 'tok'), then Linear(width, text_dim) followed by */
+/* (GELU, Linear(text_dim, text_dim)) per extra head layer. Image embedding = L2-normalised    */
+/* head output. All parameters live in one contiguous float buffer; each named tensor (PyTorch */
+/* state_dict names) is a view at an offset, padded to 16 floats.                             */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lift_model lift_model;
+
+typedef enum lift_pool { LIFT_POOL_AVG = 0, LIFT_POOL_TOKEN = 1 } lift_pool;
+
+typedef enum lift_objective {
+  LIFT_OBJECTIVE_CONTRASTIVE = 0, /* CLIP InfoNCE both ways, learnable logit scale          */
+  LIFT_OBJECTIVE_COSINE = 1,      /* LIFT's simplistic cosine loss mean(1 - cos)            */
+  LIFT_OBJECTIVE_SIGMOID = 2      /* SigLIP pairwise sigmoid, learnable scale and bias      */
+} lift_objective;
+
+/* Architecture. Fill with lift_model_config_preset, then adjust fields. */
+typedef struct lift_model_config {
+  int32_t image_size;  /* square images, divisible by patch                                */
+  int32_t channels;    /* 1 or 3                                                           */
+  int32_t patch;
+  int32_t width;       /* divisible by heads                                               */
+  int32_t depth;
+  int32_t heads;
+  int32_t mlp_ratio;   /* MLP hidden = mlp_ratio * width                                   */
+  int32_t head_layers; /* Linear layers of the projection head (LIFT: 2)                   */
+  int32_t text_dim;    /* dimension of the text embeddings                                 */
+  int32_t pool;        /* lift_pool                                                        */
+  int32_t objective;   /* lift_objective; decides logit_scale init and logit_bias presence */
+  float image_mean[3]; /* uint8 images are normalised as (x/255 - mean[c]) / std[c]        */
+  float image_std[3];  /* (first `channels` entries used)                                  */
+} lift_model_config;
+
+/* Presets: "ViT-Ti/16", "ViT-S/16", "ViT-B/16" (224 px, RGB), "ViT-XS/7-28" (28 px, grey),
+ * "ViT-XS/4-32" (32 px, RGB); contrastive objective, avg pooling, 2 head layers, OpenAI CLIP
+ * mean/std for RGB and 0.5/0.5 for grey. Thread-safe. */
+lift_status lift_model_config_preset(const char *name, int32_t text_dim, lift_model_config *out);
+
+/* A new model with deterministic initialisation from `seed` (PyTorch's default initialisers
+ * for each module type; see README). Thread-safe. */
+lift_status lift_model_create(const lift_model_config *config, uint64_t seed, lift_model **out);
+
+/* Loads weights written by lift_model_save or lift_trainer_save (safetensors with liblift
+ * metadata). Corrupt, truncated or inconsistent files are LIFT_ERR_FORMAT / LIFT_ERR_SHAPE.
+ * Thread-safe. */
+lift_status lift_model_load(const char *path, lift_model **out);
+
+/* Writes the weights as safetensors (PyTorch names and shapes, float32, config in the
+ * metadata), atomically: a temporary file, fsync, rename. Handle-serialised. */
+lift_status lift_model_save(lift_model *model, const char *path);
+
+/* Releases the caller's reference (trainers keep their own). NULL is a no-op. */
+void lift_model_free(lift_model *model);
+
+lift_status lift_model_get_config(lift_model *model, lift_model_config *out);
+
+/* The flat parameter buffer (*count floats, padding included). The pointer stays valid while
+ * the model lives; writes change the model (do not write during a step on another thread). */
+lift_status lift_model_parameters(lift_model *model, float **data, int64_t *count);
+
+/* One named tensor of the layout. `name` points into the model and lives as long as it. */
+typedef struct lift_tensor_info {
+  const char *name;
+  int32_t ndim;     /* 0 for scalars (logit_scale, logit_bias) */
+  int64_t shape[4];
+  int64_t offset;   /* in floats, into the parameter / gradient / moment buffers */
+  int64_t count;    /* elements (1 for scalars) */
+  int32_t decays;   /* 1 if AdamW weight decay applies (ndim >= 2) */
+} lift_tensor_info;
+
+lift_status lift_model_tensor_count(lift_model *model, int64_t *count);
+lift_status lift_model_tensor_info(lift_model *model, int64_t index, lift_tensor_info *info);
+/* Index of the tensor called `name`, or LIFT_ERR_NOT_FOUND. */
+lift_status lift_model_find_tensor(lift_model *model, const char *name, int64_t *index);
+
+typedef enum lift_image_format {
+  LIFT_IMAGE_F32_NCHW = 0, /* float32 (B, C, S, S), already normalised                       */
+  LIFT_IMAGE_U8_NHWC = 1   /* uint8 (B, S, S, C); normalised with the config's mean and std  */
+} lift_image_format;
+
+/* Unit-norm embeddings (count x text_dim) of `count` images, in bounded-memory chunks, with no
+ * gradient. `images_len` is the number of elements (floats or bytes) in `images`: at least
+ * count * C * S * S. Non-finite input pixels are LIFT_ERR_VALUE naming the image.
+ * Handle-serialised. */
+lift_status lift_model_encode(lift_model *model, const void *images, lift_image_format format, size_t images_len,
+                              int64_t count, float *out, size_t out_len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Trainer                                                                                     */
+/*                                                                                             */
+/* Owns the gradient and both AdamW moments (each one contiguous buffer laid out like the      */
+/* parameters) and activation memory for `batch_capacity` images. Drive it either with         */
+/* lift_trainer_step, or with the split form for multi-worker drivers:                         */
+/*   forward -> (exchange features) -> loss -> backward -> (all-reduce gradients) -> apply.    */
+/* The one-call step runs exactly that sequence: both give bit-identical results.            */
+/* All trainer calls are handle-serialised (and serialised with calls on its model).          */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lift_trainer lift_trainer;
+
+/* Optimisation settings; lift_train_config_default fills LIFT's: AdamW lr 1e-3, betas
+ * (0.9, 0.98), eps 1e-6, weight decay 0.2 on >= 2-D tensors, 500 warm-up steps then cosine
+ * decay to 0 at total_steps (10000), gradient-norm clip 1.0, batch capacity 64. */
+typedef struct lift_train_config {
+  double learning_rate;
+  double beta1;
+  double beta2;
+  double eps;
+  double weight_decay;
+  double grad_clip;       /* <= 0 disables clipping */
+  int64_t warmup_steps;
+  int64_t total_steps;
+  int64_t batch_capacity; /* most images per forward; bigger steps accumulate micro-batches */
+} lift_train_config;
+
+lift_status lift_train_config_default(lift_train_config *out);
+
+typedef struct lift_step_stats {
+  double loss;          /* batch loss before the update            */
+  double learning_rate; /* learning rate the update used           */
+  double logit_scale;   /* exp(logit_scale) after the update       */
+  double logit_bias;    /* logit_bias after the update (sigmoid)   */
+  double grad_norm;     /* global gradient norm before clipping    */
+  int64_t step;         /* updates applied so far, this one included */
+} lift_step_stats;
+
+/* A trainer for `model` (which it keeps a reference to). `seed` seeds the trainer's RNG (its
+ * state is saved in checkpoints; see lift_trainer_random). Thread-safe. */
+lift_status lift_trainer_create(lift_model *model, const lift_train_config *config, uint64_t seed,
+                                lift_trainer **out);
+
+/* Resumes from a training checkpoint written by lift_trainer_save. `batch_capacity` > 0
+ * replaces the saved capacity (memory only; results are unchanged), 0 keeps it. */
+lift_status lift_trainer_load(const char *path, int64_t batch_capacity, lift_trainer **out);
+
+/* Writes weights, AdamW moments, step, RNG state and config, atomically. `keys`/`values` are
+ * n_metadata strings stored as user metadata (e.g. the data position), readable after
+ * lift_trainer_load with lift_trainer_metadata. Save between steps: gradients are not saved. */
+lift_status lift_trainer_save(lift_trainer *trainer, const char *path, const char *const *keys,
+                              const char *const *values, size_t n_metadata);
+
+/* User metadata `key` of the checkpoint the trainer was loaded from, copied as in
+ * lift_store_read_string (LIFT_ERR_BUFFER with *len set when cap is too small;
+ * LIFT_ERR_NOT_FOUND if absent). */
+lift_status lift_trainer_metadata(lift_trainer *trainer, const char *key, char *buf, size_t cap, size_t *len);
+
+void lift_trainer_free(lift_trainer *trainer);
+
+/* A new reference to the trainer's model; release it with lift_model_free. */
+lift_status lift_trainer_model(lift_trainer *trainer, lift_model **out);
+lift_status lift_trainer_get_config(lift_trainer *trainer, lift_train_config *out);
+/* Updates applied so far. */
+lift_status lift_trainer_step_count(lift_trainer *trainer, int64_t *step);
+/* Next 64-bit value of the trainer's seeded RNG (xoshiro256**), for drivers' shuffling. */
+lift_status lift_trainer_random(lift_trainer *trainer, uint64_t *value);
+
+/* One optimiser step on `batch` pairs: images (see lift_model_encode for formats and
+ * images_len) and texts (batch x text_dim raw embeddings, normalised by the library,
+ * texts_len >= batch * text_dim). Batches above the capacity run as micro-batches with cached
+ * features, giving the gradient of the whole batch. On any error (bad input, non-finite loss
+ * or gradient) the parameters are unchanged, the gradient is zeroed and the status says why.
+ * The contrastive objective needs batch >= 2. */
+lift_status lift_trainer_step(lift_trainer *trainer, const void *images, lift_image_format format,
+                              size_t images_len, const float *texts, size_t texts_len, int64_t batch,
+                              lift_step_stats *stats);
+
+/* Split form. forward: training forward of `batch` (1 .. capacity) images; writes their
+ * unit-norm embeddings (batch x text_dim) and keeps activations for backward. */
+lift_status lift_trainer_forward(lift_trainer *trainer, const void *images, lift_image_format format,
+                                 size_t images_len, int64_t batch, float *features, size_t features_len);
+
+/* loss: `features` (n x D) are the unit-norm embeddings of all workers' images in global
+ * order, `texts` (n x D) their text embeddings. Writes dLoss/dfeatures for the rows
+ * [local_start, local_start + local_count) into grad (local_count x D), scaled by world_size
+ * so that averaging the workers' gradient buffers gives the exact global-batch gradient, and
+ * adds the logit scale/bias gradients to the gradient buffer. *loss receives the global loss
+ * (may be NULL). */
+lift_status lift_trainer_loss(lift_trainer *trainer, const float *features, const float *texts, int64_t n,
+                              int64_t local_start, int64_t local_count, int64_t world_size, float *grad,
+                              size_t grad_len, double *loss);
+
+/* backward: dLoss/d(embeddings) of the last forward (batch x D); adds parameter gradients.
+ * LIFT_ERR_STATE without a pending forward. */
+lift_status lift_trainer_backward(lift_trainer *trainer, const float *grad, size_t grad_len, int64_t batch);
+
+/* apply: clip to the global gradient norm, AdamW update with the scheduled learning rate,
+ * clamp logit_scale to [0, ln 100], zero the gradient, advance the step. A non-finite gradient
+ * refuses the update (LIFT_ERR_VALUE; parameters and moments unchanged, gradient zeroed). */
+lift_status lift_trainer_apply(lift_trainer *trainer, lift_step_stats *stats);
+
+lift_status lift_trainer_zero_grad(lift_trainer *trainer);
+
+/* The gradient and AdamW moment buffers (each *count floats, laid out like the parameters;
+ * any pointer may be NULL). Valid while the trainer lives; an external driver may all-reduce
+ * the gradient in place between backward and apply. */
+lift_status lift_trainer_buffers(lift_trainer *trainer, float **gradients, float **exp_avg, float **exp_avg_sq,
+                                 int64_t *count);
+
+/* Matrix-product FLOPs of one training step of `batch` images (forward + backward), as
+ * lift-bench counts them. */
+lift_status lift_model_step_flops(lift_model *model, int64_t batch, double *flops);
+
 #ifdef __cplusplus
 }
 #endif

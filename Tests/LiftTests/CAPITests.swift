@@ -145,3 +145,119 @@ final class CAPITests: XCTestCase {
     XCTAssertEqual(lastError, mine, "another thread's error does not replace this thread's")
   }
 }
+
+/// Model and trainer entry points: sizes, nulls and handle kinds are checked before any work.
+final class TrainerCAPITests: XCTestCase {
+  var lastError: String { String(cString: cLiftLastError()) }
+
+  func makeTrainer() -> (OpaquePointer?, OpaquePointer?) {
+    var config = ModelGradientTests.tinyConfig(.contrastive).c
+    var model: OpaquePointer?
+    XCTAssertEqual(cLiftModelCreate(&config, 1, &model), LIFT_OK, lastError)
+    var tc = lift_train_config()
+    XCTAssertEqual(cLiftTrainConfigDefault(&tc), LIFT_OK)
+    tc.batch_capacity = 4
+    var trainer: OpaquePointer?
+    XCTAssertEqual(cLiftTrainerCreate(model, &tc, 1, &trainer), LIFT_OK, lastError)
+    return (model, trainer)
+  }
+
+  func testConfigAndTensorTable() {
+    var c = lift_model_config()
+    XCTAssertEqual(cLiftModelConfigPreset("ViT-S/16", 4096, &c), LIFT_OK)
+    XCTAssertEqual([c.width, c.depth, c.heads, c.patch, c.image_size, c.text_dim], [384, 12, 6, 16, 224, 4096])
+    XCTAssertEqual(cLiftModelConfigPreset("nope", 4, &c), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftModelConfigPreset("ViT-S/16", 0, &c), LIFT_ERR_ARGUMENT)
+    var bad = ModelGradientTests.tinyConfig(.contrastive).c
+    bad.pool = 7
+    var model: OpaquePointer?
+    XCTAssertEqual(cLiftModelCreate(&bad, 1, &model), LIFT_ERR_ARGUMENT)
+    XCTAssertTrue(lastError.contains("pool"), lastError)
+    bad = ModelGradientTests.tinyConfig(.contrastive).c
+    bad.image_std.1 = 0
+    XCTAssertEqual(cLiftModelCreate(&bad, 1, &model), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftModelCreate(nil, 1, &model), LIFT_ERR_ARGUMENT)
+    let (m, t) = makeTrainer()
+    defer { cLiftTrainerFree(t); cLiftModelFree(m) }
+    var count: Int64 = 0
+    XCTAssertEqual(cLiftModelTensorCount(m, &count), LIFT_OK)
+    var info = lift_tensor_info()
+    XCTAssertEqual(cLiftModelTensorInfo(m, 2, &info), LIFT_OK)
+    XCTAssertEqual(String(cString: info.name), "visual.positional_embedding")
+    XCTAssertEqual([info.ndim, Int32(info.shape.0), Int32(info.shape.1), info.decays], [2, 5, 8, 1])
+    XCTAssertEqual(cLiftModelTensorInfo(m, count, &info), LIFT_ERR_ARGUMENT)
+    var index: Int64 = -1
+    XCTAssertEqual(cLiftModelFindTensor(m, "logit_scale", &index), LIFT_OK)
+    XCTAssertEqual(index, count - 1)
+    XCTAssertEqual(cLiftModelFindTensor(m, "logit_bias", &index), LIFT_ERR_NOT_FOUND)
+    var flops = 0.0
+    XCTAssertEqual(cLiftModelStepFlops(m, 4, &flops), LIFT_OK)
+    XCTAssertGreaterThan(flops, 0)
+  }
+
+  func testStepValidatesEveryBuffer() {
+    let (m, t) = makeTrainer()
+    defer { cLiftTrainerFree(t); cLiftModelFree(m) }
+    var rng = TestRNG(1)
+    let images = rng.floats(4 * 3 * 64), texts = rng.floats(4 * 6)
+    var stats = lift_step_stats()
+    XCTAssertEqual(cLiftTrainerStep(t, images, LIFT_IMAGE_F32_NCHW, images.count - 1, texts, texts.count, 4, &stats), LIFT_ERR_BUFFER)
+    XCTAssertTrue(lastError.contains("images_len"), lastError)
+    XCTAssertEqual(cLiftTrainerStep(t, images, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count - 1, 4, &stats), LIFT_ERR_BUFFER)
+    XCTAssertEqual(cLiftTrainerStep(t, nil, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count, 4, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerStep(t, images, lift_image_format(rawValue: 5), images.count, texts, texts.count, 4, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerStep(t, images, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count, 0, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerStep(t, images, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count, Int64.max, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerStep(m, images, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count, 4, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertTrue(lastError.contains("different kind"), lastError)
+    var step: Int64 = -1
+    XCTAssertEqual(cLiftTrainerStepCount(t, &step), LIFT_OK)
+    XCTAssertEqual(step, 0)
+    XCTAssertEqual(cLiftTrainerStep(t, images, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count, 4, &stats), LIFT_OK, lastError)
+    XCTAssertEqual(stats.step, 1)
+    var features = [Float](repeating: 0, count: 4 * 6)
+    XCTAssertEqual(cLiftTrainerForward(t, images, LIFT_IMAGE_F32_NCHW, images.count, 4, &features, features.count - 1), LIFT_ERR_BUFFER)
+    XCTAssertEqual(cLiftTrainerForward(t, images, LIFT_IMAGE_F32_NCHW, images.count, 4, &features, features.count), LIFT_OK)
+    var grad = [Float](repeating: 0, count: 2 * 6)
+    var loss = 0.0
+    XCTAssertEqual(cLiftTrainerLoss(t, features, texts, 4, 2, 3, 1, &grad, grad.count, &loss), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerLoss(t, features, texts, 4, 2, 2, 0, &grad, grad.count, &loss), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerLoss(t, features, texts, 4, 2, 2, 2, &grad, grad.count - 1, &loss), LIFT_ERR_BUFFER)
+    XCTAssertEqual(cLiftTrainerLoss(t, features, texts, 4, 2, 2, 2, &grad, grad.count, &loss), LIFT_OK, lastError)
+    XCTAssertEqual(cLiftTrainerBackward(t, grad, grad.count, 4), LIFT_ERR_BUFFER)
+    var g: UnsafeMutablePointer<Float>?
+    var n: Int64 = 0
+    XCTAssertEqual(cLiftTrainerBuffers(t, &g, nil, nil, &n), LIFT_OK)
+    XCTAssertNotNil(g)
+    var out = [Float](repeating: 0, count: 4 * 6)
+    XCTAssertEqual(cLiftModelEncode(m, images, LIFT_IMAGE_F32_NCHW, images.count, 4, &out, out.count), LIFT_OK, lastError)
+    XCTAssertEqual(cLiftModelEncode(m, images, LIFT_IMAGE_F32_NCHW, 10, 4, &out, out.count), LIFT_ERR_BUFFER)
+  }
+
+  func testCheckpointEntryPoints() {
+    let dir = TempDir()
+    let (m, t) = makeTrainer()
+    defer { cLiftTrainerFree(t); cLiftModelFree(m) }
+    XCTAssertEqual(cLiftTrainerSave(t, dir.file("c.safetensors"), nil, nil, 1), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerSave(t, dir.file("c.safetensors"), nil, nil, 0), LIFT_OK, lastError)
+    var loaded: OpaquePointer?
+    XCTAssertEqual(cLiftTrainerLoad(dir.file("c.safetensors"), -1, &loaded), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerLoad(dir.file("c.safetensors"), 2, &loaded), LIFT_OK, lastError)
+    var tc = lift_train_config()
+    XCTAssertEqual(cLiftTrainerGetConfig(loaded, &tc), LIFT_OK)
+    XCTAssertEqual(tc.batch_capacity, 2)
+    var len = 0
+    XCTAssertEqual(cLiftTrainerMetadata(loaded, "x", nil, 0, &len), LIFT_ERR_NOT_FOUND)
+    var model: OpaquePointer?
+    XCTAssertEqual(cLiftTrainerModel(loaded, &model), LIFT_OK)
+    cLiftTrainerFree(loaded)
+    // The model reference outlives the trainer.
+    var c = lift_model_config()
+    XCTAssertEqual(cLiftModelGetConfig(model, &c), LIFT_OK)
+    XCTAssertEqual(c.width, 8)
+    cLiftModelFree(model)
+    var m2: OpaquePointer?
+    XCTAssertEqual(cLiftModelLoad(dir.file("missing"), &m2), LIFT_ERR_IO)
+    XCTAssertEqual(cLiftModelLoad(nil, &m2), LIFT_ERR_ARGUMENT)
+  }
+}

@@ -54,6 +54,12 @@ func required<T>(_ p: UnsafeMutablePointer<T>?, _ name: @autoclosure () -> Strin
   return p
 }
 
+@inline(__always)
+func requiredRaw(_ p: UnsafeRawPointer?, _ name: @autoclosure () -> String) throws(LiftError) -> UnsafeRawPointer {
+  guard let p else { throw .argument("\(name()) is NULL") }
+  return p
+}
+
 /// A C string argument decoded as UTF-8.
 func requiredString(_ p: UnsafePointer<CChar>?, _ name: @autoclosure () -> String) throws(LiftError) -> String {
   guard let p else { throw .argument("\(name()) is NULL") }
@@ -86,4 +92,20 @@ func object<T: AnyObject>(_ handle: OpaquePointer?, as type: T.Type, _ name: Str
 func releaseHandle(_ handle: OpaquePointer?) {
   guard let handle else { return }
   Unmanaged<AnyObject>.fromOpaque(UnsafeRawPointer(handle)).release()
+}
+
+/// Copies bytes as a NUL-terminated string into a caller buffer of `capacity` bytes. Sets
+/// *length to the byte count (without NUL); LIFT_ERR_BUFFER (nothing copied) if it does not fit.
+func copyCString(_ bytes: [UInt8], into buffer: UnsafeMutablePointer<CChar>?, capacity: Int,
+                 length: UnsafeMutablePointer<Int>?, what: String) throws(LiftError) {
+  let cap = try requiredSize(capacity, "cap")
+  length?.pointee = bytes.count
+  guard cap >= bytes.count + 1 else {
+    throw .buffer("\(what) needs \(bytes.count + 1) bytes; the buffer holds \(cap)")
+  }
+  let buffer = try required(buffer, "buf")
+  if !bytes.isEmpty {
+    bytes.withUnsafeBytes { UnsafeMutableRawPointer(buffer).copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+  }
+  buffer[bytes.count] = 0
 }

@@ -118,17 +118,8 @@ public func cLiftStoreReadString(_ handle: OpaquePointer?, _ name: UnsafePointer
   capi { () throws(LiftError) in
     let store = try object(handle, as: EmbeddingStore.self, "store")
     let name = try requiredString(name, "name")
-    let cap = try requiredSize(capacity, "cap")
     let bytes = try store.stringBytes(name, row: row)
-    length?.pointee = bytes.count
-    guard cap >= bytes.count + 1 else {
-      throw .buffer("string \(row) of '\(name)' needs \(bytes.count + 1) bytes; the buffer holds \(cap)")
-    }
-    let buffer = try required(buffer, "buf")
-    bytes.withUnsafeBytes { raw in
-      if !bytes.isEmpty { UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress!, byteCount: bytes.count) }
-    }
-    buffer[bytes.count] = 0
+    try copyCString(bytes, into: buffer, capacity: capacity, length: length, what: "string \(row) of '\(name)'")
   }
 }
 

@@ -109,6 +109,7 @@ extension Trainer {
     trainer.rng = Xoshiro256(state: (words[0], words[1], words[2], words[3]))
     var user: [String: String] = [:]
     for (k, v) in reader.metadata where k.hasPrefix("user.") { user[String(k.dropFirst(5))] = v }
+    trainer.userMetadata = user
     return (trainer, user)
   }
 }

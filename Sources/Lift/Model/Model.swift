@@ -31,7 +31,13 @@ public final class Model {
     parameters.initialize(repeating: 0, count: layout.totalCount)
   }
 
-  deinit { parameters.deallocate() }
+  /// NUL-terminated tensor names for the C interface, made on first request.
+  lazy var cNames: [UnsafeMutablePointer<CChar>] = layout.tensors.map { strdup($0.name)! }
+
+  deinit {
+    parameters.deallocate()
+    if !cNames.isEmpty { cNames.forEach { free($0) } }
+  }
 
   /// The storage of a tensor by name.
   public func tensor(_ name: String) -> UnsafeMutableBufferPointer<Float>? {

@@ -42,6 +42,8 @@ public final class Trainer {
   public internal(set) var step: Int = 0
   /// Seeded generator whose state travels with checkpoints (for drivers' shuffling).
   public internal(set) var rng: Xoshiro256
+  /// User metadata of the checkpoint this trainer was loaded from.
+  public internal(set) var userMetadata: [String: String] = [:]
 
   let workspace: Workspace
   private let lossScratch: Objectives.Scratch
@@ -217,6 +219,11 @@ public final class Trainer {
     step += 1
     return StepStats(loss: lastLoss, learningRate: lr, logitScale: Double(exp(model.logitScale)),
                      logitBias: Double(model.logitBias), gradNorm: norm, step: step)
+  }
+
+  /// Next value of the trainer's RNG.
+  public func nextRandom() -> UInt64 {
+    model.lock.withLock { rng.next() }
   }
 
   public func zeroGradients() {

@@ -6,7 +6,8 @@ import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_int64, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 
-__all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES"]
+__all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelConfigStruct", "TensorInfoStruct",
+           "TrainConfigStruct", "StepStatsStruct"]
 
 _ENV = "LIBLIFT_PATH"
 
@@ -75,6 +76,28 @@ def check(status: int) -> None:
         raise LiftError(status, lib.lift_last_error().decode("utf-8", "replace"))
 
 
+class ModelConfigStruct(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int32) for name in (
+        "image_size", "channels", "patch", "width", "depth", "heads", "mlp_ratio", "head_layers", "text_dim",
+        "pool", "objective")] + [("image_mean", ctypes.c_float * 3), ("image_std", ctypes.c_float * 3)]
+
+
+class TensorInfoStruct(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("ndim", ctypes.c_int32), ("shape", ctypes.c_int64 * 4),
+                ("offset", ctypes.c_int64), ("count", ctypes.c_int64), ("decays", ctypes.c_int32)]
+
+
+class TrainConfigStruct(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_double) for name in (
+        "learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip")] + [
+        ("warmup_steps", ctypes.c_int64), ("total_steps", ctypes.c_int64), ("batch_capacity", ctypes.c_int64)]
+
+
+class StepStatsStruct(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_double) for name in (
+        "loss", "learning_rate", "logit_scale", "logit_bias", "grad_norm")] + [("step", ctypes.c_int64)]
+
+
 _P = c_void_p
 _F = POINTER(c_float)
 _I64 = POINTER(c_int64)
@@ -102,6 +125,36 @@ _PROTOTYPES = {
     "lift_store_writer_free": (None, [_P]),
     "lift_cosine_similarity": (c_int, [_F, c_int64, _F, c_int64, c_int64, _F, c_size_t]),
     "lift_topk": (c_int, [_F, c_int64, c_int64, c_int64, _I64, _F]),
+    "lift_model_config_preset": (c_int, [c_char_p, ctypes.c_int32, POINTER(ModelConfigStruct)]),
+    "lift_model_create": (c_int, [POINTER(ModelConfigStruct), ctypes.c_uint64, POINTER(_P)]),
+    "lift_model_load": (c_int, [c_char_p, POINTER(_P)]),
+    "lift_model_save": (c_int, [_P, c_char_p]),
+    "lift_model_free": (None, [_P]),
+    "lift_model_get_config": (c_int, [_P, POINTER(ModelConfigStruct)]),
+    "lift_model_parameters": (c_int, [_P, POINTER(_F), _I64]),
+    "lift_model_tensor_count": (c_int, [_P, _I64]),
+    "lift_model_tensor_info": (c_int, [_P, c_int64, POINTER(TensorInfoStruct)]),
+    "lift_model_find_tensor": (c_int, [_P, c_char_p, _I64]),
+    "lift_model_encode": (c_int, [_P, c_void_p, c_int, c_size_t, c_int64, _F, c_size_t]),
+    "lift_model_step_flops": (c_int, [_P, c_int64, POINTER(ctypes.c_double)]),
+    "lift_train_config_default": (c_int, [POINTER(TrainConfigStruct)]),
+    "lift_trainer_create": (c_int, [_P, POINTER(TrainConfigStruct), ctypes.c_uint64, POINTER(_P)]),
+    "lift_trainer_load": (c_int, [c_char_p, c_int64, POINTER(_P)]),
+    "lift_trainer_save": (c_int, [_P, c_char_p, POINTER(c_char_p), POINTER(c_char_p), c_size_t]),
+    "lift_trainer_metadata": (c_int, [_P, c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "lift_trainer_free": (None, [_P]),
+    "lift_trainer_model": (c_int, [_P, POINTER(_P)]),
+    "lift_trainer_get_config": (c_int, [_P, POINTER(TrainConfigStruct)]),
+    "lift_trainer_step_count": (c_int, [_P, _I64]),
+    "lift_trainer_random": (c_int, [_P, POINTER(ctypes.c_uint64)]),
+    "lift_trainer_step": (c_int, [_P, c_void_p, c_int, c_size_t, _F, c_size_t, c_int64, POINTER(StepStatsStruct)]),
+    "lift_trainer_forward": (c_int, [_P, c_void_p, c_int, c_size_t, c_int64, _F, c_size_t]),
+    "lift_trainer_loss": (c_int, [_P, _F, _F, c_int64, c_int64, c_int64, c_int64, _F, c_size_t,
+                                  POINTER(ctypes.c_double)]),
+    "lift_trainer_backward": (c_int, [_P, _F, c_size_t, c_int64]),
+    "lift_trainer_apply": (c_int, [_P, POINTER(StepStatsStruct)]),
+    "lift_trainer_zero_grad": (c_int, [_P]),
+    "lift_trainer_buffers": (c_int, [_P, POINTER(_F), POINTER(_F), POINTER(_F), _I64]),
 }
 
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():

@@ -1,0 +1,401 @@
+"""The image encoder (ViT + LIFT head) and its trainer."""
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+import numpy as np
+
+from ._arrays import as_float_matrix, check_out, cstrings, fptr
+from ._lib import (LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct, TrainConfigStruct, check, lib)
+
+__all__ = ["ModelConfig", "Model", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "OBJECTIVES", "POOLS"]
+
+OBJECTIVES = {"contrastive": 0, "cosine": 1, "sigmoid": 2}
+POOLS = {"avg": 0, "tok": 1}
+_IMAGE_F32_NCHW, _IMAGE_U8_NHWC = 0, 1
+
+
+@dataclass
+class ModelConfig:
+    """Architecture (see lift_model_config in lift.h). Start from `ModelConfig.preset(...)`."""
+    image_size: int
+    channels: int
+    patch: int
+    width: int
+    depth: int
+    heads: int
+    text_dim: int
+    mlp_ratio: int = 4
+    head_layers: int = 2
+    pool: str = "avg"
+    objective: str = "contrastive"
+    image_mean: tuple = ()
+    image_std: tuple = ()
+
+    @classmethod
+    def preset(cls, name: str, text_dim: int, **changes) -> "ModelConfig":
+        c = ModelConfigStruct()
+        check(lib.lift_model_config_preset(name.encode(), int(text_dim), ctypes.byref(c)))
+        config = cls._from_struct(c)
+        for k, v in changes.items():
+            if not hasattr(config, k):
+                raise TypeError(f"unknown model config field {k!r}")
+            setattr(config, k, v)
+        if "channels" in changes and "image_mean" not in changes:
+            config.image_mean, config.image_std = (), ()
+        return config
+
+    @classmethod
+    def _from_struct(cls, c: ModelConfigStruct) -> "ModelConfig":
+        pool = {v: k for k, v in POOLS.items()}[c.pool]
+        objective = {v: k for k, v in OBJECTIVES.items()}[c.objective]
+        return cls(image_size=c.image_size, channels=c.channels, patch=c.patch, width=c.width, depth=c.depth,
+                   heads=c.heads, text_dim=c.text_dim, mlp_ratio=c.mlp_ratio, head_layers=c.head_layers,
+                   pool=pool, objective=objective, image_mean=tuple(c.image_mean[: c.channels]),
+                   image_std=tuple(c.image_std[: c.channels]))
+
+    def _struct(self) -> ModelConfigStruct:
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {list(POOLS)}, got {self.pool!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        c = ModelConfigStruct(image_size=self.image_size, channels=self.channels, patch=self.patch, width=self.width,
+                              depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
+                              head_layers=self.head_layers, text_dim=self.text_dim, pool=POOLS[self.pool],
+                              objective=OBJECTIVES[self.objective])
+        rgb = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+        mean = self.image_mean or (rgb[0] if self.channels == 3 else (0.5,) * self.channels)
+        std = self.image_std or (rgb[1] if self.channels == 3 else (0.5,) * self.channels)
+        if len(mean) != self.channels or len(std) != self.channels:
+            raise ValueError(f"image_mean and image_std need {self.channels} values each")
+        for i in range(self.channels):
+            c.image_mean[i] = mean[i]
+            c.image_std[i] = std[i]
+        return c
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple
+    offset: int
+    count: int
+    decays: bool
+
+
+def _images(images, config: ModelConfig):
+    """(pointer, format, element count, image count) for a float32 NCHW or uint8 NHWC array."""
+    a = np.asarray(images)
+    s, c = config.image_size, config.channels
+    if a.dtype == np.uint8:
+        if a.ndim == 3 and c == 1:
+            a = a[..., None]
+        expected = (s, s, c)
+        fmt = _IMAGE_U8_NHWC
+    else:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if a.ndim == 3 and c == 1:
+            a = a[:, None]
+        expected = (c, s, s)
+        fmt = _IMAGE_F32_NCHW
+    if a.ndim != 4 or a.shape[1:] != expected:
+        layout = "uint8 (B, S, S, C)" if fmt == _IMAGE_U8_NHWC else "float32 (B, C, S, S)"
+        raise ValueError(f"images must be {layout} with S={s}, C={c}; got shape {a.shape}")
+    a = np.ascontiguousarray(a)
+    return a, fmt
+
+
+class Model:
+    """ViT image encoder + LIFT head. Weights are one float32 buffer; `parameters` and `tensor()`
+    are numpy views of it (no copies)."""
+
+    def __init__(self, config: ModelConfig, seed: int = 0):
+        h = ctypes.c_void_p()
+        check(lib.lift_model_create(ctypes.byref(config._struct()), int(seed), ctypes.byref(h)))
+        self._h = h
+
+    @classmethod
+    def _wrap(cls, handle) -> "Model":
+        m = cls.__new__(cls)
+        m._h = handle
+        return m
+
+    @classmethod
+    def load(cls, path) -> "Model":
+        h = ctypes.c_void_p()
+        check(lib.lift_model_load(os.fsencode(path), ctypes.byref(h)))
+        return cls._wrap(h)
+
+    def save(self, path) -> None:
+        check(lib.lift_model_save(self._handle(), os.fsencode(path)))
+
+    def close(self) -> None:
+        if getattr(self, "_h", None):
+            lib.lift_model_free(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def _handle(self):
+        if not self._h:
+            raise ValueError("the model is closed")
+        return self._h
+
+    @property
+    def config(self) -> ModelConfig:
+        c = ModelConfigStruct()
+        check(lib.lift_model_get_config(self._handle(), ctypes.byref(c)))
+        return ModelConfig._from_struct(c)
+
+    @property
+    def parameters(self) -> np.ndarray:
+        """The flat parameter buffer as a writable float32 view (padding included)."""
+        ptr, n = ctypes.POINTER(ctypes.c_float)(), ctypes.c_int64()
+        check(lib.lift_model_parameters(self._handle(), ctypes.byref(ptr), ctypes.byref(n)))
+        return _view(ptr, n.value, self)
+
+    def tensors(self) -> list:
+        n = ctypes.c_int64()
+        check(lib.lift_model_tensor_count(self._handle(), ctypes.byref(n)))
+        out = []
+        for i in range(n.value):
+            info = TensorInfoStruct()
+            check(lib.lift_model_tensor_info(self._handle(), i, ctypes.byref(info)))
+            out.append(TensorInfo(info.name.decode(), tuple(info.shape[: info.ndim]), info.offset, info.count,
+                                  bool(info.decays)))
+        return out
+
+    def tensor(self, name: str, buffer: np.ndarray | None = None) -> np.ndarray:
+        """The named tensor (PyTorch name and shape) as a view into the parameters, or into
+        `buffer` (a gradient or moment buffer laid out the same way)."""
+        index = ctypes.c_int64()
+        check(lib.lift_model_find_tensor(self._handle(), name.encode(), ctypes.byref(index)))
+        info = TensorInfoStruct()
+        check(lib.lift_model_tensor_info(self._handle(), index.value, ctypes.byref(info)))
+        base = self.parameters if buffer is None else buffer
+        return base[info.offset: info.offset + info.count].reshape(tuple(info.shape[: info.ndim]))
+
+    def state_dict(self) -> dict:
+        """Copies of every tensor by PyTorch name."""
+        params = self.parameters
+        return {t.name: params[t.offset: t.offset + t.count].reshape(t.shape).copy() for t in self.tensors()}
+
+    def encode(self, images, out: np.ndarray | None = None) -> np.ndarray:
+        """Unit-norm image embeddings (B, text_dim) of float32 (B, C, S, S) or uint8 (B, S, S, C) images."""
+        config = self.config
+        a, fmt = _images(images, config)
+        shape = (a.shape[0], config.text_dim)
+        out = np.empty(shape, np.float32) if out is None else check_out(out, shape, np.float32)
+        check(lib.lift_model_encode(self._handle(), a.ctypes.data, fmt, a.size, a.shape[0], fptr(out), out.size))
+        return out
+
+    def step_flops(self, batch: int) -> float:
+        f = ctypes.c_double()
+        check(lib.lift_model_step_flops(self._handle(), int(batch), ctypes.byref(f)))
+        return f.value
+
+
+def _view(ptr, count: int, owner) -> np.ndarray:
+    """A writable float32 numpy view of `count` floats at ptr; the view keeps `owner` (the
+    Python object holding the liblift handle) alive, so the memory outlives the view."""
+    address = ctypes.cast(ptr, ctypes.c_void_p).value
+    return np.asarray(_ForeignBuffer(address, count, owner))
+
+
+class _ForeignBuffer:
+    """Exposes liblift-owned memory through the numpy array interface."""
+
+    def __init__(self, address: int, count: int, owner):
+        self.__array_interface__ = {"shape": (count,), "typestr": "<f4", "data": (address, False), "version": 3}
+        self._owner = owner
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; defaults are LIFT's (see lift_train_config in lift.h)."""
+    learning_rate: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    weight_decay: float = 0.2
+    grad_clip: float = 1.0
+    warmup_steps: int = 500
+    total_steps: int = 10_000
+    batch_capacity: int = 64
+
+    def _struct(self) -> TrainConfigStruct:
+        return TrainConfigStruct(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def _from_struct(cls, c: TrainConfigStruct) -> "TrainConfig":
+        return cls(**{f.name: getattr(c, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class StepStats:
+    loss: float
+    learning_rate: float
+    logit_scale: float
+    logit_bias: float
+    grad_norm: float
+    step: int
+
+    @classmethod
+    def _from_struct(cls, s: StepStatsStruct) -> "StepStats":
+        return cls(s.loss, s.learning_rate, s.logit_scale, s.logit_bias, s.grad_norm, s.step)
+
+
+class Trainer:
+    """Trains a Model against fixed text embeddings (see the Trainer section of lift.h)."""
+
+    def __init__(self, model: Model, config: TrainConfig | None = None, seed: int = 0, **changes):
+        config = config or TrainConfig()
+        for k, v in changes.items():
+            if not hasattr(config, k):
+                raise TypeError(f"unknown train config field {k!r}")
+            setattr(config, k, v)
+        h = ctypes.c_void_p()
+        check(lib.lift_trainer_create(model._handle(), ctypes.byref(config._struct()), int(seed), ctypes.byref(h)))
+        self._h = h
+        self.model = model
+
+    @classmethod
+    def load(cls, path, batch_capacity: int = 0) -> "Trainer":
+        h = ctypes.c_void_p()
+        check(lib.lift_trainer_load(os.fsencode(path), int(batch_capacity), ctypes.byref(h)))
+        t = cls.__new__(cls)
+        t._h = h
+        m = ctypes.c_void_p()
+        check(lib.lift_trainer_model(h, ctypes.byref(m)))
+        t.model = Model._wrap(m)
+        return t
+
+    def save(self, path, metadata: Mapping[str, str] | None = None) -> None:
+        metadata = dict(metadata or {})
+        keys = cstrings(list(metadata.keys()), "metadata keys")
+        values = cstrings([str(v) for v in metadata.values()], "metadata values")
+        check(lib.lift_trainer_save(self._handle(), os.fsencode(path), keys, values, len(metadata)))
+
+    def metadata(self, key: str) -> str | None:
+        """User metadata of the checkpoint this trainer was loaded from (None if absent)."""
+        n = ctypes.c_size_t()
+        status = lib.lift_trainer_metadata(self._handle(), key.encode(), None, 0, ctypes.byref(n))
+        if status == 6:
+            return None
+        if status != 9:
+            check(status)
+        buf = ctypes.create_string_buffer(n.value + 1)
+        check(lib.lift_trainer_metadata(self._handle(), key.encode(), buf, n.value + 1, ctypes.byref(n)))
+        return buf.raw[: n.value].decode()
+
+    def close(self) -> None:
+        if getattr(self, "_h", None):
+            lib.lift_trainer_free(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def _handle(self):
+        if not self._h:
+            raise ValueError("the trainer is closed")
+        return self._h
+
+    @property
+    def config(self) -> TrainConfig:
+        c = TrainConfigStruct()
+        check(lib.lift_trainer_get_config(self._handle(), ctypes.byref(c)))
+        return TrainConfig._from_struct(c)
+
+    @property
+    def step_count(self) -> int:
+        n = ctypes.c_int64()
+        check(lib.lift_trainer_step_count(self._handle(), ctypes.byref(n)))
+        return n.value
+
+    def random(self) -> int:
+        v = ctypes.c_uint64()
+        check(lib.lift_trainer_random(self._handle(), ctypes.byref(v)))
+        return v.value
+
+    def _texts(self, texts, rows: int) -> np.ndarray:
+        d = self.model.config.text_dim
+        t = as_float_matrix(texts, "texts", cols=d)
+        if t.shape[0] != rows:
+            raise ValueError(f"{t.shape[0]} text embeddings for {rows} images")
+        return t
+
+    def step(self, images, texts) -> StepStats:
+        """One optimiser step on images (float32 NCHW or uint8 NHWC) and their text embeddings."""
+        a, fmt = _images(images, self.model.config)
+        t = self._texts(texts, a.shape[0])
+        s = StepStatsStruct()
+        check(lib.lift_trainer_step(self._handle(), a.ctypes.data, fmt, a.size, fptr(t), t.size, a.shape[0],
+                                    ctypes.byref(s)))
+        return StepStats._from_struct(s)
+
+    def forward(self, images) -> np.ndarray:
+        a, fmt = _images(images, self.model.config)
+        out = np.empty((a.shape[0], self.model.config.text_dim), np.float32)
+        check(lib.lift_trainer_forward(self._handle(), a.ctypes.data, fmt, a.size, a.shape[0], fptr(out), out.size))
+        return out
+
+    def loss(self, features, texts, local_start: int = 0, local_count: int | None = None, world_size: int = 1):
+        """(loss, dLoss/dfeatures for the local rows) of a global batch; see lift_trainer_loss."""
+        d = self.model.config.text_dim
+        f = as_float_matrix(features, "features", cols=d)
+        t = self._texts(texts, f.shape[0])
+        if local_count is None:
+            local_count = f.shape[0] - local_start
+        grad = np.empty((max(local_count, 0), d), np.float32)
+        value = ctypes.c_double()
+        check(lib.lift_trainer_loss(self._handle(), fptr(f), fptr(t), f.shape[0], int(local_start), int(local_count),
+                                    int(world_size), fptr(grad), grad.size, ctypes.byref(value)))
+        return value.value, grad
+
+    def backward(self, grad) -> None:
+        g = as_float_matrix(grad, "grad", cols=self.model.config.text_dim)
+        check(lib.lift_trainer_backward(self._handle(), fptr(g), g.size, g.shape[0]))
+
+    def apply(self) -> StepStats:
+        s = StepStatsStruct()
+        check(lib.lift_trainer_apply(self._handle(), ctypes.byref(s)))
+        return StepStats._from_struct(s)
+
+    def zero_grad(self) -> None:
+        check(lib.lift_trainer_zero_grad(self._handle()))
+
+    def _buffer(self, which: int) -> np.ndarray:
+        ptrs = [ctypes.POINTER(ctypes.c_float)() for _ in range(3)]
+        n = ctypes.c_int64()
+        check(lib.lift_trainer_buffers(self._handle(), *(ctypes.byref(p) for p in ptrs), ctypes.byref(n)))
+        return _view(ptrs[which], n.value, self)
+
+    @property
+    def gradients(self) -> np.ndarray:
+        """The flat gradient buffer (writable view; all-reduce it in place between backward and apply)."""
+        return self._buffer(0)
+
+    @property
+    def exp_avg(self) -> np.ndarray:
+        return self._buffer(1)
+
+    @property
+    def exp_avg_sq(self) -> np.ndarray:
+        return self._buffer(2)
