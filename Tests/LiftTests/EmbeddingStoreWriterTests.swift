@@ -6,16 +6,7 @@ import XCTest
 final class EmbeddingStoreWriterTests: XCTestCase {
   func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-  func entries(_ dir: String) -> [String] {
-    guard let d = opendir(dir) else { return [] }
-    defer { closedir(d) }
-    var names: [String] = []
-    while let e = readdir(d) {
-      let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-      if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
-  }
+  func entries(_ dir: String) -> [String] { (try? Data.list(dir)) ?? [] }
 
   func testFileAppearsOnlyOnFinish() throws {
     let dir = TempDir()

@@ -7,7 +7,7 @@ from ctypes import POINTER, c_char_p, c_float, c_int, c_int64, c_size_t, c_uint3
 from pathlib import Path
 
 __all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelConfigStruct", "TensorInfoStruct",
-           "TrainConfigStruct", "StepStatsStruct"]
+           "TrainConfigStruct", "StepStatsStruct", "Handle"]
 
 _ENV = "LIBLIFT_PATH"
 
@@ -161,3 +161,33 @@ for _name, (_restype, _argtypes) in _PROTOTYPES.items():
     _fn = getattr(lib, _name)
     _fn.restype = _restype
     _fn.argtypes = _argtypes
+
+
+class Handle:
+    """Base of the Python wrappers around liblift handles: owns the handle, frees it once
+    (close(), a with-block, or garbage collection) and refuses use after close."""
+
+    _free = None  # name of the lift_*_free function
+    _kind = "object"
+
+    def _adopt(self, handle) -> None:
+        self._h = handle
+
+    def close(self) -> None:
+        if getattr(self, "_h", None):
+            getattr(lib, self._free)(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def _handle(self):
+        if not getattr(self, "_h", None):
+            raise ValueError(f"the {self._kind} is closed")
+        return self._h

@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from ._arrays import as_float_matrix, check_out, cstrings, fptr
-from ._lib import (LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct, TrainConfigStruct, check, lib)
+from ._lib import (Handle, LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct, TrainConfigStruct, check, lib)
 
 __all__ = ["ModelConfig", "Model", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "OBJECTIVES", "POOLS"]
 
@@ -108,9 +108,12 @@ def _images(images, config: ModelConfig):
     return a, fmt
 
 
-class Model:
+class Model(Handle):
     """ViT image encoder + LIFT head. Weights are one float32 buffer; `parameters` and `tensor()`
     are numpy views of it (no copies)."""
+
+    _free = "lift_model_free"
+    _kind = "model"
 
     def __init__(self, config: ModelConfig, seed: int = 0):
         h = ctypes.c_void_p()
@@ -131,25 +134,6 @@ class Model:
 
     def save(self, path) -> None:
         check(lib.lift_model_save(self._handle(), os.fsencode(path)))
-
-    def close(self) -> None:
-        if getattr(self, "_h", None):
-            lib.lift_model_free(self._h)
-            self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
-
-    def _handle(self):
-        if not self._h:
-            raise ValueError("the model is closed")
-        return self._h
 
     @property
     def config(self) -> ModelConfig:
@@ -255,7 +239,10 @@ class StepStats:
         return cls(s.loss, s.learning_rate, s.logit_scale, s.logit_bias, s.grad_norm, s.step)
 
 
-class Trainer:
+class Trainer(Handle):
+    _free = "lift_trainer_free"
+    _kind = "trainer"
+
     """Trains a Model against fixed text embeddings (see the Trainer section of lift.h)."""
 
     def __init__(self, model: Model, config: TrainConfig | None = None, seed: int = 0, **changes):
@@ -297,25 +284,6 @@ class Trainer:
         buf = ctypes.create_string_buffer(n.value + 1)
         check(lib.lift_trainer_metadata(self._handle(), key.encode(), buf, n.value + 1, ctypes.byref(n)))
         return buf.raw[: n.value].decode()
-
-    def close(self) -> None:
-        if getattr(self, "_h", None):
-            lib.lift_trainer_free(self._h)
-            self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
-
-    def _handle(self):
-        if not self._h:
-            raise ValueError("the trainer is closed")
-        return self._h
 
     @property
     def config(self) -> TrainConfig:

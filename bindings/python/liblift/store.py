@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ._arrays import as_float_matrix, check_out, cstrings, fptr, i64ptr
-from ._lib import LiftError, check, lib
+from ._lib import Handle, LiftError, check, lib
 
 __all__ = ["Store", "StoreWriter", "DEFAULT_DATASET"]
 
@@ -26,7 +26,10 @@ def _encode(path) -> bytes:
     return os.fsencode(path)
 
 
-class Store:
+class Store(Handle):
+    _free = "lift_store_free"
+    _kind = "store"
+
     """One or more HDF5 shard files read as one (rows, dim) float32 matrix.
 
     >>> with Store(["part0.h5", "part1.h5"]) as s:
@@ -58,27 +61,6 @@ class Store:
         if buffer_bytes is not None:
             self.set_buffer_bytes(buffer_bytes)
 
-    # -- lifetime -------------------------------------------------------------------------
-    def close(self) -> None:
-        if getattr(self, "_h", None):
-            lib.lift_store_free(self._h)
-            self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
-
-    def _handle(self):
-        if not self._h:
-            raise ValueError("the store is closed")
-        return self._h
-
-    # -- shape ----------------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
         return (self.rows, self.dim)
@@ -175,7 +157,10 @@ class Store:
         return idx, val
 
 
-class StoreWriter:
+class StoreWriter(Handle):
+    _free = "lift_store_writer_free"
+    _kind = "writer"
+
     """Writes a store file: float32 rows appended, stored as float32 or float16.
 
     The file appears at `path` only when `finish()` succeeds (leaving a `with` block without an
@@ -216,25 +201,9 @@ class StoreWriter:
         check(lib.lift_store_writer_finish(self._handle()))
         self.finished = True
 
-    def close(self) -> None:
-        if getattr(self, "_h", None):
-            lib.lift_store_writer_free(self._h)
-            self._h = None
-
-    def _handle(self):
-        if not self._h:
-            raise ValueError("the writer is closed")
-        return self._h
-
-    def __enter__(self):
-        return self
-
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None and not self.finished:
                 self.finish()
         finally:
             self.close()
-
-    def __del__(self):
-        self.close()
