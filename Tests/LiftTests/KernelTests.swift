@@ -94,12 +94,18 @@ final class KernelTests: XCTestCase {
   }
 
   func testAttentionBackwardMatchesFiniteDifferences() {
+    // head dim 4 takes the OpenBLAS path, 16 the SmallGemm path; 9 tokens exercise the
+    // 6-row remainder and the 16-column padding.
+    checkAttention(Attention.Shape(batch: 2, tokens: 5, width: 8, heads: 2))
+    checkAttention(Attention.Shape(batch: 2, tokens: 9, width: 32, heads: 2))
+  }
+
+  func checkAttention(_ shape: Attention.Shape) {
     var rng = TestRNG(2)
-    let shape = Attention.Shape(batch: 2, tokens: 5, width: 8, heads: 2)
     let n = shape.batch * shape.tokens, w = shape.width
     var qkv = rng.floats(n * 3 * w).map { $0 * 2 }
     let r = rng.floats(n * w)
-    var scratch = [Float](repeating: 0, count: Parallel.workers * Attention.scratchPerWorker(tokens: shape.tokens))
+    var scratch = [Float](repeating: 0, count: Parallel.workers * Attention.scratchPerWorker(tokens: shape.tokens, headDim: shape.headDim))
     func loss(_ qkv: [Float]) -> Double {
       var out = [Float](repeating: 0, count: n * w)
       Attention.forward(qkv: qkv, shape: shape, out: &out, lse: nil, scratch: &scratch)
@@ -142,6 +148,37 @@ final class KernelTests: XCTestCase {
       var sum: Float = 1
       for row in 0..<n { sum += dqkv[row * 3 * w + j] }
       XCTAssertEqual(dBias[j], sum, accuracy: 1e-5)
+    }
+  }
+
+  func testSmallGemmMatchesNaiveProducts() {
+    var rng = TestRNG(12)
+    for (m, n, k) in [(1, 16, 1), (6, 32, 7), (13, 48, 20), (197, 64, 5)] {
+      let lda = k + 3, ldb = n + 5, ldc = n + 2
+      let a = rng.floats(m * lda), at = rng.floats(k * (m + 1)), b = rng.floats(k * ldb)
+      for transposed in [false, true] {
+        for accumulate in [false, true] {
+          var c = rng.floats(m * ldc)
+          let before = c
+          if transposed {
+            SmallGemm.product(m: m, n: n, k: k, at, aRow: 1, aCol: m + 1, b, ldb: ldb, &c, ldc: ldc, accumulate: accumulate)
+          } else {
+            SmallGemm.product(m: m, n: n, k: k, a, aRow: lda, aCol: 1, b, ldb: ldb, &c, ldc: ldc, accumulate: accumulate)
+          }
+          for i in 0..<m {
+            for j in 0..<n {
+              var expected = accumulate ? Double(before[i * ldc + j]) : 0
+              for kk in 0..<k {
+                let av = transposed ? at[kk * (m + 1) + i] : a[i * lda + kk]
+                expected += Double(av) * Double(b[kk * ldb + j])
+              }
+              XCTAssertEqual(Double(c[i * ldc + j]), expected, accuracy: 1e-4, "\(m)x\(n)x\(k) t=\(transposed)")
+            }
+            // Columns beyond n are untouched.
+            for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], before[i * ldc + j]) }
+          }
+        }
+      }
     }
   }
 

@@ -5,8 +5,8 @@ import XCTest
 /// one random direction per tensor (so every tensor's gradient is checked).
 final class ModelGradientTests: XCTestCase {
   static func tinyConfig(_ objective: ModelConfig.Objective, pooling: ModelConfig.Pooling = .average,
-                         headLayers: Int = 2) -> ModelConfig {
-    ModelConfig(imageSize: 8, channels: 3, patch: 4, width: 8, depth: 2, heads: 2, mlpRatio: 2,
+                         headLayers: Int = 2, width: Int = 8) -> ModelConfig {
+    ModelConfig(imageSize: 8, channels: 3, patch: 4, width: width, depth: 2, heads: 2, mlpRatio: 2,
                 headLayers: headLayers, textDim: 6, pooling: pooling, objective: objective)
   }
 
@@ -65,5 +65,7 @@ final class ModelGradientTests: XCTestCase {
   func testSigmoidGradients() throws { try checkGradients(Self.tinyConfig(.sigmoid)) }
   func testTokenPoolingGradients() throws { try checkGradients(Self.tinyConfig(.contrastive, pooling: .token)) }
   func testThreeLayerHeadGradients() throws { try checkGradients(Self.tinyConfig(.contrastive, headLayers: 3)) }
+  /// Head dimension 16: attention runs on the SmallGemm kernels.
+  func testWideHeadGradients() throws { try checkGradients(Self.tinyConfig(.contrastive, width: 32)) }
   func testOneLayerHeadGradients() throws { try checkGradients(Self.tinyConfig(.sigmoid, headLayers: 1)) }
 }

@@ -15,32 +15,53 @@ enum Attention {
     var headDim: Int { width / heads }
     var scale: Float { 1 / Float(headDim).squareRoot() }
     var tasks: Int { batch * heads }
+    /// Row stride of the T x T score buffers: tokens rounded up to 16.
+    var paddedTokens: Int { (tokens + 15) / 16 * 16 }
+    /// Head dimensions that are multiples of 16 (all presets: 64) use the SmallGemm kernels;
+    /// others use OpenBLAS.
+    var usesSmallGemm: Bool { headDim % 16 == 0 }
   }
 
-  /// Scratch floats each worker needs: forward T*T, backward 2*T*T + T.
-  static func scratchPerWorker(tokens t: Int) -> Int { 2 * t * t + t }
+  /// Scratch floats each worker needs: two T x Tpad score buffers, two packed hd x Tpad
+  /// operands and one T vector.
+  static func scratchPerWorker(tokens t: Int, headDim: Int) -> Int {
+    let tp = (t + 15) / 16 * 16
+    return 2 * t * tp + 2 * headDim * tp + t
+  }
 
   /// O = softmax(scale * Q K^T) V per (image, head); lse[(b*H + h)*T + i] = log-sum-exp of row i.
   /// The softmax normalisation is applied to O's rows (T x hd) rather than to the T x T
   /// probabilities.
   static func forward(qkv: UnsafePointer<Float>, shape s: Shape, out: UnsafeMutablePointer<Float>,
                       lse: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>) {
-    let t = s.tokens, w = s.width, hd = s.headDim
+    let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens
+    let extent = RowExtent(count: t)
     Parallel.forWorkers(s.tasks) { worker, tasks in
-      let p = scratch + worker * scratchPerWorker(tokens: t)
-      let inverseSums = p + t * t
+      let p = scratch + worker * scratchPerWorker(tokens: t, headDim: hd)
+      let kT = p + 2 * t * tp
+      let inverseSums = kT + 2 * hd * tp
       for task in tasks {
         let b = task / s.heads, h = task % s.heads
-        let q = qkv + b * t * 3 * w + h * hd
-        BLAS.gemm(false, true, m: t, n: t, k: hd, alpha: s.scale, q, lda: 3 * w, q + w, ldb: 3 * w,
-                  beta: 0, p, ldc: t)
+        let q = qkv + b * t * 3 * w + h * hd, k = q + w, v = q + 2 * w
+        let o = out + b * t * w + h * hd
+        // S = scale * Q K^T  (T x Tpad; padding columns are 0 and never read)
+        if s.usesSmallGemm {
+          SmallGemm.packTransposed(k, rows: t, cols: hd, ldSrc: 3 * w, scale: s.scale, into: kT, ldDst: tp)
+          SmallGemm.product(m: t, n: tp, k: hd, q, aRow: 3 * w, aCol: 1, kT, ldb: tp, p, ldc: tp)
+        } else {
+          BLAS.gemm(false, true, m: t, n: t, k: hd, alpha: s.scale, q, lda: 3 * w, k, ldb: 3 * w, beta: 0, p, ldc: tp)
+        }
         for i in 0..<t {
-          let (logSum, inverse) = expRow(p + i * t, t)
+          let (logSum, inverse) = expRow(p + i * tp, extent)
           lse?[task * t + i] = logSum
           inverseSums[i] = inverse
         }
-        let o = out + b * t * w + h * hd
-        BLAS.gemm(false, false, m: t, n: hd, k: t, p, lda: t, q + 2 * w, ldb: 3 * w, beta: 0, o, ldc: w)
+        // O = E V, then each row divided by its sum.
+        if s.usesSmallGemm {
+          SmallGemm.product(m: t, n: hd, k: t, p, aRow: tp, aCol: 1, v, ldb: 3 * w, o, ldc: w)
+        } else {
+          BLAS.gemm(false, false, m: t, n: hd, k: t, p, lda: tp, v, ldb: 3 * w, beta: 0, o, ldc: w)
+        }
         for i in 0..<t { VectorOps.scale(o + i * w, hd, by: inverseSums[i]) }
       }
     }
@@ -53,13 +74,15 @@ enum Attention {
                        dOut: UnsafePointer<Float>, shape s: Shape, dqkv: UnsafeMutablePointer<Float>,
                        dBias: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<Float>,
                        scratch: UnsafeMutablePointer<Float>) {
-    let t = s.tokens, w = s.width, hd = s.headDim
+    let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens
+    let extent = RowExtent(count: t)
     let parts = Parallel.forWorkers(s.tasks) { worker, tasks in
       let biasSums = partials + worker * 3 * w
       biasSums.initialize(repeating: 0, count: 3 * w)
-      let p = scratch + worker * scratchPerWorker(tokens: t)
-      let dp = p + t * t
-      let rowDot = dp + t * t
+      let p = scratch + worker * scratchPerWorker(tokens: t, headDim: hd)
+      let dp = p + t * tp
+      let kT = dp + t * tp, vT = kT + hd * tp
+      let rowDot = vT + hd * tp
       for task in tasks {
         let b = task / s.heads, h = task % s.heads
         let q = qkv + b * t * 3 * w + h * hd
@@ -68,18 +91,31 @@ enum Attention {
         let dO = dOut + b * t * w + h * hd
         let dq = dqkv + b * t * 3 * w + h * hd
         let dk = dq + w, dv = dq + 2 * w
-        // P = exp(scale * Q K^T - lse)
-        BLAS.gemm(false, true, m: t, n: t, k: hd, alpha: s.scale, q, lda: 3 * w, k, ldb: 3 * w, beta: 0, p, ldc: t)
-        for i in 0..<t { expShifted(p + i * t, t, by: lse[task * t + i]) }
-        // dV = P^T dO ; dP = dO V^T
-        BLAS.gemm(true, false, m: t, n: hd, k: t, p, lda: t, dO, ldb: w, beta: 0, dv, ldc: 3 * w)
-        BLAS.gemm(false, true, m: t, n: t, k: hd, dO, lda: w, v, ldb: 3 * w, beta: 0, dp, ldc: t)
+        if s.usesSmallGemm {
+          // P = exp(scale * Q K^T - lse); dV = P^T dO; dP = dO V^T
+          SmallGemm.packTransposed(k, rows: t, cols: hd, ldSrc: 3 * w, scale: s.scale, into: kT, ldDst: tp)
+          SmallGemm.product(m: t, n: tp, k: hd, q, aRow: 3 * w, aCol: 1, kT, ldb: tp, p, ldc: tp)
+          for i in 0..<t { expShifted(p + i * tp, extent, by: lse[task * t + i]) }
+          SmallGemm.product(m: t, n: hd, k: t, p, aRow: 1, aCol: tp, dO, ldb: w, dv, ldc: 3 * w)
+          SmallGemm.packTransposed(v, rows: t, cols: hd, ldSrc: 3 * w, scale: 1, into: vT, ldDst: tp)
+          SmallGemm.product(m: t, n: tp, k: hd, dO, aRow: w, aCol: 1, vT, ldb: tp, dp, ldc: tp)
+        } else {
+          BLAS.gemm(false, true, m: t, n: t, k: hd, alpha: s.scale, q, lda: 3 * w, k, ldb: 3 * w, beta: 0, p, ldc: tp)
+          for i in 0..<t { expShifted(p + i * tp, extent, by: lse[task * t + i]) }
+          BLAS.gemm(true, false, m: t, n: hd, k: t, p, lda: tp, dO, ldb: w, beta: 0, dv, ldc: 3 * w)
+          BLAS.gemm(false, true, m: t, n: t, k: hd, dO, lda: w, v, ldb: 3 * w, beta: 0, dp, ldc: tp)
+        }
         // dS = scale * P * (dP - rowsum(dO * O))   (rowsum(dP * P) == rowsum(dO * O))
         for i in 0..<t { rowDot[i] = dot(dO + i * w, o + i * w, hd) }
-        for i in 0..<t { softmaxGrad(p + i * t, dp + i * t, t, rowDot[i], s.scale) }
+        for i in 0..<t { softmaxGrad(p + i * tp, dp + i * tp, extent, rowDot[i], s.scale) }
         // dQ = dS K ; dK = dS^T Q   (dS is in dp)
-        BLAS.gemm(false, false, m: t, n: hd, k: t, dp, lda: t, k, ldb: 3 * w, beta: 0, dq, ldc: 3 * w)
-        BLAS.gemm(true, false, m: t, n: hd, k: t, dp, lda: t, q, ldb: 3 * w, beta: 0, dk, ldc: 3 * w)
+        if s.usesSmallGemm {
+          SmallGemm.product(m: t, n: hd, k: t, dp, aRow: tp, aCol: 1, k, ldb: 3 * w, dq, ldc: 3 * w)
+          SmallGemm.product(m: t, n: hd, k: t, dp, aRow: 1, aCol: tp, q, ldb: 3 * w, dk, ldc: 3 * w)
+        } else {
+          BLAS.gemm(false, false, m: t, n: hd, k: t, dp, lda: tp, k, ldb: 3 * w, beta: 0, dq, ldc: 3 * w)
+          BLAS.gemm(true, false, m: t, n: hd, k: t, dp, lda: tp, q, ldb: 3 * w, beta: 0, dk, ldc: 3 * w)
+        }
         for block in 0..<3 {
           let sums = biasSums + block * w + h * hd, column = dq + block * w
           for i in 0..<t { addRow(column + i * 3 * w, into: sums, hd) }
@@ -111,49 +147,64 @@ enum Attention {
     while j < n { acc[j] += x[j]; j += 1 }
   }
 
-  /// x[j] = exp(x[j] - max) in place (unnormalised softmax); returns (log-sum-exp, 1 / sum).
+  /// Where the valid entries of a score row end: rows hold `count` valid floats inside a
+  /// padded stride (a multiple of 16), so the last vector is loaded whole and its lanes beyond
+  /// `count` are masked instead of handled one by one.
+  struct RowExtent {
+    let count: Int
+    /// Start of the last (possibly partial) vector.
+    let last: Int
+    /// Lanes of the last vector that are padding.
+    let padding: SIMDMask<SIMD16<Int32>>
+
+    init(count: Int) {
+      self.count = count
+      last = (count - 1) / 16 * 16
+      let valid = count - last
+      padding = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) .>= SIMD16<Int32>(repeating: Int32(valid))
+    }
+  }
+
+  /// x[j] = exp(x[j] - max) in place (unnormalised softmax), padding lanes set to 0; returns
+  /// (log-sum-exp, 1 / sum).
   @inline(__always)
-  static func expRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> (Float, Float) {
-    var vmax = Vec16(repeating: -.infinity)
+  static func expRow(_ x: UnsafeMutablePointer<Float>, _ e: RowExtent) -> (Float, Float) {
+    let lastVector = x.vload(e.last).replacing(with: -.infinity, where: e.padding)
+    var vmax = lastVector
     var j = 0
-    while j + 16 <= n { vmax = lanesMax(vmax, x.vload(j)); j += 16 }
-    var m = vmax.max()
-    while j < n { m = Swift.max(m, x[j]); j += 1 }
+    while j < e.last { vmax = lanesMax(vmax, x.vload(j)); j += 16 }
+    let m = vmax.max()
     let mv = Vec16(repeating: m)
     var vsum = Vec16()
     j = 0
-    while j + 16 <= n {
-      let e = MathApprox.exp(x.vload(j) - mv)
-      x.vstore(e, j)
-      vsum += e
+    while j < e.last {
+      let v = MathApprox.exp(x.vload(j) - mv)
+      x.vstore(v, j)
+      vsum += v
       j += 16
     }
-    if j < n {
-      // Padding lanes hold -inf, whose exp is 0.
-      let e = MathApprox.exp(loadTail(x + j, n - j, fill: -.infinity) - mv)
-      storeTail(e, x + j, n - j)
-      vsum += e
-    }
+    let v = MathApprox.exp(lastVector - mv).replacing(with: 0, where: e.padding)
+    x.vstore(v, e.last)
+    vsum += v
     let sum = vsum.sum()
     return (m + log(sum), 1 / sum)
   }
 
-  /// x[j] = exp(x[j] - shift).
+  /// x[j] = exp(x[j] - shift) for the valid entries, 0 in the padding lanes.
   @inline(__always)
-  static func expShifted(_ x: UnsafeMutablePointer<Float>, _ n: Int, by shift: Float) {
+  static func expShifted(_ x: UnsafeMutablePointer<Float>, _ e: RowExtent, by shift: Float) {
     let sv = Vec16(repeating: shift)
     var j = 0
-    while j + 16 <= n { x.vstore(MathApprox.exp(x.vload(j) - sv), j); j += 16 }
-    if j < n { storeTail(MathApprox.exp(loadTail(x + j, n - j) - sv), x + j, n - j) }
+    while j < e.last { x.vstore(MathApprox.exp(x.vload(j) - sv), j); j += 16 }
+    x.vstore(MathApprox.exp(x.vload(e.last) - sv).replacing(with: 0, where: e.padding), e.last)
   }
 
-  /// dp[j] = scale * p[j] * (dp[j] - rowDot).
+  /// dp[j] = scale * p[j] * (dp[j] - rowDot) (p is 0 in the padding lanes, so dp becomes 0).
   @inline(__always)
-  static func softmaxGrad(_ p: UnsafePointer<Float>, _ dp: UnsafeMutablePointer<Float>, _ n: Int,
+  static func softmaxGrad(_ p: UnsafePointer<Float>, _ dp: UnsafeMutablePointer<Float>, _ e: RowExtent,
                           _ rowDot: Float, _ scale: Float) {
     let d = Vec16(repeating: rowDot), sc = Vec16(repeating: scale)
     var j = 0
-    while j + 16 <= n { dp.vstore(sc * p.vload(j) * (dp.vload(j) - d), j); j += 16 }
-    while j < n { dp[j] = scale * p[j] * (dp[j] - rowDot); j += 1 }
+    while j <= e.last { dp.vstore(sc * p.vload(j) * (dp.vload(j) - d), j); j += 16 }
   }
 }

@@ -72,7 +72,7 @@ final class Workspace {
     let iHeadOut = (0..<c.headLayers).map { _ in take(capacity * d) }
     let iHeadAct = (0..<c.headLayers).map { _ in take(capacity * d) }
     let iNorms = take(capacity), iEmb = take(capacity * d)
-    let iAttnScratch = take(workers * Attention.scratchPerWorker(tokens: c.tokens))
+    let iAttnScratch = take(workers * Attention.scratchPerWorker(tokens: c.tokens, headDim: c.headDim))
     let bn = training ? n : 1
     let iDx = take(bn * w), iDh = take(bn * w), iDqkv = take(bn * 3 * w), iDAttn = take(bn * w), iDg = take(bn * f)
     let iDHead = take(training ? 2 * capacity * max(d, w) : 1)
