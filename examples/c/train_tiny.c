@@ -21,6 +21,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   int steps = argc > 2 ? atoi(argv[2]) : 20;
+  if (steps < 1) {
+    fprintf(stderr, "STEPS must be >= 1\n");
+    return 2;
+  }
   char weights[4096], checkpoint[4096];
   snprintf(weights, sizeof weights, "%s/tiny.safetensors", argv[1]);
   snprintf(checkpoint, sizeof checkpoint, "%s/tiny-train.safetensors", argv[1]);
@@ -39,7 +43,7 @@ int main(int argc, char **argv) {
 
   lift_train_config tc;
   CHECK(lift_train_config_default(&tc));
-  tc.warmup_steps = 5;
+  tc.warmup_steps = steps / 4;
   tc.total_steps = steps;
   tc.batch_capacity = 16;
   CHECK(lift_trainer_create(model, &tc, 7, &trainer));
