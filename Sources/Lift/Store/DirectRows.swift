@@ -2,13 +2,14 @@ import CHDF5
 import CLiftABI
 import Glibc
 
-/// Reads whole rows of an unfiltered, little-endian dataset straight from the file with pread,
-/// using HDF5 only for the layout metadata (dataset or chunk addresses).
+/// Reads whole rows of an unfiltered dataset whose file type needs no conversion straight from
+/// the file with pread, using HDF5 only for the layout metadata (dataset or chunk addresses).
 ///
 /// Why: in HDF5 1.10 a hyperslab union of B scattered rows costs ~10 µs per row in selection
 /// bookkeeping, several times the cost of the bytes themselves; shuffled mini-batches are exactly
-/// that pattern. Datasets this cannot serve (compressed, big-endian, float64, column-chunked,
-/// external or virtual storage, non-default file drivers) keep the HDF5 hyperslab path.
+/// that pattern. Datasets this cannot serve (compressed, needing type conversion such as
+/// big-endian or float64 to float32, column-chunked, external or virtual storage, non-default
+/// file drivers) keep the HDF5 hyperslab path.
 final class DirectRowSource {
   enum Layout {
     /// Row r starts at address + r * rowBytes.
@@ -24,16 +25,19 @@ final class DirectRowSource {
   let rowBytes: Int
   let layout: Layout
   private let dataset: hid_t
+  private let rank: Int
   private static let unallocated = UInt64.max
   private static let cacheSlots = 1 << 15
 
-  /// A direct source for `dataset` (with `rows` x `dim` elements of `elementSize` bytes, already
-  /// checked to be binary16/float32), or nil if the dataset's storage does not allow it.
-  static func make(file: hid_t, dataset: hid_t, path: String, fileType: hid_t, rows: Int64, dim: Int64) -> DirectRowSource? {
-    let littleEndianHalf = H5Tequal(fileType, HDF5.halfLE) > 0
-    let littleEndianFloat = H5Tequal(fileType, lift_h5t_ieee_f32le()) > 0
-    guard littleEndianHalf || littleEndianFloat else { return nil }
-    let elementSize = littleEndianHalf ? 2 : 4
+  /// A direct source for `dataset` (shape `dims`; a row is everything after dims[0]) read as
+  /// `memType`, or nil if the storage does not allow it: the file type must be identical to
+  /// the memory type (so the bytes need no conversion), the default (sec2) driver, no filters
+  /// or external storage, and contiguous layout or chunks of whole rows.
+  static func make(file: hid_t, dataset: hid_t, path: String, fileType: hid_t, memType: hid_t,
+                   dims: [UInt64]) -> DirectRowSource? {
+    guard fileType >= 0, H5Tequal(fileType, memType) > 0, !dims.isEmpty else { return nil }
+    let elementSize = H5Tget_size(memType)
+    let rowElements = Int(dims.dropFirst().reduce(1, *))
     let fapl = H5Object(H5Fget_access_plist(file), .propertyList)
     guard fapl.id >= 0, H5Pget_driver(fapl.id) == H5FD_sec2_init() else { return nil }
     let fcpl = H5Object(H5Fget_create_plist(file), .propertyList)
@@ -49,8 +53,9 @@ final class DirectRowSource {
       guard address != HADDR_UNDEF_VALUE else { return nil }
       layout = .contiguous(address: UInt64(address))
     case H5D_CHUNKED:
-      var chunk: [hsize_t] = [0, 0]
-      guard H5Pget_chunk(dcpl.id, 2, &chunk) == 2, Int64(chunk[1]) == dim, chunk[0] > 0 else { return nil }
+      var chunk = [hsize_t](repeating: 0, count: dims.count)
+      guard H5Pget_chunk(dcpl.id, Int32(dims.count), &chunk) == Int32(dims.count), chunk[0] > 0,
+            zip(chunk.dropFirst(), dims.dropFirst()).allSatisfy({ UInt64($0) == $1 }) else { return nil }
       let cache = UnsafeMutablePointer<(chunk: Int64, address: UInt64)>.allocate(capacity: cacheSlots)
       cache.initialize(repeating: (-1, 0), count: cacheSlots)
       layout = .chunked(chunkRows: Int64(chunk[0]), base: UInt64(userBlock), cache: cache)
@@ -62,15 +67,17 @@ final class DirectRowSource {
       if case .chunked(_, _, let cache) = layout { cache.deallocate() }
       return nil
     }
-    return DirectRowSource(fd: fd, path: path, rowBytes: Int(dim) * elementSize, layout: layout, dataset: dataset)
+    return DirectRowSource(fd: fd, path: path, rowBytes: rowElements * elementSize, layout: layout, dataset: dataset,
+                           rank: dims.count)
   }
 
-  private init(fd: Int32, path: String, rowBytes: Int, layout: Layout, dataset: hid_t) {
+  private init(fd: Int32, path: String, rowBytes: Int, layout: Layout, dataset: hid_t, rank: Int) {
     self.fd = fd
     self.path = path
     self.rowBytes = rowBytes
     self.layout = layout
     self.dataset = dataset
+    self.rank = rank
   }
 
   deinit {
@@ -109,7 +116,8 @@ final class DirectRowSource {
   }
 
   private func lookUpChunk(_ chunk: Int64, chunkRows: Int64, base: UInt64) -> UInt64 {
-    var offset: [hsize_t] = [hsize_t(chunk * chunkRows), 0]
+    var offset = [hsize_t](repeating: 0, count: rank)
+    offset[0] = hsize_t(chunk * chunkRows)
     var mask: UInt32 = 0
     var address: haddr_t = 0
     var size: hsize_t = 0

@@ -22,23 +22,19 @@ public final class EmbeddingStore {
     public init() {}
   }
 
-  /// One file of the store.
+  /// One file of the store: its rows, read as binary16 LE for float16 shards and as native
+  /// float32 otherwise (HDF5 converts float64 and big-endian data).
   struct Shard {
-    let path: String
-    let file: H5Object
-    let dataset: H5Object
-    /// A dataspace of the dataset's extent, reused for selections.
-    let fileSpace: H5Object
-    let rows: Int64
+    let source: RowSource
+    let dtype: lift_dtype
     /// Global index of this shard's row 0.
     let firstRow: Int64
-    let dtype: lift_dtype
-    /// Memory type to read into staging: binary16 LE for float16 shards, native float otherwise.
-    let memType: hid_t
+    var path: String { source.path }
+    var file: H5Object { source.file }
+    var rows: Int64 { source.rows }
+    var direct: DirectRowSource? { source.direct }
     /// Bytes per staged element (2 for float16, 4 otherwise).
-    let stagedSize: Int
-    /// pread access to whole rows when the storage allows it (see DirectRowSource).
-    let direct: DirectRowSource?
+    var stagedSize: Int { source.memElementSize }
   }
 
   public let options: Options
@@ -46,8 +42,7 @@ public final class EmbeddingStore {
   public let rows: Int64
   public let dim: Int64
   let shards: [Shard]
-  /// firstRow of every shard, for binary search.
-  private let shardStarts: [Int64]
+  let sharded: ShardedRows
   let lock = Lock()
   private var staging = StagingBuffer()
   /// Upper bound on staging memory per read (bytes).
@@ -72,7 +67,7 @@ public final class EmbeddingStore {
     var dim: Int64 = -1
     for path in paths {
       let shard = try Self.openShard(path: path, dataset: options.dataset, firstRow: total)
-      let shardDim = try HDF5.dims(of: shard.dataset.id)[1]
+      let shardDim = shard.source.dims[1]
       if dim < 0 {
         dim = Int64(shardDim)
       } else if Int64(shardDim) != dim {
@@ -84,7 +79,7 @@ public final class EmbeddingStore {
     self.options = options
     self.paths = paths
     self.shards = shards
-    self.shardStarts = shards.map(\.firstRow)
+    self.sharded = ShardedRows(shards.map(\.source))
     self.rows = total
     self.dim = dim
   }
@@ -119,22 +114,9 @@ public final class EmbeddingStore {
     default:
       throw .format("dataset '\(name)' in '\(path)' has dtype \(HDF5.describe(type: fileType.id)); expected float16, float32 or float64")
     }
-    // Unfiltered chunks: no chunk cache, so HDF5 reads just the selected rows of each chunk
-    // instead of whole chunks. Filtered (compressed) chunks must be decoded whole: cache them.
-    let dcpl = H5Object(H5Dget_create_plist(probe.id), .propertyList)
-    let filtered = dcpl.id >= 0 && H5Pget_nfilters(dcpl.id) > 0
-    let dapl = H5Object(H5Pcreate(lift_h5p_dataset_access()), .propertyList)
-    H5Pset_chunk_cache(dapl.id, filtered ? 10007 : 521, filtered ? 64 << 20 : 0, 0.75)
-    let dataset = try HDF5.openDataset(file.id, name, path: path, access: dapl.id)
-    let space = H5Object(H5Dget_space(dataset.id), .dataspace)
-    guard space.id >= 0 else { throw .format("cannot read the dataspace of '\(name)' in '\(path)'") }
-    let half = dtype == LIFT_DTYPE_FLOAT16
-    let direct = DirectRowSource.make(file: file.id, dataset: dataset.id, path: path, fileType: fileType.id,
-                                      rows: Int64(dims[0]), dim: Int64(dims[1]))
-    return Shard(path: path, file: file, dataset: dataset, fileSpace: space, rows: Int64(dims[0]),
-                 firstRow: firstRow, dtype: dtype,
-                 memType: half ? HDF5.halfLE : lift_h5t_native_float(), stagedSize: half ? 2 : 4,
-                 direct: direct)
+    let memType = dtype == LIFT_DTYPE_FLOAT16 ? HDF5.halfLE : lift_h5t_native_float()
+    let source = try RowSource(file: file, path: path, name: name, memType: memType)
+    return Shard(source: source, dtype: dtype, firstRow: firstRow)
   }
 
   /// Sets the staging-buffer budget (bytes, >= 1).
@@ -147,16 +129,7 @@ public final class EmbeddingStore {
   }
 
   /// Index of the shard holding global row `row` (0 <= row < rows).
-  func shardIndex(of row: Int64) -> Int {
-    var lo = 0, hi = shardStarts.count - 1
-    while lo < hi {
-      let mid = (lo + hi + 1) / 2
-      if shardStarts[mid] <= row { lo = mid } else { hi = mid - 1 }
-    }
-    // Empty shards share a start with their successor: skip to the one that holds rows.
-    while shards[lo].rows == 0 || row >= shards[lo].firstRow + shards[lo].rows { lo += 1 }
-    return lo
-  }
+  func shardIndex(of row: Int64) -> Int { sharded.shardIndex(of: row) }
 
   /// Rows of one staged read that fit the buffer budget (at least 1).
   private func stagedRowsBudget(_ shard: Shard) -> Int64 {
@@ -194,31 +167,15 @@ public final class EmbeddingStore {
       guard capacity >= needed else {
         throw .buffer("output holds \(capacity) floats but \(count) rows x \(dim) need \(needed)")
       }
-      for (i, r) in list.enumerated() where r < 0 || r >= rows {
-        throw .argument("rows[\(i)] = \(r) is out of range: the store has \(rows) rows")
-      }
-      // (row, output position) in row order; equal rows are read once and copied to each position.
-      var order = [(row: Int64, slot: Int)]()
-      order.reserveCapacity(count)
-      for (i, r) in list.enumerated() { order.append((r, i)) }
-      order.sort { $0.row < $1.row || ($0.row == $1.row && $0.slot < $1.slot) }
-      var begin = 0
-      while begin < count {
-        let s = shardIndex(of: order[begin].row)
-        let shard = shards[s]
-        // A group: consecutive sorted entries in this shard whose distinct rows fit the budget.
-        let budget = stagedRowsBudget(shard)
-        var end = begin
-        var distinct: Int64 = 0
-        while end < count, order[end].row < shard.firstRow + shard.rows {
-          if end == begin || order[end].row != order[end - 1].row {
-            if distinct == budget { break }
-            distinct += 1
-          }
-          end += 1
+      try sharded.validate(list)
+      let d = Int(dim)
+      try sharded.read(rows: list, staging: &staging, budget: bufferBytes, allowDirect: directReads) { slot, row, staged in
+        let dst = out + slot * d
+        if shards[shardIndex(of: row)].stagedSize == 2 {
+          VectorOps.halfToFloat(staged, dst, d)
+        } else {
+          dst.update(from: staged.assumingMemoryBound(to: Float.self), count: d)
         }
-        try readShardGroup(shard, order[begin..<end], distinct: distinct, into: out)
-        begin = end
       }
       try postprocess(out, count: count) { list[$0] }
     }
@@ -228,8 +185,8 @@ public final class EmbeddingStore {
   private func readShardRange(_ shard: Shard, local: Int64, count: Int64,
                               into out: UnsafeMutablePointer<Float>) throws(LiftError) {
     if shard.stagedSize == 4 {
-      // float32/float64: HDF5 converts (if needed) straight into the caller's buffer.
-      try readHyperslab(shard, runs: [(local, count)], rows: count, into: UnsafeMutableRawPointer(out))
+      // float32/float64: straight into the caller's buffer (HDF5 converts if needed).
+      try shard.source.read(runs: [(local, count)], rows: count, into: UnsafeMutableRawPointer(out), allowDirect: false)
       return
     }
     let budget = stagedRowsBudget(shard)
@@ -237,73 +194,9 @@ public final class EmbeddingStore {
     while done < count {
       let n = min(budget, count - done)
       let stage = staging.reserve(bytes: Int(n * dim) * shard.stagedSize)
-      try readHyperslab(shard, runs: [(local + done, n)], rows: n, into: stage)
+      try shard.source.read(runs: [(local + done, n)], rows: n, into: stage, allowDirect: false)
       VectorOps.halfToFloat(stage, out + Int(done * dim), Int(n * dim))
       done += n
-    }
-  }
-
-  /// Reads the distinct rows of `group` (sorted by row, all in `shard`) with one hyperslab
-  /// selection, then places each at its output slot.
-  private func readShardGroup(_ shard: Shard, _ group: ArraySlice<(row: Int64, slot: Int)>,
-                              distinct: Int64, into out: UnsafeMutablePointer<Float>) throws(LiftError) {
-    // Coalesce sorted distinct rows into runs of consecutive rows.
-    var runs: [(start: Int64, count: Int64)] = []
-    var previous: Int64 = -2
-    for entry in group {
-      let local = entry.row - shard.firstRow
-      if local == previous { continue }
-      if local == previous + 1 { runs[runs.count - 1].count += 1 } else { runs.append((local, 1)) }
-      previous = local
-    }
-    let d = Int(dim)
-    let stage = staging.reserve(bytes: Int(distinct) * d * shard.stagedSize)
-    if !(try readRunsDirectly(shard, runs: runs, into: stage)) {
-      try readHyperslab(shard, runs: runs, rows: distinct, into: stage)
-    }
-    var staged = -1
-    var lastRow: Int64 = -1
-    for entry in group {
-      if entry.row != lastRow { staged += 1; lastRow = entry.row }
-      let dst = out + entry.slot * d
-      if shard.stagedSize == 2 {
-        VectorOps.halfToFloat(stage + staged * d * 2, dst, d)
-      } else {
-        dst.update(from: (stage + staged * d * 4).assumingMemoryBound(to: Float.self), count: d)
-      }
-    }
-  }
-
-  /// Reads the runs back to back into `dest` with pread if the shard allows; false if not.
-  private func readRunsDirectly(_ shard: Shard, runs: [(start: Int64, count: Int64)],
-                                into dest: UnsafeMutableRawPointer) throws(LiftError) -> Bool {
-    guard directReads, let direct = shard.direct else { return false }
-    var offset = 0
-    for run in runs {
-      guard try direct.read(start: run.start, count: run.count, into: dest + offset) else { return false }
-      offset += Int(run.count) * direct.rowBytes
-    }
-    return true
-  }
-
-  /// One H5Dread of the union of row runs (shard-local) into `dest`, as `rows` x dim elements of
-  /// the shard's memory type.
-  private func readHyperslab(_ shard: Shard, runs: [(start: Int64, count: Int64)], rows: Int64,
-                             into dest: UnsafeMutableRawPointer) throws(LiftError) {
-    let space = shard.fileSpace.id
-    var first = true
-    for run in runs {
-      var offset: [hsize_t] = [hsize_t(run.start), 0]
-      var extent: [hsize_t] = [hsize_t(run.count), hsize_t(dim)]
-      let status = H5Sselect_hyperslab(space, first ? H5S_SELECT_SET : H5S_SELECT_OR, &offset, nil, &extent, nil)
-      if status < 0 { throw .internal("selecting rows of '\(shard.path)': \(HDF5.takeErrorDescription())") }
-      first = false
-    }
-    var memDims: [hsize_t] = [hsize_t(rows), hsize_t(dim)]
-    let memSpace = H5Object(H5Screate_simple(2, &memDims, nil), .dataspace)
-    let status = H5Dread(shard.dataset.id, shard.memType, memSpace.id, space, lift_h5p_default(), dest)
-    if status < 0 {
-      throw .io("reading '\(options.dataset)' from '\(shard.path)': \(HDF5.takeErrorDescription())")
     }
   }
 
@@ -370,31 +263,5 @@ public final class EmbeddingStore {
       try readShardRange(shard, local: local, count: n, into: out + Int((row - start) * dim))
       row += n
     }
-  }
-}
-
-/// A growable raw buffer reused across reads.
-struct StagingBuffer {
-  private(set) var pointer: UnsafeMutableRawPointer?
-  private(set) var capacity = 0
-
-  mutating func reserve(bytes: Int) -> UnsafeMutableRawPointer {
-    if bytes > capacity || pointer == nil {
-      pointer?.deallocate()
-      capacity = max(bytes, 64)
-      pointer = .allocate(byteCount: capacity, alignment: 64)
-    }
-    return pointer!
-  }
-
-  mutating func release() {
-    pointer?.deallocate()
-    pointer = nil
-    capacity = 0
-  }
-
-  /// Frees the buffer if it is larger than `limit` bytes.
-  mutating func shrink(to limit: Int) {
-    if capacity > limit { release() }
   }
 }
