@@ -5,6 +5,8 @@
 
 static inline hid_t lift_h5t_native_float(void) { return H5T_NATIVE_FLOAT; }
 static inline hid_t lift_h5t_native_double(void) { return H5T_NATIVE_DOUBLE; }
+static inline hid_t lift_h5t_native_int64(void) { return H5T_NATIVE_INT64; }
+static inline hid_t lift_h5t_native_uint8(void) { return H5T_NATIVE_UINT8; }
 static inline hid_t lift_h5t_ieee_f32le(void) { return H5T_IEEE_F32LE; }
 static inline hid_t lift_h5t_ieee_f32be(void) { return H5T_IEEE_F32BE; }
 static inline hid_t lift_h5t_ieee_f64le(void) { return H5T_IEEE_F64LE; }

@@ -65,27 +65,12 @@ public final class EmbeddingStoreWriter {
       let total = try checkedCount(n, dim, "rows")
       try checkStrings(newKeys, wanted: writesKeys, name: "keys", count: n)
       try checkStrings(newCaptions, wanted: writesCaptions, name: "captions", count: n)
-      let d = Int(dim)
-      for i in 0..<Int(n) {
-        let row = data + i * d
-        if let c = VectorOps.firstNonFinite(row, d) {
-          throw .value("append row \(i) (store row \(rows + Int64(i))) has a non-finite value \(row[c]) at column \(c)")
-        }
-        if dtype == LIFT_DTYPE_FLOAT16, let c = VectorOps.firstBeyond(row, d, limit: 65504) {
-          throw .value("append row \(i) (store row \(rows + Int64(i))) value \(row[c]) at column \(c) overflows float16 (max 65504)")
-        }
-      }
+      try Self.checkRows(data, rows: Int(n), dim: Int(dim), dtype: dtype, firstRow: rows)
       guard n > 0 else { return }
       HDF5.prepareThread()
       let old = rows
       do throws(LiftError) {
-        if dtype == LIFT_DTYPE_FLOAT16 {
-          let stage = staging.reserve(bytes: total * 2)
-          VectorOps.floatToHalf(data, stage, total)
-          try embeddings.append(UnsafeRawPointer(stage), count: n, memType: HDF5.halfLE)
-        } else {
-          try embeddings.append(UnsafeRawPointer(data), count: n, memType: lift_h5t_native_float())
-        }
+        try Self.appendRows(data, rows: n, total: total, dtype: dtype, to: embeddings, staging: &staging)
         if let newKeys { try keys!.append(strings: newKeys) }
         if let newCaptions { try captions!.append(strings: newCaptions) }
       } catch {
@@ -93,6 +78,32 @@ public final class EmbeddingStoreWriter {
         for ds in [embeddings, keys, captions].compactMap({ $0 }) { ds.truncate(to: old) }
         throw error
       }
+    }
+  }
+
+  /// Rows about to be stored must be finite and, for float16, within +-65504.
+  static func checkRows(_ data: UnsafePointer<Float>, rows n: Int, dim d: Int, dtype: lift_dtype,
+                        firstRow: Int64) throws(LiftError) {
+    for i in 0..<n {
+      let row = data + i * d
+      if let c = VectorOps.firstNonFinite(row, d) {
+        throw .value("append row \(i) (store row \(firstRow + Int64(i))) has a non-finite value \(row[c]) at column \(c)")
+      }
+      if dtype == LIFT_DTYPE_FLOAT16, let c = VectorOps.firstBeyond(row, d, limit: 65504) {
+        throw .value("append row \(i) (store row \(firstRow + Int64(i))) value \(row[c]) at column \(c) overflows float16 (max 65504)")
+      }
+    }
+  }
+
+  /// Appends checked float32 rows to a dataset stored as `dtype` (float16 rounded to nearest even).
+  static func appendRows(_ data: UnsafePointer<Float>, rows n: Int64, total: Int, dtype: lift_dtype,
+                         to dataset: ExtensibleDataset, staging: inout StagingBuffer) throws(LiftError) {
+    if dtype == LIFT_DTYPE_FLOAT16 {
+      let stage = staging.reserve(bytes: total * 2)
+      VectorOps.floatToHalf(data, stage, total)
+      try dataset.append(UnsafeRawPointer(stage), count: n, memType: HDF5.halfLE)
+    } else {
+      try dataset.append(UnsafeRawPointer(data), count: n, memType: lift_h5t_native_float())
     }
   }
 

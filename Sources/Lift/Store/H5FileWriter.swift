@@ -156,6 +156,15 @@ final class ExtensibleDataset {
     rows += count
   }
 
+  /// Appends int64 values (a rank-1 integer dataset).
+  func append(int64s values: [Int64]) throws(LiftError) {
+    guard !values.isEmpty else { return }
+    let buffer = UnsafeMutablePointer<Int64>.allocate(capacity: values.count)
+    defer { buffer.deallocate() }
+    buffer.initialize(from: values, count: values.count)
+    try append(UnsafeRawPointer(buffer), count: Int64(values.count), memType: lift_h5t_native_int64())
+  }
+
   /// Appends variable-length UTF-8 strings (a rank-1 string dataset).
   func append(strings: [[UInt8]]) throws(LiftError) {
     guard !strings.isEmpty else { return }

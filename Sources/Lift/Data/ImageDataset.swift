@@ -1,0 +1,238 @@
+import CHDF5
+import Glibc
+
+/// An image-caption dataset: one or more HDF5 files ("shards") read as one, streamed from disk
+/// (memory does not grow with the number of images or captions).
+///
+/// Layout of each file (see README):
+///   images/pixels           uint8 (N, H, W, C), C = 1 or 3
+///   images/caption_offsets  int   (N + 1)   captions of image i: caption_rows[offsets[i] ..< offsets[i+1]]
+///   images/caption_rows     int   (R)       rows of captions/embeddings in the same file
+///   images/labels           int   (N)       optional, class index per image
+///   images/keys             str   (N)       optional
+///   captions/embeddings     float (M, D)    float16 or float32
+///   captions/text           str   (M)       optional
+///   classes/names           str   (L)       optional: classes for zero-shot evaluation
+///   classes/prompt_offsets  int   (L + 1)   prompts of class k: prompt_rows[offsets[k] ..< offsets[k+1]]
+///   classes/prompt_rows     int   (P)       rows of captions/embeddings
+/// Image indices run over the shards in order; caption rows are local to their file. Classes
+/// come from the first shard.
+///
+/// Thread safety: methods take the dataset's lock.
+public final class ImageDataset {
+  /// Per-file readers.
+  struct Shard {
+    let path: String
+    let pixels: RowSource
+    let offsets: RowSource
+    let captionRows: RowSource
+    let labels: RowSource?
+    /// Global caption row of this file's caption 0 (in `captions`).
+    let firstCaption: Int64
+  }
+
+  public let paths: [String]
+  public let count: Int64
+  public let height: Int
+  public let width: Int
+  public let channels: Int
+  /// The caption embeddings of all shards, as one store (rows in shard order).
+  public let captions: EmbeddingStore
+  public var textDim: Int { Int(captions.dim) }
+  public let hasLabels: Bool
+  /// Class names and, per class, its prompt rows (global rows of `captions`); empty if the
+  /// dataset has no classes.
+  public let classNames: [String]
+  public let classPrompts: [[Int64]]
+
+  let shards: [Shard]
+  let images: ShardedRows
+  private let lock = Lock()
+  private var staging = StagingBuffer()
+  private let stagingBudget = 8 << 20
+
+  deinit { staging.release() }
+
+  public init(paths: [String]) throws(LiftError) {
+    guard !paths.isEmpty else { throw .argument("no dataset files given") }
+    HDF5.prepareThread()
+    var options = EmbeddingStore.Options()
+    options.dataset = "captions/embeddings"
+    captions = try EmbeddingStore(paths: paths, options: options)
+    var shards: [Shard] = []
+    var shape: [UInt64]? = nil
+    for (s, path) in paths.enumerated() {
+      let file = captions.shards[s].file
+      let pixels = try RowSource(file: file, path: path, name: "images/pixels", memType: lift_h5t_native_uint8())
+      try Self.requireInteger(pixels, unsigned8: true)
+      guard pixels.dims.count == 4, pixels.dims[3] == 1 || pixels.dims[3] == 3 else {
+        throw .format("'images/pixels' in '\(path)' has shape \(HDF5.shapeString(pixels.dims)); expected (N, H, W, C) with C = 1 or 3")
+      }
+      let imageShape = Array(pixels.dims.dropFirst())
+      if let shape, shape != imageShape {
+        throw .shape("'\(path)' holds \(HDF5.shapeString(imageShape)) images but '\(paths[0])' holds \(HDF5.shapeString(shape))")
+      }
+      shape = imageShape
+      let offsets = try RowSource(file: file, path: path, name: "images/caption_offsets", memType: lift_h5t_native_int64())
+      let rows = try RowSource(file: file, path: path, name: "images/caption_rows", memType: lift_h5t_native_int64())
+      try Self.requireInteger(offsets)
+      try Self.requireInteger(rows)
+      guard offsets.dims == [pixels.dims[0] + 1] else {
+        throw .shape("'images/caption_offsets' in '\(path)' has \(HDF5.shapeString(offsets.dims)) entries; expected N + 1 = \(pixels.dims[0] + 1)")
+      }
+      guard rows.dims.count == 1 else { throw .format("'images/caption_rows' in '\(path)' must have rank 1") }
+      var labels: RowSource? = nil
+      if HDF5.exists(file.id, "images/labels") {
+        let l = try RowSource(file: file, path: path, name: "images/labels", memType: lift_h5t_native_int64())
+        try Self.requireInteger(l)
+        guard l.dims == [pixels.dims[0]] else {
+          throw .shape("'images/labels' in '\(path)' has \(HDF5.shapeString(l.dims)) entries; expected N = \(pixels.dims[0])")
+        }
+        labels = l
+      }
+      shards.append(Shard(path: path, pixels: pixels, offsets: offsets, captionRows: rows, labels: labels,
+                          firstCaption: captions.shards[s].firstRow))
+    }
+    self.paths = paths
+    self.shards = shards
+    self.images = ShardedRows(shards.map(\.pixels))
+    self.count = images.rows
+    self.height = Int(shape![0])
+    self.width = Int(shape![1])
+    self.channels = Int(shape![2])
+    self.hasLabels = shards.allSatisfy { $0.labels != nil }
+    (classNames, classPrompts) = try Self.readClasses(shards[0], file: captions.shards[0].file, captionCount: captions.shards[0].rows)
+  }
+
+  private static func requireInteger(_ source: RowSource, unsigned8: Bool = false) throws(LiftError) {
+    let type = H5Object(H5Dget_type(source.dataset.id), .datatype)
+    guard H5Tget_class(type.id) == H5T_INTEGER else {
+      throw .format("'\(source.name)' in '\(source.path)' has dtype \(HDF5.describe(type: type.id)); expected \(unsigned8 ? "uint8" : "integers")")
+    }
+    if unsigned8, H5Tget_size(type.id) != 1 || H5Tget_sign(type.id) != H5T_SGN_NONE {
+      throw .format("'\(source.name)' in '\(source.path)' has dtype \(HDF5.describe(type: type.id)); expected uint8")
+    }
+  }
+
+  private static func readClasses(_ shard: Shard, file: H5Object, captionCount: Int64) throws(LiftError) -> ([String], [[Int64]]) {
+    guard HDF5.exists(file.id, "classes/names") else { return ([], []) }
+    let names = try HDF5.readAllStrings(file.id, "classes/names", path: shard.path)
+    let offsets = try readAllInts(file, "classes/prompt_offsets", path: shard.path)
+    let rows = try readAllInts(file, "classes/prompt_rows", path: shard.path)
+    guard offsets.count == names.count + 1, offsets.first == 0, offsets.last == Int64(rows.count) else {
+      throw .format("'classes/prompt_offsets' in '\(shard.path)' must have \(names.count + 1) entries from 0 to \(rows.count)")
+    }
+    var prompts: [[Int64]] = []
+    for k in 0..<names.count {
+      guard offsets[k] < offsets[k + 1] else {
+        throw .format("class \(k) ('\(names[k])') in '\(shard.path)' has no prompts")
+      }
+      let list = Array(rows[Int(offsets[k])..<Int(offsets[k + 1])])
+      for r in list where r < 0 || r >= captionCount {
+        throw .format("class \(k) in '\(shard.path)' refers to caption row \(r); the file has \(captionCount)")
+      }
+      prompts.append(list.map { $0 + shard.firstCaption })
+    }
+    return (names, prompts)
+  }
+
+  /// A whole small rank-1 integer dataset.
+  static func readAllInts(_ file: H5Object, _ name: String, path: String) throws(LiftError) -> [Int64] {
+    let source = try RowSource(file: file, path: path, name: name, memType: lift_h5t_native_int64())
+    try requireInteger(source)
+    guard source.dims.count == 1 else { throw .format("'\(name)' in '\(path)' must have rank 1") }
+    let n = Int(source.rows)
+    let buffer = UnsafeMutablePointer<Int64>.allocate(capacity: max(n, 1))
+    defer { buffer.deallocate() }
+    if n > 0 { try source.read(runs: [(0, source.rows)], rows: source.rows, into: buffer, allowDirect: true) }
+    return Array(UnsafeBufferPointer(start: buffer, count: n))
+  }
+
+  public var imageBytes: Int { height * width * channels }
+
+  // MARK: Reading
+
+  /// Stored pixels (H x W x C uint8 each) of the listed images into `out`, in list order.
+  public func readPixels(_ list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<UInt8>) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      try images.validate(list, what: "images")
+      let bytes = imageBytes
+      try images.read(rows: list, staging: &staging, budget: stagingBudget, allowDirect: true) { slot, _, staged in
+        (out + slot * bytes).update(from: staged.assumingMemoryBound(to: UInt8.self), count: bytes)
+      }
+    }
+  }
+
+  /// Shard and [begin, end) range of caption_rows positions of global image `image`
+  /// (validated). Caller holds the lock.
+  private func captionRange(_ image: Int64) throws(LiftError) -> (shard: Int, begin: Int64, end: Int64) {
+    let s = images.shardIndex(of: image)
+    let shard = shards[s]
+    let local = image - images.starts[s]
+    var pair = (Int64(0), Int64(0))
+    try withUnsafeMutableBytes(of: &pair) { (raw) throws(LiftError) in
+      try shard.offsets.read(runs: [(local, 2)], rows: 2, into: raw.baseAddress!, allowDirect: true)
+    }
+    let (begin, end) = pair
+    guard begin >= 0, end > begin, end <= shard.captionRows.rows else {
+      throw .format("image \(local) of '\(shard.path)' has caption offsets [\(begin), \(end)); it needs at least one caption within the \(shard.captionRows.rows) caption rows")
+    }
+    return (s, begin, end)
+  }
+
+  /// The global caption row at position `position` of shard `s`'s caption_rows (validated).
+  private func captionRow(shard s: Int, position: Int64) throws(LiftError) -> Int64 {
+    let shard = shards[s]
+    var row: Int64 = 0
+    try withUnsafeMutableBytes(of: &row) { (raw) throws(LiftError) in
+      try shard.captionRows.read(runs: [(position, 1)], rows: 1, into: raw.baseAddress!, allowDirect: true)
+    }
+    let captionCount = captions.shards[s].rows
+    guard row >= 0, row < captionCount else {
+      throw .format("caption_rows[\(position)] of '\(shard.path)' is \(row); the file has \(captionCount) captions")
+    }
+    return row + shard.firstCaption
+  }
+
+  /// For each listed image, picks one of its captions: `choose(i, count)` returns which of the
+  /// `count` captions image list[i] gets (0..<count); its global caption row goes to rowsOut[i].
+  public func chooseCaptions(_ list: UnsafeBufferPointer<Int64>, into rowsOut: UnsafeMutablePointer<Int64>,
+                             choose: (Int, Int64) -> Int64) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      try images.validate(list, what: "images")
+      for (i, image) in list.enumerated() {
+        let (s, begin, end) = try captionRange(image)
+        let pick = choose(i, end - begin)
+        precondition(pick >= 0 && pick < end - begin, "caption choice out of range")
+        rowsOut[i] = try captionRow(shard: s, position: begin + pick)
+      }
+    }
+  }
+
+  /// All caption rows (global) of image `image`.
+  public func captionRows(of image: Int64) throws(LiftError) -> [Int64] {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      guard image >= 0, image < count else { throw .argument("image \(image) is out of range: there are \(count) images") }
+      let (s, begin, end) = try captionRange(image)
+      var rows: [Int64] = []
+      for p in begin..<end { rows.append(try captionRow(shard: s, position: p)) }
+      return rows
+    }
+  }
+
+  /// Labels of the listed images (the dataset must have labels).
+  public func readLabels(_ list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<Int64>) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      guard hasLabels else { throw .notFound("the dataset has no 'images/labels'") }
+      HDF5.prepareThread()
+      try images.validate(list, what: "images")
+      let labelRows = ShardedRows(shards.map { $0.labels! })
+      try labelRows.read(rows: list, staging: &staging, budget: stagingBudget, allowDirect: true) { slot, _, staged in
+        out[slot] = staged.load(as: Int64.self)
+      }
+    }
+  }
+}
