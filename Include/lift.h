@@ -414,6 +414,113 @@ lift_status lift_trainer_zero_grad(lift_trainer *trainer);
 lift_status lift_trainer_buffers(lift_trainer *trainer, float **gradients, float **exp_avg, float **exp_avg_sq,
                                  int64_t *count);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Datasets (image-caption HDF5 files; layout in the README)                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lift_dataset lift_dataset;
+
+typedef struct lift_dataset_info {
+  int64_t images;     /* N over all shards                                */
+  int64_t captions;   /* M over all shards                                */
+  int32_t height;
+  int32_t width;
+  int32_t channels;   /* 1 or 3                                           */
+  int32_t text_dim;
+  int32_t has_labels; /* 1 if every shard has images/labels               */
+  int64_t classes;    /* classes for zero-shot evaluation (0 if none)     */
+} lift_dataset_info;
+
+/* Opens shard files as one dataset (metadata only; everything else streams). Thread-safe. */
+lift_status lift_dataset_open(const char *const *paths, size_t n_paths, lift_dataset **out);
+void lift_dataset_free(lift_dataset *dataset);
+lift_status lift_dataset_get_info(lift_dataset *dataset, lift_dataset_info *out);
+/* Stored pixels (H x W x C uint8 each) of the listed images, in list order. Handle-serialised. */
+lift_status lift_dataset_read_pixels(lift_dataset *dataset, const int64_t *images, int64_t n, uint8_t *out,
+                                     size_t out_len);
+/* Labels of the listed images (LIFT_ERR_NOT_FOUND without labels). */
+lift_status lift_dataset_read_labels(lift_dataset *dataset, const int64_t *images, int64_t n, int64_t *out);
+/* Global caption rows of one image: *count receives how many; up to cap are copied (a cap
+ * smaller than the count is LIFT_ERR_BUFFER, so cap 0 queries the count). */
+lift_status lift_dataset_caption_rows(lift_dataset *dataset, int64_t image, int64_t *rows, size_t cap, size_t *count);
+/* Name (as lift_store_read_string) and prompt caption rows (as above) of class k. */
+lift_status lift_dataset_class_name(lift_dataset *dataset, int64_t k, char *buf, size_t cap, size_t *len);
+lift_status lift_dataset_class_prompts(lift_dataset *dataset, int64_t k, int64_t *rows, size_t cap, size_t *count);
+/* The caption embeddings as a store (new reference; free with lift_store_free). */
+lift_status lift_dataset_captions(lift_dataset *dataset, lift_store **out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Data loader: shuffled, preprocessed training batches, prepared on a background thread       */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lift_loader lift_loader;
+
+typedef struct lift_loader_options {
+  int64_t batch_size;    /* images per batch on this rank                                   */
+  int32_t image_size;    /* output S (S x S)                                                */
+  int32_t channels;      /* output channels, 1 or 3 (grey <-> RGB converted)                */
+  uint64_t seed;         /* everything random is a function of (seed, epoch, position)     */
+  int32_t shuffle;       /* 1: seeded permutation per epoch; 0: file order                  */
+  int32_t augment;       /* 1: random-resized crop (+ flip); 0: centre crop                 */
+  double crop_scale_min; /* augment: crop area fraction range (default 0.08 .. 1)           */
+  double crop_scale_max;
+  int32_t flip;          /* augment: horizontal flip with probability 1/2                   */
+  int32_t rank;          /* this worker's rank in [0, workers)                              */
+  int32_t workers;       /* ranks sharing each global batch (disjoint parts)                */
+  int32_t prefetch;      /* 1: prepare the next batch on a background thread                */
+  int64_t start_epoch;   /* resume position: the first batch returned                       */
+  int64_t start_batch;
+} lift_loader_options;
+
+/* One batch; pointers stay valid until the next lift_loader_next or lift_loader_free. */
+typedef struct lift_batch {
+  const uint8_t *images;       /* count x S x S x channels, uint8 NHWC (lift_trainer_step's U8 format) */
+  const float *texts;          /* count x text_dim: the chosen caption embedding of each image  */
+  const int64_t *indices;      /* count image indices                                          */
+  const int64_t *caption_rows; /* count chosen caption rows                                    */
+  int64_t count;
+  int64_t global_count;        /* images in the global batch (all ranks)                       */
+  int64_t epoch;
+  int64_t batch;               /* index within the epoch                                       */
+  double wait_seconds;         /* how long this call waited for the batch                      */
+} lift_batch;
+
+lift_status lift_loader_options_default(lift_loader_options *out);
+/* Every image is used exactly once per epoch; epochs have ceil(N / (batch_size * workers))
+ * batches of near-equal size; each image draws one of its captions afresh at every visit. */
+lift_status lift_loader_create(lift_dataset *dataset, const lift_loader_options *options, lift_loader **out);
+lift_status lift_loader_next(lift_loader *loader, lift_batch *out);
+lift_status lift_loader_batches_per_epoch(lift_loader *loader, int64_t *count);
+void lift_loader_free(lift_loader *loader);
+
+/* Resamples `box` (x0, y0, x1, y1 in source pixels; NULL = the centred square of side
+ * min(H, W)) of an H x W x C uint8 image to size x size x out_channels, Pillow-exact bilinear
+ * (antialiased) resampling, grey/RGB conversion as Pillow's convert(), optional horizontal flip.
+ * Thread-safe. */
+lift_status lift_preprocess_image(const uint8_t *src, int32_t height, int32_t width, int32_t channels,
+                                  const double *box, int32_t size, int32_t out_channels, int32_t flip, uint8_t *dst,
+                                  size_t dst_len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Evaluation (DESIGN.md protocols). Embeddings need not be normalised. Thread-safe.           */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Class embeddings (classes x d): per class k, the normalised mean of its normalised prompts
+ * prompts[rows[offsets[k] .. offsets[k+1])]. `prompt_count` is the number of prompt rows. */
+lift_status lift_eval_class_embeddings(const float *prompts, int64_t prompt_count, int64_t d, const int64_t *offsets,
+                                       const int64_t *rows, int64_t classes, float *out);
+/* Zero-shot top-1 and top-5 accuracy (either output may be NULL). */
+lift_status lift_eval_zero_shot(const float *images, int64_t n, const float *classes, int64_t class_count, int64_t d,
+                                const int64_t *labels, double *top1, double *top5);
+/* Recall@1/5/10 image->text and text->image; image i owns the captions
+ * rows[offsets[i] .. offsets[i+1]) of texts (m x d). */
+lift_status lift_eval_retrieval(const float *images, int64_t n, const float *texts, int64_t m, int64_t d,
+                                const int64_t *caption_offsets, const int64_t *caption_rows, double image_to_text[3],
+                                double text_to_image[3]);
+/* correct[i] = 1 if cos(image i, positive i) > cos(image i, negative i), else 0. */
+lift_status lift_eval_pairwise(const float *images, const float *positives, const float *negatives, int64_t n,
+                               int64_t d, uint8_t *correct);
+
 /* Matrix-product FLOPs of one training step of `batch` images (forward + backward), as
  * lift-bench counts them. */
 lift_status lift_model_step_flops(lift_model *model, int64_t batch, double *flops);

@@ -88,6 +88,9 @@ public final class DataLoader {
     self.dataset = dataset
     self.options = options
     plan = EpochPlan(count: dataset.count, globalBatch: options.batchSize * options.workers, workers: options.workers)
+    guard dataset.count / Int64(plan.batchesPerEpoch) >= Int64(options.workers) else {
+      throw .argument("\(dataset.count) images make global batches too small to give each of the \(options.workers) workers an image; use a smaller batch size or fewer workers")
+    }
     // A local batch is at most batchSize (+1 from the near-equal split).
     let capacity = options.batchSize + 1
     let producer = Producer(dataset: dataset, options: options, plan: plan, capacity: capacity)

@@ -4,12 +4,16 @@ Thin ctypes bindings over liblift.so. Set LIBLIFT_PATH to choose the library fil
 package looks in a source checkout's .build/{release,debug} and then next to itself.
 """
 from ._lib import LiftError, library_path, lib
+from .data import (Batch, Dataset, Loader, class_embeddings, pairwise, preprocess, retrieval, write_dataset,
+                   zero_shot)
 from .model import Model, ModelConfig, StepStats, TensorInfo, TrainConfig, Trainer
 from .similarity import cosine_similarity, topk
 from .store import DEFAULT_DATASET, Store, StoreWriter
 
 __all__ = ["LiftError", "Store", "StoreWriter", "DEFAULT_DATASET", "cosine_similarity", "topk",
-           "Model", "ModelConfig", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "version", "library_path"]
+           "Model", "ModelConfig", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "Dataset", "Loader", "Batch",
+           "preprocess", "write_dataset", "class_embeddings", "zero_shot", "retrieval", "pairwise", "version",
+           "library_path"]
 
 
 def version() -> str:

@@ -7,7 +7,8 @@ from ctypes import POINTER, c_char_p, c_float, c_int, c_int64, c_size_t, c_uint3
 from pathlib import Path
 
 __all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelConfigStruct", "TensorInfoStruct",
-           "TrainConfigStruct", "StepStatsStruct", "Handle"]
+           "TrainConfigStruct", "StepStatsStruct", "Handle",
+           "DatasetInfoStruct", "LoaderOptionsStruct", "BatchStruct"]
 
 _ENV = "LIBLIFT_PATH"
 
@@ -98,6 +99,27 @@ class StepStatsStruct(ctypes.Structure):
         "loss", "learning_rate", "logit_scale", "logit_bias", "grad_norm")] + [("step", ctypes.c_int64)]
 
 
+class DatasetInfoStruct(ctypes.Structure):
+    _fields_ = [("images", ctypes.c_int64), ("captions", ctypes.c_int64), ("height", ctypes.c_int32),
+                ("width", ctypes.c_int32), ("channels", ctypes.c_int32), ("text_dim", ctypes.c_int32),
+                ("has_labels", ctypes.c_int32), ("classes", ctypes.c_int64)]
+
+
+class LoaderOptionsStruct(ctypes.Structure):
+    _fields_ = [("batch_size", ctypes.c_int64), ("image_size", ctypes.c_int32), ("channels", ctypes.c_int32),
+                ("seed", ctypes.c_uint64), ("shuffle", ctypes.c_int32), ("augment", ctypes.c_int32),
+                ("crop_scale_min", ctypes.c_double), ("crop_scale_max", ctypes.c_double), ("flip", ctypes.c_int32),
+                ("rank", ctypes.c_int32), ("workers", ctypes.c_int32), ("prefetch", ctypes.c_int32),
+                ("start_epoch", ctypes.c_int64), ("start_batch", ctypes.c_int64)]
+
+
+class BatchStruct(ctypes.Structure):
+    _fields_ = [("images", ctypes.POINTER(ctypes.c_uint8)), ("texts", ctypes.POINTER(ctypes.c_float)),
+                ("indices", ctypes.POINTER(ctypes.c_int64)), ("caption_rows", ctypes.POINTER(ctypes.c_int64)),
+                ("count", ctypes.c_int64), ("global_count", ctypes.c_int64), ("epoch", ctypes.c_int64),
+                ("batch", ctypes.c_int64), ("wait_seconds", ctypes.c_double)]
+
+
 _P = c_void_p
 _F = POINTER(c_float)
 _I64 = POINTER(c_int64)
@@ -155,6 +177,29 @@ _PROTOTYPES = {
     "lift_trainer_apply": (c_int, [_P, POINTER(StepStatsStruct)]),
     "lift_trainer_zero_grad": (c_int, [_P]),
     "lift_trainer_buffers": (c_int, [_P, POINTER(_F), POINTER(_F), POINTER(_F), _I64]),
+    "lift_dataset_open": (c_int, [POINTER(c_char_p), c_size_t, POINTER(_P)]),
+    "lift_dataset_free": (None, [_P]),
+    "lift_dataset_get_info": (c_int, [_P, POINTER(DatasetInfoStruct)]),
+    "lift_dataset_read_pixels": (c_int, [_P, _I64, c_int64, c_void_p, c_size_t]),
+    "lift_dataset_read_labels": (c_int, [_P, _I64, c_int64, _I64]),
+    "lift_dataset_caption_rows": (c_int, [_P, c_int64, _I64, c_size_t, POINTER(c_size_t)]),
+    "lift_dataset_class_name": (c_int, [_P, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "lift_dataset_class_prompts": (c_int, [_P, c_int64, _I64, c_size_t, POINTER(c_size_t)]),
+    "lift_dataset_captions": (c_int, [_P, POINTER(_P)]),
+    "lift_loader_options_default": (c_int, [POINTER(LoaderOptionsStruct)]),
+    "lift_loader_create": (c_int, [_P, POINTER(LoaderOptionsStruct), POINTER(_P)]),
+    "lift_loader_next": (c_int, [_P, POINTER(BatchStruct)]),
+    "lift_loader_batches_per_epoch": (c_int, [_P, _I64]),
+    "lift_loader_free": (None, [_P]),
+    "lift_preprocess_image": (c_int, [c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                      POINTER(ctypes.c_double), ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                      c_void_p, c_size_t]),
+    "lift_eval_class_embeddings": (c_int, [_F, c_int64, c_int64, _I64, _I64, c_int64, _F]),
+    "lift_eval_zero_shot": (c_int, [_F, c_int64, _F, c_int64, c_int64, _I64, POINTER(ctypes.c_double),
+                                    POINTER(ctypes.c_double)]),
+    "lift_eval_retrieval": (c_int, [_F, c_int64, _F, c_int64, c_int64, _I64, _I64, POINTER(ctypes.c_double),
+                                    POINTER(ctypes.c_double)]),
+    "lift_eval_pairwise": (c_int, [_F, _F, _F, c_int64, c_int64, c_void_p]),
 }
 
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():

@@ -52,14 +52,24 @@ class Store(Handle):
         handle = ctypes.c_void_p()
         ds = dataset.encode("utf-8") if dataset is not None else None
         check(lib.lift_store_open(arr, len(encoded), ds, flags, ctypes.byref(handle)))
+        self._adopt_store(handle, [os.fsdecode(p) for p in encoded], dataset or DEFAULT_DATASET)
+        if buffer_bytes is not None:
+            self.set_buffer_bytes(buffer_bytes)
+
+    @classmethod
+    def _wrap(cls, handle, paths, dataset: str) -> "Store":
+        """A Store around a handle the library returned (e.g. a dataset's captions)."""
+        store = cls.__new__(cls)
+        store._adopt_store(handle, paths, dataset)
+        return store
+
+    def _adopt_store(self, handle, paths, dataset: str) -> None:
         self._h = handle
-        self.paths = [os.fsdecode(p) for p in encoded]
-        self.dataset = dataset or DEFAULT_DATASET
+        self.paths = list(paths)
+        self.dataset = dataset
         rows, dim = ctypes.c_int64(), ctypes.c_int64()
         check(lib.lift_store_shape(self._h, ctypes.byref(rows), ctypes.byref(dim)))
         self.rows, self.dim = rows.value, dim.value
-        if buffer_bytes is not None:
-            self.set_buffer_bytes(buffer_bytes)
 
     @property
     def shape(self) -> tuple:

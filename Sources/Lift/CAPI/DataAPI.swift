@@ -1,0 +1,310 @@
+import CLiftABI
+import Glibc
+
+// C entry points of datasets, loaders, preprocessing and evaluation (see Include/lift.h).
+
+/// Copies `values` into a caller buffer of `capacity` entries, reporting the count.
+private func copyList(_ values: [Int64], into out: UnsafeMutablePointer<Int64>?, capacity: Int,
+                      count: UnsafeMutablePointer<Int>?, what: String) throws(LiftError) {
+  count?.pointee = values.count
+  guard try requiredSize(capacity, "cap") >= values.count else {
+    throw .buffer("\(what) has \(values.count) entries; the buffer holds \(capacity)")
+  }
+  if !values.isEmpty { try required(out, "rows").update(from: values, count: values.count) }
+}
+
+@_cdecl("lift_dataset_open")
+public func cLiftDatasetOpen(_ paths: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int,
+                             _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let out = try required(out, "out")
+    let paths = try required(paths, "paths")
+    let n = try requiredSize(count, "n_paths")
+    guard n >= 1 else { throw .argument("n_paths must be >= 1") }
+    var list: [String] = []
+    for i in 0..<n { list.append(try requiredString(paths[i], "paths[\(i)]")) }
+    out.pointee = makeHandle(try ImageDataset(paths: list))
+  }
+}
+
+@_cdecl("lift_dataset_free")
+public func cLiftDatasetFree(_ handle: OpaquePointer?) { releaseHandle(handle) }
+
+@_cdecl("lift_dataset_get_info")
+public func cLiftDatasetGetInfo(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<lift_dataset_info>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let ds = try object(handle, as: ImageDataset.self, "dataset")
+    try required(out, "out").pointee = lift_dataset_info(
+      images: ds.count, captions: ds.captions.rows, height: Int32(ds.height), width: Int32(ds.width),
+      channels: Int32(ds.channels), text_dim: Int32(ds.textDim), has_labels: ds.hasLabels ? 1 : 0,
+      classes: Int64(ds.classNames.count))
+  }
+}
+
+@_cdecl("lift_dataset_read_pixels")
+public func cLiftDatasetReadPixels(_ handle: OpaquePointer?, _ images: UnsafePointer<Int64>?, _ n: Int64,
+                                   _ out: UnsafeMutablePointer<UInt8>?, _ outLen: Int) -> lift_status {
+  capi { () throws(LiftError) in
+    let ds = try object(handle, as: ImageDataset.self, "dataset")
+    try requireNonNegative(n, "n")
+    let needed = try checkedCount(n, Int64(ds.imageBytes), "pixels")
+    guard try requiredSize(outLen, "out_len") >= needed else {
+      throw .buffer("out holds \(outLen) bytes but \(n) images of \(ds.imageBytes) bytes need \(needed)")
+    }
+    if n == 0 { return }
+    try ds.readPixels(UnsafeBufferPointer(start: try required(images, "images"), count: Int(n)), into: try required(out, "out"))
+  }
+}
+
+@_cdecl("lift_dataset_read_labels")
+public func cLiftDatasetReadLabels(_ handle: OpaquePointer?, _ images: UnsafePointer<Int64>?, _ n: Int64,
+                                   _ out: UnsafeMutablePointer<Int64>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let ds = try object(handle, as: ImageDataset.self, "dataset")
+    try requireNonNegative(n, "n")
+    if n == 0 { return }
+    try ds.readLabels(UnsafeBufferPointer(start: try required(images, "images"), count: Int(n)), into: try required(out, "out"))
+  }
+}
+
+@_cdecl("lift_dataset_caption_rows")
+public func cLiftDatasetCaptionRows(_ handle: OpaquePointer?, _ image: Int64, _ rows: UnsafeMutablePointer<Int64>?,
+                                    _ capacity: Int, _ count: UnsafeMutablePointer<Int>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let ds = try object(handle, as: ImageDataset.self, "dataset")
+    try copyList(try ds.captionRows(of: image), into: rows, capacity: capacity, count: count, what: "image \(image)'s caption list")
+  }
+}
+
+private func classIndex(_ ds: ImageDataset, _ k: Int64) throws(LiftError) -> Int {
+  guard k >= 0, k < Int64(ds.classNames.count) else {
+    throw .argument("class \(k) is out of range: the dataset has \(ds.classNames.count) classes")
+  }
+  return Int(k)
+}
+
+@_cdecl("lift_dataset_class_name")
+public func cLiftDatasetClassName(_ handle: OpaquePointer?, _ k: Int64, _ buffer: UnsafeMutablePointer<CChar>?,
+                                  _ capacity: Int, _ length: UnsafeMutablePointer<Int>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let ds = try object(handle, as: ImageDataset.self, "dataset")
+    let name = ds.classNames[try classIndex(ds, k)]
+    try copyCString(Array(name.utf8), into: buffer, capacity: capacity, length: length, what: "class \(k)'s name")
+  }
+}
+
+@_cdecl("lift_dataset_class_prompts")
+public func cLiftDatasetClassPrompts(_ handle: OpaquePointer?, _ k: Int64, _ rows: UnsafeMutablePointer<Int64>?,
+                                     _ capacity: Int, _ count: UnsafeMutablePointer<Int>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let ds = try object(handle, as: ImageDataset.self, "dataset")
+    try copyList(ds.classPrompts[try classIndex(ds, k)], into: rows, capacity: capacity, count: count, what: "class \(k)'s prompt list")
+  }
+}
+
+@_cdecl("lift_dataset_captions")
+public func cLiftDatasetCaptions(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let ds = try object(handle, as: ImageDataset.self, "dataset")
+    try required(out, "out").pointee = makeHandle(ds.captions)
+  }
+}
+
+// MARK: - Loader
+
+/// The loader and stable copies of the batch's index arrays handed to C (valid until the next
+/// call; the image and text buffers are the batch's own).
+final class LoaderHandle {
+  let loader: DataLoader
+  let indices: UnsafeMutablePointer<Int64>
+  let captionRows: UnsafeMutablePointer<Int64>
+
+  init(_ loader: DataLoader) {
+    self.loader = loader
+    indices = .allocate(capacity: loader.options.batchSize + 1)
+    captionRows = .allocate(capacity: loader.options.batchSize + 1)
+  }
+
+  deinit {
+    indices.deallocate()
+    captionRows.deallocate()
+  }
+}
+
+@_cdecl("lift_loader_options_default")
+public func cLiftLoaderOptionsDefault(_ out: UnsafeMutablePointer<lift_loader_options>?) -> lift_status {
+  capi { () throws(LiftError) in
+    try required(out, "out").pointee = lift_loader_options(
+      batch_size: 128, image_size: 224, channels: 3, seed: 0, shuffle: 1, augment: 0, crop_scale_min: 0.08,
+      crop_scale_max: 1, flip: 1, rank: 0, workers: 1, prefetch: 1, start_epoch: 0, start_batch: 0)
+  }
+}
+
+@_cdecl("lift_loader_create")
+public func cLiftLoaderCreate(_ datasetHandle: OpaquePointer?, _ options: UnsafePointer<lift_loader_options>?,
+                              _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let out = try required(out, "out")
+    let ds = try object(datasetHandle, as: ImageDataset.self, "dataset")
+    let c = try required(options, "options").pointee
+    guard c.batch_size >= 1, c.batch_size <= 1 << 20 else { throw .argument("batch_size must be in [1, 1048576] (got \(c.batch_size))") }
+    var o = DataLoader.Options(batchSize: Int(c.batch_size), imageSize: Int(c.image_size), channels: Int(c.channels))
+    o.seed = c.seed
+    o.shuffle = c.shuffle != 0
+    if c.augment != 0 {
+      guard c.crop_scale_min > 0, c.crop_scale_min <= c.crop_scale_max, c.crop_scale_max <= 1 else {
+        throw .argument("crop scale must satisfy 0 < min <= max <= 1 (got \(c.crop_scale_min) .. \(c.crop_scale_max))")
+      }
+      o.augment = Preprocess.Augment(scale: c.crop_scale_min...c.crop_scale_max, flip: c.flip != 0)
+    }
+    o.rank = Int(c.rank)
+    o.workers = Int(c.workers)
+    o.prefetch = c.prefetch != 0
+    guard c.start_epoch >= 0, c.start_batch >= 0, c.start_epoch <= Int64(Int32.max) else {
+      throw .argument("start position must be non-negative")
+    }
+    let loader = try DataLoader(dataset: ds, options: o, start: .init(epoch: Int(c.start_epoch), batch: Int(c.start_batch)))
+    guard Int(c.start_batch) < max(loader.batchesPerEpoch, 1) else {
+      throw .argument("start_batch \(c.start_batch) is beyond the \(loader.batchesPerEpoch) batches of an epoch")
+    }
+    out.pointee = makeHandle(LoaderHandle(loader))
+  }
+}
+
+@_cdecl("lift_loader_next")
+public func cLiftLoaderNext(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<lift_batch>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let h = try object(handle, as: LoaderHandle.self, "loader")
+    let out = try required(out, "out")
+    let b = try h.loader.next()
+    h.indices.update(from: b.indices, count: b.count)
+    h.captionRows.update(from: b.captionRows, count: b.count)
+    out.pointee = lift_batch(images: UnsafePointer(b.images), texts: UnsafePointer(b.texts), indices: h.indices,
+                             caption_rows: h.captionRows, count: Int64(b.count), global_count: Int64(b.globalCount),
+                             epoch: Int64(b.position.epoch), batch: Int64(b.position.batch),
+                             wait_seconds: h.loader.lastWaitSeconds)
+  }
+}
+
+@_cdecl("lift_loader_batches_per_epoch")
+public func cLiftLoaderBatchesPerEpoch(_ handle: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let h = try object(handle, as: LoaderHandle.self, "loader")
+    try required(count, "count").pointee = Int64(h.loader.batchesPerEpoch)
+  }
+}
+
+@_cdecl("lift_loader_free")
+public func cLiftLoaderFree(_ handle: OpaquePointer?) { releaseHandle(handle) }
+
+@_cdecl("lift_preprocess_image")
+public func cLiftPreprocessImage(_ src: UnsafePointer<UInt8>?, _ height: Int32, _ width: Int32, _ channels: Int32,
+                                 _ box: UnsafePointer<Double>?, _ size: Int32, _ outChannels: Int32, _ flip: Int32,
+                                 _ dst: UnsafeMutablePointer<UInt8>?, _ dstLen: Int) -> lift_status {
+  capi { () throws(LiftError) in
+    guard height >= 1, width >= 1, height <= 1 << 14, width <= 1 << 14 else { throw .argument("image size must be in [1, 16384]") }
+    guard channels == 1 || channels == 3, outChannels == 1 || outChannels == 3 else { throw .argument("channels must be 1 or 3") }
+    guard size >= 1, size <= 1 << 14 else { throw .argument("size must be in [1, 16384]") }
+    let needed = Int(size) * Int(size) * Int(outChannels)
+    guard try requiredSize(dstLen, "dst_len") >= needed else { throw .buffer("dst holds \(dstLen) bytes; \(needed) needed") }
+    var b = Preprocess.centerBox(width: Int(width), height: Int(height))
+    if let box {
+      b = Preprocess.Box(x0: box[0], y0: box[1], x1: box[2], y1: box[3])
+      guard b.x0 >= 0, b.y0 >= 0, b.x1 <= Double(width), b.y1 <= Double(height), b.x0 < b.x1, b.y0 < b.y1 else {
+        throw .argument("box (\(b.x0), \(b.y0), \(b.x1), \(b.y1)) is not inside the \(width)x\(height) image")
+      }
+    }
+    let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: Int(size) * Int(height) * 3)
+    defer { scratch.deallocate() }
+    Preprocess.resample(try required(src, "src"), width: Int(width), height: Int(height), channels: Int(channels), box: b,
+                        size: Int(size), outChannels: Int(outChannels), flip: flip != 0, into: try required(dst, "dst"),
+                        scratch: scratch)
+  }
+}
+
+// MARK: - Evaluation
+
+@_cdecl("lift_eval_class_embeddings")
+public func cLiftEvalClassEmbeddings(_ prompts: UnsafePointer<Float>?, _ promptCount: Int64, _ d: Int64,
+                                     _ offsets: UnsafePointer<Int64>?, _ rows: UnsafePointer<Int64>?, _ classes: Int64,
+                                     _ out: UnsafeMutablePointer<Float>?) -> lift_status {
+  capi { () throws(LiftError) in
+    try requirePositive(d, "d")
+    try requirePositive(classes, "classes")
+    try requireNonNegative(promptCount, "prompt_count")
+    _ = try checkedCount(promptCount, d, "prompts")
+    let offsets = try required(offsets, "offsets")
+    guard offsets[0] == 0 else { throw .argument("offsets[0] must be 0") }
+    var lists: [[Int]] = []
+    for k in 0..<Int(classes) {
+      guard offsets[k] <= offsets[k + 1] else { throw .argument("offsets decrease at class \(k)") }
+      var list: [Int] = []
+      if offsets[k] < offsets[k + 1] {
+        let rows = try required(rows, "rows")
+        for p in offsets[k]..<offsets[k + 1] {
+          guard rows[Int(p)] >= 0, rows[Int(p)] < promptCount else {
+            throw .argument("class \(k) refers to prompt \(rows[Int(p)]); there are \(promptCount)")
+          }
+          list.append(Int(rows[Int(p)]))
+        }
+      }
+      lists.append(list)
+    }
+    let result = try Metrics.classEmbeddings(prompts: try required(prompts, "prompts"), d: Int(d), classes: lists)
+    try required(out, "out").update(from: result, count: result.count)
+  }
+}
+
+@_cdecl("lift_eval_zero_shot")
+public func cLiftEvalZeroShot(_ images: UnsafePointer<Float>?, _ n: Int64, _ classes: UnsafePointer<Float>?,
+                              _ classCount: Int64, _ d: Int64, _ labels: UnsafePointer<Int64>?,
+                              _ top1: UnsafeMutablePointer<Double>?, _ top5: UnsafeMutablePointer<Double>?) -> lift_status {
+  capi { () throws(LiftError) in
+    try requirePositive(n, "n")
+    try requirePositive(classCount, "class_count")
+    try requirePositive(d, "d")
+    _ = try checkedCount(n, d, "images")
+    _ = try checkedCount(classCount, d, "classes")
+    let r = try Metrics.zeroShot(images: try required(images, "images"), n: Int(n), classes: try required(classes, "classes"),
+                                 classCount: Int(classCount), d: Int(d), labels: try required(labels, "labels"))
+    top1?.pointee = r.top1
+    top5?.pointee = r.top5
+  }
+}
+
+@_cdecl("lift_eval_retrieval")
+public func cLiftEvalRetrieval(_ images: UnsafePointer<Float>?, _ n: Int64, _ texts: UnsafePointer<Float>?, _ m: Int64,
+                               _ d: Int64, _ offsets: UnsafePointer<Int64>?, _ rows: UnsafePointer<Int64>?,
+                               _ i2t: UnsafeMutablePointer<Double>?, _ t2i: UnsafeMutablePointer<Double>?) -> lift_status {
+  capi { () throws(LiftError) in
+    try requirePositive(n, "n")
+    try requirePositive(m, "m")
+    try requirePositive(d, "d")
+    _ = try checkedCount(n, d, "images")
+    _ = try checkedCount(m, d, "texts")
+    let offsets = Array(UnsafeBufferPointer(start: try required(offsets, "caption_offsets"), count: Int(n) + 1))
+    guard offsets[0] == 0, offsets.last! >= 0, offsets.last! <= Int64(Int32.max) else {
+      throw .argument("caption offsets must start at 0 and end at the number of caption rows")
+    }
+    let rowList = offsets.last! == 0 ? [] : Array(UnsafeBufferPointer(start: try required(rows, "caption_rows"), count: Int(offsets.last!)))
+    let r = try Metrics.retrieval(images: try required(images, "images"), n: Int(n), texts: try required(texts, "texts"),
+                                  m: Int(m), d: Int(d), captionOffsets: offsets, captionRows: rowList)
+    try required(i2t, "image_to_text").update(from: r.imageToText, count: 3)
+    try required(t2i, "text_to_image").update(from: r.textToImage, count: 3)
+  }
+}
+
+@_cdecl("lift_eval_pairwise")
+public func cLiftEvalPairwise(_ images: UnsafePointer<Float>?, _ positives: UnsafePointer<Float>?,
+                              _ negatives: UnsafePointer<Float>?, _ n: Int64, _ d: Int64,
+                              _ correct: UnsafeMutablePointer<UInt8>?) -> lift_status {
+  capi { () throws(LiftError) in
+    try requirePositive(n, "n")
+    try requirePositive(d, "d")
+    _ = try checkedCount(n, d, "pairs")
+    let flags = try Metrics.pairwise(images: try required(images, "images"), positives: try required(positives, "positives"),
+                                     negatives: try required(negatives, "negatives"), n: Int(n), d: Int(d))
+    let out = try required(correct, "correct")
+    for (i, f) in flags.enumerated() { out[i] = f ? 1 : 0 }
+  }
+}
