@@ -21,6 +21,11 @@ let package = Package(
   products: [
     .library(name: "lift", type: .dynamic, targets: ["Lift"]),
     .executable(name: "lift-bench", targets: ["lift-bench"]),
+    // The `lift` command (bin/lift runs it; SwiftPM cannot name an executable like the library).
+    .executable(name: "lift-cli", targets: ["lift-cli"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
   ],
   targets: [
     // The public C header, imported by Swift so the ABI types have one definition.
@@ -29,13 +34,16 @@ let package = Package(
                    providers: [.apt(["libopenblas-dev"])]),
     .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
                    providers: [.apt(["libhdf5-dev"])]),
+    .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     .target(
       name: "Lift",
-      dependencies: ["CLiftABI", "CBLAS", "CHDF5"],
+      dependencies: ["CLiftABI", "CBLAS", "CHDF5", "CZlib"],
       swiftSettings: cpuFlags
     ),
     .executableTarget(name: "lift-bench", dependencies: ["Lift", "CBLAS"], path: "Sources/LiftBench",
                       swiftSettings: cpuFlags),
+    .executableTarget(name: "lift-cli", dependencies: ["Lift", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                      path: "Sources/LiftCLI", swiftSettings: cpuFlags),
     .testTarget(name: "LiftTests", dependencies: ["Lift"], swiftSettings: cpuFlags),
   ],
   swiftLanguageModes: [.v5]

@@ -223,6 +223,48 @@ public final class ImageDataset {
     }
   }
 
+  /// Compositional test pairs (SugarCrepe-style): for each pair, an image (global index), a
+  /// positive and a hard-negative caption embedding, and the negative's type. Read whole (an
+  /// evaluation set); nil if no shard has them. Layout per file: compositional/image int (Q),
+  /// compositional/positive float (Q, D), compositional/negative float (Q, D),
+  /// compositional/type str (Q).
+  public func compositionalPairs() throws(LiftError) -> (images: [Int64], positives: [Float], negatives: [Float], types: [String])? {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      var images: [Int64] = [], positives: [Float] = [], negatives: [Float] = [], types: [String] = []
+      var found = false
+      for (s, shard) in shards.enumerated() {
+        let file = captions.shards[s].file
+        guard HDF5.exists(file.id, "compositional/image") else { continue }
+        found = true
+        let imgs = try Self.readAllInts(file, "compositional/image", path: shard.path)
+        let t = try HDF5.readAllStrings(file.id, "compositional/type", path: shard.path)
+        var pairs: [[Float]] = []
+        for name in ["compositional/positive", "compositional/negative"] {
+          let source = try RowSource(file: file, path: shard.path, name: name, memType: lift_h5t_native_float())
+          guard source.dims.count == 2, source.dims[1] == UInt64(textDim), source.rows == Int64(imgs.count) else {
+            throw .shape("'\(name)' in '\(shard.path)' has shape \(HDF5.shapeString(source.dims)); expected (\(imgs.count), \(textDim))")
+          }
+          let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, imgs.count * textDim))
+          defer { buffer.deallocate() }
+          if !imgs.isEmpty { try source.read(runs: [(0, source.rows)], rows: source.rows, into: buffer, allowDirect: true) }
+          pairs.append(Array(UnsafeBufferPointer(start: buffer, count: imgs.count * textDim)))
+        }
+        guard t.count == imgs.count else { throw .shape("'compositional/type' in '\(shard.path)' has \(t.count) entries for \(imgs.count) pairs") }
+        for i in imgs where i < 0 || i >= shard.pixels.rows {
+          throw .format("'compositional/image' in '\(shard.path)' refers to image \(i); the file has \(shard.pixels.rows)")
+        }
+        images += imgs.map { $0 + imageStart(s) }
+        positives += pairs[0]
+        negatives += pairs[1]
+        types += t
+      }
+      return found ? (images, positives, negatives, types) : nil
+    }
+  }
+
+  private func imageStart(_ shard: Int) -> Int64 { images.starts[shard] }
+
   /// Labels of the listed images (the dataset must have labels).
   public func readLabels(_ list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<Int64>) throws(LiftError) {
     try lock.withLock { () throws(LiftError) in

@@ -134,6 +134,24 @@ public final class ImageDatasetWriter {
     classesWritten = true
   }
 
+  /// Compositional test pairs (see `ImageDataset.compositionalPairs`): image indices of this
+  /// file, positive and negative caption embeddings (count x textDim each), negative types.
+  public func setCompositional(images: [Int64], positives: UnsafePointer<Float>, negatives: UnsafePointer<Float>,
+                               types: [String]) throws(LiftError) {
+    guard types.count == images.count else { throw .argument("\(types.count) types for \(images.count) pairs") }
+    for i in images where i < 0 || i >= imageCount {
+      throw .argument("compositional pair refers to image \(i); \(imageCount) images were added")
+    }
+    let n = images.count
+    for (name, data) in [("positive", positives), ("negative", negatives)] {
+      try EmbeddingStoreWriter.checkRows(data, rows: n, dim: textDim, dtype: LIFT_DTYPE_FLOAT32, firstRow: 0)
+      let ds = try writer.createDataset("compositional/\(name)", rowShape: [textDim], type: lift_h5t_ieee_f32le())
+      try ds.append(UnsafeRawPointer(data), count: Int64(n), memType: lift_h5t_native_float())
+    }
+    try writer.createDataset("compositional/image", rowShape: [], type: lift_h5t_native_int64()).append(int64s: images)
+    try writer.createDataset("compositional/type", rowShape: [], type: HDF5.variableUTF8).append(strings: types.map { Array($0.utf8) })
+  }
+
   public func finish() throws(LiftError) {
     guard captionCount > 0 || imageCount == 0 else { throw .state("the dataset has images but no captions") }
     try writer.finish()

@@ -128,6 +128,9 @@ public final class EmbeddingStore {
     }
   }
 
+  /// On-disk dtype of each shard.
+  public var shardDtypes: [lift_dtype] { shards.map(\.dtype) }
+
   /// Index of the shard holding global row `row` (0 <= row < rows).
   func shardIndex(of row: Int64) -> Int { sharded.shardIndex(of: row) }
 

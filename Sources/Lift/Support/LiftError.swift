@@ -1,4 +1,4 @@
-import CLiftABI
+@_exported import CLiftABI
 
 /// An error every liblift operation can throw: a C status code plus a message that names what was
 /// wrong (file, dataset, shape, row). The C layer turns it into a `lift_status` and the

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Glibc
+import Lift
+
+@main
+struct LiftCLI: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "lift",
+    abstract: "Train and evaluate LIFT image encoders (images aligned to fixed caption embeddings).",
+    version: liftVersion,
+    subcommands: [Train.self, Eval.self, Encode.self, Info.self, Export.self, PrepareFashionMNIST.self],
+    defaultSubcommand: nil)
+}
+
+struct Eval: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Evaluate a model: zero-shot top-1/top-5, image<->text retrieval R@1/5/10, compositional pairs.",
+    discussion: "Zero-shot needs classes and labels in the data; compositional accuracy needs compositional/* pairs.")
+
+  @Option(name: .long, help: "Model weights or training checkpoint (safetensors).") var model: String
+  @Option(name: .long, help: "Dataset files.") var data: [String]
+  @Option(name: .long, help: "Also write the results here as JSON.") var json: String?
+  @Flag(name: .long, help: "Skip retrieval.") var noRetrieval = false
+
+  func run() throws {
+    guard !data.isEmpty else { throw CLIError("--data needs at least one dataset file") }
+    let m = try cli { () throws(LiftError) in try Model.load(path: model) }
+    let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
+    let result = try Evaluation.run(model: m, dataset: ds, retrieval: !noRetrieval)
+    if let json {
+      if exists(json) { throw CLIError("'\(json)' already exists") }
+      try writeFileAtomically(json, result.json.serialized + "\n")
+    }
+    Console.out(result.table)
+  }
+}
+
+struct Encode: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Write the image embeddings of a dataset to an embedding store (HDF5).")
+
+  @Option(name: .long, help: "Model weights or training checkpoint.") var model: String
+  @Option(name: .long, help: "Dataset files.") var data: [String]
+  @Option(name: .long, help: "Output embedding store (HDF5); not overwritten.") var out: String
+  @Option(name: .long, help: "float16 or float32 (default float16).") var dtype = "float16"
+
+  func run() throws {
+    guard dtype == "float16" || dtype == "float32" else { throw CLIError("--dtype must be float16 or float32") }
+    let m = try cli { () throws(LiftError) in try Model.load(path: model) }
+    let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
+    let config = m.config
+    let writer = try cli { () throws(LiftError) in
+      try EmbeddingStoreWriter(path: out, dim: Int64(config.textDim), dtype: dtype == "float16" ? LIFT_DTYPE_FLOAT16 : LIFT_DTYPE_FLOAT32, keys: true)
+    }
+    var options = DataLoader.Options(batchSize: 256, imageSize: config.imageSize, channels: config.channels)
+    options.shuffle = false
+    let loader = try cli { () throws(LiftError) in try DataLoader(dataset: ds, options: options) }
+    var emb = [Float](repeating: 0, count: 257 * config.textDim)
+    var done = 0
+    while done < Int(ds.count) {
+      let b = try cli { () throws(LiftError) in try loader.next() }
+      try emb.withUnsafeMutableBufferPointer { (e) in
+        try cli { () throws(LiftError) in
+          try m.encode(.uint8NHWC(UnsafePointer(b.images)), count: b.count, into: e.baseAddress!)
+          try writer.append(e.baseAddress!, rows: Int64(b.count), keys: b.indices.map { Array(String($0).utf8) })
+        }
+      }
+      done += b.count
+      Console.progress("encoded \(done)/\(ds.count) images")
+    }
+    try cli { () throws(LiftError) in try writer.finish() }
+    Console.line("wrote \(done) embeddings (\(config.textDim)-d, \(dtype)) to \(out); keys are image indices")
+  }
+}
+
+struct Info: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Describe a dataset, an embedding store, a model or a checkpoint.")
+
+  @Argument(help: "Files to describe.") var paths: [String]
+
+  func run() throws {
+    for path in paths {
+      if path.hasSuffix(".safetensors") {
+        let m = try cli { () throws(LiftError) in try Model.load(path: path) }
+        Console.out("\(path): model \(describe(m.config)), \(m.layout.parameterCount) parameters, \(m.layout.tensors.count) tensors")
+        if let (t, meta) = try? Trainer.load(path: path, batchCapacity: 1) {
+          Console.out("  training checkpoint at step \(t.step) of \(t.config.totalSteps); lr \(t.config.learningRate), warm-up \(t.config.warmupSteps)")
+          for k in meta.keys.sorted() { Console.out("  \(k): \(meta[k]!)") }
+        }
+        continue
+      }
+      if let ds = try? ImageDataset(paths: [path]) {
+        Console.out("\(path): dataset of \(ds.count) images \(ds.height)x\(ds.width)x\(ds.channels), \(ds.captions.rows) captions (\(ds.textDim)-d)\(ds.hasLabels ? ", labels" : "")")
+        if !ds.classNames.isEmpty { Console.out("  classes: \(ds.classNames.joined(separator: ", "))") }
+        if let pairs = try cli({ () throws(LiftError) in try ds.compositionalPairs() }) {
+          Console.out("  compositional pairs: \(pairs.images.count) (\(Set(pairs.types).sorted().joined(separator: ", ")))")
+        }
+        continue
+      }
+      let store = try cli { () throws(LiftError) in try EmbeddingStore(paths: [path]) }
+      Console.out("\(path): embedding store of \(store.rows) x \(store.dim) (\(store.shardDtypes[0] == LIFT_DTYPE_FLOAT16 ? "float16" : "float32"))")
+    }
+  }
+}
+
+struct Export: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Write the model weights of a training checkpoint (PyTorch names, safetensors).")
+
+  @Option(name: .long, help: "Training checkpoint.") var checkpoint: String
+  @Option(name: .long, help: "Output model file; not overwritten.") var out: String
+
+  func run() throws {
+    if exists(out) { throw CLIError("'\(out)' already exists") }
+    let m = try cli { () throws(LiftError) in try Model.load(path: checkpoint) }
+    try cli { () throws(LiftError) in try m.save(path: out) }
+    Console.line("wrote \(out) (\(m.layout.parameterCount) parameters)")
+  }
+}
+
+struct PrepareFashionMNIST: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "prepare-fashion-mnist",
+                                                  abstract: "Build the Fashion-MNIST dataset files from Debian's IDX files.")
+
+  @Option(name: .long, help: "Folder for the dataset (default: data).") var dataDir = "data"
+  @Option(name: .long, help: "Folder with the IDX files.") var idxDir = FashionMNIST.debianDirectory
+  @Option(name: .long, help: "Caption embeddings (default: assets/fashion-mnist-captions.h5).") var captions: String?
+
+  func run() throws {
+    let (train, test) = try Defaults.fashionMNIST(dataDir: dataDir, captions: captions, idxDirectory: idxDir)
+    Console.out("\(train)\n\(test)")
+  }
+}

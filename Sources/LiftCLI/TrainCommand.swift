@@ -1,0 +1,208 @@
+import ArgumentParser
+import Glibc
+import Lift
+
+/// Set by SIGINT; the training loop checks it between steps.
+nonisolated(unsafe) var interrupted: sig_atomic_t = 0
+
+struct Train: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Train an image encoder against fixed caption embeddings.",
+    discussion: """
+      With no data options this trains the default model on Fashion-MNIST (built from Debian's \
+      dataset-fashion-mnist files on first use) and prints its zero-shot accuracy on the test set. \
+      Every option can also come from a JSON file (--config) whose keys are the option names \
+      (e.g. {"batch-size": 256}); options on the command line win. Ctrl-C saves a checkpoint and \
+      stops; --resume continues from it exactly.
+      """)
+
+  @Option(name: .long, help: "Training dataset files (default: Fashion-MNIST train).") var data: [String] = []
+  @Option(name: .long, help: "Evaluation dataset files (default: Fashion-MNIST test when training on it).") var evalData: [String] = []
+  @Option(name: .long, help: "JSON file of option values.") var config: String?
+  @Option(name: .long, help: "Folder for the default dataset (default: data).") var dataDir: String?
+  @Option(name: .long, help: "Fashion-MNIST caption embeddings (default: assets/fashion-mnist-captions.h5).") var captions: String?
+  @Option(name: .long, help: "Run folder: metrics.jsonl, checkpoint.safetensors, model.safetensors, eval.json (default: runs/fashion-mnist).") var out: String?
+  @Option(name: .long, help: "Model preset (ViT-Ti/16, ViT-S/16, ViT-B/16, ViT-XS/7-28, ViT-XS/4-32; default ViT-XS/7-28).") var preset: String?
+  @Option(name: .long, help: "Override: image size.") var imageSize: Int?
+  @Option(name: .long, help: "Override: patch size.") var patch: Int?
+  @Option(name: .long, help: "Override: width.") var width: Int?
+  @Option(name: .long, help: "Override: depth.") var depth: Int?
+  @Option(name: .long, help: "Override: heads.") var heads: Int?
+  @Option(name: .long, help: "Override: MLP ratio.") var mlpRatio: Int?
+  @Option(name: .long, help: "Override: projection head layers.") var headLayers: Int?
+  @Option(name: .long, help: "Pooling: avg or tok.") var pool: String?
+  @Option(name: .long, help: "Objective: contrastive, cosine or sigmoid.") var objective: String?
+  @Option(name: .long, help: "Images per step (default 256).") var batchSize: Int?
+  @Option(name: .long, help: "Largest forward pass; bigger batches accumulate (default: the batch size).") var microBatch: Int?
+  @Option(name: .long, help: "Epochs to train (default 2); --steps wins if given.") var epochs: Double?
+  @Option(name: .long, help: "Optimiser steps to train.") var steps: Int?
+  @Option(name: .long, help: "Peak learning rate (default 1e-3).") var lr: Double?
+  @Option(name: .long, help: "Warm-up steps (default: 10% of the run, at most 500).") var warmup: Int?
+  @Option(name: .long, help: "AdamW weight decay (default 0.2).") var weightDecay: Double?
+  @Option(name: .long, help: "AdamW beta2 (default 0.98).") var beta2: Double?
+  @Option(name: .long, help: "Gradient-norm clip, 0 = off (default 1.0).") var clip: Double?
+  @Option(name: .long, help: "Seed for initialisation, shuffling and caption choice (default 0).") var seed: Int?
+  @Option(name: .long, help: "Random-resized-crop + flip augmentation: on or off (default off).") var augment: String?
+  @Option(name: .long, help: "Smallest crop area fraction with augmentation (default 0.5).") var cropScale: Double?
+  @Option(name: .long, help: "Image mean for normalisation, one per channel (comma-separated).") var imageMean: String?
+  @Option(name: .long, help: "Image std for normalisation, one per channel (comma-separated).") var imageStd: String?
+  @Option(name: .long, help: "Save a checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
+  @Option(name: .long, help: "Evaluate every N steps (default: at the end only).") var evalEvery: Int?
+  @Option(name: .long, help: "Log to metrics.jsonl every N steps (default 10).") var logEvery: Int?
+  @Option(name: .long, help: "Stop after this many seconds of training (checkpoint saved).") var timeLimit: Double?
+  @Flag(name: .long, help: "Continue the run in --out from its checkpoint.") var resume = false
+  @Flag(name: .long, help: "Start a new run even if --out has a checkpoint (it is replaced).") var restart = false
+  @Flag(name: .long, help: "No progress line.") var quiet = false
+
+  mutating func run() throws {
+    let s = try TrainSettings(self)
+    try TrainingRun(settings: s).execute()
+  }
+}
+
+/// Every training option resolved from: command line, then --config JSON, then the defaults.
+struct TrainSettings {
+  var data: [String]
+  var evalData: [String]
+  var dataDir: String
+  var captions: String?
+  var out: String
+  var model: ModelConfig
+  var batchSize: Int
+  var microBatch: Int
+  var epochs: Double
+  var steps: Int?
+  var lr: Double
+  var warmup: Int?
+  var weightDecay: Double
+  var beta2: Double
+  var clip: Double
+  var seed: UInt64
+  var augment: Bool
+  var cropScale: Double
+  var checkpointEvery: Int?
+  var evalEvery: Int?
+  var logEvery: Int
+  var timeLimit: Double?
+  var resume: Bool
+  var restart: Bool
+  var quiet: Bool
+  var usesDefaultData: Bool
+
+  init(_ c: Train) throws {
+    var file: JSON = .object([])
+    if let path = c.config {
+      file = try cli { () throws(LiftError) in try JSON.parse(try readFileLift(path), what: "config file '\(path)'") }
+      guard case .object(let members) = file else { throw CLIError("config file '\(path)' must hold a JSON object") }
+      let known: Set<String> = ["data", "eval-data", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
+                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "batch-size", "micro-batch", "epochs",
+                                "steps", "lr", "warmup", "weight-decay", "beta2", "clip", "seed", "augment", "crop-scale",
+                                "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit"]
+      for (k, _) in members where !known.contains(k) {
+        throw CLIError("config file '\(path)': unknown option '\(k)'")
+      }
+    }
+    func str(_ v: String?, _ key: String) throws -> String? {
+      if let v { return v }
+      guard let j = file[key] else { return nil }
+      guard let s = j.string else { throw CLIError("config '\(key)' must be a string") }
+      return s
+    }
+    func int(_ v: Int?, _ key: String) throws -> Int? {
+      if let v { return v }
+      guard let j = file[key] else { return nil }
+      guard let n = j.int else { throw CLIError("config '\(key)' must be an integer") }
+      return n
+    }
+    func num(_ v: Double?, _ key: String) throws -> Double? {
+      if let v { return v }
+      guard let j = file[key] else { return nil }
+      guard let n = j.number else { throw CLIError("config '\(key)' must be a number") }
+      return n
+    }
+    func list(_ v: [String], _ key: String) throws -> [String] {
+      if !v.isEmpty { return v }
+      guard let j = file[key] else { return [] }
+      if let s = j.string { return [s] }
+      guard let a = j.array?.compactMap(\.string), a.count == j.array?.count else { throw CLIError("config '\(key)' must be a list of paths") }
+      return a
+    }
+    func floats(_ text: String?, _ key: String) throws -> [Float]? {
+      guard let text = try str(text, key) else { return nil }
+      let parts = text.split(separator: ",").map { Float($0.trimmingCharacters()) }
+      guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else { throw CLIError("--\(key) must be comma-separated numbers") }
+      return parts.map { $0! }
+    }
+    data = try list(c.data, "data")
+    evalData = try list(c.evalData, "eval-data")
+    usesDefaultData = data.isEmpty
+    dataDir = try str(c.dataDir, "data-dir") ?? "data"
+    captions = try str(c.captions, "captions")
+    out = try str(c.out, "out") ?? "runs/fashion-mnist"
+    let presetName = try str(c.preset, "preset") ?? "ViT-XS/7-28"
+    // The text dimension comes from the data; fixed when the dataset is opened.
+    var m = try cli { () throws(LiftError) in try ModelConfig.preset(presetName, textDim: 1) }
+    if let v = try int(c.imageSize, "image-size") { m.imageSize = v }
+    if let v = try int(c.patch, "patch") { m.patch = v }
+    if let v = try int(c.width, "width") { m.width = v }
+    if let v = try int(c.depth, "depth") { m.depth = v }
+    if let v = try int(c.heads, "heads") { m.heads = v }
+    if let v = try int(c.mlpRatio, "mlp-ratio") { m.mlpRatio = v }
+    if let v = try int(c.headLayers, "head-layers") { m.headLayers = v }
+    if let v = try str(c.pool, "pool") {
+      guard let p = ["avg": ModelConfig.Pooling.average, "tok": .token][v] else { throw CLIError("--pool must be avg or tok (got '\(v)')") }
+      m.pooling = p
+    }
+    if let v = try str(c.objective, "objective") {
+      guard let o = ModelConfig.Objective(name: v) else { throw CLIError("--objective must be contrastive, cosine or sigmoid (got '\(v)')") }
+      m.objective = o
+    }
+    if let v = try floats(c.imageMean, "image-mean") { m.imageMean = v }
+    if let v = try floats(c.imageStd, "image-std") { m.imageStd = v }
+    model = m
+    batchSize = try int(c.batchSize, "batch-size") ?? 256
+    microBatch = try int(c.microBatch, "micro-batch") ?? batchSize
+    epochs = try num(c.epochs, "epochs") ?? 2
+    steps = try int(c.steps, "steps")
+    lr = try num(c.lr, "lr") ?? 1e-3
+    warmup = try int(c.warmup, "warmup")
+    weightDecay = try num(c.weightDecay, "weight-decay") ?? 0.2
+    beta2 = try num(c.beta2, "beta2") ?? 0.98
+    clip = try num(c.clip, "clip") ?? 1.0
+    let seedValue = try int(c.seed, "seed") ?? 0
+    guard seedValue >= 0 else { throw CLIError("--seed must be >= 0") }
+    seed = UInt64(seedValue)
+    let augmentText = try str(c.augment, "augment") ?? "off"
+    guard augmentText == "on" || augmentText == "off" else { throw CLIError("--augment must be on or off") }
+    augment = augmentText == "on"
+    cropScale = try num(c.cropScale, "crop-scale") ?? 0.5
+    checkpointEvery = try int(c.checkpointEvery, "checkpoint-every")
+    evalEvery = try int(c.evalEvery, "eval-every")
+    logEvery = try int(c.logEvery, "log-every") ?? 10
+    timeLimit = try num(c.timeLimit, "time-limit")
+    resume = c.resume
+    restart = c.restart
+    quiet = c.quiet
+    guard batchSize >= 1 else { throw CLIError("--batch-size must be >= 1") }
+    guard microBatch >= 1, microBatch <= batchSize else { throw CLIError("--micro-batch must be in [1, batch size]") }
+    guard epochs > 0 else { throw CLIError("--epochs must be > 0") }
+    if let steps { guard steps >= 1 else { throw CLIError("--steps must be >= 1") } }
+    guard logEvery >= 1 else { throw CLIError("--log-every must be >= 1") }
+    guard cropScale > 0, cropScale <= 1 else { throw CLIError("--crop-scale must be in (0, 1]") }
+    guard !(resume && restart) else { throw CLIError("--resume and --restart exclude each other") }
+  }
+
+  /// What must match between a run and its resumption.
+  var identity: JSON {
+    .object([("data", .array(data.map { .string($0) })), ("batch_size", .number(Double(batchSize))),
+             ("seed", .number(Double(seed))), ("augment", .bool(augment)), ("crop_scale", .number(cropScale))])
+  }
+}
+
+extension Substring {
+  func trimmingCharacters() -> String { String(self.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()) }
+}
+
+func readFileLift(_ path: String) throws(LiftError) -> [UInt8] {
+  do { return try readFile(path) } catch { throw LiftError(LIFT_ERR_IO, "\(error)") }
+}

@@ -1,0 +1,137 @@
+"""The `lift` command end to end on a tiny generated dataset."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import liblift
+
+ROOT = Path(__file__).resolve().parents[3]
+LIFT = os.environ.get("LIFT_BIN", str(ROOT / "bin" / "lift"))
+
+
+def lift(*args, check=True, **kw):
+    r = subprocess.run([LIFT, *map(str, args)], capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"lift {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Two classes of 8x8 grey images (bright left half vs bright right half), 6 captions each."""
+    d = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    def images(n):
+        labels = np.arange(n) % 2
+        x = rng.integers(0, 40, (n, 8, 8, 1)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            x[i, :, (0 if k == 0 else 4):(4 if k == 0 else 8)] = 220
+        return x, labels
+    emb = rng.standard_normal((12, 16)).astype(np.float32)
+    prompts = [list(range(0, 6)), list(range(6, 12))]
+    for name, n in (("train", 96), ("test", 40)):
+        x, labels = images(n)
+        liblift.write_dataset(d / f"{name}.h5", x, emb, [prompts[k] for k in labels], labels=labels,
+                              class_names=["left", "right"], class_prompts=prompts)
+    with h5py.File(d / "test.h5", "a") as f:  # compositional pairs: own class caption vs the other class's
+        f["compositional/image"] = np.arange(10)
+        f["compositional/positive"] = emb[[0 if k == 0 else 6 for k in np.arange(10) % 2]]
+        f["compositional/negative"] = emb[[6 if k == 0 else 0 for k in np.arange(10) % 2]]
+        f.create_dataset("compositional/type", data=["swap-side"] * 10, dtype=h5py.string_dtype())
+    return d
+
+
+def train_args(tiny, out, *extra):
+    return ["train", "--data", tiny / "train.h5", "--eval-data", tiny / "test.h5", "--out", out, "--preset", "ViT-XS/7-28",
+            "--image-size", 8, "--patch", 4, "--width", 32, "--depth", 1, "--heads", 2, "--batch-size", 16,
+            "--epochs", 6, "--lr", 3e-3, "--quiet", *extra]
+
+
+def test_train_eval_encode_info_export(tiny, tmp_path):
+    out = tmp_path / "run"
+    r = lift(*train_args(tiny, out))
+    assert "zero-shot classification (40 images)" in r.stdout
+    result = json.loads((out / "eval.json").read_text())
+    assert result["zero_shot"]["top1"] >= 0.9
+    assert result["compositional"]["swap-side"] >= 0.9
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [l for l in lines if "loss" in l]
+    assert steps[-1]["step"] == 36 and steps[0]["loss"] > steps[-1]["loss"]
+    assert 0 <= steps[-1]["data_wait_fraction"] < 1
+    # eval, encode, info, export on the result.
+    r = lift("eval", "--model", out / "model.safetensors", "--data", tiny / "test.h5", "--json", tmp_path / "e.json")
+    assert json.loads((tmp_path / "e.json").read_text())["zero_shot"] == result["zero_shot"]
+    lift("encode", "--model", out / "model.safetensors", "--data", tiny / "test.h5", "--out", tmp_path / "emb.h5")
+    with liblift.Store(tmp_path / "emb.h5") as s:
+        assert s.shape == (40, 16) and s.string("keys", 3) == "3"
+        np.testing.assert_allclose(np.linalg.norm(s.read(), axis=1), 1, atol=1e-2)
+    info = lift("info", tiny / "test.h5", out / "checkpoint.safetensors", tmp_path / "emb.h5").stdout
+    assert "dataset of 40 images 8x8x1" in info and "training checkpoint at step 36" in info and "embedding store of 40 x 16" in info
+    lift("export", "--checkpoint", out / "checkpoint.safetensors", "--out", tmp_path / "m.safetensors")
+    m = liblift.Model.load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(m.parameters, liblift.Model.load(out / "model.safetensors").parameters)
+    png = tmp_path / "curves.png"
+    subprocess.run(["python3", "-m", "liblift.plot", out / "metrics.jsonl", "-o", png], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT / "bindings" / "python")})
+    assert png.stat().st_size > 10_000
+
+
+def test_resume_after_interrupt_matches_uninterrupted(tiny, tmp_path):
+    long = ("--epochs", 100, "--checkpoint-every", 5)
+    straight = tmp_path / "straight"
+    lift(*train_args(tiny, straight, *long))
+    # Interrupt a second run with SIGINT, then resume it.
+    run = tmp_path / "run"
+    p = subprocess.Popen([LIFT, *map(str, train_args(tiny, run, *long))],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run / "metrics.jsonl").exists() or "step" not in (run / "metrics.jsonl").read_text():
+        assert time.time() < deadline
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert p.returncode == 130 and "checkpoint saved" in err
+    assert not (run / "model.safetensors").exists()
+    lift(*train_args(tiny, run, *long, "--resume"))
+    a = liblift.Model.load(straight / "model.safetensors").parameters
+    b = liblift.Model.load(run / "model.safetensors").parameters
+    np.testing.assert_array_equal(a, b)
+
+
+def test_user_errors_are_one_line_and_change_nothing(tiny, tmp_path):
+    out = tmp_path / "run"
+    lift(*train_args(tiny, out, "--epochs", 1))
+    before = (out / "checkpoint.safetensors").read_bytes()
+    cases = [
+        (train_args(tiny, out), "already holds a run"),
+        (train_args(tiny, tmp_path / "x", "--data", tmp_path / "missing.h5"), "missing.h5"),
+        (["eval", "--model", out / "model.safetensors", "--data", tiny / "train.h5", "--json", out / "eval.json"], "already exists"),
+        (["eval", "--model", tiny / "train.h5", "--data", tiny / "test.h5"], "train.h5"),
+        (train_args(tiny, tmp_path / "y", "--objective", "hinge"), "--objective"),
+        (train_args(tiny, tmp_path / "z", "--width", 33), "divisible"),
+    ]
+    for args, fragment in cases:
+        r = lift(*args, check=False)
+        assert r.returncode != 0, args
+        message = [l for l in r.stderr.splitlines() if l.strip()]
+        assert fragment in r.stderr, (args, r.stderr)
+        assert len(message) <= 2, r.stderr
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+    for text, fragment in [('{"warmup": "long"}', "warmup"), ('{"bogus": 1}', "unknown option 'bogus'"), ('[1]', "JSON object")]:
+        (tmp_path / "bad.json").write_text(text)
+        r = lift(*train_args(tiny, tmp_path / "w"), "--config", tmp_path / "bad.json", check=False)
+        assert r.returncode != 0 and fragment in r.stderr, r.stderr
+    # Options from a config file apply; the command line wins over them.
+    (tmp_path / "good.json").write_text('{"steps": 3, "batch-size": 999}')
+    lift(*train_args(tiny, tmp_path / "v"), "--config", tmp_path / "good.json")
+    steps = [json.loads(l) for l in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines() if "loss" in l]
+    assert steps[-1]["step"] == 3 and steps[-1]["epoch"] == 0.5  # batch 16 from the command line: 6 steps/epoch
