@@ -249,8 +249,8 @@ typedef struct lift_model_config {
   float image_std[3];  /* (first `channels` entries used)                                  */
 } lift_model_config;
 
-/* Presets: "ViT-Ti/16", "ViT-S/16", "ViT-B/16" (224 px, RGB), "ViT-XS/7-28" (28 px, grey),
- * "ViT-XS/4-32" (32 px, RGB); contrastive objective, avg pooling, 2 head layers, OpenAI CLIP
+/* Presets: "ViT-Ti/16", "ViT-S/16", "ViT-B/16" (224 px, RGB), "ViT-XS/7-28" and "ViT-XS/14-28"
+ * (28 px, grey, patch 7 or 14), "ViT-XS/4-32" (32 px, RGB); contrastive objective, avg pooling, 2 head layers, OpenAI CLIP
  * mean/std for RGB and 0.5/0.5 for grey. Thread-safe. */
 lift_status lift_model_config_preset(const char *name, int32_t text_dim, lift_model_config *out);
 

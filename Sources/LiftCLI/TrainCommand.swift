@@ -22,7 +22,7 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Folder for the default dataset (default: data).") var dataDir: String?
   @Option(name: .long, help: "Fashion-MNIST caption embeddings (default: assets/fashion-mnist-captions.h5).") var captions: String?
   @Option(name: .long, help: "Run folder: metrics.jsonl, checkpoint.safetensors, model.safetensors, eval.json (default: runs/fashion-mnist).") var out: String?
-  @Option(name: .long, help: "Model preset (ViT-Ti/16, ViT-S/16, ViT-B/16, ViT-XS/7-28, ViT-XS/4-32; default ViT-XS/7-28).") var preset: String?
+  @Option(name: .long, help: "Model preset (ViT-Ti/16, ViT-S/16, ViT-B/16, ViT-XS/7-28, ViT-XS/14-28, ViT-XS/4-32; default ViT-XS/14-28).") var preset: String?
   @Option(name: .long, help: "Override: image size.") var imageSize: Int?
   @Option(name: .long, help: "Override: patch size.") var patch: Int?
   @Option(name: .long, help: "Override: width.") var width: Int?
@@ -34,7 +34,7 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Objective: contrastive, cosine or sigmoid.") var objective: String?
   @Option(name: .long, help: "Images per step (default 256).") var batchSize: Int?
   @Option(name: .long, help: "Largest forward pass; bigger batches accumulate (default: the batch size).") var microBatch: Int?
-  @Option(name: .long, help: "Epochs to train (default 2); --steps wins if given.") var epochs: Double?
+  @Option(name: .long, help: "Epochs to train (default 7); --steps wins if given.") var epochs: Double?
   @Option(name: .long, help: "Optimiser steps to train.") var steps: Int?
   @Option(name: .long, help: "Peak learning rate (default 1e-3).") var lr: Double?
   @Option(name: .long, help: "Warm-up steps (default: 10% of the run, at most 500).") var warmup: Int?
@@ -139,7 +139,7 @@ struct TrainSettings {
     dataDir = try str(c.dataDir, "data-dir") ?? "data"
     captions = try str(c.captions, "captions")
     out = try str(c.out, "out") ?? "runs/fashion-mnist"
-    let presetName = try str(c.preset, "preset") ?? "ViT-XS/7-28"
+    let presetName = try str(c.preset, "preset") ?? "ViT-XS/14-28"
     // The text dimension comes from the data; fixed when the dataset is opened.
     var m = try cli { () throws(LiftError) in try ModelConfig.preset(presetName, textDim: 1) }
     if let v = try int(c.imageSize, "image-size") { m.imageSize = v }
@@ -162,7 +162,7 @@ struct TrainSettings {
     model = m
     batchSize = try int(c.batchSize, "batch-size") ?? 256
     microBatch = try int(c.microBatch, "micro-batch") ?? batchSize
-    epochs = try num(c.epochs, "epochs") ?? 2
+    epochs = try num(c.epochs, "epochs") ?? 7
     steps = try int(c.steps, "steps")
     lr = try num(c.lr, "lr") ?? 1e-3
     warmup = try int(c.warmup, "warmup")

@@ -68,7 +68,7 @@ public struct ModelConfig: Equatable {
 
   /// Named architectures. ViT-*/16 are the 224-px models of the paper's family; the small ones
   /// suit 28-32 px images (e.g. Fashion-MNIST, CIFAR).
-  public static let presetNames = ["ViT-Ti/16", "ViT-S/16", "ViT-B/16", "ViT-XS/7-28", "ViT-XS/4-32"]
+  public static let presetNames = ["ViT-Ti/16", "ViT-S/16", "ViT-B/16", "ViT-XS/7-28", "ViT-XS/14-28", "ViT-XS/4-32"]
 
   public static func preset(_ name: String, textDim: Int) throws(LiftError) -> ModelConfig {
     switch name {
@@ -77,6 +77,8 @@ public struct ModelConfig: Equatable {
     case "ViT-B/16": return ModelConfig(imageSize: 224, patch: 16, width: 768, depth: 12, heads: 12, textDim: textDim)
     case "ViT-XS/7-28":
       return ModelConfig(imageSize: 28, channels: 1, patch: 7, width: 128, depth: 4, heads: 2, textDim: textDim)
+    case "ViT-XS/14-28":
+      return ModelConfig(imageSize: 28, channels: 1, patch: 14, width: 128, depth: 4, heads: 2, textDim: textDim)
     case "ViT-XS/4-32": return ModelConfig(imageSize: 32, patch: 4, width: 192, depth: 6, heads: 3, textDim: textDim)
     default:
       throw .argument("unknown preset '\(name)'; known: \(presetNames.joined(separator: ", "))")
