@@ -135,3 +135,44 @@ def test_user_errors_are_one_line_and_change_nothing(tiny, tmp_path):
     lift(*train_args(tiny, tmp_path / "v"), "--config", tmp_path / "good.json")
     steps = [json.loads(l) for l in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines() if "loss" in l]
     assert steps[-1]["step"] == 3 and steps[-1]["epoch"] == 0.5  # batch 16 from the command line: 6 steps/epoch
+
+
+def test_prepare_fashion_mnist_from_idx_files_reads_back_in_h5py(tmp_path):
+    """The Swift dataset writer, fed synthetic IDX files, produces files h5py and liblift agree on."""
+    import gzip
+    import struct
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    rng = np.random.default_rng(3)
+    splits = {"train": 30, "t10k": 12}
+    truth = {}
+    for prefix, n in splits.items():
+        pixels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        truth[prefix] = (pixels, labels)
+        with gzip.open(idx / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 0x803, n, 28, 28) + pixels.tobytes())
+        with gzip.open(idx / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 0x801, n) + labels.tobytes())
+    out = lift("prepare-fashion-mnist", "--idx-dir", idx, "--data-dir", tmp_path / "data",
+               "--captions", ROOT / "assets" / "fashion-mnist-captions.h5").stdout.split()
+    assert out == [str(tmp_path / "data" / "fashion-mnist" / "train.h5"), str(tmp_path / "data" / "fashion-mnist" / "test.h5")]
+    for prefix, path in zip(splits, out):
+        pixels, labels = truth[prefix]
+        with h5py.File(path) as f:
+            np.testing.assert_array_equal(f["images/pixels"][()][..., 0], pixels)
+            np.testing.assert_array_equal(f["images/labels"][()], labels)
+            offsets, rows = f["images/caption_offsets"][()], f["images/caption_rows"][()]
+            assert (np.diff(offsets) == 16).all()
+            np.testing.assert_array_equal(rows[offsets[3]:offsets[4]], np.arange(16) + 16 * labels[3])
+            assert f["classes/names"][3].decode() == "dress" and f["captions/embeddings"].shape == (160, 384)
+        ds = liblift.Dataset(path)
+        assert ds.count == len(labels) and ds.caption_rows(3) == list(range(16 * labels[3], 16 * labels[3] + 16))
+    # A truncated IDX file is a clear error.
+    raw = gzip.open(idx / "train-images-idx3-ubyte.gz").read()
+    with gzip.open(idx / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(raw[:1000])
+    r = lift("prepare-fashion-mnist", "--idx-dir", idx, "--data-dir", tmp_path / "other", "--captions",
+             ROOT / "assets" / "fashion-mnist-captions.h5", check=False)
+    assert r.returncode != 0 and "train-images-idx3-ubyte.gz" in r.stderr and "ends early" in r.stderr
