@@ -456,7 +456,7 @@ lift_status lift_dataset_captions(lift_dataset *dataset, lift_store **out);
 typedef struct lift_loader lift_loader;
 
 typedef struct lift_loader_options {
-  int64_t batch_size;    /* images per batch on this rank                                   */
+  int64_t batch_size;    /* images per global batch, split over the workers                 */
   int32_t image_size;    /* output S (S x S)                                                */
   int32_t channels;      /* output channels, 1 or 3 (grey <-> RGB converted)                */
   uint64_t seed;         /* everything random is a function of (seed, epoch, position)     */
@@ -486,8 +486,10 @@ typedef struct lift_batch {
 } lift_batch;
 
 lift_status lift_loader_options_default(lift_loader_options *out);
-/* Every image is used exactly once per epoch; epochs have ceil(N / (batch_size * workers))
- * batches of near-equal size; each image draws one of its captions afresh at every visit. */
+/* Every image is used exactly once per epoch; epochs have ceil(N / batch_size) global batches
+ * of near-equal size, each split over the workers in near-equal parts (rank `rank` gets its
+ * part); the global batches do not depend on the number of workers. Each image draws one of its
+ * captions afresh at every visit. */
 lift_status lift_loader_create(lift_dataset *dataset, const lift_loader_options *options, lift_loader **out);
 lift_status lift_loader_next(lift_loader *loader, lift_batch *out);
 lift_status lift_loader_batches_per_epoch(lift_loader *loader, int64_t *count);
@@ -520,6 +522,43 @@ lift_status lift_eval_retrieval(const float *images, int64_t n, const float *tex
 /* correct[i] = 1 if cos(image i, positive i) > cos(image i, negative i), else 0. */
 lift_status lift_eval_pairwise(const float *images, const float *positives, const float *negatives, int64_t n,
                                int64_t d, uint8_t *correct);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Data-parallel steps                                                                         */
+/*                                                                                             */
+/* liblift does not link an MPI library: the caller passes its collectives as callbacks        */
+/* (examples/mpi wraps MPI, bindings/python wraps mpi4py, `lift train` under mpirun uses       */
+/* Open MPI). Every rank calls lift_trainer_step_distributed with its own part of the global   */
+/* batch; the ranks' trainers must start identical (same model seed or checkpoint).            */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lift_comm {
+  void *context; /* passed back to every callback                                            */
+  int32_t rank;  /* this process, in [0, size)                                                 */
+  int32_t size;  /* number of ranks                                                            */
+  /* all[r] = the value rank r passed. Returns 0 on success. */
+  int (*allgather_int64)(void *context, int64_t value, int64_t *all);
+  /* Concatenates in rank order the `count` floats each rank sends (counts[r] of rank r) into
+   * recv on every rank. Returns 0 on success. */
+  int (*allgatherv_float)(void *context, const float *send, int64_t count, float *recv, const int64_t *counts);
+  /* Sums `count` floats over the ranks, in place, with the same result on every rank.
+   * Returns 0 on success. */
+  int (*allreduce_sum_float)(void *context, float *data, int64_t count);
+} lift_comm;
+
+/* One optimiser step of the global batch formed by every rank's `local_batch` images and text
+ * embeddings (formats as lift_trainer_step; a rank may contribute more images than its batch
+ * capacity: they run as micro-batches). The sequence is: local forward; all-gather of the image
+ * features and text embeddings; the loss of the whole global batch and its exact gradient with
+ * respect to this rank's features; local backward; all-reduce of the gradient buffer divided by
+ * the number of ranks; global-norm clipping and the update, identical on every rank. The result
+ * equals one process stepping on the whole global batch (up to summation order).
+ * Errors: as lift_trainer_step, plus LIFT_ERR_IO when a collective callback fails. An error that
+ * only this rank sees (e.g. a bad image) leaves the other ranks waiting in a collective: callers
+ * must then abort the job (MPI_Abort), as examples/mpi does. */
+lift_status lift_trainer_step_distributed(lift_trainer *trainer, const void *images, lift_image_format format,
+                                          size_t images_len, const float *texts, size_t texts_len, int64_t local_batch,
+                                          const lift_comm *comm, lift_step_stats *stats);
 
 /* Matrix-product FLOPs of one training step of `batch` images (forward + backward), as
  * lift-bench counts them. */

@@ -188,14 +188,18 @@ final class DataLoaderTests: XCTestCase {
     let resumed = try run(try loader(ds, start: .init(epoch: 1, batch: 1)), 2)
     XCTAssertEqual(resumed, Array(straight[7..<9]))
     XCTAssertNotEqual(try run(try loader(ds, seed: 6), 9), straight)
-    // Two ranks: disjoint halves of each global batch, together the whole epoch.
-    let r0 = try loader(ds, batch: 3, workers: 2), r1 = try loader(ds, batch: 3, rank: 1, workers: 2)
+    // Two ranks: disjoint halves of each global batch of 6, together the whole epoch, and the
+    // same global batches as one worker with batch 6.
+    let r0 = try loader(ds, batch: 6, workers: 2), r1 = try loader(ds, batch: 6, rank: 1, workers: 2)
     XCTAssertEqual(r0.batchesPerEpoch, 4)
+    let single = try loader(ds, batch: 6)
     var all: [Int64] = []
     for _ in 0..<4 {
-      let a = try r0.next(), b = try r1.next()
+      let a = try r0.next(), b = try r1.next(), whole = try single.next()
       XCTAssertEqual(a.globalCount, b.globalCount)
       XCTAssertEqual(a.globalCount, a.count + b.count)
+      XCTAssertEqual(a.indices + b.indices, whole.indices)
+      XCTAssertEqual(a.captionRows + b.captionRows, whole.captionRows)
       all += a.indices + b.indices
     }
     XCTAssertEqual(all.sorted(), Array(0..<23))

@@ -122,7 +122,7 @@ final class LoaderHandle {
   init(_ loader: DataLoader) {
     self.loader = loader
     indices = .allocate(capacity: loader.options.batchSize + 1)
-    captionRows = .allocate(capacity: loader.options.batchSize + 1)
+    captionRows = .allocate(capacity: loader.options.batchSize + 1)  // >= any rank's part
   }
 
   deinit {

@@ -225,3 +225,20 @@ public func cLiftTrainerBuffers(_ handle: OpaquePointer?, _ gradients: UnsafeMut
     count?.pointee = Int64(trainer.model.layout.totalCount)
   }
 }
+
+@_cdecl("lift_trainer_step_distributed")
+public func cLiftTrainerStepDistributed(_ handle: OpaquePointer?, _ images: UnsafeRawPointer?, _ format: lift_image_format,
+                                        _ imagesLen: Int, _ texts: UnsafePointer<Float>?, _ textsLen: Int, _ localBatch: Int64,
+                                        _ comm: UnsafePointer<lift_comm>?, _ stats: UnsafeMutablePointer<lift_step_stats>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let trainer = try object(handle, as: Trainer.self, "trainer")
+    try requirePositive(localBatch, "local_batch")
+    let config = trainer.model.config
+    let input = try imageInput(images, format, length: imagesLen, count: localBatch, config: config)
+    try requireLength(textsLen, rows: localBatch, cols: config.textDim, "texts")
+    let communicator = try CCommunicator(try required(comm, "comm").pointee)
+    let result = try trainer.stepDistributed(images: input, texts: try required(texts, "texts"), localBatch: Int(localBatch),
+                                             communicator: communicator)
+    stats?.pointee = result.c
+  }
+}

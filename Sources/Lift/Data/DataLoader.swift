@@ -5,8 +5,10 @@ import Glibc
 /// captions drawn afresh at every visit, images brought to the model's size and channels
 /// (optionally with random-resized-crop and flip), caption embeddings read alongside.
 ///
-/// With `workers` > 1 the loader yields rank `rank`'s disjoint part of each global batch
-/// (see `EpochPlan`): the ranks together cover every image once per epoch.
+/// `batchSize` is the global batch: with `workers` > 1 the loader yields rank `rank`'s disjoint
+/// part of each global batch (see `EpochPlan`), and the ranks together cover every image once
+/// per epoch. The sequence of global batches depends only on the seed and the global batch size,
+/// not on the number of workers, so a run can resume on a different number of ranks.
 ///
 /// Everything random is a pure function of (seed, epoch, position), so a loader started at
 /// `Position(epoch:batch:)` reproduces the batches of one that ran up to there.
@@ -14,7 +16,7 @@ import Glibc
 /// current one; `waitSeconds` says how long `next()` had to block.
 public final class DataLoader {
   public struct Options {
-    /// Images per batch on this rank (the last batches of an epoch may differ by one).
+    /// Images per global batch, split over the workers (batches of an epoch differ by at most one).
     public var batchSize: Int
     public var imageSize: Int
     public var channels: Int
@@ -87,12 +89,12 @@ public final class DataLoader {
     guard start.epoch >= 0, start.batch >= 0 else { throw .argument("start position must be non-negative") }
     self.dataset = dataset
     self.options = options
-    plan = EpochPlan(count: dataset.count, globalBatch: options.batchSize * options.workers, workers: options.workers)
+    plan = EpochPlan(count: dataset.count, globalBatch: options.batchSize, workers: options.workers)
     guard dataset.count / Int64(plan.batchesPerEpoch) >= Int64(options.workers) else {
       throw .argument("\(dataset.count) images make global batches too small to give each of the \(options.workers) workers an image; use a smaller batch size or fewer workers")
     }
-    // A local batch is at most batchSize (+1 from the near-equal split).
-    let capacity = options.batchSize + 1
+    // A local part is at most ceil(batchSize / workers) (+1 from the near-equal splits).
+    let capacity = (options.batchSize + options.workers - 1) / options.workers + 1
     let producer = Producer(dataset: dataset, options: options, plan: plan, capacity: capacity)
     state = SharedState(producer: producer, slots: [
       Batch(capacity: capacity, imageBytes: producer.outBytes, textDim: dataset.textDim),

@@ -78,4 +78,9 @@ enum AdamW {
       return sum.squareRoot()
     }
   }
+
+  /// g *= factor over a whole buffer.
+  static func scaleBuffer(_ g: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+    Parallel.forRanges(count, grain: 1 << 16) { r in VectorOps.scale(g + r.lowerBound, r.count, by: factor) }
+  }
 }

@@ -50,8 +50,11 @@ public final class Trainer {
   /// Unit-norm text embeddings of the current (global) batch; grows, never shrinks.
   private var texts: GrowableFloats
   /// Feature gradients and cached features for one-call steps; grow, never shrink.
-  private var featureGrads: GrowableFloats
-  private var cachedFeatures: GrowableFloats
+  var featureGrads: GrowableFloats
+  var cachedFeatures: GrowableFloats
+  /// Global-batch features and texts gathered by data-parallel steps; grow, never shrink.
+  var gatheredFeatures: GrowableFloats
+  var gatheredTexts: GrowableFloats
   /// Batch size of the training forward whose activations the workspace holds (nil: none).
   private var forwardBatch: Int?
   /// Loss of the last `loss` call, reported by `apply`.
@@ -79,6 +82,8 @@ public final class Trainer {
       texts = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "text embeddings")
       featureGrads = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "feature gradients")
       cachedFeatures = try GrowableFloats(0, what: "cached features")
+      gatheredFeatures = try GrowableFloats(0, what: "gathered features")
+      gatheredTexts = try GrowableFloats(0, what: "gathered text embeddings")
     } catch {
       gradients.deallocate(); firstMoment.deallocate(); secondMoment.deallocate()
       throw error
@@ -92,6 +97,8 @@ public final class Trainer {
     texts.release()
     featureGrads.release()
     cachedFeatures.release()
+    gatheredFeatures.release()
+    gatheredTexts.release()
   }
 
   var textDim: Int { model.config.textDim }

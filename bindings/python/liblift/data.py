@@ -113,7 +113,8 @@ class Batch:
 
 
 class Loader(Handle):
-    """Shuffled, preprocessed batches; see lift_loader_create. Iterating yields Batch objects
+    """Shuffled, preprocessed batches; see lift_loader_create. `batch_size` is the global batch,
+    split over `workers` ranks (this loader yields rank `rank`'s part). Iterating yields Batch objects
     with arrays copied out of the loader (set copy=False for zero-copy views that are only valid
     until the next batch)."""
 

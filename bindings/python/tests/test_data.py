@@ -108,7 +108,7 @@ def test_loader_epochs_ranks_and_resume(tmp_path, rng):
     b = resumed.next()
     np.testing.assert_array_equal(b.indices, batches[7].indices)
     np.testing.assert_array_equal(b.caption_rows, batches[7].caption_rows)
-    parts = [Loader(ds, batch_size=3, image_size=4, seed=3, rank=r, workers=2) for r in range(2)]
+    parts = [Loader(ds, batch_size=6, image_size=4, seed=3, rank=r, workers=2) for r in range(2)]
     union = []
     for _ in range(parts[0].batches_per_epoch):
         x, y = parts[0].next(), parts[1].next()
