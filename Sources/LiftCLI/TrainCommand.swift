@@ -50,13 +50,34 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Evaluate every N steps (default: at the end only).") var evalEvery: Int?
   @Option(name: .long, help: "Log to metrics.jsonl every N steps (default 10).") var logEvery: Int?
   @Option(name: .long, help: "Stop after this many seconds of training (checkpoint saved).") var timeLimit: Double?
+  @Option(name: .long, help: "Stop after this step (checkpoint saved; --resume continues the schedule).") var stopAt: Int?
   @Flag(name: .long, help: "Continue the run in --out from its checkpoint.") var resume = false
   @Flag(name: .long, help: "Start a new run even if --out has a checkpoint (it is replaced).") var restart = false
   @Flag(name: .long, help: "No progress line.") var quiet = false
 
   mutating func run() throws {
-    let s = try TrainSettings(self)
-    try TrainingRun(settings: s).execute()
+    guard MPIWorld.launchedByMPI else {
+      try TrainingRun(settings: try TrainSettings(self), world: nil).execute()
+      return
+    }
+    // Under Open MPI's mpirun: data-parallel over every rank. The cores of a machine are shared
+    // by its ranks unless LIFT_NUM_THREADS says otherwise (set before liblift's first kernel).
+    let world = try MPIWorld()
+    if getenv("LIFT_NUM_THREADS") == nil {
+      let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+      setenv("LIFT_NUM_THREADS", String(max(1, cores / max(world.localSize, 1))), 1)
+    }
+    do {
+      try TrainingRun(settings: try TrainSettings(self), world: world).execute()
+      world.finalize()
+    } catch let code as ExitCode {
+      world.finalize()
+      throw code
+    } catch {
+      // Any failure on any rank stops the whole job: the others may be waiting in a collective.
+      Console.line("lift train: rank \(world.rank) of \(world.size): \(error)")
+      world.abort(1)
+    }
   }
 }
 
@@ -84,6 +105,7 @@ struct TrainSettings {
   var evalEvery: Int?
   var logEvery: Int
   var timeLimit: Double?
+  var stopAt: Int?
   var resume: Bool
   var restart: Bool
   var quiet: Bool
@@ -97,7 +119,7 @@ struct TrainSettings {
       let known: Set<String> = ["data", "eval-data", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
                                 "heads", "mlp-ratio", "head-layers", "pool", "objective", "batch-size", "micro-batch", "epochs",
                                 "steps", "lr", "warmup", "weight-decay", "beta2", "clip", "seed", "augment", "crop-scale",
-                                "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit"]
+                                "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit", "stop-at"]
       for (k, _) in members where !known.contains(k) {
         throw CLIError("config file '\(path)': unknown option '\(k)'")
       }
@@ -180,6 +202,7 @@ struct TrainSettings {
     evalEvery = try int(c.evalEvery, "eval-every")
     logEvery = try int(c.logEvery, "log-every") ?? 10
     timeLimit = try num(c.timeLimit, "time-limit")
+    stopAt = try int(c.stopAt, "stop-at")
     resume = c.resume
     restart = c.restart
     quiet = c.quiet
@@ -187,6 +210,7 @@ struct TrainSettings {
     guard microBatch >= 1, microBatch <= batchSize else { throw CLIError("--micro-batch must be in [1, batch size]") }
     guard epochs > 0 else { throw CLIError("--epochs must be > 0") }
     if let steps { guard steps >= 1 else { throw CLIError("--steps must be >= 1") } }
+    if let stopAt { guard stopAt >= 1 else { throw CLIError("--stop-at must be >= 1") } }
     guard logEvery >= 1 else { throw CLIError("--log-every must be >= 1") }
     guard cropScale > 0, cropScale <= 1 else { throw CLIError("--crop-scale must be in (0, 1]") }
     guard !(resume && restart) else { throw CLIError("--resume and --restart exclude each other") }

@@ -3,17 +3,30 @@ import Glibc
 import Lift
 
 /// One `lift train` run: data, model, the step loop with progress, logging, checkpoints,
-/// interruption and evaluation.
+/// interruption and evaluation. With an MPI world every rank runs this with the same settings:
+/// each reads its part of every global batch and steps through the collectives; rank 0 alone
+/// builds the default data, prints, logs, checkpoints and evaluates.
 struct TrainingRun {
   let s: TrainSettings
+  let world: MPIWorld?
+  let leader: Bool
 
-  init(settings: TrainSettings) { s = settings }
+  init(settings: TrainSettings, world: MPIWorld?) {
+    self.world = world
+    leader = (world?.rank ?? 0) == 0
+    var s = settings
+    if !leader { s.quiet = true }
+    self.s = s
+  }
 
   var checkpointPath: String { s.out + "/checkpoint.safetensors" }
 
   func execute() throws {
     var trainPaths = s.data, evalPaths = s.evalData
     if s.usesDefaultData {
+      // Rank 0 builds the files on first use while the others wait.
+      if leader { _ = try Defaults.fashionMNIST(dataDir: s.dataDir, captions: s.captions, quiet: s.quiet) }
+      try world?.barrier()
       let (train, test) = try Defaults.fashionMNIST(dataDir: s.dataDir, captions: s.captions, quiet: s.quiet)
       trainPaths = [train]
       if evalPaths.isEmpty { evalPaths = [test] }
@@ -21,18 +34,30 @@ struct TrainingRun {
     let train = try cli { () throws(LiftError) in try ImageDataset(paths: trainPaths) }
     let evalSet = evalPaths.isEmpty ? nil : try cli { () throws(LiftError) in try ImageDataset(paths: evalPaths) }
 
-    try makeDirectories(s.out)
+    let ranks = world?.size ?? 1
+    if leader { try makeDirectories(s.out) }
+    try world?.barrier()
     if exists(checkpointPath) && !s.resume && !s.restart {
       throw CLIError("'\(s.out)' already holds a run (\(checkpointPath)); pass --resume to continue it or --restart to replace it")
     }
-    if s.resume && !exists(checkpointPath) { throw CLIError("--resume: '\(checkpointPath)' does not exist") }
+    if s.resume && !exists(checkpointPath) {
+      throw CLIError("--resume: '\(checkpointPath)' does not exist\(ranks > 1 ? " (with several machines, --out must be on a file system they share)" : "")")
+    }
+    // Each rank's part of a global batch is at most ceil(batch / ranks) images; every part of
+    // every batch (the smallest batch of an epoch included) must hold at least one.
+    let plan = EpochPlan(count: train.count, globalBatch: s.batchSize)
+    let smallestBatch = Int(train.count) / plan.batchesPerEpoch
+    guard smallestBatch >= ranks else {
+      throw CLIError("\(ranks) ranks need global batches of at least \(ranks) images (the smallest batch of an epoch holds \(smallestBatch))")
+    }
+    let capacity = min(s.microBatch, (s.batchSize + ranks - 1) / ranks)
 
     // Model and trainer: fresh, or exactly as checkpointed.
     let trainer: Trainer
     var position = DataLoader.Position(epoch: 0, batch: 0)
     var trainSeconds = 0.0, waitSeconds = 0.0
     if s.resume {
-      let (t, meta) = try cli { () throws(LiftError) in try Trainer.load(path: checkpointPath, batchCapacity: s.microBatch) }
+      let (t, meta) = try cli { () throws(LiftError) in try Trainer.load(path: checkpointPath, batchCapacity: capacity) }
       guard meta["identity"] == s.identity.serialized else {
         throw CLIError("'\(checkpointPath)' was made with other data settings (\(meta["identity"] ?? "none")); resume with the same --data, --batch-size, --seed and augmentation")
       }
@@ -50,8 +75,7 @@ struct TrainingRun {
       var config = s.model
       config.textDim = train.textDim
       let model = try cli { () throws(LiftError) in try Model(config: config, seed: s.seed) }
-      let perEpoch = EpochPlan(count: train.count, globalBatch: s.batchSize).batchesPerEpoch
-      let total = s.steps ?? max(1, Int((s.epochs * Double(perEpoch)).rounded(.up)))
+      let total = s.steps ?? max(1, Int((s.epochs * Double(plan.batchesPerEpoch)).rounded(.up)))
       var tc = TrainConfig()
       tc.learningRate = s.lr
       tc.weightDecay = s.weightDecay
@@ -59,49 +83,60 @@ struct TrainingRun {
       tc.gradClip = s.clip
       tc.totalSteps = total
       tc.warmupSteps = min(s.warmup ?? min(500, total / 10), total)
-      tc.batchCapacity = s.microBatch
+      tc.batchCapacity = capacity
       trainer = try cli { () throws(LiftError) in try Trainer(model: model, config: tc, seed: s.seed) }
     }
     let model = trainer.model
     let config = model.config
     var options = DataLoader.Options(batchSize: s.batchSize, imageSize: config.imageSize, channels: config.channels)
     options.seed = s.seed
+    options.rank = world?.rank ?? 0
+    options.workers = ranks
     if s.augment { options.augment = Preprocess.Augment(scale: s.cropScale...1) }
     let loader = try cli { () throws(LiftError) in try DataLoader(dataset: train, options: options, start: position) }
-    let log = try LineLog(path: s.out + "/metrics.jsonl")
+    let log: LineLog? = leader ? try LineLog(path: s.out + "/metrics.jsonl") : nil
     let total = trainer.config.totalSteps
     let perEpoch = loader.batchesPerEpoch
 
     if !s.quiet {
       let params = model.layout.parameterCount
       Console.line("model \(describe(config)), \(params) parameters; \(train.count) training images, batch \(s.batchSize), \(perEpoch) steps/epoch, \(total) steps")
+      if let world { Console.line("data-parallel over \(world.size) MPI ranks (\(getenv("LIFT_NUM_THREADS").map { String(cString: $0) } ?? "all") threads each), \(capacity) images per rank per forward") }
       if s.resume { Console.line("resuming \(checkpointPath) at step \(trainer.step) (epoch \(position.epoch), batch \(position.batch))") }
     }
 
+    // SIGINT (Ctrl-C), or SIGUSR1 which Open MPI's mpirun forwards to every rank: checkpoint and
+    // stop at the end of the step.
     signal(SIGINT) { _ in interrupted = 1 }
-    defer { signal(SIGINT, SIG_DFL) }
+    signal(SIGUSR1) { _ in interrupted = 1 }
+    defer { signal(SIGINT, SIG_DFL); signal(SIGUSR1, SIG_DFL) }
+    let end = min(total, s.stopAt ?? total)
     let startStep = trainer.step, startSeconds = trainSeconds
     var lastShown = 0.0
     var windowImages = 0, windowSeconds = 0.0
     var stats: StepStats? = nil
     var stoppedEarly = false
-    while trainer.step < total {
+    while trainer.step < end {
       let t0 = now()
       let batch = try cli { () throws(LiftError) in try loader.next() }
       let wait = loader.lastWaitSeconds
       stats = try cli { () throws(LiftError) in
-        try trainer.step(images: .uint8NHWC(UnsafePointer(batch.images)), texts: batch.texts, batch: batch.count)
+        let images = ImageInput.uint8NHWC(UnsafePointer(batch.images))
+        if let world {
+          return try trainer.stepDistributed(images: images, texts: batch.texts, localBatch: batch.count, communicator: world)
+        }
+        return try trainer.step(images: images, texts: batch.texts, batch: batch.count)
       }
       let dt = now() - t0
       trainSeconds += dt
       waitSeconds += wait
-      windowImages += batch.count
+      windowImages += batch.globalCount
       windowSeconds += dt
       let step = trainer.step
       position = loader.nextPosition
       let epochFloat = Double(step) / Double(perEpoch)
       if step % s.logEvery == 0 || step == total {
-        log.write(.object([
+        log?.write(.object([
           ("step", .number(Double(step))), ("epoch", .number(epochFloat)), ("loss", .number(stats!.loss)),
           ("lr", .number(stats!.learningRate)), ("logit_scale", .number(stats!.logitScale)),
           ("grad_norm", .number(stats!.gradNorm)), ("images_per_s", .number(Double(windowImages) / windowSeconds)),
@@ -117,24 +152,34 @@ struct TrainingRun {
         windowSeconds = 0
       }
       let checkpointDue = s.checkpointEvery.map { step % $0 == 0 } ?? (position.batch == 0)
-      if checkpointDue && step < total {
+      if checkpointDue && step < end {
         try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds)
       }
-      if let every = s.evalEvery, step % every == 0, step < total, let evalSet {
-        try evaluate(model, evalSet, step: step, log: log, final: false)
+      if let every = s.evalEvery, step % every == 0, step < end, let evalSet {
+        if let log { try evaluate(model, evalSet, step: step, log: log, final: false) }
+        try world?.barrier()
       }
-      if interrupted != 0 {
+      // Every rank must take the same decision: a signal or the time limit on any rank stops all.
+      var stop = (interrupt: interrupted != 0, time: s.timeLimit.map { trainSeconds >= $0 } ?? false)
+      if let world { stop = (try world.any(stop.interrupt), try world.any(stop.time)) }
+      if stop.interrupt {
         try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds)
-        Console.line("interrupted at step \(step): checkpoint saved to \(checkpointPath); continue with --resume")
+        if leader { Console.line("interrupted at step \(step): checkpoint saved to \(checkpointPath); continue with --resume") }
         throw ExitCode(130)
       }
-      if let limit = s.timeLimit, trainSeconds >= limit {
+      if stop.time {
         stoppedEarly = true
-        Console.line("time limit of \(fixed(limit, 0)) s reached at step \(step)/\(total)")
+        if !s.quiet { Console.line("time limit of \(fixed(s.timeLimit ?? 0, 0)) s reached at step \(step)/\(total)") }
         break
       }
     }
+    stoppedEarly = stoppedEarly || trainer.step < total
     try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds)
+    guard leader, let log else {
+      try world?.barrier()  // sleeps while rank 0 saves and evaluates
+      return
+    }
+    defer { try? world?.barrier() }
     try cli { () throws(LiftError) in try model.save(path: s.out + "/model.safetensors") }
     if !s.quiet {
       Console.line("trained \(trainer.step) steps in \(fixed(trainSeconds, 1)) s (\(fixed(Double(trainer.step * s.batchSize) / max(trainSeconds, 1e-9), 0)) img/s, data wait \(percent(waitSeconds / max(trainSeconds, 1e-9))) of step time)\(stoppedEarly ? ", stopped early" : ""); model: \(s.out)/model.safetensors")
@@ -146,7 +191,9 @@ struct TrainingRun {
     if let evalSet { try evaluate(model, evalSet, step: trainer.step, log: log, final: true) }
   }
 
+  /// Rank 0 writes (atomically: a temporary file renamed into place); the other ranks return.
   func saveCheckpoint(_ trainer: Trainer, position: DataLoader.Position, trainSeconds: Double, waitSeconds: Double) throws {
+    guard leader else { return }
     try cli { () throws(LiftError) in
       try trainer.save(path: checkpointPath, userMetadata: [
         ("epoch", String(position.epoch)), ("batch", String(position.batch)), ("train_seconds", String(trainSeconds)),

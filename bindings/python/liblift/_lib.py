@@ -7,7 +7,8 @@ from ctypes import POINTER, c_char_p, c_float, c_int, c_int64, c_size_t, c_uint3
 from pathlib import Path
 
 __all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelConfigStruct", "TensorInfoStruct",
-           "TrainConfigStruct", "StepStatsStruct", "Handle",
+           "TrainConfigStruct", "StepStatsStruct", "Handle", "CommStruct", "ALLGATHER_INT64",
+           "ALLGATHERV_FLOAT", "ALLREDUCE_SUM_FLOAT",
            "DatasetInfoStruct", "LoaderOptionsStruct", "BatchStruct"]
 
 _ENV = "LIBLIFT_PATH"
@@ -124,6 +125,17 @@ _P = c_void_p
 _F = POINTER(c_float)
 _I64 = POINTER(c_int64)
 
+# lift_comm: the collectives of a data-parallel step, as C callbacks (0 = success).
+ALLGATHER_INT64 = ctypes.CFUNCTYPE(c_int, c_void_p, c_int64, _I64)
+ALLGATHERV_FLOAT = ctypes.CFUNCTYPE(c_int, c_void_p, _F, c_int64, _F, _I64)
+ALLREDUCE_SUM_FLOAT = ctypes.CFUNCTYPE(c_int, c_void_p, _F, c_int64)
+
+
+class CommStruct(ctypes.Structure):
+    _fields_ = [("context", c_void_p), ("rank", ctypes.c_int32), ("size", ctypes.c_int32),
+                ("allgather_int64", ALLGATHER_INT64), ("allgatherv_float", ALLGATHERV_FLOAT),
+                ("allreduce_sum_float", ALLREDUCE_SUM_FLOAT)]
+
 _PROTOTYPES = {
     "lift_version": (c_char_p, []),
     "lift_last_error": (c_char_p, []),
@@ -170,6 +182,8 @@ _PROTOTYPES = {
     "lift_trainer_step_count": (c_int, [_P, _I64]),
     "lift_trainer_random": (c_int, [_P, POINTER(ctypes.c_uint64)]),
     "lift_trainer_step": (c_int, [_P, c_void_p, c_int, c_size_t, _F, c_size_t, c_int64, POINTER(StepStatsStruct)]),
+    "lift_trainer_step_distributed": (c_int, [_P, c_void_p, c_int, c_size_t, _F, c_size_t, c_int64,
+                                              POINTER(CommStruct), POINTER(StepStatsStruct)]),
     "lift_trainer_forward": (c_int, [_P, c_void_p, c_int, c_size_t, c_int64, _F, c_size_t]),
     "lift_trainer_loss": (c_int, [_P, _F, _F, c_int64, c_int64, c_int64, c_int64, _F, c_size_t,
                                   POINTER(ctypes.c_double)]),

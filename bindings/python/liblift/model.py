@@ -318,6 +318,20 @@ class Trainer(Handle):
                                     ctypes.byref(s)))
         return StepStats._from_struct(s)
 
+    def step_distributed(self, images, texts, communicator) -> StepStats:
+        """One optimiser step of the global batch made of every rank's images and texts (this
+        rank's part given here), through `communicator` (liblift.distributed.Communicator, e.g.
+        MPICommunicator). Equals one process stepping on the whole global batch; every rank
+        gets the same stats and parameters. See lift_trainer_step_distributed."""
+        a, fmt = _images(images, self.model.config)
+        t = self._texts(texts, a.shape[0])
+        s = StepStatsStruct()
+        status = lib.lift_trainer_step_distributed(self._handle(), a.ctypes.data, fmt, a.size, fptr(t), t.size,
+                                                   a.shape[0], ctypes.byref(communicator.struct), ctypes.byref(s))
+        communicator.raise_pending()
+        check(status)
+        return StepStats._from_struct(s)
+
     def forward(self, images) -> np.ndarray:
         a, fmt = _images(images, self.model.config)
         out = np.empty((a.shape[0], self.model.config.text_dim), np.float32)
