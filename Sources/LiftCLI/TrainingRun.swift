@@ -101,7 +101,7 @@ struct TrainingRun {
     if !s.quiet {
       let params = model.layout.parameterCount
       Console.line("model \(describe(config)), \(params) parameters; \(train.count) training images, batch \(s.batchSize), \(perEpoch) steps/epoch, \(total) steps")
-      if let world { Console.line("data-parallel over \(world.size) MPI ranks (\(getenv("LIFT_NUM_THREADS").map { String(cString: $0) } ?? "all") threads each), \(capacity) images per rank per forward") }
+      if let world { Console.line("data-parallel over \(world.size) MPI ranks, LIFT_NUM_THREADS=\(getenv("LIFT_NUM_THREADS").map { String(cString: $0) } ?? "all cores") per rank, \(capacity) images per rank per forward") }
       if s.resume { Console.line("resuming \(checkpointPath) at step \(trainer.step) (epoch \(position.epoch), batch \(position.batch))") }
     }
 

@@ -8,6 +8,8 @@ public enum Profile {
     case patchify, gemmForward, attentionForward, layerNormForward, geluForward, elementwiseForward
     case gemmBackward, attentionBackward, layerNormBackward, geluBackward, elementwiseBackward
     case loss, optimizer
+    /// Data-parallel collectives, waiting for the slowest rank included.
+    case gather, allReduce
   }
 
   public static let enabled: Bool = getenv("LIFT_PROFILE") != nil

@@ -45,8 +45,10 @@ extension Trainer {
       }
       // 2. Everyone's features and texts.
       let blockCounts = counts.map { $0 * Int64(d) }
-      try comm.allGatherV(local, count: localBatch * d, into: global, counts: blockCounts)
-      try comm.allGatherV(rawTexts, count: localBatch * d, into: globalTexts, counts: blockCounts)
+      try Profile.measure(.gather) { () throws(LiftError) in
+        try comm.allGatherV(local, count: localBatch * d, into: global, counts: blockCounts)
+        try comm.allGatherV(rawTexts, count: localBatch * d, into: globalTexts, counts: blockCounts)
+      }
       // 3. Loss of the global batch; gradient for this rank's rows, scaled by the rank count so
       //    that averaging the gradient buffers is exact.
       _ = try loss(images: global, texts: globalTexts, count: total, localStart: localStart, localCount: localBatch,
@@ -64,7 +66,7 @@ extension Trainer {
         }
       }
       // 5. Average the gradient over ranks, then the identical update everywhere.
-      try comm.allReduceSum(gradients, count: model.layout.totalCount)
+      try Profile.measure(.allReduce) { () throws(LiftError) in try comm.allReduceSum(gradients, count: model.layout.totalCount) }
       if comm.size > 1 {
         AdamW.scaleBuffer(gradients, count: model.layout.totalCount, by: 1 / Float(comm.size))
       }
