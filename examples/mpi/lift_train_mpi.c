@@ -32,28 +32,29 @@ static void die(const char *what, lift_status st) {
 
 /* --- lift_comm over MPI_COMM_WORLD --------------------------------------------------------- */
 
+/* Scratch for MPI_Allgatherv's int counts and displacements, allocated once (no allocation
+ * inside a training step). */
+typedef struct {
+  int size;
+  int *counts, *displs;
+} mpi_context;
+
 static int mpi_allgather_int64(void *ctx, int64_t value, int64_t *all) {
   (void)ctx;
   return MPI_Allgather(&value, 1, MPI_INT64_T, all, 1, MPI_INT64_T, MPI_COMM_WORLD) == MPI_SUCCESS ? 0 : 1;
 }
 
 static int mpi_allgatherv_float(void *ctx, const float *send, int64_t count, float *recv, const int64_t *counts) {
-  (void)ctx;
-  int size;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  int *c = malloc(sizeof(int) * (size_t)size), *displs = malloc(sizeof(int) * (size_t)size);
-  if (!c || !displs) { free(c); free(displs); return 1; }
+  mpi_context *c = ctx;
   int64_t offset = 0;
-  for (int r = 0; r < size; r++) {
-    if (counts[r] > INT_MAX || offset > INT_MAX) { free(c); free(displs); return 2; }
-    c[r] = (int)counts[r];
-    displs[r] = (int)offset;
+  for (int r = 0; r < c->size; r++) {
+    if (counts[r] > INT_MAX || offset > INT_MAX) return 2; /* beyond MPI's int counts */
+    c->counts[r] = (int)counts[r];
+    c->displs[r] = (int)offset;
     offset += counts[r];
   }
-  int rc = MPI_Allgatherv(send, (int)count, MPI_FLOAT, recv, c, displs, MPI_FLOAT, MPI_COMM_WORLD);
-  free(c);
-  free(displs);
-  return rc == MPI_SUCCESS ? 0 : 1;
+  return MPI_Allgatherv(send, (int)count, MPI_FLOAT, recv, c->counts, c->displs, MPI_FLOAT, MPI_COMM_WORLD) ==
+                 MPI_SUCCESS ? 0 : 1;
 }
 
 static int mpi_allreduce_sum_float(void *ctx, float *data, int64_t count) {
@@ -179,7 +180,12 @@ int main(int argc, char **argv) {
   lift_loader *loader = NULL;
   CHECK(lift_loader_create(ds, &lo, &loader));
 
-  lift_comm comm = {NULL, rank_, size, mpi_allgather_int64, mpi_allgatherv_float, mpi_allreduce_sum_float};
+  mpi_context ctx = {size, malloc(sizeof(int) * (size_t)size), malloc(sizeof(int) * (size_t)size)};
+  if (!ctx.counts || !ctx.displs) {
+    fprintf(stderr, "lift_train_mpi: out of memory\n");
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  lift_comm comm = {&ctx, rank_, size, mpi_allgather_int64, mpi_allgatherv_float, mpi_allreduce_sum_float};
   int64_t step = 0;
   CHECK(lift_trainer_step_count(trainer, &step));
   if (rank_ == 0)
@@ -218,6 +224,8 @@ int main(int argc, char **argv) {
   lift_trainer_free(trainer);
   lift_model_free(model);
   lift_dataset_free(ds);
+  free(ctx.counts);
+  free(ctx.displs);
   MPI_Finalize();
   return 0;
 }
