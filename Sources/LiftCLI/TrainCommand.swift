@@ -14,6 +14,13 @@ struct Train: ParsableCommand {
       Every option can also come from a JSON file (--config) whose keys are the option names \
       (e.g. {"batch-size": 256}); options on the command line win. Ctrl-C saves a checkpoint and \
       stops; --resume continues from it exactly.
+
+      Data-parallel: start it with Open MPI's mpirun (e.g. mpirun -n 4 lift train ..., or \
+      --hostfile for several machines sharing the data and --out folders). Every rank reads its \
+      part of each global batch of --batch-size images; the result equals one process. Rank 0 \
+      prints, logs, checkpoints and evaluates; an error on any rank stops the whole job; \
+      kill -USR1 <mpirun pid> stops all ranks with a checkpoint. LIFT_NUM_THREADS defaults to \
+      the machine's cores divided by its ranks.
       """)
 
   @Option(name: .long, help: "Training dataset files (default: Fashion-MNIST train).") var data: [String] = []
