@@ -153,4 +153,86 @@ final class DistributedTests: XCTestCase {
       }
     }
   }
+
+  /// A collective that fails or answers inconsistently is an error that changes nothing: no
+  /// update, no step, the gradient zeroed; the trainer works afterwards.
+  func testFailingCollectivesChangeNothing() throws {
+    final class Faulty: Communicator {
+      enum Fault { case gather, reduce, wrongCount }
+      let fault: Fault
+      init(_ fault: Fault) { self.fault = fault }
+      let rank = 0, size = 1
+      func allGather(_ value: Int64) throws(LiftError) -> [Int64] {
+        if fault == .gather { throw LiftError(LIFT_ERR_IO, "gather failed") }
+        return [fault == .wrongCount ? value + 1 : value]
+      }
+      func allGatherV(_ send: UnsafePointer<Float>, count: Int, into recv: UnsafeMutablePointer<Float>, counts: [Int64]) throws(LiftError) {
+        recv.update(from: send, count: count)
+      }
+      func allReduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws(LiftError) {
+        if fault == .reduce { throw LiftError(LIFT_ERR_IO, "reduce failed") }
+      }
+    }
+    var rng = TestRNG(9)
+    let images = rng.floats(4 * 192), texts = rng.floats(4 * 6)
+    let t = try trainer(.contrastive, capacity: 4)
+    let n = t.model.layout.totalCount
+    let before = Array(UnsafeBufferPointer(start: t.model.parameters, count: n))
+    for fault in [Faulty.Fault.gather, .reduce, .wrongCount] {
+      // size 1 skips the all-reduce, so the reduce fault needs a 2-rank view of the same data.
+      let comm: Communicator = fault == .reduce ? TwoRankEcho() : Faulty(fault)
+      assertLiftError(LIFT_ERR_IO) {
+        _ = try images.withUnsafeBufferPointer {
+          try t.stepDistributed(images: .float32NCHW($0.baseAddress!), texts: texts, localBatch: 4, communicator: comm)
+        }
+      }
+      XCTAssertEqual(Array(UnsafeBufferPointer(start: t.model.parameters, count: n)), before, "\(fault)")
+      XCTAssertEqual(t.step, 0)
+      XCTAssertTrue(UnsafeBufferPointer(start: t.gradients, count: n).allSatisfy { $0 == 0 }, "\(fault)")
+    }
+    _ = try images.withUnsafeBufferPointer { try t.step(images: .float32NCHW($0.baseAddress!), texts: texts, batch: 4) }
+    XCTAssertEqual(t.step, 1)
+  }
+
+  /// Rank 0 of two whose partner mirrors its data, with an all-reduce that fails.
+  final class TwoRankEcho: Communicator {
+    let rank = 0, size = 2
+    func allGather(_ value: Int64) throws(LiftError) -> [Int64] { [value, value] }
+    func allGatherV(_ send: UnsafePointer<Float>, count: Int, into recv: UnsafeMutablePointer<Float>, counts: [Int64]) throws(LiftError) {
+      recv.update(from: send, count: count)
+      (recv + count).update(from: send, count: count)
+    }
+    func allReduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws(LiftError) {
+      throw LiftError(LIFT_ERR_IO, "reduce failed")
+    }
+  }
+
+  /// lift_trainer_step_distributed refuses a missing or incomplete lift_comm with a status.
+  func testCAPIRejectsBadCommunicators() throws {
+    var rng = TestRNG(3)
+    let images = rng.floats(4 * 192), texts = rng.floats(4 * 6)
+    let t = try trainer(.contrastive, capacity: 4)
+    let handle = makeHandle(t)
+    defer { releaseHandle(handle) }
+    var stats = lift_step_stats()
+    func call(_ comm: UnsafePointer<lift_comm>?) -> lift_status {
+      images.withUnsafeBytes { px in
+        cLiftTrainerStepDistributed(handle, px.baseAddress, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count, 4, comm, &stats)
+      }
+    }
+    XCTAssertEqual(call(nil), LIFT_ERR_ARGUMENT)
+    XCTAssertTrue(String(cString: cLiftLastError()).contains("comm"))
+    var incomplete = lift_comm(context: nil, rank: 0, size: 1, allgather_int64: nil, allgatherv_float: nil, allreduce_sum_float: nil)
+    XCTAssertEqual(call(&incomplete), LIFT_ERR_ARGUMENT)
+    XCTAssertTrue(String(cString: cLiftLastError()).contains("callback"))
+    var outside = lift_comm(context: nil, rank: 2, size: 2, allgather_int64: { _, v, all in all![0] = v; all![1] = v; return 0 },
+                            allgatherv_float: { _, _, _, _, _ in 0 }, allreduce_sum_float: { _, _, _ in 0 })
+    XCTAssertEqual(call(&outside), LIFT_ERR_ARGUMENT)
+    XCTAssertTrue(String(cString: cLiftLastError()).contains("rank 2"))
+    var failing = lift_comm(context: nil, rank: 0, size: 1, allgather_int64: { _, _, _ in 7 },
+                            allgatherv_float: { _, _, _, _, _ in 0 }, allreduce_sum_float: { _, _, _ in 0 })
+    XCTAssertEqual(call(&failing), LIFT_ERR_IO)
+    XCTAssertTrue(String(cString: cLiftLastError()).contains("(7)"))
+    XCTAssertEqual(t.step, 0)
+  }
 }

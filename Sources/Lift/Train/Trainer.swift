@@ -250,33 +250,38 @@ public final class Trainer {
   /// Batches above the capacity run as micro-batches with cached features; the gradient is
   /// that of the whole batch. On any error nothing is updated and the gradient is zeroed.
   public func step(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int) throws(LiftError) -> StepStats {
-    try model.lock.withLock { () throws(LiftError) in
-      guard batch >= 1 else { throw .argument("batch must be >= 1 (got \(batch))") }
-      do throws(LiftError) {
-        let d = textDim
-        if batch <= config.batchCapacity {
-          let features = try forwardLocked(images, batch: batch)
-          try featureGrads.reserve(batch * d)
-          _ = try lossLocked(images: features, texts: rawTexts, count: batch, localStart: 0, localCount: batch,
-                             workerCount: 1, dLocal: featureGrads.pointer)
-          try backwardLocked(featureGrads.pointer, batch: batch)
-        } else {
-          try accumulateLocked(images: images, texts: rawTexts, batch: batch)
-        }
-        return try applyLocked()
-      } catch {
-        forwardBatch = nil
-        zeroGradientsLocked()
-        throw error
+    try model.lock.withLock { () throws(LiftError) in try stepLocked(images: images, texts: rawTexts, batch: batch, communicator: nil) }
+  }
+
+  /// The step of `step` and `stepDistributed`: this worker's gradient of the (global) batch,
+  /// with a communicator the average over the workers, then the update. On any error nothing is
+  /// updated and the gradient is zeroed.
+  func stepLocked(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int,
+                  communicator comm: Communicator?) throws(LiftError) -> StepStats {
+    guard batch >= 1 else { throw .argument("batch must be >= 1 (got \(batch))") }
+    do throws(LiftError) {
+      try accumulateLocked(images: images, texts: rawTexts, batch: batch, communicator: comm)
+      if let comm, comm.size > 1 {
+        try Profile.measure(.allReduce) { () throws(LiftError) in try comm.allReduceSum(gradients, count: model.layout.totalCount) }
+        AdamW.scaleBuffer(gradients, count: model.layout.totalCount, by: 1 / Float(comm.size))
       }
+      return try applyLocked()
+    } catch {
+      forwardBatch = nil
+      zeroGradientsLocked()
+      throw error
     }
   }
 
-  /// Gradient of a batch larger than the capacity (OpenCLIP accum_freq with cached features):
-  /// 1. features of every micro-batch, without keeping activations;
-  /// 2. loss and dLoss/dfeatures over the whole batch at once;
-  /// 3. per micro-batch, forward again (keeping activations) and backward its rows.
-  private func accumulateLocked(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int) throws(LiftError) {
+  /// Adds to `gradients` dLoss/dparameters for this worker's `batch` pairs (OpenCLIP accum_freq
+  /// with cached features):
+  /// 1. features of every micro-batch of at most the capacity;
+  /// 2. with a communicator, every worker's features and texts, in rank order;
+  /// 3. the loss of the whole (global) batch and its gradient for this worker's rows;
+  /// 4. backward: a single micro-batch uses its pending forward, several are forwarded again
+  ///    (keeping activations) one by one.
+  private func accumulateLocked(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int,
+                                communicator comm: Communicator?) throws(LiftError) {
     let d = textDim, cap = config.batchCapacity
     try cachedFeatures.reserve(batch * d)
     try featureGrads.reserve(batch * d)
@@ -287,8 +292,36 @@ public final class Trainer {
       (cachedFeatures.pointer + start * d).update(from: f, count: n * d)
       start += n
     }
-    _ = try lossLocked(images: cachedFeatures.pointer, texts: rawTexts, count: batch, localStart: 0, localCount: batch,
-                       workerCount: 1, dLocal: featureGrads.pointer)
+    var features = UnsafePointer(cachedFeatures.pointer), texts = rawTexts
+    var total = batch, localStart = 0, workers = 1
+    if let comm {
+      let counts = try comm.allGather(Int64(batch))
+      guard counts.count == comm.size, counts.allSatisfy({ $0 >= 1 && $0 <= Int64(Int32.max) }) else {
+        throw .argument("every rank must contribute at least one image (counts \(counts))")
+      }
+      guard counts[comm.rank] == Int64(batch) else {
+        throw .io("the all-gather returned \(counts[comm.rank]) images for rank \(comm.rank), which has \(batch)")
+      }
+      total = Int(counts.reduce(0, +))
+      localStart = Int(counts[..<comm.rank].reduce(0, +))
+      workers = comm.size
+      let globalCount = try checkedCount(Int64(total), Int64(d), "the gathered features of \(total) images")
+      try gatheredFeatures.reserve(globalCount)
+      try gatheredTexts.reserve(globalCount)
+      let blockCounts = counts.map { $0 * Int64(d) }
+      try Profile.measure(.gather) { () throws(LiftError) in
+        try comm.allGatherV(cachedFeatures.pointer, count: batch * d, into: gatheredFeatures.pointer, counts: blockCounts)
+        try comm.allGatherV(rawTexts, count: batch * d, into: gatheredTexts.pointer, counts: blockCounts)
+      }
+      features = UnsafePointer(gatheredFeatures.pointer)
+      texts = UnsafePointer(gatheredTexts.pointer)
+    }
+    _ = try lossLocked(images: features, texts: texts, count: total, localStart: localStart, localCount: batch,
+                       workerCount: workers, dLocal: featureGrads.pointer)
+    if batch <= cap {
+      try backwardLocked(featureGrads.pointer, batch: batch)
+      return
+    }
     start = 0
     while start < batch {
       let n = min(cap, batch - start)

@@ -7,6 +7,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import liblift
+import liblift.distributed
 from liblift import LiftError, Model, ModelConfig, TrainConfig, Trainer
 
 import reference
@@ -101,6 +102,48 @@ def test_external_gradient_buffer_and_workers(rng):
         w.apply()
     np.testing.assert_allclose(workers[0].model.parameters, single.model.parameters, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(workers[0].model.parameters, workers[1].model.parameters)
+
+
+class SoloCommunicator(liblift.distributed.Communicator):
+    """One rank, collectives in-process (no MPI); `fail` makes the named collective raise."""
+
+    def __init__(self, fail=None):
+        super().__init__(0, 1)
+        self.fail, self.calls = fail, []
+
+    def _maybe_fail(self, name):
+        self.calls.append(name)
+        if name == self.fail:
+            raise ValueError(f"{name} broke")
+
+    def allgather_int64(self, value):
+        self._maybe_fail("allgather_int64")
+        return [value]
+
+    def allgatherv_float(self, send, recv, counts):
+        self._maybe_fail("allgatherv_float")
+        recv[:] = send
+
+    def allreduce_sum_float(self, data):
+        self._maybe_fail("allreduce_sum_float")
+
+
+def test_step_distributed_through_python_callbacks(rng):
+    images, texts = batch(rng)
+    a = Trainer(Model(small_config(), seed=2), batch_capacity=8)
+    b = Trainer(Model(small_config(), seed=2), batch_capacity=8)
+    comm = SoloCommunicator()
+    assert a.step(images, texts) == b.step_distributed(images, texts, comm)
+    np.testing.assert_array_equal(a.model.parameters, b.model.parameters)
+    assert comm.calls == ["allgather_int64", "allgatherv_float", "allgatherv_float"]  # size 1: no all-reduce
+    # An exception inside a callback comes back out of step_distributed; nothing is updated.
+    before = b.model.parameters.copy()
+    with pytest.raises(ValueError, match="allgatherv_float broke"):
+        b.step_distributed(images, texts, SoloCommunicator(fail="allgatherv_float"))
+    np.testing.assert_array_equal(b.model.parameters, before)
+    assert b.step_count == 1 and not b.gradients.any()
+    with pytest.raises(ValueError, match="rank 1"):
+        liblift.distributed.Communicator(1, 1)
 
 
 def test_checkpoint_resume_is_exact(tmp_path, rng):
