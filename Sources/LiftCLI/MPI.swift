@@ -106,11 +106,12 @@ final class MPIWorld: Communicator {
     }
   }
 
-  /// Whether any rank passed true (every rank gets the same answer).
-  func any(_ flag: Bool) throws -> Bool {
-    var x: Float = flag ? 1 : 0
-    try cli { () throws(LiftError) in try allReduceSum(&x, count: 1) }
-    return x > 0
+  /// For each flag, whether any rank passed it set (every rank gets the same answer; one
+  /// all-reduce for all flags).
+  func any(_ flags: [Bool]) throws -> [Bool] {
+    var x = flags.map { $0 ? Float(1) : 0 }
+    try cli { () throws(LiftError) in try x.withUnsafeMutableBufferPointer { b throws(LiftError) in try allReduceSum(b.baseAddress!, count: b.count) } }
+    return x.map { $0 > 0 }
   }
 
   /// A barrier that sleeps while it waits: the ranks that wait (e.g. for rank 0 to build the

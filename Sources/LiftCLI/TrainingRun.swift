@@ -161,7 +161,10 @@ struct TrainingRun {
       }
       // Every rank must take the same decision: a signal or the time limit on any rank stops all.
       var stop = (interrupt: interrupted != 0, time: s.timeLimit.map { trainSeconds >= $0 } ?? false)
-      if let world { stop = (try world.any(stop.interrupt), try world.any(stop.time)) }
+      if let world {
+        let agreed = try world.any([stop.interrupt, stop.time])
+        stop = (agreed[0], agreed[1])
+      }
       if stop.interrupt {
         try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds)
         if leader { Console.line("interrupted at step \(step): checkpoint saved to \(checkpointPath); continue with --resume") }

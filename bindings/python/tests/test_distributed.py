@@ -200,3 +200,12 @@ def test_lift_train_under_mpirun_stops_with_a_checkpoint_on_sigusr1(tiny, tmp_pa
     assert "checkpoint saved" in err
     t = liblift.Trainer.load(out / "checkpoint.safetensors")
     assert 10 <= t.step_count < 100000
+
+
+def test_lift_train_under_mpirun_time_limit_stops_every_rank(tiny, tmp_path):
+    out = tmp_path / "run"
+    r = lift_mpi(2, *train_args(tiny, out, "--steps", 100000, "--time-limit", 1), timeout=120)
+    assert r.returncode == 0, r.stderr
+    step = liblift.Trainer.load(out / "checkpoint.safetensors").step_count
+    assert 1 <= step < 100000
+    assert liblift.Model.load(out / "model.safetensors").parameters.size > 0
