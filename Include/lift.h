@@ -553,9 +553,12 @@ typedef struct lift_comm {
  * respect to this rank's features; local backward; all-reduce of the gradient buffer divided by
  * the number of ranks; global-norm clipping and the update, identical on every rank. The result
  * equals one process stepping on the whole global batch (up to summation order).
- * Errors: as lift_trainer_step, plus LIFT_ERR_IO when a collective callback fails. An error that
- * only this rank sees (e.g. a bad image) leaves the other ranks waiting in a collective: callers
- * must then abort the job (MPI_Abort), as examples/mpi does. */
+ * Errors: as lift_trainer_step; LIFT_ERR_ARGUMENT for a NULL comm, a NULL callback or a rank
+ * outside [0, size); LIFT_ERR_IO when a callback returns non-zero or the gathered counts
+ * disagree with this rank's local_batch. On any error nothing is updated and the gradient is
+ * zeroed. An error that only this rank sees (e.g. a bad image) leaves the other ranks waiting
+ * in a collective: callers must then abort the job (MPI_Abort), as examples/mpi does.
+ * Thread-safe: holds the trainer's lock for the whole step, collectives included. */
 lift_status lift_trainer_step_distributed(lift_trainer *trainer, const void *images, lift_image_format format,
                                           size_t images_len, const float *texts, size_t texts_len, int64_t local_batch,
                                           const lift_comm *comm, lift_step_stats *stats);
