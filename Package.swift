@@ -35,9 +35,11 @@ let package = Package(
     .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
                    providers: [.apt(["libhdf5-dev"])]),
     .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+    // oneDNN (Debian's libdnnl-dev ships no pkg-config file; the module map links libdnnl).
+    .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
     .target(
       name: "Lift",
-      dependencies: ["CLiftABI", "CBLAS", "CHDF5", "CZlib"],
+      dependencies: ["CLiftABI", "CBLAS", "CHDF5", "CZlib", "CDNNL"],
       swiftSettings: cpuFlags
     ),
     .executableTarget(name: "lift-bench", dependencies: ["Lift", "CBLAS"], path: "Sources/LiftBench",

@@ -94,8 +94,7 @@ final class KernelTests: XCTestCase {
   }
 
   func testAttentionBackwardMatchesFiniteDifferences() {
-    // head dim 4 takes the OpenBLAS path, 16 the SmallGemm path; 9 tokens exercise the
-    // 6-row remainder and the 16-column padding.
+    // Head dims 4 and 16; 5 and 9 tokens exercise the masked padding of the score rows.
     checkAttention(Attention.Shape(batch: 2, tokens: 5, width: 8, heads: 2))
     checkAttention(Attention.Shape(batch: 2, tokens: 9, width: 32, heads: 2))
   }
@@ -106,14 +105,15 @@ final class KernelTests: XCTestCase {
     var qkv = rng.floats(n * 3 * w).map { $0 * 2 }
     let r = rng.floats(n * w)
     var scratch = [Float](repeating: 0, count: Parallel.workers * Attention.scratchPerWorker(tokens: shape.tokens, headDim: shape.headDim))
+    let products = MatMul()
     func loss(_ qkv: [Float]) -> Double {
       var out = [Float](repeating: 0, count: n * w)
-      Attention.forward(qkv: qkv, shape: shape, out: &out, lse: nil, scratch: &scratch)
+      try! Attention.forward(qkv: qkv, shape: shape, out: &out, lse: nil, scratch: &scratch, products: products)
       return zip(out, r).reduce(0) { $0 + Double($1.0) * Double($1.1) }
     }
     var out = [Float](repeating: 0, count: n * w)
     var lse = [Float](repeating: 0, count: shape.tasks * shape.tokens)
-    Attention.forward(qkv: qkv, shape: shape, out: &out, lse: &lse, scratch: &scratch)
+    try! Attention.forward(qkv: qkv, shape: shape, out: &out, lse: &lse, scratch: &scratch, products: products)
     // Reference forward in double: softmax(q k^T / sqrt(hd)) v per (image, head).
     let hd = shape.headDim
     for b in 0..<shape.batch {
@@ -140,8 +140,8 @@ final class KernelTests: XCTestCase {
     var dqkv = [Float](repeating: 0, count: n * 3 * w)
     var dBias = [Float](repeating: 1, count: 3 * w)
     var partials = [Float](repeating: 0, count: Parallel.workers * 3 * w)
-    Attention.backward(qkv: qkv, out: out, lse: lse, dOut: r, shape: shape, dqkv: &dqkv, dBias: &dBias,
-                       partials: &partials, scratch: &scratch)
+    try! Attention.backward(qkv: qkv, out: out, lse: lse, dOut: r, shape: shape, dqkv: &dqkv, dBias: &dBias,
+                            partials: &partials, scratch: &scratch, products: products)
     assertClose(dqkv, numericGradient(&qkv, loss), "dqkv")
     // dBias accumulated the column sums of dqkv on top of its previous contents (1).
     for j in 0..<(3 * w) {
@@ -151,34 +151,155 @@ final class KernelTests: XCTestCase {
     }
   }
 
-  func testSmallGemmMatchesNaiveProducts() {
+  /// C = op(A) op(B) [+ bias] [+ C] in double from float values (bf16 operands are passed as
+  /// their rounded values).
+  func naiveProduct(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: [Float], lda: Int, b: [Float], ldb: Int,
+                    c: [Float], ldc: Int, bias: [Float]?, accumulate: Bool) -> [Double] {
+    var out = c.map(Double.init)
+    for i in 0..<m {
+      for j in 0..<n {
+        var sum = accumulate ? Double(c[i * ldc + j]) : 0
+        if let bias { sum += Double(bias[j]) }
+        for kk in 0..<k {
+          sum += Double(transA ? a[kk * lda + i] : a[i * lda + kk]) * Double(transB ? b[j * ldb + kk] : b[kk * ldb + j])
+        }
+        out[i * ldc + j] = sum
+      }
+    }
+    return out
+  }
+
+  func testMatMulMatchesNaiveProducts() throws {
     var rng = TestRNG(12)
-    for (m, n, k) in [(1, 16, 1), (6, 32, 7), (13, 48, 20), (197, 64, 5)] {
-      let lda = k + 3, ldb = n + 5, ldc = n + 2
-      let a = rng.floats(m * lda), at = rng.floats(k * (m + 1)), b = rng.floats(k * ldb)
-      for transposed in [false, true] {
-        for accumulate in [false, true] {
-          var c = rng.floats(m * ldc)
-          let before = c
-          if transposed {
-            SmallGemm.product(m: m, n: n, k: k, at, aRow: 1, aCol: m + 1, b, ldb: ldb, &c, ldc: ldc, accumulate: accumulate)
-          } else {
-            SmallGemm.product(m: m, n: n, k: k, a, aRow: lda, aCol: 1, b, ldb: ldb, &c, ldc: ldc, accumulate: accumulate)
-          }
-          for i in 0..<m {
-            for j in 0..<n {
-              var expected = accumulate ? Double(before[i * ldc + j]) : 0
-              for kk in 0..<k {
-                let av = transposed ? at[kk * (m + 1) + i] : a[i * lda + kk]
-                expected += Double(av) * Double(b[kk * ldb + j])
+    // Small shapes run as one part; 300 x 130 x 120 (4.7e6 multiply-adds) is split by rows and
+    // 20 x 400 x 600 by columns over the workers.
+    for (m, n, k) in [(1, 1, 1), (6, 32, 7), (13, 48, 20), (197, 64, 5), (300, 130, 120), (20, 400, 600)] {
+      for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+        for type in [ElementType.f32, .bf16] {
+          let lda = (transA ? m : k) + 3, ldb = (transB ? k : n) + 5, ldc = n + 2
+          var a = rng.floats((transA ? k : m) * lda), b = rng.floats((transB ? n : k) * ldb)
+          if type == .bf16 { a = a.map { BF16.widen(BF16.round($0)) }; b = b.map { BF16.widen(BF16.round($0)) } }
+          var a16 = a.map { BF16.round($0) }, b16 = b.map { BF16.round($0) }
+          for (useBias, accumulate) in [(false, false), (true, false), (false, true), (true, true)] {
+            let bias = useBias ? rng.floats(n) : nil
+            var c = rng.floats(m * ldc)
+            let expected = naiveProduct(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                                        c: c, ldc: ldc, bias: bias, accumulate: accumulate)
+            let products = MatMul()
+            func run() throws {
+              try withMatrices(&a, &a16, &b, &b16, &c, type: type) { am, bm, cp in
+                try bias.withOptionalPointer { biasPointer in
+                  try products.product(transA: transA, transB: transB, m: m, n: n, k: k, Matrix(am, ld: lda),
+                                       Matrix(bm, ld: ldb), Matrix(cp, ld: ldc), bias: biasPointer, accumulate: accumulate)
+                }
               }
-              XCTAssertEqual(Double(c[i * ldc + j]), expected, accuracy: 1e-4, "\(m)x\(n)x\(k) t=\(transposed)")
             }
-            // Columns beyond n are untouched.
-            for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], before[i * ldc + j]) }
+            try run()
+            let tag = "\(m)x\(n)x\(k) tA=\(transA) tB=\(transB) \(type) bias=\(useBias) acc=\(accumulate)"
+            for i in 0..<m {
+              for j in 0..<ldc {
+                // Columns beyond n are untouched.
+                XCTAssertEqual(Double(c[i * ldc + j]), expected[i * ldc + j], accuracy: 1e-4 * Double(k + 1), tag)
+              }
+            }
+            // A second run of the same shape reuses its plans.
+            let plans = products.planCount
+            c = rng.floats(m * ldc)
+            try run()
+            XCTAssertEqual(products.planCount, plans, tag)
           }
         }
       }
+    }
+  }
+
+  /// Runs body with A and B as float32 or bfloat16 operands (element pointers and type) and C.
+  func withMatrices(_ a: inout [Float], _ a16: inout [BFloat16], _ b: inout [Float], _ b16: inout [BFloat16],
+                    _ c: inout [Float], type: ElementType,
+                    _ body: (MatrixElements, MatrixElements, UnsafeMutablePointer<Float>) throws -> Void) throws {
+    try a.withUnsafeMutableBufferPointer { ap in
+      try a16.withUnsafeMutableBufferPointer { a16p in
+        try b.withUnsafeMutableBufferPointer { bp in
+          try b16.withUnsafeMutableBufferPointer { b16p in
+            try c.withUnsafeMutableBufferPointer { cp in
+              let am: MatrixElements = type == .f32 ? .f32(ap.baseAddress!) : .bf16(a16p.baseAddress!)
+              let bm: MatrixElements = type == .f32 ? .f32(bp.baseAddress!) : .bf16(b16p.baseAddress!)
+              try body(am, bm, cp.baseAddress!)
+            }
+          }
+        }
+      }
+    }
+  }
+
+  func testMatMulBFloat16OutputIsTheRoundedProduct() throws {
+    // bfloat16 operands into a bfloat16 result: the float32 result, rounded once.
+    var rng = TestRNG(13)
+    let m = 7, n = 33, k = 19
+    var a = rng.floats(m * k).map { BF16.round($0) }, b = rng.floats(k * n).map { BF16.round($0) }
+    var c32 = [Float](repeating: 0, count: m * n), c16 = [BFloat16](repeating: 0, count: m * n)
+    let products = MatMul()
+    try a.withUnsafeMutableBufferPointer { ap in
+      try b.withUnsafeMutableBufferPointer { bp in
+        let am = Matrix(ap.baseAddress!, ld: k), bm = Matrix(bp.baseAddress!, ld: n)
+        try c32.withUnsafeMutableBufferPointer { cp in
+          try products.product(transA: false, transB: false, m: m, n: n, k: k, am, bm, Matrix(cp.baseAddress!, ld: n))
+        }
+        try c16.withUnsafeMutableBufferPointer { cp in
+          try products.product(transA: false, transB: false, m: m, n: n, k: k, am, bm, Matrix(cp.baseAddress!, ld: n))
+        }
+      }
+    }
+    for i in 0..<(m * n) { XCTAssertEqual(c16[i], BF16.round(c32[i]), "element \(i)") }
+  }
+
+  func testSplitKWeightGradientMatchesNaiveProduct() throws {
+    // dW (m x n) += A^T B over k = 2000 rows, split over the workers with per-worker partials.
+    var rng = TestRNG(14)
+    let m = 24, n = 40, k = 2000
+    var a = rng.floats(k * m), b = rng.floats(k * n)
+    var c = rng.floats(m * n)
+    let expected = naiveProduct(transA: true, transB: false, m: m, n: n, k: k, a: a, lda: m, b: b, ldb: n, c: c, ldc: n,
+                                bias: nil, accumulate: true)
+    var scratch = [Float](repeating: 0, count: max(Parallel.workers - 1, 1) * m * n)
+    try scratch.withUnsafeMutableBufferPointer { sp in
+      try a.withUnsafeMutableBufferPointer { ap in
+        try b.withUnsafeMutableBufferPointer { bp in
+          try c.withUnsafeMutableBufferPointer { cp in
+            let products = MatMul(scratch: sp.baseAddress!, scratchCapacity: sp.count)
+            try products.accumulateTransposed(m: m, n: n, k: k, Matrix(ap.baseAddress!, ld: m),
+                                              Matrix(bp.baseAddress!, ld: n), into: cp.baseAddress!)
+          }
+        }
+      }
+    }
+    for i in 0..<(m * n) { XCTAssertEqual(Double(c[i]), expected[i], accuracy: 1e-3) }
+  }
+
+  func testBFloat16RoundsToNearestEven() {
+    // Exactly representable values, ties to even (both directions), NaN stays NaN, overflow to inf.
+    let cases: [(Float, UInt16)] = [
+      (1, 0x3F80), (-2, 0xC000), (0, 0), (Float(bitPattern: 0x3F80_8000), 0x3F80), (Float(bitPattern: 0x3F81_8000), 0x3F82),
+      (Float(bitPattern: 0x3F80_8001), 0x3F81), (.infinity, 0x7F80), (-.infinity, 0xFF80),
+      (Float(bitPattern: 0x7F7F_FFFF), 0x7F80), (Float(bitPattern: 0x0000_8000), 0x0000),
+    ]
+    for (x, bits) in cases {
+      XCTAssertEqual(BF16.round(x), bits, "\(x)")
+      XCTAssertEqual(BF16.round(Vec16(repeating: x))[5], bits, "\(x) (vector)")
+    }
+    XCTAssertTrue(BF16.widen(BF16.round(Float.nan)).isNaN)
+    XCTAssertTrue(BF16.widen(BF16.round(Vec16(repeating: .nan)))[0].isNaN)
+    // Against an independent rule: the nearer of the two neighbouring bfloat16 values.
+    var rng = TestRNG(15)
+    var src = rng.floats(1000).map { $0 * 1000 }
+    src[0] = 3.0e38
+    var dst = [BFloat16](repeating: 0, count: src.count)
+    BF16.convertParallel(src, &dst, count: src.count)
+    for (x, h) in zip(src, dst) {
+      let down = Float(bitPattern: x.bitPattern & 0xFFFF_0000), up = Float(bitPattern: (x.bitPattern & 0xFFFF_0000) &+ 0x1_0000)
+      let expected = abs(x - down) < abs(up - x) ? down : (abs(x - down) > abs(up - x) ? up
+        : ((x.bitPattern >> 16) & 1 == 0 ? down : up))
+      XCTAssertEqual(BF16.widen(h), expected, "\(x)")
     }
   }
 

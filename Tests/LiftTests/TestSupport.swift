@@ -132,3 +132,11 @@ func assertSameFloats(_ a: [Float], _ b: [Float], _ message: String = "", file: 
     XCTFail("\(message): \(mismatches) of \(a.count) values differ; first at \(first): \(a[first]) vs \(b[first])", file: file, line: line)
   }
 }
+
+extension Optional where Wrapped == [Float] {
+  /// Calls body with a pointer to the array's elements, or nil.
+  func withOptionalPointer<R>(_ body: (UnsafePointer<Float>?) throws -> R) rethrows -> R {
+    guard let array = self else { return try body(nil) }
+    return try array.withUnsafeBufferPointer { try body($0.baseAddress!) }
+  }
+}

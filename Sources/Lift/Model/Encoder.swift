@@ -9,7 +9,7 @@ enum Encoder {
 
   /// Runs the encoder on `batch` images; afterwards ws.embeddings (B x D) holds unit-norm image
   /// embeddings and, for training workspaces, every activation backward needs is saved.
-  static func forward(_ model: Model, images: ImageInput, batch: Int, ws: Workspace) {
+  static func forward(_ model: Model, images: ImageInput, batch: Int, ws: Workspace) throws(LiftError) {
     let c = model.config, l = model.layout
     let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches
     let par = model.parameters
@@ -18,9 +18,10 @@ enum Encoder {
     Profile.measure(.patchify) {
       Patchify.run(images, config: c, batch: batch, into: ws.patches)
     }
-    Profile.measure(.gemmForward) {
-      Linear.forward(ws.patches, rows: np, inFeatures: c.patchDim, outFeatures: w, weight: par + l.conv1, bias: nil,
-                     ws.patchTokens)
+    try Profile.measure(.gemmForward) { () throws(LiftError) in
+      try Linear.forward(Matrix(ws.patches, ld: c.patchDim), rows: np, inFeatures: c.patchDim, outFeatures: w,
+                         weight: Matrix(par + l.conv1, ld: c.patchDim), bias: nil, Matrix(ws.patchTokens, ld: w),
+                         products: ws.products)
     }
     Profile.measure(.elementwiseForward) {
       assembleTokens(ws.patchTokens, classEmbedding: par + l.classEmbedding, positional: par + l.positionalEmbedding,
@@ -40,32 +41,36 @@ enum Encoder {
         LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h,
                           xhat: ws.training ? ws.xhat1[i] : nil, rstd: ws.training ? ws.rstd1[i] : nil)
       }
-      Profile.measure(.gemmForward) {
-        Linear.forward(ws.h, rows: n, inFeatures: w, outFeatures: 3 * w, weight: par + blk.inWeight,
-                       bias: par + blk.inBias, qkv)
+      try Profile.measure(.gemmForward) { () throws(LiftError) in
+        try Linear.forward(Matrix(ws.h, ld: w), rows: n, inFeatures: w, outFeatures: 3 * w,
+                           weight: Matrix(par + blk.inWeight, ld: w), bias: par + blk.inBias, Matrix(qkv, ld: 3 * w),
+                           products: ws.products)
       }
-      Profile.measure(.attentionForward) {
-        Attention.forward(qkv: qkv, shape: shape, out: out, lse: lse, scratch: ws.attnScratch)
+      try Profile.measure(.attentionForward) { () throws(LiftError) in
+        try Attention.forward(qkv: qkv, shape: shape, out: out, lse: lse, scratch: ws.attnScratch, products: ws.products)
       }
-      Profile.measure(.gemmForward) {
-        Linear.forward(out, rows: n, inFeatures: w, outFeatures: w, weight: par + blk.outWeight,
-                       bias: par + blk.outBias, ws.x, accumulate: true)
+      try Profile.measure(.gemmForward) { () throws(LiftError) in
+        try Linear.forward(Matrix(out, ld: w), rows: n, inFeatures: w, outFeatures: w,
+                           weight: Matrix(par + blk.outWeight, ld: w), bias: par + blk.outBias, Matrix(ws.x, ld: w),
+                           accumulate: true, products: ws.products)
       }
       // x = x + c_proj(GELU(c_fc(ln_2(x))))
       Profile.measure(.layerNormForward) {
         LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h,
                           xhat: ws.training ? ws.xhat2[i] : nil, rstd: ws.training ? ws.rstd2[i] : nil)
       }
-      Profile.measure(.gemmForward) {
-        Linear.forward(ws.h, rows: n, inFeatures: w, outFeatures: c.hidden, weight: par + blk.fcWeight,
-                       bias: nil, fc)
+      try Profile.measure(.gemmForward) { () throws(LiftError) in
+        try Linear.forward(Matrix(ws.h, ld: w), rows: n, inFeatures: w, outFeatures: c.hidden,
+                           weight: Matrix(par + blk.fcWeight, ld: w), bias: nil, Matrix(fc, ld: c.hidden),
+                           products: ws.products)
       }
       Profile.measure(.geluForward) {
         GELU.forwardAddingBias(fc, bias: par + blk.fcBias, ws.g, rows: n, cols: c.hidden)
       }
-      Profile.measure(.gemmForward) {
-        Linear.forward(ws.g, rows: n, inFeatures: c.hidden, outFeatures: w, weight: par + blk.projWeight,
-                       bias: par + blk.projBias, ws.x, accumulate: true)
+      try Profile.measure(.gemmForward) { () throws(LiftError) in
+        try Linear.forward(Matrix(ws.g, ld: c.hidden), rows: n, inFeatures: c.hidden, outFeatures: w,
+                           weight: Matrix(par + blk.projWeight, ld: c.hidden), bias: par + blk.projBias,
+                           Matrix(ws.x, ld: w), accumulate: true, products: ws.products)
       }
     }
     Profile.measure(.layerNormForward) {
@@ -75,8 +80,8 @@ enum Encoder {
     Profile.measure(.elementwiseForward) {
       pool(ws.h, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.pooled)
     }
-    Profile.measure(.gemmForward) {
-      headForward(model, batch: batch, ws: ws)
+    try Profile.measure(.gemmForward) { () throws(LiftError) in
+      try headForward(model, batch: batch, ws: ws)
     }
     Profile.measure(.elementwiseForward) {
       normalizeRows(ws.headOut[c.headLayers - 1], rows: batch, cols: c.textDim, norms: ws.norms, into: ws.embeddings)
@@ -118,7 +123,7 @@ enum Encoder {
   }
 
   /// z_0 = pooled W_0^T + b_0; z_l = GELU(z_{l-1}) W_l^T + b_l.
-  static func headForward(_ model: Model, batch: Int, ws: Workspace) {
+  static func headForward(_ model: Model, batch: Int, ws: Workspace) throws(LiftError) {
     let c = model.config, l = model.layout, d = c.textDim
     for (i, layer) in l.head.enumerated() {
       let input: UnsafePointer<Float>
@@ -128,8 +133,10 @@ enum Encoder {
         GELU.forward(ws.headOut[i - 1], ws.headAct[i], count: batch * d)
         input = UnsafePointer(ws.headAct[i])
       }
-      Linear.forward(input, rows: batch, inFeatures: i == 0 ? c.width : d, outFeatures: d,
-                     weight: model.parameters + layer.weight, bias: model.parameters + layer.bias, ws.headOut[i])
+      let inFeatures = i == 0 ? c.width : d
+      try Linear.forward(Matrix(input, ld: inFeatures), rows: batch, inFeatures: inFeatures, outFeatures: d,
+                         weight: Matrix(model.parameters + layer.weight, ld: inFeatures),
+                         bias: model.parameters + layer.bias, Matrix(ws.headOut[i], ld: d), products: ws.products)
     }
   }
 
@@ -150,7 +157,7 @@ enum Encoder {
   /// Given dEmb = dLoss/d(embeddings) (B x D), adds dLoss/d(parameters) into `grads`.
   /// Requires the training workspace of the matching forward call.
   static func backward(_ model: Model, dEmbeddings: UnsafePointer<Float>, batch: Int, ws: Workspace,
-                       grads: UnsafeMutablePointer<Float>) {
+                       grads: UnsafeMutablePointer<Float>) throws(LiftError) {
     precondition(ws.training, "backward needs a training workspace")
     let c = model.config, l = model.layout
     let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches, d = c.textDim
@@ -170,9 +177,10 @@ enum Encoder {
       let layer = l.head[i]
       let input = i == 0 ? UnsafePointer(ws.pooled) : UnsafePointer(ws.headAct[i])
       let inF = i == 0 ? w : d
-      Profile.measure(.gemmBackward) {
-        Linear.backward(dz, input, rows: batch, inFeatures: inF, outFeatures: d, weight: par + layer.weight,
-                        dWeight: grads + layer.weight, dBias: grads + layer.bias, dx: dOther, ones: ws.ones, scratch: ws.gemmScratch)
+      try Profile.measure(.gemmBackward) { () throws(LiftError) in
+        try Linear.backward(Matrix(dz, ld: d), dyValues: dz, Matrix(input, ld: inF), rows: batch, inFeatures: inF,
+                            outFeatures: d, weight: Matrix(par + layer.weight, ld: inF), dWeight: grads + layer.weight,
+                            dBias: grads + layer.bias, dx: Matrix(dOther, ld: inF), ones: ws.ones, products: ws.products)
       }
       if i > 0 { GELU.backward(ws.headOut[i - 1], dOther, dOther, count: batch * d) }
       swap(&dz, &dOther)
@@ -198,17 +206,20 @@ enum Encoder {
         // g = GELU(fc) for c_proj's weight gradient; fc becomes GELU'(fc) (its last use).
         GELU.valueAndDerivativeInPlace(ws.fc[i], ws.g, count: n * c.hidden)
       }
-      Profile.measure(.gemmBackward) {
-        Linear.backward(ws.dx, ws.g, rows: n, inFeatures: c.hidden, outFeatures: w, weight: par + blk.projWeight,
-                        dWeight: grads + blk.projWeight, dBias: grads + blk.projBias, dx: ws.dg, ones: ws.ones, scratch: ws.gemmScratch)
+      try Profile.measure(.gemmBackward) { () throws(LiftError) in
+        try Linear.backward(Matrix(ws.dx, ld: w), dyValues: ws.dx, Matrix(ws.g, ld: c.hidden), rows: n,
+                            inFeatures: c.hidden, outFeatures: w, weight: Matrix(par + blk.projWeight, ld: c.hidden),
+                            dWeight: grads + blk.projWeight, dBias: grads + blk.projBias, dx: Matrix(ws.dg, ld: c.hidden),
+                            ones: ws.ones, products: ws.products)
       }
       Profile.measure(.geluBackward) {
         GELU.scaleAndSumColumns(ws.dg, slope: ws.fc[i], rows: n, cols: c.hidden, dBias: grads + blk.fcBias,
                                 partials: ws.partials)
       }
-      Profile.measure(.gemmBackward) {
-        Linear.backward(ws.dg, ws.h, rows: n, inFeatures: w, outFeatures: c.hidden, weight: par + blk.fcWeight,
-                        dWeight: grads + blk.fcWeight, dBias: nil, dx: ws.dh, ones: ws.ones, scratch: ws.gemmScratch)
+      try Profile.measure(.gemmBackward) { () throws(LiftError) in
+        try Linear.backward(Matrix(ws.dg, ld: c.hidden), dyValues: ws.dg, Matrix(ws.h, ld: w), rows: n, inFeatures: w,
+                            outFeatures: c.hidden, weight: Matrix(par + blk.fcWeight, ld: w), dWeight: grads + blk.fcWeight,
+                            dBias: nil, dx: Matrix(ws.dh, ld: w), ones: ws.ones, products: ws.products)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.backward(ws.dh, xhat: ws.xhat2[i], rstd: ws.rstd2[i], gamma: par + blk.ln2Weight, rows: n, cols: w,
@@ -216,20 +227,23 @@ enum Encoder {
                            partials: ws.partials)
       }
       // Attention: x_mid = x_in + out_proj(attention(in_proj(ln_1(x_in)))).
-      Profile.measure(.gemmBackward) {
-        Linear.backward(ws.dx, ws.attnOut[i], rows: n, inFeatures: w, outFeatures: w, weight: par + blk.outWeight,
-                        dWeight: grads + blk.outWeight, dBias: grads + blk.outBias, dx: ws.dAttn, ones: ws.ones, scratch: ws.gemmScratch)
+      try Profile.measure(.gemmBackward) { () throws(LiftError) in
+        try Linear.backward(Matrix(ws.dx, ld: w), dyValues: ws.dx, Matrix(ws.attnOut[i], ld: w), rows: n, inFeatures: w,
+                            outFeatures: w, weight: Matrix(par + blk.outWeight, ld: w), dWeight: grads + blk.outWeight,
+                            dBias: grads + blk.outBias, dx: Matrix(ws.dAttn, ld: w), ones: ws.ones, products: ws.products)
       }
-      Profile.measure(.attentionBackward) {
-        Attention.backward(qkv: ws.qkv[i], out: ws.attnOut[i], lse: ws.lse[i], dOut: ws.dAttn, shape: shape,
-                           dqkv: ws.dqkv, dBias: grads + blk.inBias, partials: ws.partials, scratch: ws.attnScratch)
+      try Profile.measure(.attentionBackward) { () throws(LiftError) in
+        try Attention.backward(qkv: ws.qkv[i], out: ws.attnOut[i], lse: ws.lse[i], dOut: ws.dAttn, shape: shape,
+                               dqkv: ws.dqkv, dBias: grads + blk.inBias, partials: ws.partials, scratch: ws.attnScratch,
+                               products: ws.products)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.affine(ws.xhat1[i], rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h)
       }
-      Profile.measure(.gemmBackward) {
-        Linear.backward(ws.dqkv, ws.h, rows: n, inFeatures: w, outFeatures: 3 * w, weight: par + blk.inWeight,
-                        dWeight: grads + blk.inWeight, dBias: nil, dx: ws.dh, ones: ws.ones, scratch: ws.gemmScratch)
+      try Profile.measure(.gemmBackward) { () throws(LiftError) in
+        try Linear.backward(Matrix(ws.dqkv, ld: 3 * w), dyValues: ws.dqkv, Matrix(ws.h, ld: w), rows: n, inFeatures: w,
+                            outFeatures: 3 * w, weight: Matrix(par + blk.inWeight, ld: w), dWeight: grads + blk.inWeight,
+                            dBias: nil, dx: Matrix(ws.dh, ld: w), ones: ws.ones, products: ws.products)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.backward(ws.dh, xhat: ws.xhat1[i], rstd: ws.rstd1[i], gamma: par + blk.ln1Weight, rows: n, cols: w,
@@ -247,10 +261,9 @@ enum Encoder {
       tokensBackward(ws.dh, batch: batch, tokens: t, width: w, dClass: grads + l.classEmbedding,
                      dPositional: grads + l.positionalEmbedding, dPatchTokens: ws.patchTokens)
     }
-    Profile.measure(.gemmBackward) {
-      BLAS.accumulateTransposedProduct(m: w, n: c.patchDim, k: np, ws.patchTokens, lda: w, ws.patches,
-                                       ldb: c.patchDim, into: grads + l.conv1, ldc: c.patchDim,
-                                       scratch: ws.gemmScratch.pointer, scratchCapacity: ws.gemmScratch.capacity)
+    try Profile.measure(.gemmBackward) { () throws(LiftError) in
+      try ws.products.accumulateTransposed(m: w, n: c.patchDim, k: np, Matrix(ws.patchTokens, ld: w),
+                                           Matrix(ws.patches, ld: c.patchDim), into: grads + l.conv1)
     }
   }
 

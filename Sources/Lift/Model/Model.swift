@@ -62,7 +62,7 @@ public final class Model {
         let n = min(ws.capacity, count - start)
         let part = images.advanced(byImages: start, config: config)
         try Validation.checkImages(part, count: n, config: config, firstIndex: start)
-        Encoder.forward(self, images: part, batch: n, ws: ws)
+        try Encoder.forward(self, images: part, batch: n, ws: ws)
         try Validation.checkEmbeddings(ws, count: n, firstIndex: start)
         (out + start * d).update(from: ws.embeddings, count: n * d)
         start += n

@@ -43,7 +43,9 @@ final class Workspace {
   let dHead: UnsafeMutablePointer<Float>        // 2 x capacity x max(D, W)
   let partials: UnsafeMutablePointer<Float>     // workers x max(2W, 3W, F, D): per-worker column sums
   let ones: UnsafeMutablePointer<Float>         // N ones, for column sums
-  let gemmScratch: GemmScratch                  // (workers - 1) x largest block/patch weight
+  /// Matrix-product plans of this workspace's shapes; its split-k scratch is
+  /// (workers - 1) x the largest block/patch weight (training only).
+  let products: MatMul
 
   init(config c: ModelConfig, capacity: Int, training: Bool) throws(LiftError) {
     self.config = c
@@ -97,7 +99,7 @@ final class Workspace {
     norms = at(iNorms); embeddings = at(iEmb); attnScratch = at(iAttnScratch)
     dx = at(iDx); dh = at(iDh); dqkv = at(iDqkv); dAttn = at(iDAttn); dg = at(iDg)
     dHead = at(iDHead); partials = at(iPartials); ones = at(iOnes)
-    gemmScratch = GemmScratch(pointer: at(iGemmScratch), capacity: gemmScratchCount)
+    products = MatMul(scratch: gemmScratchCount > 0 ? at(iGemmScratch) : nil, scratchCapacity: gemmScratchCount)
     // Touch every page now (first-touch costs stay out of the first step) and set the ones.
     storage.initialize(repeating: 0, count: total)
     ones.update(repeating: 1, count: max(n, capacity))

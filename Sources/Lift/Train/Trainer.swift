@@ -117,7 +117,7 @@ public final class Trainer {
     }
     forwardBatch = nil
     try Validation.checkImages(images, count: batch, config: model.config, firstIndex: 0)
-    Encoder.forward(model, images: images, batch: batch, ws: workspace)
+    try Encoder.forward(model, images: images, batch: batch, ws: workspace)
     try Validation.checkEmbeddings(workspace, count: batch, firstIndex: 0)
     forwardBatch = batch
     return UnsafePointer(workspace.embeddings)
@@ -193,7 +193,7 @@ public final class Trainer {
     if let j = VectorOps.firstNonFinite(dEmbeddings, batch * textDim) {
       throw .value("the feature gradient has a non-finite value at row \(j / textDim), column \(j % textDim)")
     }
-    Encoder.backward(model, dEmbeddings: dEmbeddings, batch: batch, ws: workspace, grads: gradients)
+    try Encoder.backward(model, dEmbeddings: dEmbeddings, batch: batch, ws: workspace, grads: gradients)
     forwardBatch = nil
   }
 
