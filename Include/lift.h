@@ -44,6 +44,7 @@ typedef enum lift_status {
   LIFT_ERR_MEMORY = 7,    /* allocation failed                                                 */
   LIFT_ERR_STATE = 8,     /* call not valid in the handle's current state (e.g. after finish)  */
   LIFT_ERR_BUFFER = 9,    /* caller's output buffer too small; the needed size is reported     */
+  LIFT_ERR_UNSUPPORTED = 10, /* this CPU lacks what the request needs (e.g. bf16 dot products) */
   LIFT_ERR_INTERNAL = 99  /* a bug in liblift or a dependency; the message has details         */
 } lift_status;
 
@@ -232,6 +233,16 @@ typedef enum lift_objective {
   LIFT_OBJECTIVE_SIGMOID = 2      /* SigLIP pairwise sigmoid, learnable scale and bias      */
 } lift_objective;
 
+/* Arithmetic of the matrix products. Weights, AdamW moments, the loss, softmax and LayerNorm
+ * statistics and all reductions are float32 in both. */
+typedef enum lift_precision {
+  LIFT_PRECISION_FP32 = 0, /* float32 everywhere (default)                                     */
+  LIFT_PRECISION_BF16 = 1  /* products take bfloat16 inputs (round to nearest even) with float32
+                            * accumulation and float32 results (torch.autocast-style mixed
+                            * precision); needs AVX512-BF16 or AMX, else creating a trainer or
+                            * encoding is LIFT_ERR_UNSUPPORTED                                 */
+} lift_precision;
+
 /* Architecture. Fill with lift_model_config_preset, then adjust fields. */
 typedef struct lift_model_config {
   int32_t image_size;  /* square images, divisible by patch                                */
@@ -247,6 +258,7 @@ typedef struct lift_model_config {
   int32_t objective;   /* lift_objective; decides logit_scale init and logit_bias presence */
   float image_mean[3]; /* uint8 images are normalised as (x/255 - mean[c]) / std[c]        */
   float image_std[3];  /* (first `channels` entries used)                                  */
+  int32_t precision;   /* lift_precision (presets: LIFT_PRECISION_FP32); saved with the model */
 } lift_model_config;
 
 /* Presets: "ViT-Ti/16", "ViT-S/16", "ViT-B/16" (224 px, RGB), "ViT-XS/7-28" and "ViT-XS/14-28"

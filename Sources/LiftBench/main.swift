@@ -1,11 +1,16 @@
-// lift-bench: training-step throughput of liblift against the machine's sgemm ceiling.
+// lift-bench: training-step throughput of liblift against the machine's matrix-product ceiling.
 //
-// With no arguments it runs every configuration, each in a child process (so peak RSS is per
+// With no arguments it runs every configuration (ViT-Ti/16 and ViT-S/16 at batch 32, in fp32 and,
+// where the CPU has bfloat16 dot products, bf16), each in a child process (so peak RSS is per
 // configuration), and prints one JSON line per configuration:
 //   step time (median of the timed steps after warm-up), images/s, achieved GFLOP/s (matrix
-//   products of forward + backward, see FlopCount), the OpenBLAS sgemm GFLOP/s on a large square
-//   problem measured in the same process, their ratio, and peak RSS.
-// Options: --steps N (timed steps, default 7), --warmup N (default 2), --only NAME[:BATCH].
+//   products of forward + backward, see FlopCount), the ceiling: liblift's own product (oneDNN,
+//   split over the workers as a step splits it) on a 4096^3 problem in the step's precision,
+//   measured in the same process, their ratio, OpenBLAS sgemm on the same problem for reference,
+//   and peak RSS. LIFT_PROFILE=1 adds a per-phase breakdown.
+// Options: --steps N (timed steps, default 7), --warmup N (default 2), --precision fp32|bf16|all,
+// --only NAME[:BATCH], and --products (GFLOP/s of every product shape of a step on each back end:
+// OpenBLAS, oneDNN float32, oneDNN bfloat16).
 import CBLAS
 import Glibc
 import Lift
@@ -17,6 +22,12 @@ struct BenchCase {
 }
 
 let defaultCases = [BenchCase(preset: "ViT-Ti/16", batch: 32), BenchCase(preset: "ViT-S/16", batch: 32)]
+
+/// Median GFLOP/s of liblift's own product on an n^3 problem in `precision` (the step's ceiling).
+func productCeiling(_ precision: ModelConfig.Precision, n: Int = 4096) throws -> Double {
+  let shape = ProductBenchmark.Shape(label: "square", m: n, n: n, k: n, transA: false, transB: false)
+  return try ProductBenchmark.gflops(shape, backend: precision == .bf16 ? .oneDNNBFloat16 : .oneDNNFloat32)
+}
 
 func now() -> Double {
   var ts = timespec()
@@ -60,9 +71,10 @@ func sgemmGflops(n: Int = 4096, repeats: Int = 5) -> Double {
   return 2 * Double(n * n * n) / median(times) / 1e9
 }
 
-func runCase(_ bc: BenchCase, steps: Int, warmup: Int) throws {
+func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warmup: Int) throws {
   var config = try ModelConfig.preset(bc.preset, textDim: 4096)
   config.objective = .contrastive
+  config.precision = precision
   var tc = TrainConfig()
   tc.batchCapacity = bc.batch
   tc.warmupSteps = 1
@@ -75,6 +87,7 @@ func runCase(_ bc: BenchCase, steps: Int, warmup: Int) throws {
   for i in 0..<pixels { images[i] = UInt8(truncatingIfNeeded: rng.next()) }
   var texts = [Float](repeating: 0, count: bc.batch * config.textDim)
   for i in 0..<texts.count { texts[i] = Float(rng.normal()) }
+  let ceiling = try productCeiling(precision)
   let gemm = sgemmGflops()
   var times: [Double] = []
   var lastLoss = 0.0
@@ -91,45 +104,93 @@ func runCase(_ bc: BenchCase, steps: Int, warmup: Int) throws {
   let achieved = flops / step / 1e9
   func r(_ x: Double, _ digits: Double = 1000) -> Double { (x * digits).rounded() / digits }
   print("""
-    {"config": "\(bc.preset)", "batch": \(bc.batch), "image_size": \(config.imageSize), "text_dim": \(config.textDim), \
-    "objective": "contrastive", "threads": \(Parallel_workers()), "steps_timed": \(steps), \
+    {"config": "\(bc.preset)", "precision": "\(precision.name)", "batch": \(bc.batch), "image_size": \(config.imageSize), \
+    "text_dim": \(config.textDim), "objective": "contrastive", "threads": \(Parallel_workers()), "isa": "\(ProductBenchmark.isa)", \
+    "steps_timed": \(steps), \
     "step_s_median": \(r(step, 10000)), "step_s_min": \(r(times.min()!, 10000)), "step_s_max": \(r(times.max()!, 10000)), \
     "images_per_s": \(r(Double(bc.batch) / step, 100)), "gflop_per_step": \(r(flops / 1e9, 10)), \
-    "achieved_gflops": \(r(achieved, 10)), "sgemm_gflops": \(r(gemm, 10)), "ratio": \(r(achieved / gemm)), \
+    "achieved_gflops": \(r(achieved, 10)), "product_ceiling_gflops": \(r(ceiling, 10)), "ratio": \(r(achieved / ceiling)), \
+    "openblas_sgemm_gflops": \(r(gemm, 10)), \
     "peak_rss_mb": \(peakRSS() / 1_048_576), "final_loss": \(r(lastLoss, 10000))}
     """)
   if Profile.enabled {
     let phases = Profile.report().map { "\"\($0.0)\": \(r($0.1 / Double(steps), 10000))" }.joined(separator: ", ")
-    print("{\"config\": \"\(bc.preset)\", \"profile_s_per_step\": {\(phases)}}")
+    print("{\"config\": \"\(bc.preset)\", \"precision\": \"\(precision.name)\", \"profile_s_per_step\": {\(phases)}}")
   }
   fflush(stdout)
 }
 
 func Parallel_workers() -> Int { liftWorkerCount }
 
+/// Per-shape GFLOP/s of a training step's products on every back end, one JSON line each.
+func runProducts(_ bc: BenchCase) throws {
+  let config = try ModelConfig.preset(bc.preset, textDim: 4096)
+  let backends = ProductBenchmark.Backend.allCases.filter { $0 != .oneDNNBFloat16 || ProductBenchmark.hasBFloat16 }
+  for shape in ProductBenchmark.stepShapes(config, batch: bc.batch) {
+    var fields = ["\"config\": \"\(bc.preset)\"", "\"batch\": \(bc.batch)", "\"product\": \"\(shape.label)\"",
+                  "\"m\": \(shape.m)", "\"n\": \(shape.n)", "\"k\": \(shape.k)"]
+    for backend in backends {
+      let g = try ProductBenchmark.gflops(shape, backend: backend)
+      fields.append("\"\(backend.rawValue)\": \((g * 10).rounded() / 10)")
+    }
+    print("{" + fields.joined(separator: ", ") + "}")
+    fflush(stdout)
+  }
+}
+
 // MARK: main
 var args = Array(CommandLine.arguments.dropFirst())
 var steps = 7, warmup = 2
 var only: String?
+var precisionArgument = "all"
+var products = false
+func value(_ flag: String) -> String {
+  guard !args.isEmpty else { fputs("lift-bench: \(flag) needs a value\n", stderr); exit(2) }
+  return args.removeFirst()
+}
 while !args.isEmpty {
   let a = args.removeFirst()
   switch a {
-  case "--steps": steps = Int(args.removeFirst()) ?? steps
-  case "--warmup": warmup = Int(args.removeFirst()) ?? warmup
-  case "--only": only = args.removeFirst()
+  case "--steps": steps = Int(value(a)) ?? steps
+  case "--warmup": warmup = Int(value(a)) ?? warmup
+  case "--only": only = value(a)
+  case "--precision": precisionArgument = value(a)
+  case "--products": products = true
   case "-h", "--help":
-    print("usage: lift-bench [--steps N] [--warmup N] [--only PRESET:BATCH]")
+    print("usage: lift-bench [--steps N] [--warmup N] [--precision fp32|bf16|all] [--only PRESET:BATCH] [--products]")
     exit(0)
   default:
-    fputs("unknown argument \(a)\n", stderr)
+    fputs("lift-bench: unknown argument \(a)\n", stderr)
     exit(2)
   }
 }
+let precisions: [ModelConfig.Precision]
+switch precisionArgument {
+case "all": precisions = ProductBenchmark.hasBFloat16 ? [.fp32, .bf16] : [.fp32]
+default:
+  guard let p = ModelConfig.Precision(name: precisionArgument) else {
+    fputs("lift-bench: --precision must be fp32, bf16 or all\n", stderr)
+    exit(2)
+  }
+  precisions = [p]
+}
+func parseCase(_ text: String) -> BenchCase {
+  let parts = text.split(separator: ":")
+  return BenchCase(preset: String(parts[0]), batch: parts.count > 1 ? Int(parts[1]) ?? 32 : 32)
+}
 
-if let only {
-  let parts = only.split(separator: ":")
-  let bc = BenchCase(preset: String(parts[0]), batch: parts.count > 1 ? Int(parts[1]) ?? 32 : 32)
-  do { try runCase(bc, steps: steps, warmup: warmup) } catch {
+if products {
+  do {
+    for bc in only.map({ [parseCase($0)] }) ?? defaultCases { try runProducts(bc) }
+  } catch {
+    fputs("lift-bench: \(error)\n", stderr)
+    exit(1)
+  }
+  exit(0)
+}
+
+if let only, precisions.count == 1 {
+  do { try runCase(parseCase(only), precision: precisions[0], steps: steps, warmup: warmup) } catch {
     fputs("lift-bench: \(error)\n", stderr)
     exit(1)
   }
@@ -138,15 +199,18 @@ if let only {
 
 // Each configuration in its own process, so peak RSS belongs to it alone.
 var status: Int32 = 0
-for bc in defaultCases {
-  var pid = pid_t()
-  let argv = [CommandLine.arguments[0], "--only", bc.name, "--steps", String(steps), "--warmup", String(warmup)]
-  var cargs = argv.map { strdup($0) } + [nil]
-  let rc = posix_spawn(&pid, "/proc/self/exe", nil, nil, &cargs, environ)
-  cargs.forEach { free($0) }
-  guard rc == 0 else { fputs("lift-bench: cannot spawn: \(rc)\n", stderr); exit(1) }
-  var ws: Int32 = 0
-  waitpid(pid, &ws, 0)
-  if ws != 0 { status = 1 }
+for bc in only.map({ [parseCase($0)] }) ?? defaultCases {
+  for precision in precisions {
+    var pid = pid_t()
+    let argv = [CommandLine.arguments[0], "--only", bc.name, "--precision", precision.name, "--steps", String(steps),
+                "--warmup", String(warmup)]
+    var cargs = argv.map { strdup($0) } + [nil]
+    let rc = posix_spawn(&pid, "/proc/self/exe", nil, nil, &cargs, environ)
+    cargs.forEach { free($0) }
+    guard rc == 0 else { fputs("lift-bench: cannot spawn: \(rc)\n", stderr); exit(1) }
+    var ws: Int32 = 0
+    waitpid(pid, &ws, 0)
+    if ws != 0 { status = 1 }
+  }
 }
 exit(status)

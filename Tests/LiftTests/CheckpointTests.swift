@@ -40,13 +40,16 @@ final class CheckpointTests: XCTestCase {
     XCTAssertEqual(reader.metadata["format"], "pt")
   }
 
-  /// N steps, save, load, N steps == 2N steps, bit for bit.
+  /// N steps, save, load, N steps == 2N steps, bit for bit (in both precisions).
   func testResumeReproducesTheUninterruptedRun() throws {
     let dir = TempDir()
-    for objective in [ModelConfig.Objective.contrastive, .sigmoid] {
-      let straight = try trainer(tiny(objective))
+    let precisions: [ModelConfig.Precision] = OneDNN.hasBFloat16 ? [.fp32, .bf16] : [.fp32]
+    for (objective, precision) in [ModelConfig.Objective.contrastive, .sigmoid].flatMap({ o in precisions.map { (o, $0) } }) {
+      var config = tiny(objective)
+      config.precision = precision
+      let straight = try trainer(config)
       let full = try run(straight, steps: 3, seed: 1) + run(straight, steps: 3, seed: 2)
-      let first = try trainer(tiny(objective))
+      let first = try trainer(config)
       _ = try run(first, steps: 3, seed: 1)
       try first.save(path: dir.file("t.safetensors"), userMetadata: [("epoch", "1"), ("position", "12")])
       let (resumed, user) = try Trainer.load(path: dir.file("t.safetensors"))
@@ -54,8 +57,9 @@ final class CheckpointTests: XCTestCase {
       XCTAssertEqual(resumed.step, 3)
       XCTAssertEqual(resumed.rng, first.rng)
       XCTAssertEqual(resumed.config, first.config)
+      XCTAssertEqual(resumed.model.config.precision, precision)
       let second = try run(resumed, steps: 3, seed: 2)
-      XCTAssertEqual(second, Array(full[3...]), "\(objective)")
+      XCTAssertEqual(second, Array(full[3...]), "\(objective) \(precision)")
       let n = straight.model.layout.totalCount
       XCTAssertEqual(buffer(resumed.model.parameters, n), buffer(straight.model.parameters, n))
       XCTAssertEqual(buffer(resumed.firstMoment, n), buffer(straight.firstMoment, n))

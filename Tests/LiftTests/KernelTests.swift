@@ -71,12 +71,12 @@ final class KernelTests: XCTestCase {
     let r = rng.floats(rows * cols)
     func loss(_ x: [Float], _ gamma: [Float], _ beta: [Float]) -> Double {
       var y = [Float](repeating: 0, count: rows * cols)
-      LayerNorm.forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, y: &y, xhat: nil, rstd: nil)
+      elements(&y) { LayerNorm.forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, y: $0, xhat: nil, rstd: nil) }
       return zip(y, r).reduce(0) { $0 + Double($1.0) * Double($1.1) }
     }
     var y = [Float](repeating: 0, count: rows * cols)
     var xhat = y, rstd = [Float](repeating: 0, count: rows)
-    LayerNorm.forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, y: &y, xhat: &xhat, rstd: &rstd)
+    elements(&y) { LayerNorm.forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, y: $0, xhat: &xhat, rstd: &rstd) }
     var dx = [Float](repeating: 0, count: rows * cols)
     var dgamma = [Float](repeating: 0, count: cols), dbeta = dgamma
     var partials = [Float](repeating: 0, count: 2 * Parallel.workers * cols)
@@ -89,7 +89,7 @@ final class KernelTests: XCTestCase {
     assertClose(dbeta, numericGradient(&beta) { loss(x0, g0, $0) }, "dbeta")
     // affine() reproduces the forward output from xhat.
     var again = [Float](repeating: 0, count: rows * cols)
-    LayerNorm.affine(xhat, rows: rows, cols: cols, gamma: gamma, beta: beta, y: &again)
+    elements(&again) { LayerNorm.affine(xhat, rows: rows, cols: cols, gamma: gamma, beta: beta, y: $0) }
     assertSameFloats(again, y, "affine")
   }
 
@@ -104,16 +104,21 @@ final class KernelTests: XCTestCase {
     let n = shape.batch * shape.tokens, w = shape.width
     var qkv = rng.floats(n * 3 * w).map { $0 * 2 }
     let r = rng.floats(n * w)
-    var scratch = [Float](repeating: 0, count: Parallel.workers * Attention.scratchPerWorker(tokens: shape.tokens, headDim: shape.headDim))
+    var scratch = [Float](repeating: 0, count: Parallel.workers * shape.scratchPerWorker)
     let products = MatMul()
     func loss(_ qkv: [Float]) -> Double {
+      var qkv = qkv
       var out = [Float](repeating: 0, count: n * w)
-      try! Attention.forward(qkv: qkv, shape: shape, out: &out, lse: nil, scratch: &scratch, products: products)
+      elements(&qkv, &out) { q, o in
+        try! Attention.forward(qkv: q, shape: shape, out: o, lse: nil, scratch: &scratch, products: products)
+      }
       return zip(out, r).reduce(0) { $0 + Double($1.0) * Double($1.1) }
     }
     var out = [Float](repeating: 0, count: n * w)
     var lse = [Float](repeating: 0, count: shape.tasks * shape.tokens)
-    try! Attention.forward(qkv: qkv, shape: shape, out: &out, lse: &lse, scratch: &scratch, products: products)
+    elements(&qkv, &out) { q, o in
+      try! Attention.forward(qkv: q, shape: shape, out: o, lse: &lse, scratch: &scratch, products: products)
+    }
     // Reference forward in double: softmax(q k^T / sqrt(hd)) v per (image, head).
     let hd = shape.headDim
     for b in 0..<shape.batch {
@@ -140,8 +145,11 @@ final class KernelTests: XCTestCase {
     var dqkv = [Float](repeating: 0, count: n * 3 * w)
     var dBias = [Float](repeating: 1, count: 3 * w)
     var partials = [Float](repeating: 0, count: Parallel.workers * 3 * w)
-    try! Attention.backward(qkv: qkv, out: out, lse: lse, dOut: r, shape: shape, dqkv: &dqkv, dBias: &dBias,
-                            partials: &partials, scratch: &scratch, products: products)
+    var dOut = r
+    elements(&qkv, &out, &dOut) { q, o, d in
+      try! Attention.backward(qkv: q, out: o, lse: lse, dOut: d, shape: shape, dqkv: &dqkv, dBias: &dBias,
+                              partials: &partials, scratch: &scratch, products: products)
+    }
     assertClose(dqkv, numericGradient(&qkv, loss), "dqkv")
     // dBias accumulated the column sums of dqkv on top of its previous contents (1).
     for j in 0..<(3 * w) {
@@ -309,7 +317,7 @@ final class KernelTests: XCTestCase {
     let r = rng.floats(45)
     func loss(_ x: [Float]) -> Double {
       var y = [Float](repeating: 0, count: x.count)
-      GELU.forward(x, &y, count: x.count)
+      elements(&y) { GELU.forward(x, $0, count: x.count) }
       return zip(y, r).reduce(0) { $0 + Double($1.0) * Double($1.1) }
     }
     var dx = [Float](repeating: 0, count: 45)
@@ -330,8 +338,8 @@ final class KernelTests: XCTestCase {
       f32[dst] = (pixel - c.imageMean[ch]) / c.imageStd[ch]
     } } } }
     var a = [Float](repeating: 0, count: 2 * 4 * 12), b = a
-    u8.withUnsafeBufferPointer { Patchify.run(.uint8NHWC($0.baseAddress!), config: c, batch: 2, into: &a) }
-    f32.withUnsafeBufferPointer { Patchify.run(.float32NCHW($0.baseAddress!), config: c, batch: 2, into: &b) }
+    elements(&a) { out in u8.withUnsafeBufferPointer { Patchify.run(.uint8NHWC($0.baseAddress!), config: c, batch: 2, into: out) } }
+    elements(&b) { out in f32.withUnsafeBufferPointer { Patchify.run(.float32NCHW($0.baseAddress!), config: c, batch: 2, into: out) } }
     for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-5) }
     // Patch (py=0, px=1) of image 1, channel 2, pixel (1, 0) sits at column (2*2 + 1)*2 + 0.
     let patchIndex: Int = (1 * 4 + 1) * 12 + (2 * 2 + 1) * 2

@@ -140,3 +140,17 @@ extension Optional where Wrapped == [Float] {
     return try array.withUnsafeBufferPointer { try body($0.baseAddress!) }
   }
 }
+
+/// Calls body with float arrays' storage as float32 kernel operands.
+func elements<R>(_ a: inout [Float], _ body: (MatrixElements) throws -> R) rethrows -> R {
+  try a.withUnsafeMutableBufferPointer { try body(.f32($0.baseAddress!)) }
+}
+
+func elements<R>(_ a: inout [Float], _ b: inout [Float], _ body: (MatrixElements, MatrixElements) throws -> R) rethrows -> R {
+  try elements(&a) { x in try elements(&b) { y in try body(x, y) } }
+}
+
+func elements<R>(_ a: inout [Float], _ b: inout [Float], _ c: inout [Float],
+                 _ body: (MatrixElements, MatrixElements, MatrixElements) throws -> R) rethrows -> R {
+  try elements(&a, &b) { x, y in try elements(&c) { z in try body(x, y, z) } }
+}

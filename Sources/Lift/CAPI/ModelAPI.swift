@@ -9,13 +9,17 @@ extension ModelConfig {
     guard let objective = Objective(rawValue: c.objective) else {
       throw .argument("model config: objective must be 0, 1 or 2, got \(c.objective)")
     }
+    guard let precision = Precision(rawValue: c.precision) else {
+      throw .argument("model config: precision must be 0 (fp32) or 1 (bf16), got \(c.precision)")
+    }
     let channels = Int(c.channels)
     guard channels == 1 || channels == 3 else { throw .argument("model config: channels must be 1 or 3 (got \(channels))") }
     let mean = withUnsafeBytes(of: c.image_mean) { Array($0.bindMemory(to: Float.self).prefix(channels)) }
     let std = withUnsafeBytes(of: c.image_std) { Array($0.bindMemory(to: Float.self).prefix(channels)) }
     self.init(imageSize: Int(c.image_size), channels: channels, patch: Int(c.patch), width: Int(c.width),
               depth: Int(c.depth), heads: Int(c.heads), mlpRatio: Int(c.mlp_ratio), headLayers: Int(c.head_layers),
-              textDim: Int(c.text_dim), pooling: pooling, objective: objective, imageMean: mean, imageStd: std)
+              textDim: Int(c.text_dim), pooling: pooling, objective: objective, imageMean: mean, imageStd: std,
+              precision: precision)
     try validate()
   }
 
@@ -25,6 +29,7 @@ extension ModelConfig {
     out.width = Int32(width); out.depth = Int32(depth); out.heads = Int32(heads); out.mlp_ratio = Int32(mlpRatio)
     out.head_layers = Int32(headLayers); out.text_dim = Int32(textDim); out.pool = pooling.rawValue
     out.objective = objective.rawValue
+    out.precision = precision.rawValue
     withUnsafeMutableBytes(of: &out.image_mean) { raw in
       for (i, v) in imageMean.enumerated() { raw.storeBytes(of: v, toByteOffset: 4 * i, as: Float.self) }
     }

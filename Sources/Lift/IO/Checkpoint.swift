@@ -127,6 +127,7 @@ extension ModelConfig {
       ("objective", .string(objective.name)),
       ("image_mean", .array(imageMean.map { .number(Double($0)) })),
       ("image_std", .array(imageStd.map { .number(Double($0)) })),
+      ("precision", .string(precision.name)),
     ])
   }
 
@@ -153,10 +154,16 @@ extension ModelConfig {
     guard let objectiveName = json["objective"]?.string, let objective = Objective(name: objectiveName) else {
       throw .format("\(source): 'objective' must be contrastive, cosine or sigmoid")
     }
+    // Files written before the precision setting existed computed in fp32.
+    let precisionName = json["precision"]?.string ?? "fp32"
+    guard let precision = Precision(name: precisionName) else {
+      throw .format("\(source): 'precision' must be fp32 or bf16 (got \"\(precisionName)\")")
+    }
     self.init(imageSize: try int("image_size"), channels: try int("channels"), patch: try int("patch"),
               width: try int("width"), depth: try int("depth"), heads: try int("heads"),
               mlpRatio: try int("mlp_ratio"), headLayers: try int("head_layers"), textDim: try int("text_dim"),
-              pooling: pool, objective: objective, imageMean: try floats("image_mean"), imageStd: try floats("image_std"))
+              pooling: pool, objective: objective, imageMean: try floats("image_mean"), imageStd: try floats("image_std"),
+              precision: precision)
     do {
       try validate()
     } catch {

@@ -8,30 +8,38 @@ import Glibc
 /// over liblift's workers, each running its own single-threaded product plans (`MatMul`) on
 /// the strided per-head blocks in place (no packing).
 ///
+/// Precision: in bf16, qkv, O and dO are bfloat16 and the probabilities P and the score
+/// gradient dS are rounded to bfloat16 (per worker) before the products that take them; the
+/// scores, softmax statistics, row sums and dqkv stay float32.
+///
 /// Forward keeps only the per-row log-sum-exp of the scaled scores (B*H*T floats); backward
 /// recomputes the probabilities from q, k and it instead of storing B*H*T*T of them.
 enum Attention {
   struct Shape {
     let batch, tokens, width, heads: Int
+    /// Products take bfloat16 inputs.
+    var bf16 = false
     var headDim: Int { width / heads }
     var scale: Float { 1 / Float(headDim).squareRoot() }
     var tasks: Int { batch * heads }
     /// Row stride of the T x T score buffers: tokens rounded up to 16, so softmax rows load
     /// whole vectors (the padding lanes are masked, never used by the products).
     var paddedTokens: Int { (tokens + 15) / 16 * 16 }
-  }
+    var operandType: ElementType { bf16 ? .bf16 : .f32 }
 
-  /// Scratch floats each worker needs: two T x Tpad score buffers and one T vector.
-  static func scratchPerWorker(tokens t: Int, headDim: Int) -> Int {
-    let tp = (t + 15) / 16 * 16
-    return 2 * t * tp + t
+    /// Scratch floats each worker needs: two T x Tpad float score buffers and one T vector;
+    /// in bf16 also a T x Tpad bfloat16 copy of P or dS and a T x hd float output block.
+    var scratchPerWorker: Int {
+      let tp = paddedTokens
+      return 2 * tokens * tp + tokens + (bf16 ? (tokens * tp + 1) / 2 + tokens * headDim : 0)
+    }
   }
 
   /// The per-head products, as plan keys (the part is set per worker).
   private enum Product: Int, CaseIterable {
     /// S = Q K^T (T x T over hd), into a score buffer.
     case scores
-    /// O = E V (T x hd over T), into the output.
+    /// O = E V (T x hd over T), into the output (fp32) or the worker's output block (bf16).
     case values
     /// dV = P^T dO, into dqkv.
     case valueGradient
@@ -43,14 +51,14 @@ enum Attention {
     case keyGradient
 
     func key(_ s: Shape) -> MatMulPlan.Key {
-      let t = s.tokens, hd = s.headDim, tp = s.paddedTokens, w = s.width
+      let t = s.tokens, hd = s.headDim, tp = s.paddedTokens, w = s.width, type = s.operandType
       func key(_ m: Int, _ n: Int, _ k: Int, _ ta: Bool, _ tb: Bool, _ lda: Int, _ ldb: Int, _ ldc: Int) -> MatMulPlan.Key {
-        MatMulPlan.Key(m: m, n: n, k: k, transA: ta, transB: tb, lda: lda, ldb: ldb, ldc: ldc, typeA: .f32, typeB: .f32,
+        MatMulPlan.Key(m: m, n: n, k: k, transA: ta, transB: tb, lda: lda, ldb: ldb, ldc: ldc, typeA: type, typeB: type,
                        typeC: .f32, bias: false, accumulate: false, part: 0)
       }
       switch self {
       case .scores: return key(t, t, hd, false, true, 3 * w, 3 * w, tp)
-      case .values: return key(t, hd, t, false, false, tp, 3 * w, w)
+      case .values: return key(t, hd, t, false, false, tp, 3 * w, s.bf16 ? hd : w)
       case .valueGradient: return key(t, hd, t, true, false, tp, w, 3 * w)
       case .probabilityGradient: return key(t, t, hd, false, true, w, 3 * w, tp)
       case .queryGradient: return key(t, hd, t, false, false, tp, 3 * w, 3 * w)
@@ -65,49 +73,88 @@ enum Attention {
     try products.withPlans(kinds: Product.allCases.count, parts: parts, key: { Product(rawValue: $0)!.key(s) }, body)
   }
 
+  /// One worker's scratch: float scores / probabilities `p` and score gradients `dp` (T x Tpad),
+  /// a T vector, and in bf16 the rounded copy of P or dS (T x Tpad) and an output block (T x hd).
+  private struct WorkerScratch {
+    let p, dp, vector: UnsafeMutablePointer<Float>
+    let rounded: UnsafeMutablePointer<BFloat16>?
+    let output: UnsafeMutablePointer<Float>?
+
+    init(_ scratch: UnsafeMutablePointer<Float>, worker: Int, shape s: Shape) {
+      let t = s.tokens, tp = s.paddedTokens
+      p = scratch + worker * s.scratchPerWorker
+      dp = p + t * tp
+      vector = dp + t * tp
+      rounded = s.bf16 ? UnsafeMutableRawPointer(vector + t).assumingMemoryBound(to: BFloat16.self) : nil
+      output = s.bf16 ? vector + t + (t * tp + 1) / 2 : nil
+    }
+
+    /// P (or dS) as a product operand: itself, or rounded into `rounded` (whole padded rows).
+    func operand(_ x: UnsafeMutablePointer<Float>, rows: Int, ld: Int) -> UnsafeRawPointer {
+      guard let rounded else { return UnsafeRawPointer(x) }
+      BF16.convert(x, rounded, count: rows * ld)
+      return UnsafeRawPointer(rounded)
+    }
+  }
+
   /// O = softmax(scale * Q K^T) V per (image, head); lse[(b*H + h)*T + i] = log-sum-exp of row i.
   /// The softmax normalisation is applied to O's rows (T x hd) rather than to the T x T
-  /// probabilities.
-  static func forward(qkv: UnsafePointer<Float>, shape s: Shape, out: UnsafeMutablePointer<Float>,
+  /// probabilities. qkv and out are bfloat16 when the shape says bf16.
+  static func forward(qkv: MatrixElements, shape s: Shape, out: MatrixElements,
                       lse: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>,
                       products: MatMul) throws(LiftError) {
-    let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens
+    let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens, e = s.operandType.byteSize
     let extent = RowExtent(count: t)
     let parts = min(Parallel.workers, s.tasks)
+    let qkvBase = Matrix(qkv, ld: 3 * w).base, outBase = Matrix(out, ld: w).base
     try withPlans(s, parts: parts, products: products) { plans in
       Parallel.forWorkers(s.tasks) { worker, tasks in
         let scores = plans[Product.scores.rawValue * parts + worker], values = plans[Product.values.rawValue * parts + worker]
-        let p = scratch + worker * scratchPerWorker(tokens: t, headDim: hd)
-        let inverseSums = p + 2 * t * tp
+        let ws = WorkerScratch(scratch, worker: worker, shape: s)
         for task in tasks {
           let b = task / s.heads, h = task % s.heads
-          let q = qkv + b * t * 3 * w + h * hd, k = q + w, v = q + 2 * w
-          let o = out + b * t * w + h * hd
+          let q = qkvBase + (b * t * 3 * w + h * hd) * e, k = q + w * e, v = q + 2 * w * e
           // S = Q K^T (T x Tpad; the padding columns are masked), E = exp(scale * S - max).
-          scores.execute(a: q, b: k, c: p)
+          scores.execute(a: q, b: k, c: ws.p)
           for i in 0..<t {
-            let (logSum, inverse) = expRow(p + i * tp, extent, scale: s.scale)
+            let (logSum, inverse) = expRow(ws.p + i * tp, extent, scale: s.scale)
             lse?[task * t + i] = logSum
-            inverseSums[i] = inverse
+            ws.vector[i] = inverse
           }
-          // O = E V, then each row divided by its sum.
-          values.execute(a: p, b: v, c: o)
-          for i in 0..<t { VectorOps.scale(o + i * w, hd, by: inverseSums[i]) }
+          // O = E V, then each row divided by its sum (and rounded in bf16).
+          let eOperand = ws.operand(ws.p, rows: t, ld: tp)
+          let oFirst = b * t * w + h * hd
+          if let block = ws.output {
+            values.execute(a: eOperand, b: v, c: block)
+            // bf16: the output is bfloat16 (a product input).
+            let rounded = outBase.assumingMemoryBound(to: BFloat16.self) + oFirst
+            for i in 0..<t {
+              let row = BFloat16Writer(pointer: rounded + i * w), src = block + i * hd, inv = Vec16(repeating: ws.vector[i])
+              var j = 0
+              while j + 16 <= hd { row.store(src.vload(j) * inv, at: j); j += 16 }
+              while j < hd { row.store(src[j] * ws.vector[i], at: j); j += 1 }
+            }
+          } else {
+            let o = outBase.assumingMemoryBound(to: Float.self) + oFirst
+            values.execute(a: eOperand, b: v, c: o)
+            for i in 0..<t { VectorOps.scale(o + i * w, hd, by: ws.vector[i]) }
+          }
         }
       }
     }
   }
 
-  /// Gradients of the forward above: given dO (B*T x W), writes dqkv (B*T x 3W) and adds the
-  /// column sums of dqkv (the in_proj bias gradient) into dBias (3W). `partials` holds
-  /// workers * 3W floats.
-  static func backward(qkv: UnsafePointer<Float>, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
-                       dOut: UnsafePointer<Float>, shape s: Shape, dqkv: UnsafeMutablePointer<Float>,
+  /// Gradients of the forward above: given dO (B*T x W), writes dqkv (B*T x 3W, float32) and
+  /// adds the column sums of dqkv (the in_proj bias gradient) into dBias (3W). `partials` holds
+  /// workers * 3W floats. qkv, out and dOut are bfloat16 when the shape says bf16.
+  static func backward(qkv: MatrixElements, out: MatrixElements, lse: UnsafePointer<Float>,
+                       dOut: MatrixElements, shape s: Shape, dqkv: UnsafeMutablePointer<Float>,
                        dBias: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<Float>,
                        scratch: UnsafeMutablePointer<Float>, products: MatMul) throws(LiftError) {
-    let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens
+    let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens, e = s.operandType.byteSize
     let extent = RowExtent(count: t)
     let parts = min(Parallel.workers, s.tasks)
+    let qkvBase = Matrix(qkv, ld: 3 * w).base, dOutBase = Matrix(dOut, ld: w).base
     try withPlans(s, parts: parts, products: products) { plans in
       Parallel.forWorkers(s.tasks) { worker, tasks in
         func plan(_ product: Product) -> MatMulPlan { plans[product.rawValue * parts + worker] }
@@ -116,28 +163,28 @@ enum Attention {
         let keyGradient = plan(.keyGradient)
         let biasSums = partials + worker * 3 * w
         biasSums.initialize(repeating: 0, count: 3 * w)
-        let p = scratch + worker * scratchPerWorker(tokens: t, headDim: hd)
-        let dp = p + t * tp
-        let rowDot = dp + t * tp
+        let ws = WorkerScratch(scratch, worker: worker, shape: s)
+        let p = ws.p, dp = ws.dp, rowDot = ws.vector
         for task in tasks {
           let b = task / s.heads, h = task % s.heads
-          let q = qkv + b * t * 3 * w + h * hd
-          let k = q + w, v = q + 2 * w
-          let o = out + b * t * w + h * hd
-          let dO = dOut + b * t * w + h * hd
+          let q = qkvBase + (b * t * 3 * w + h * hd) * e
+          let k = q + w * e, v = q + 2 * w * e
+          let first = b * t * w + h * hd
+          let dO = dOutBase + first * e
           let dq = dqkv + b * t * 3 * w + h * hd
           let dk = dq + w, dv = dq + 2 * w
           // P = exp(scale * Q K^T - lse); dV = P^T dO; dP = dO V^T
           scores.execute(a: q, b: k, c: p)
           for i in 0..<t { expShifted(p + i * tp, extent, scale: s.scale, by: lse[task * t + i]) }
-          valueGradient.execute(a: p, b: dO, c: dv)
+          valueGradient.execute(a: ws.operand(p, rows: t, ld: tp), b: dO, c: dv)
           probabilityGradient.execute(a: dO, b: v, c: dp)
           // dS = scale * P * (dP - rowsum(dO * O))   (rowsum(dP * P) == rowsum(dO * O))
-          for i in 0..<t { rowDot[i] = dot(dO + i * w, o + i * w, hd) }
+          for i in 0..<t { rowDot[i] = dot(dOut.advanced(by: first + i * w), out.advanced(by: first + i * w), hd) }
           for i in 0..<t { softmaxGrad(p + i * tp, dp + i * tp, extent, rowDot[i], s.scale) }
           // dQ = dS K ; dK = dS^T Q   (dS is in dp)
-          queryGradient.execute(a: dp, b: k, c: dq)
-          keyGradient.execute(a: dp, b: q, c: dk)
+          let dS = ws.operand(dp, rows: t, ld: tp)
+          queryGradient.execute(a: dS, b: k, c: dq)
+          keyGradient.execute(a: dS, b: q, c: dk)
           for block in 0..<3 {
             let sums = biasSums + block * w + h * hd, column = dq + block * w
             for i in 0..<t { addRow(column + i * 3 * w, into: sums, hd) }
@@ -151,14 +198,14 @@ enum Attention {
     }
   }
 
-  /// <x, y> over n floats.
+  /// <x, y> over n values (float32 accumulation).
   @inline(__always)
-  static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> Float {
+  static func dot(_ x: MatrixElements, _ y: MatrixElements, _ n: Int) -> Float {
     var acc = Vec16()
     var j = 0
-    while j + 16 <= n { acc.addProduct(x.vload(j), y.vload(j)); j += 16 }
+    while j + 16 <= n { acc.addProduct(x.loadVector(j), y.loadVector(j)); j += 16 }
     var s = acc.sum()
-    while j < n { s += x[j] * y[j]; j += 1 }
+    while j < n { s += x.loadValue(j) * y.loadValue(j); j += 1 }
     return s
   }
 

@@ -5,12 +5,16 @@ typealias BFloat16 = UInt16
 /// float32 <-> bfloat16 conversions (round to nearest, ties to even, as PyTorch and oneDNN do;
 /// NaN stays a quiet NaN, overflow becomes infinity).
 enum BF16 {
+  /// Integer lane arithmetic only: lane selects (`replacing(with:where:)`) on integer vectors
+  /// compile to scalar code here, 20x slower.
   @inline(__always)
   static func round(_ v: Vec16) -> SIMD16<UInt16> {
-    let bits = unsafeBitCast(v, to: SIMD16<UInt32>.self)
+    let bits = unsafeBitCast(v, to: SIMD16<Int32>.self)
     let rounded = (bits &+ 0x7FFF &+ ((bits &>> 16) & 1)) &>> 16
-    let isNaN = (bits & 0x7FFF_FFFF) .> 0x7F80_0000
-    return SIMD16<UInt16>(truncatingIfNeeded: rounded.replacing(with: (bits &>> 16) | 0x40, where: isNaN))
+    // All ones in NaN lanes (|bits| > 0x7F800000 makes the difference negative), else zero.
+    let nan = (0x7F80_0000 &- (bits & 0x7FFF_FFFF)) &>> 31
+    let quiet = (bits &>> 16) | 0x40
+    return SIMD16<UInt16>(truncatingIfNeeded: (rounded & ~nan) | (quiet & nan))
   }
 
   @inline(__always)
@@ -59,5 +63,76 @@ enum BF16 {
       i += 16
     }
     while i < count { dst[i] = widen(src[i]); i += 1 }
+  }
+}
+
+/// Where a kernel writes values that feed a matrix product: float32 as they are, or bfloat16
+/// rounded. Kernels are generic over it so each precision gets its own specialised loop.
+protocol ProductInputWriter {
+  func store(_ v: Vec16, at i: Int)
+  /// Stores the first `count` (< 16) lanes of v at i.
+  func store(_ v: Vec16, at i: Int, count: Int)
+  func store(_ x: Float, at i: Int)
+  func advanced(by n: Int) -> Self
+}
+
+struct Float32Writer: ProductInputWriter {
+  let pointer: UnsafeMutablePointer<Float>
+  @inline(__always) func store(_ v: Vec16, at i: Int) { pointer.vstore(v, i) }
+  @inline(__always) func store(_ v: Vec16, at i: Int, count: Int) { storeTail(v, pointer + i, count) }
+  @inline(__always) func store(_ x: Float, at i: Int) { pointer[i] = x }
+  @inline(__always) func advanced(by n: Int) -> Float32Writer { Float32Writer(pointer: pointer + n) }
+}
+
+struct BFloat16Writer: ProductInputWriter {
+  let pointer: UnsafeMutablePointer<BFloat16>
+  @inline(__always) func store(_ v: Vec16, at i: Int) {
+    UnsafeMutableRawPointer(pointer + i).storeBytes(of: BF16.round(v), as: SIMD16<UInt16>.self)
+  }
+  @inline(__always) func store(_ v: Vec16, at i: Int, count: Int) {
+    let h = BF16.round(v)
+    withUnsafeBytes(of: h) { (pointer + i).update(from: $0.baseAddress!.assumingMemoryBound(to: UInt16.self), count: count) }
+  }
+  @inline(__always) func store(_ x: Float, at i: Int) { pointer[i] = BF16.round(x) }
+  @inline(__always) func advanced(by n: Int) -> BFloat16Writer { BFloat16Writer(pointer: pointer + n) }
+}
+
+/// Element access for code outside the hot loops, and for reading product inputs back.
+extension MatrixElements {
+  @inline(__always) func store(_ x: Float, at i: Int) {
+    switch self {
+    case .f32(let p): p[i] = x
+    case .bf16(let p): p[i] = BF16.round(x)
+    }
+  }
+
+  @inline(__always) func loadVector(_ i: Int) -> Vec16 {
+    switch self {
+    case .f32(let p): return p.vload(i)
+    case .bf16(let p): return BF16.widen(UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<UInt16>.self))
+    }
+  }
+
+  @inline(__always) func loadValue(_ i: Int) -> Float {
+    switch self {
+    case .f32(let p): return p[i]
+    case .bf16(let p): return BF16.widen(p[i])
+    }
+  }
+
+  @inline(__always) func advanced(by n: Int) -> MatrixElements {
+    switch self {
+    case .f32(let p): return .f32(p + n)
+    case .bf16(let p): return .bf16(p + n)
+    }
+  }
+
+  @inline(__always) func matrix(ld: Int) -> Matrix { Matrix(self, ld: ld) }
+
+  var type: ElementType {
+    switch self {
+    case .f32: return .f32
+    case .bf16: return .bf16
+    }
   }
 }

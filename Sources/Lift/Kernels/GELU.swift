@@ -19,36 +19,51 @@ enum GELU {
   }
 
   /// y[i] = GELU(x[i]) for i in 0..<count (parallel).
-  static func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+  static func forward(_ x: UnsafePointer<Float>, _ y: MatrixElements, count: Int) {
+    switch y {
+    case .f32(let p): forward(x, into: Float32Writer(pointer: p), count: count)
+    case .bf16(let p): forward(x, into: BFloat16Writer(pointer: p), count: count)
+    }
+  }
+
+  private static func forward<W: ProductInputWriter>(_ x: UnsafePointer<Float>, into y: W, count: Int) {
     Parallel.forRanges(count, grain: 1 << 14) { r in
       var i = r.lowerBound
       while i + 16 <= r.upperBound {
-        y.vstore(value(x.vload(i)), i)
+        y.store(value(x.vload(i)), at: i)
         i += 16
       }
-      if i < r.upperBound { storeTail(value(loadTail(x + i, r.upperBound - i)), y + i, r.upperBound - i) }
+      if i < r.upperBound { y.store(value(loadTail(x + i, r.upperBound - i)), at: i, count: r.upperBound - i) }
     }
   }
 
   /// For each row of x (rows x cols): x += bias (in place; x keeps the pre-activation), then
   /// y = GELU(x). Fuses a Linear layer's bias into the activation pass.
   static func forwardAddingBias(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
-                                _ y: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+                                _ y: MatrixElements, rows: Int, cols: Int) {
+    switch y {
+    case .f32(let p): forwardAddingBias(x, bias: bias, into: Float32Writer(pointer: p), rows: rows, cols: cols)
+    case .bf16(let p): forwardAddingBias(x, bias: bias, into: BFloat16Writer(pointer: p), rows: rows, cols: cols)
+    }
+  }
+
+  private static func forwardAddingBias<W: ProductInputWriter>(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
+                                                               into y: W, rows: Int, cols: Int) {
     Parallel.forRanges(rows, grain: max(1, (1 << 14) / cols)) { r in
       for row in r {
-        let xr = x + row * cols, yr = y + row * cols
+        let xr = x + row * cols, yr = y.advanced(by: row * cols)
         var j = 0
         while j + 16 <= cols {
           let v = xr.vload(j) + bias.vload(j)
           xr.vstore(v, j)
-          yr.vstore(value(v), j)
+          yr.store(value(v), at: j)
           j += 16
         }
         let n = cols - j
         if n > 0 {
           let v = loadTail(xr + j, n) + loadTail(bias + j, n)
           storeTail(v, xr + j, n)
-          storeTail(value(v), yr + j, n)
+          yr.store(value(v), at: j, count: n)
         }
       }
     }
@@ -56,19 +71,27 @@ enum GELU {
 
   /// Backward helper, first half: y = GELU(x) and x <- GELU'(x) in place (x is the saved
   /// pre-activation, not needed afterwards). Shares exp and erf between the two.
-  static func valueAndDerivativeInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+  static func valueAndDerivativeInPlace(_ x: UnsafeMutablePointer<Float>, _ y: MatrixElements, count: Int) {
+    switch y {
+    case .f32(let p): valueAndDerivativeInPlace(x, into: Float32Writer(pointer: p), count: count)
+    case .bf16(let p): valueAndDerivativeInPlace(x, into: BFloat16Writer(pointer: p), count: count)
+    }
+  }
+
+  private static func valueAndDerivativeInPlace<W: ProductInputWriter>(_ x: UnsafeMutablePointer<Float>, into y: W,
+                                                                       count: Int) {
     Parallel.forRanges(count, grain: 1 << 14) { r in
       var i = r.lowerBound
       while i + 16 <= r.upperBound {
         let (v, d) = valueAndDerivative(x.vload(i))
-        y.vstore(v, i)
+        y.store(v, at: i)
         x.vstore(d, i)
         i += 16
       }
       let n = r.upperBound - i
       if n > 0 {
         let (v, d) = valueAndDerivative(loadTail(x + i, n))
-        storeTail(v, y + i, n)
+        y.store(v, at: i, count: n)
         storeTail(d, x + i, n)
       }
     }

@@ -5,11 +5,23 @@
 enum LayerNorm {
   static let eps: Float = 1e-5
 
-  /// For each of `rows` rows of x (rows x cols): y = xhat * gamma + beta. xhat and rstd (rows)
-  /// are written when non-nil. y may alias x.
+  /// For each of `rows` rows of x (rows x cols): y = xhat * gamma + beta (float32, or rounded
+  /// to bfloat16 when y feeds a bf16 product). xhat and rstd (rows) are written when non-nil.
+  /// y may alias x.
   static func forward(_ x: UnsafePointer<Float>, rows: Int, cols: Int, gamma: UnsafePointer<Float>,
-                      beta: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                      beta: UnsafePointer<Float>, y: MatrixElements,
                       xhat: UnsafeMutablePointer<Float>?, rstd: UnsafeMutablePointer<Float>?) {
+    switch y {
+    case .f32(let p):
+      forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, into: Float32Writer(pointer: p), xhat: xhat, rstd: rstd)
+    case .bf16(let p):
+      forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, into: BFloat16Writer(pointer: p), xhat: xhat, rstd: rstd)
+    }
+  }
+
+  private static func forward<W: ProductInputWriter>(_ x: UnsafePointer<Float>, rows: Int, cols: Int,
+                                                     gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, into y: W,
+                                                     xhat: UnsafeMutablePointer<Float>?, rstd: UnsafeMutablePointer<Float>?) {
     let inv = 1 / Float(cols)
     Parallel.forRanges(rows, grain: max(1, 8192 / cols)) { r in
       for row in r {
@@ -28,20 +40,20 @@ enum LayerNorm {
         while j < cols { let d = xr[j] - mean; sq += d * d; j += 1 }
         let rs = 1 / (sq * inv + eps).squareRoot()
         rstd?[row] = rs
-        let yr = y + row * cols
+        let yr = y.advanced(by: row * cols)
         let xh = xhat.map { $0 + row * cols }
         let s = Vec16(repeating: rs)
         j = 0
         while j + 16 <= cols {
           let h = (xr.vload(j) - m) * s
           xh?.vstore(h, j)
-          yr.vstore(h * gamma.vload(j) + beta.vload(j), j)
+          yr.store(h * gamma.vload(j) + beta.vload(j), at: j)
           j += 16
         }
         while j < cols {
           let h = (xr[j] - mean) * rs
           xh?[j] = h
-          yr[j] = h * gamma[j] + beta[j]
+          yr.store(h * gamma[j] + beta[j], at: j)
           j += 1
         }
       }
@@ -50,13 +62,21 @@ enum LayerNorm {
 
   /// y = xhat * gamma + beta (the forward output, recomputed from the saved xhat).
   static func affine(_ xhat: UnsafePointer<Float>, rows: Int, cols: Int, gamma: UnsafePointer<Float>,
-                     beta: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+                     beta: UnsafePointer<Float>, y: MatrixElements) {
+    switch y {
+    case .f32(let p): affine(xhat, rows: rows, cols: cols, gamma: gamma, beta: beta, into: Float32Writer(pointer: p))
+    case .bf16(let p): affine(xhat, rows: rows, cols: cols, gamma: gamma, beta: beta, into: BFloat16Writer(pointer: p))
+    }
+  }
+
+  private static func affine<W: ProductInputWriter>(_ xhat: UnsafePointer<Float>, rows: Int, cols: Int,
+                                                    gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, into y: W) {
     Parallel.forRanges(rows, grain: max(1, 16384 / cols)) { r in
       for row in r {
-        let xr = xhat + row * cols, yr = y + row * cols
+        let xr = xhat + row * cols, yr = y.advanced(by: row * cols)
         var j = 0
-        while j + 16 <= cols { yr.vstore(xr.vload(j) * gamma.vload(j) + beta.vload(j), j); j += 16 }
-        while j < cols { yr[j] = xr[j] * gamma[j] + beta[j]; j += 1 }
+        while j + 16 <= cols { yr.store(xr.vload(j) * gamma.vload(j) + beta.vload(j), at: j); j += 16 }
+        while j < cols { yr.store(xr[j] * gamma[j] + beta[j], at: j); j += 1 }
       }
     }
   }

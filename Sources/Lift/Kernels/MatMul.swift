@@ -353,6 +353,29 @@ enum OneDNN {
     }
   }
 
+  /// Throws an unsupported-feature error unless `hasBFloat16`.
+  static func requireBFloat16() throws(LiftError) {
+    guard hasBFloat16 else {
+      throw .unsupported("bf16 precision needs a CPU with bfloat16 dot products (AVX512-BF16 or AMX), which this one "
+                         + "lacks (oneDNN ISA \(isaName)); use fp32")
+    }
+  }
+
+  /// oneDNN's name for the instruction set it uses here.
+  static var isaName: String {
+    switch dnnl_get_effective_cpu_isa() {
+    case dnnl_cpu_isa_sse41: return "sse41"
+    case dnnl_cpu_isa_avx: return "avx"
+    case dnnl_cpu_isa_avx2: return "avx2"
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni"
+    case dnnl_cpu_isa_avx512_core: return "avx512_core"
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni"
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16"
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx"
+    default: return "0x" + String(dnnl_get_effective_cpu_isa().rawValue, radix: 16)
+    }
+  }
+
   /// Whether oneDNN may use bfloat16 dot-product instructions (AVX512-BF16 or AMX) here.
   /// DNNL_MAX_CPU_ISA lowers what it reports (e.g. "AVX512_CORE" to test the error path).
   static var hasBFloat16: Bool {

@@ -22,7 +22,8 @@ public enum ImageInput {
 /// row, column) order, matching Conv2d weights (width, C, p, p): the strided convolution is one
 /// sgemm with the weight as a (width x C*p*p) matrix.
 enum Patchify {
-  static func run(_ source: ImageInput, config: ModelConfig, batch: Int, into out: UnsafeMutablePointer<Float>) {
+  /// `out` is float32, or bfloat16 (rounded) in bf16 precision.
+  static func run(_ source: ImageInput, config: ModelConfig, batch: Int, into out: MatrixElements) {
     let c = config.channels, s = config.imageSize, p = config.patch
     let g = s / p, pd = c * p * p
     switch source {
@@ -31,11 +32,14 @@ enum Patchify {
         for bp in r {
           let b = bp / g, py = bp % g
           for px in 0..<g {
-            let row = out + ((b * g + py) * g + px) * pd
+            let row = out.advanced(by: ((b * g + py) * g + px) * pd)
             for ch in 0..<c {
               for i in 0..<p {
                 let src = img + ((b * c + ch) * s + py * p + i) * s + px * p
-                (row + (ch * p + i) * p).update(from: src, count: p)
+                switch row.advanced(by: (ch * p + i) * p) {
+                case .f32(let dst): dst.update(from: src, count: p)
+                case .bf16(let dst): BF16.convert(src, dst, count: p)
+                }
               }
             }
           }
@@ -54,12 +58,12 @@ enum Patchify {
             for bp in r {
               let b = bp / g, py = bp % g
               for px in 0..<g {
-                let row = out + ((b * g + py) * g + px) * pd
+                let row = out.advanced(by: ((b * g + py) * g + px) * pd)
                 for i in 0..<p {
                   let src = img + ((b * s + py * p + i) * s + px * p) * c
                   for j in 0..<p {
                     for ch in 0..<c {
-                      row[(ch * p + i) * p + j] = Float(src[j * c + ch]) * scale[ch] + shift[ch]
+                      row.store(Float(src[j * c + ch]) * scale[ch] + shift[ch], at: (ch * p + i) * p + j)
                     }
                   }
                 }

@@ -4,35 +4,65 @@
 ///
 /// Notation: B images, T = 1 + P tokens (class token first, then patches row-major), W width,
 /// H heads, F = mlp_ratio * W, D text_dim, N = B * T token rows.
+///
+/// Precision (the workspace's): in bf16 every matrix product takes bfloat16 operands: the
+/// weights' rounded copy, activations that kernels write rounded (`MatrixElements`), and float32
+/// gradients rounded into a staging buffer just before their products (`operand`). Everything
+/// else (residual stream, LayerNorm, softmax, GELU, bias and parameter gradients) is float32.
 enum Encoder {
+  /// The weights as product operands: the parameters (fp32) or their rounded copy (bf16).
+  struct ProductWeights {
+    let values: UnsafeMutablePointer<Float>
+    let rounded: UnsafeMutablePointer<BFloat16>?
+
+    /// The tensor at `offset` as a matrix with rows of `ld` elements.
+    func callAsFunction(_ offset: Int, ld: Int) -> Matrix {
+      if let rounded { return Matrix(rounded + offset, ld: ld) }
+      return Matrix(values + offset, ld: ld)
+    }
+  }
+
+  /// A float32 matrix (rows x cols, dense) as a product operand: itself in fp32, rounded into
+  /// `staging` in bf16 (staging is nil exactly in fp32).
+  static func operand(_ values: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
+                      staging: UnsafeMutablePointer<BFloat16>?) -> Matrix {
+    guard let staging else { return Matrix(values, ld: cols) }
+    Profile.measure(.precision) { BF16.convertParallel(values, staging, count: rows * cols) }
+    return Matrix(staging, ld: cols)
+  }
+
   // MARK: Forward
 
   /// Runs the encoder on `batch` images; afterwards ws.embeddings (B x D) holds unit-norm image
   /// embeddings and, for training workspaces, every activation backward needs is saved.
+  /// In bf16 it first rounds the current parameters into ws.weights16 (backward uses that copy).
   static func forward(_ model: Model, images: ImageInput, batch: Int, ws: Workspace) throws(LiftError) {
     let c = model.config, l = model.layout
-    let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches
-    let par = model.parameters
+    let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches, f = c.hidden
+    let par = model.parameters, mm = ws.products
+    if let rounded = ws.weights16 {
+      Profile.measure(.precision) { BF16.convertParallel(par, rounded, count: l.totalCount) }
+    }
+    let weights = ProductWeights(values: par, rounded: ws.weights16)
 
-    // Patch embedding: one sgemm of the patch matrix with conv1 as a (W x C*p*p) matrix.
+    // Patch embedding: one product of the patch matrix with conv1 as a (W x C*p*p) matrix.
     Profile.measure(.patchify) {
       Patchify.run(images, config: c, batch: batch, into: ws.patches)
     }
     try Profile.measure(.gemmForward) { () throws(LiftError) in
-      try Linear.forward(Matrix(ws.patches, ld: c.patchDim), rows: np, inFeatures: c.patchDim, outFeatures: w,
-                         weight: Matrix(par + l.conv1, ld: c.patchDim), bias: nil, Matrix(ws.patchTokens, ld: w),
-                         products: ws.products)
+      try Linear.forward(ws.patches.matrix(ld: c.patchDim), rows: np, inFeatures: c.patchDim, outFeatures: w,
+                         weight: weights(l.conv1, ld: c.patchDim), bias: nil, Matrix(ws.patchTokens, ld: w), products: mm)
     }
     Profile.measure(.elementwiseForward) {
       assembleTokens(ws.patchTokens, classEmbedding: par + l.classEmbedding, positional: par + l.positionalEmbedding,
                      batch: batch, tokens: t, width: w, into: ws.x)
     }
     Profile.measure(.layerNormForward) {
-      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPreWeight, beta: par + l.lnPreBias, y: ws.x,
+      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPreWeight, beta: par + l.lnPreBias, y: .f32(ws.x),
                         xhat: ws.xhatPre, rstd: ws.rstdPre)
     }
 
-    let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads)
+    let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads, bf16: ws.bf16)
     for (i, blk) in l.blocks.enumerated() {
       let qkv = ws.perBlock(ws.qkv, i), out = ws.perBlock(ws.attnOut, i)
       let lse = ws.perBlock(ws.lse, i), fc = ws.perBlock(ws.fc, i)
@@ -42,17 +72,15 @@ enum Encoder {
                           xhat: ws.training ? ws.xhat1[i] : nil, rstd: ws.training ? ws.rstd1[i] : nil)
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
-        try Linear.forward(Matrix(ws.h, ld: w), rows: n, inFeatures: w, outFeatures: 3 * w,
-                           weight: Matrix(par + blk.inWeight, ld: w), bias: par + blk.inBias, Matrix(qkv, ld: 3 * w),
-                           products: ws.products)
+        try Linear.forward(ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: 3 * w,
+                           weight: weights(blk.inWeight, ld: w), bias: par + blk.inBias, qkv.matrix(ld: 3 * w), products: mm)
       }
       try Profile.measure(.attentionForward) { () throws(LiftError) in
-        try Attention.forward(qkv: qkv, shape: shape, out: out, lse: lse, scratch: ws.attnScratch, products: ws.products)
+        try Attention.forward(qkv: qkv, shape: shape, out: out, lse: lse, scratch: ws.attnScratch, products: mm)
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
-        try Linear.forward(Matrix(out, ld: w), rows: n, inFeatures: w, outFeatures: w,
-                           weight: Matrix(par + blk.outWeight, ld: w), bias: par + blk.outBias, Matrix(ws.x, ld: w),
-                           accumulate: true, products: ws.products)
+        try Linear.forward(out.matrix(ld: w), rows: n, inFeatures: w, outFeatures: w, weight: weights(blk.outWeight, ld: w),
+                           bias: par + blk.outBias, Matrix(ws.x, ld: w), accumulate: true, products: mm)
       }
       // x = x + c_proj(GELU(c_fc(ln_2(x))))
       Profile.measure(.layerNormForward) {
@@ -60,28 +88,27 @@ enum Encoder {
                           xhat: ws.training ? ws.xhat2[i] : nil, rstd: ws.training ? ws.rstd2[i] : nil)
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
-        try Linear.forward(Matrix(ws.h, ld: w), rows: n, inFeatures: w, outFeatures: c.hidden,
-                           weight: Matrix(par + blk.fcWeight, ld: w), bias: nil, Matrix(fc, ld: c.hidden),
-                           products: ws.products)
+        try Linear.forward(ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: f, weight: weights(blk.fcWeight, ld: w),
+                           bias: nil, Matrix(fc, ld: f), products: mm)
       }
       Profile.measure(.geluForward) {
-        GELU.forwardAddingBias(fc, bias: par + blk.fcBias, ws.g, rows: n, cols: c.hidden)
+        GELU.forwardAddingBias(fc, bias: par + blk.fcBias, ws.g, rows: n, cols: f)
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
-        try Linear.forward(Matrix(ws.g, ld: c.hidden), rows: n, inFeatures: c.hidden, outFeatures: w,
-                           weight: Matrix(par + blk.projWeight, ld: c.hidden), bias: par + blk.projBias,
-                           Matrix(ws.x, ld: w), accumulate: true, products: ws.products)
+        try Linear.forward(ws.g.matrix(ld: f), rows: n, inFeatures: f, outFeatures: w, weight: weights(blk.projWeight, ld: f),
+                           bias: par + blk.projBias, Matrix(ws.x, ld: w), accumulate: true, products: mm)
       }
     }
+    // ln_post in place: the residual stream is not needed afterwards.
     Profile.measure(.layerNormForward) {
-      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPostWeight, beta: par + l.lnPostBias, y: ws.h,
+      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPostWeight, beta: par + l.lnPostBias, y: .f32(ws.x),
                         xhat: ws.xhatPost, rstd: ws.rstdPost)
     }
     Profile.measure(.elementwiseForward) {
-      pool(ws.h, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.pooled)
+      pool(ws.x, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.pooled)
     }
     try Profile.measure(.gemmForward) { () throws(LiftError) in
-      try headForward(model, batch: batch, ws: ws)
+      try headForward(model, batch: batch, ws: ws, weights: weights)
     }
     Profile.measure(.elementwiseForward) {
       normalizeRows(ws.headOut[c.headLayers - 1], rows: batch, cols: c.textDim, norms: ws.norms, into: ws.embeddings)
@@ -123,20 +150,20 @@ enum Encoder {
   }
 
   /// z_0 = pooled W_0^T + b_0; z_l = GELU(z_{l-1}) W_l^T + b_l.
-  static func headForward(_ model: Model, batch: Int, ws: Workspace) throws(LiftError) {
+  static func headForward(_ model: Model, batch: Int, ws: Workspace, weights: ProductWeights) throws(LiftError) {
     let c = model.config, l = model.layout, d = c.textDim
     for (i, layer) in l.head.enumerated() {
-      let input: UnsafePointer<Float>
+      let input: Matrix
       if i == 0 {
-        input = UnsafePointer(ws.pooled)
+        input = operand(ws.pooled, rows: batch, cols: c.width, staging: ws.headIn16)
       } else {
         GELU.forward(ws.headOut[i - 1], ws.headAct[i], count: batch * d)
-        input = UnsafePointer(ws.headAct[i])
+        input = ws.headAct[i].matrix(ld: d)
       }
       let inFeatures = i == 0 ? c.width : d
-      try Linear.forward(Matrix(input, ld: inFeatures), rows: batch, inFeatures: inFeatures, outFeatures: d,
-                         weight: Matrix(model.parameters + layer.weight, ld: inFeatures),
-                         bias: model.parameters + layer.bias, Matrix(ws.headOut[i], ld: d), products: ws.products)
+      try Linear.forward(input, rows: batch, inFeatures: inFeatures, outFeatures: d,
+                         weight: weights(layer.weight, ld: inFeatures), bias: model.parameters + layer.bias,
+                         Matrix(ws.headOut[i], ld: d), products: ws.products)
     }
   }
 
@@ -160,8 +187,9 @@ enum Encoder {
                        grads: UnsafeMutablePointer<Float>) throws(LiftError) {
     precondition(ws.training, "backward needs a training workspace")
     let c = model.config, l = model.layout
-    let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches, d = c.textDim
-    let par = model.parameters
+    let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches, d = c.textDim, f = c.hidden
+    let par = model.parameters, mm = ws.products
+    let weights = ProductWeights(values: par, rounded: ws.weights16)
 
     // Through the L2 normalisation: df = (dE - e <e, dE>) / |f|.
     var dz = ws.dHead, dOther = ws.dHead + batch * max(d, w)
@@ -175,12 +203,13 @@ enum Encoder {
     // Head, last layer first.
     for i in stride(from: c.headLayers - 1, through: 0, by: -1) {
       let layer = l.head[i]
-      let input = i == 0 ? UnsafePointer(ws.pooled) : UnsafePointer(ws.headAct[i])
       let inF = i == 0 ? w : d
+      let input = i == 0 ? (ws.headIn16.map { Matrix($0, ld: w) } ?? Matrix(ws.pooled, ld: w)) : ws.headAct[i].matrix(ld: d)
+      let dzOperand = operand(dz, rows: batch, cols: d, staging: ws.headGrad16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
-        try Linear.backward(Matrix(dz, ld: d), dyValues: dz, Matrix(input, ld: inF), rows: batch, inFeatures: inF,
-                            outFeatures: d, weight: Matrix(par + layer.weight, ld: inF), dWeight: grads + layer.weight,
-                            dBias: grads + layer.bias, dx: Matrix(dOther, ld: inF), ones: ws.ones, products: ws.products)
+        try Linear.backward(dzOperand, dyValues: dz, input, rows: batch, inFeatures: inF, outFeatures: d,
+                            weight: weights(layer.weight, ld: inF), dWeight: grads + layer.weight, dBias: grads + layer.bias,
+                            dx: Matrix(dOther, ld: inF), ones: ws.ones, products: mm)
       }
       if i > 0 { GELU.backward(ws.headOut[i - 1], dOther, dOther, count: batch * d) }
       swap(&dz, &dOther)
@@ -195,7 +224,7 @@ enum Encoder {
                          partials: ws.partials)
     }
 
-    let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads)
+    let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads, bf16: ws.bf16)
     for i in stride(from: c.depth - 1, through: 0, by: -1) {
       let blk = l.blocks[i]
       // MLP: x_out = x_mid + c_proj(GELU(c_fc(ln_2(x_mid)))).
@@ -204,22 +233,23 @@ enum Encoder {
       }
       Profile.measure(.geluBackward) {
         // g = GELU(fc) for c_proj's weight gradient; fc becomes GELU'(fc) (its last use).
-        GELU.valueAndDerivativeInPlace(ws.fc[i], ws.g, count: n * c.hidden)
+        GELU.valueAndDerivativeInPlace(ws.fc[i], ws.g, count: n * f)
       }
+      let dOutput = operand(ws.dx, rows: n, cols: w, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
-        try Linear.backward(Matrix(ws.dx, ld: w), dyValues: ws.dx, Matrix(ws.g, ld: c.hidden), rows: n,
-                            inFeatures: c.hidden, outFeatures: w, weight: Matrix(par + blk.projWeight, ld: c.hidden),
-                            dWeight: grads + blk.projWeight, dBias: grads + blk.projBias, dx: Matrix(ws.dg, ld: c.hidden),
-                            ones: ws.ones, products: ws.products)
+        try Linear.backward(dOutput, dyValues: ws.dx, ws.g.matrix(ld: f), rows: n, inFeatures: f, outFeatures: w,
+                            weight: weights(blk.projWeight, ld: f), dWeight: grads + blk.projWeight,
+                            dBias: grads + blk.projBias, dx: Matrix(ws.dg, ld: f), ones: ws.ones, products: mm)
       }
       Profile.measure(.geluBackward) {
-        GELU.scaleAndSumColumns(ws.dg, slope: ws.fc[i], rows: n, cols: c.hidden, dBias: grads + blk.fcBias,
+        GELU.scaleAndSumColumns(ws.dg, slope: ws.fc[i], rows: n, cols: f, dBias: grads + blk.fcBias,
                                 partials: ws.partials)
       }
+      let dHidden = operand(ws.dg, rows: n, cols: f, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
-        try Linear.backward(Matrix(ws.dg, ld: c.hidden), dyValues: ws.dg, Matrix(ws.h, ld: w), rows: n, inFeatures: w,
-                            outFeatures: c.hidden, weight: Matrix(par + blk.fcWeight, ld: w), dWeight: grads + blk.fcWeight,
-                            dBias: nil, dx: Matrix(ws.dh, ld: w), ones: ws.ones, products: ws.products)
+        try Linear.backward(dHidden, dyValues: ws.dg, ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: f,
+                            weight: weights(blk.fcWeight, ld: w), dWeight: grads + blk.fcWeight, dBias: nil,
+                            dx: Matrix(ws.dh, ld: w), ones: ws.ones, products: mm)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.backward(ws.dh, xhat: ws.xhat2[i], rstd: ws.rstd2[i], gamma: par + blk.ln2Weight, rows: n, cols: w,
@@ -227,23 +257,25 @@ enum Encoder {
                            partials: ws.partials)
       }
       // Attention: x_mid = x_in + out_proj(attention(in_proj(ln_1(x_in)))).
+      let dMid = operand(ws.dx, rows: n, cols: w, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
-        try Linear.backward(Matrix(ws.dx, ld: w), dyValues: ws.dx, Matrix(ws.attnOut[i], ld: w), rows: n, inFeatures: w,
-                            outFeatures: w, weight: Matrix(par + blk.outWeight, ld: w), dWeight: grads + blk.outWeight,
-                            dBias: grads + blk.outBias, dx: Matrix(ws.dAttn, ld: w), ones: ws.ones, products: ws.products)
+        try Linear.backward(dMid, dyValues: ws.dx, ws.attnOut[i].matrix(ld: w), rows: n, inFeatures: w, outFeatures: w,
+                            weight: weights(blk.outWeight, ld: w), dWeight: grads + blk.outWeight,
+                            dBias: grads + blk.outBias, dx: ws.dAttn.matrix(ld: w), ones: ws.ones, products: mm)
       }
       try Profile.measure(.attentionBackward) { () throws(LiftError) in
         try Attention.backward(qkv: ws.qkv[i], out: ws.attnOut[i], lse: ws.lse[i], dOut: ws.dAttn, shape: shape,
                                dqkv: ws.dqkv, dBias: grads + blk.inBias, partials: ws.partials, scratch: ws.attnScratch,
-                               products: ws.products)
+                               products: mm)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.affine(ws.xhat1[i], rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h)
       }
+      let dQKV = operand(ws.dqkv, rows: n, cols: 3 * w, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
-        try Linear.backward(Matrix(ws.dqkv, ld: 3 * w), dyValues: ws.dqkv, Matrix(ws.h, ld: w), rows: n, inFeatures: w,
-                            outFeatures: 3 * w, weight: Matrix(par + blk.inWeight, ld: w), dWeight: grads + blk.inWeight,
-                            dBias: nil, dx: Matrix(ws.dh, ld: w), ones: ws.ones, products: ws.products)
+        try Linear.backward(dQKV, dyValues: ws.dqkv, ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: 3 * w,
+                            weight: weights(blk.inWeight, ld: w), dWeight: grads + blk.inWeight, dBias: nil,
+                            dx: Matrix(ws.dh, ld: w), ones: ws.ones, products: mm)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.backward(ws.dh, xhat: ws.xhat1[i], rstd: ws.rstd1[i], gamma: par + blk.ln1Weight, rows: n, cols: w,
@@ -261,9 +293,10 @@ enum Encoder {
       tokensBackward(ws.dh, batch: batch, tokens: t, width: w, dClass: grads + l.classEmbedding,
                      dPositional: grads + l.positionalEmbedding, dPatchTokens: ws.patchTokens)
     }
+    let dPatchTokens = operand(ws.patchTokens, rows: np, cols: w, staging: ws.stage16)
     try Profile.measure(.gemmBackward) { () throws(LiftError) in
-      try ws.products.accumulateTransposed(m: w, n: c.patchDim, k: np, Matrix(ws.patchTokens, ld: w),
-                                           Matrix(ws.patches, ld: c.patchDim), into: grads + l.conv1)
+      try mm.accumulateTransposed(m: w, n: c.patchDim, k: np, dPatchTokens, ws.patches.matrix(ld: c.patchDim),
+                                  into: grads + l.conv1)
     }
   }
 

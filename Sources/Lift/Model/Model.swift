@@ -53,7 +53,8 @@ public final class Model {
       guard chunk >= 1 else { throw .argument("chunk must be >= 1") }
       if encodeWorkspace == nil || encodeWorkspace!.capacity < min(chunk, max(count, 1)) {
         encodeWorkspace = nil
-        encodeWorkspace = try Workspace(config: config, capacity: min(chunk, max(count, 1)), training: false)
+        encodeWorkspace = try Workspace(config: config, capacity: min(chunk, max(count, 1)), training: false,
+                                        parameterCount: layout.totalCount)
       }
       let ws = encodeWorkspace!
       let d = config.textDim

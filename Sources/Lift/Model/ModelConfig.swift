@@ -15,6 +15,27 @@ public struct ModelConfig: Equatable {
     case sigmoid = 2
   }
 
+  /// Arithmetic of the matrix products (torch.autocast-style mixed precision). Weights, AdamW
+  /// moments, the loss, softmax and LayerNorm statistics and every reduction stay float32 in both.
+  public enum Precision: Int32 {
+    /// float32 everywhere (the reference numerics).
+    case fp32 = 0
+    /// Every matrix product (patch embedding, qkv, attention scores and values, projections, MLP,
+    /// head, and their backward products) takes bfloat16 inputs rounded to nearest even, with
+    /// float32 accumulation and float32 results. Needs a CPU with bfloat16 dot products
+    /// (AVX512-BF16 or AMX).
+    case bf16 = 1
+
+    public var name: String { self == .fp32 ? "fp32" : "bf16" }
+    public init?(name: String) {
+      switch name {
+      case "fp32": self = .fp32
+      case "bf16": self = .bf16
+      default: return nil
+      }
+    }
+  }
+
   public var imageSize: Int
   public var channels: Int
   public var patch: Int
@@ -32,6 +53,8 @@ public struct ModelConfig: Equatable {
   /// Per-channel normalisation applied to uint8 images: (x / 255 - mean) / std.
   public var imageMean: [Float]
   public var imageStd: [Float]
+  /// How the matrix products compute (training and `encode`).
+  public var precision: Precision
 
   public var gridSize: Int { imageSize / patch }
   public var patches: Int { gridSize * gridSize }
@@ -50,7 +73,8 @@ public struct ModelConfig: Equatable {
 
   public init(imageSize: Int, channels: Int = 3, patch: Int, width: Int, depth: Int, heads: Int,
               mlpRatio: Int = 4, headLayers: Int = 2, textDim: Int, pooling: Pooling = .average,
-              objective: Objective = .contrastive, imageMean: [Float]? = nil, imageStd: [Float]? = nil) {
+              objective: Objective = .contrastive, imageMean: [Float]? = nil, imageStd: [Float]? = nil,
+              precision: Precision = .fp32) {
     self.imageSize = imageSize
     self.channels = channels
     self.patch = patch
@@ -64,6 +88,7 @@ public struct ModelConfig: Equatable {
     self.objective = objective
     self.imageMean = imageMean ?? Self.defaultMean(channels)
     self.imageStd = imageStd ?? Self.defaultStd(channels)
+    self.precision = precision
   }
 
   /// Named architectures. ViT-*/16 are the 224-px models of the paper's family; the small ones

@@ -1,35 +1,41 @@
 /// Activation and scratch buffers of the encoder for batches of up to `capacity` images,
 /// carved out of one allocation made when the workspace is created: nothing is allocated
-/// during a forward or backward pass.
+/// during a forward or backward pass (product plans are made on the first pass of each shape).
 ///
 /// Shapes (N = capacity * tokens, W = width, F = hidden, D = textDim, L = depth, H = heads):
 /// training workspaces keep, per block, what backward needs: xhat1, xhat2 (N x W), rstd1,
 /// rstd2 (N), qkv (N x 3W), attention output (N x W), attention log-sum-exp (capacity*H*tokens)
 /// and the MLP pre-activation (N x F). Inference workspaces keep one of each, reused per block.
+///
+/// Precision: buffers whose only readers are matrix products (patches, LayerNorm outputs, qkv,
+/// attention outputs, GELU outputs, dAttn) hold float32 in fp32 precision and bfloat16 in bf16
+/// precision (`MatrixElements`). In bf16, float32 gradients that feed products are rounded
+/// into `stage16` first, and `weights16` holds the parameters rounded, refreshed by every forward.
 final class Workspace {
   let config: ModelConfig
   let capacity: Int
   let training: Bool
+  var bf16: Bool { config.precision == .bf16 }
   private let storage: UnsafeMutablePointer<Float>
   let floatCount: Int
 
   // Forward.
-  let patches: UnsafeMutablePointer<Float>      // (capacity*P) x patchDim
+  let patches: MatrixElements                   // (capacity*P) x patchDim
   let patchTokens: UnsafeMutablePointer<Float>  // (capacity*P) x W; also dPatch in backward
   let x: UnsafeMutablePointer<Float>            // N x W residual stream
-  let h: UnsafeMutablePointer<Float>            // N x W LayerNorm output / ln_post output
-  let g: UnsafeMutablePointer<Float>            // N x F GELU output
+  let h: MatrixElements                         // N x W LayerNorm output (ln_post's goes into x, in place)
+  let g: MatrixElements                         // N x F GELU output
   let xhatPre: UnsafeMutablePointer<Float>?, rstdPre: UnsafeMutablePointer<Float>?
   let xhat1: [UnsafeMutablePointer<Float>], rstd1: [UnsafeMutablePointer<Float>]
   let xhat2: [UnsafeMutablePointer<Float>], rstd2: [UnsafeMutablePointer<Float>]
-  let qkv: [UnsafeMutablePointer<Float>]
-  let attnOut: [UnsafeMutablePointer<Float>]
+  let qkv: [MatrixElements]                     // per block N x 3W
+  let attnOut: [MatrixElements]                 // per block N x W
   let lse: [UnsafeMutablePointer<Float>]
   let fc: [UnsafeMutablePointer<Float>]
   let xhatPost: UnsafeMutablePointer<Float>?, rstdPost: UnsafeMutablePointer<Float>?
   let pooled: UnsafeMutablePointer<Float>       // capacity x W
   let headOut: [UnsafeMutablePointer<Float>]    // per head layer: capacity x D pre-activation z
-  let headAct: [UnsafeMutablePointer<Float>]    // per head layer l >= 1: GELU(z_{l-1})
+  let headAct: [MatrixElements]                 // per head layer l >= 1: GELU(z_{l-1})
   let norms: UnsafeMutablePointer<Float>        // capacity: |f| of each feature row
   let embeddings: UnsafeMutablePointer<Float>   // capacity x D, unit rows
   let attnScratch: UnsafeMutablePointer<Float>  // workers x Attention.scratchPerWorker
@@ -38,50 +44,67 @@ final class Workspace {
   let dx: UnsafeMutablePointer<Float>           // N x W
   let dh: UnsafeMutablePointer<Float>           // N x W
   let dqkv: UnsafeMutablePointer<Float>         // N x 3W
-  let dAttn: UnsafeMutablePointer<Float>        // N x W
+  let dAttn: MatrixElements                     // N x W
   let dg: UnsafeMutablePointer<Float>           // N x F
   let dHead: UnsafeMutablePointer<Float>        // 2 x capacity x max(D, W)
   let partials: UnsafeMutablePointer<Float>     // workers x max(2W, 3W, F, D): per-worker column sums
   let ones: UnsafeMutablePointer<Float>         // N ones, for column sums
+
+  // bf16 precision only (nil in fp32).
+  let weights16: UnsafeMutablePointer<BFloat16>?  // layout.totalCount: the parameters, rounded
+  let stage16: UnsafeMutablePointer<BFloat16>?    // N x max(3W, F): a float32 gradient, rounded
+  let headIn16: UnsafeMutablePointer<BFloat16>?   // capacity x W: pooled features, rounded
+  let headGrad16: UnsafeMutablePointer<BFloat16>? // capacity x D: a head gradient, rounded
+
   /// Matrix-product plans of this workspace's shapes; its split-k scratch is
   /// (workers - 1) x the largest block/patch weight (training only).
   let products: MatMul
 
-  init(config c: ModelConfig, capacity: Int, training: Bool) throws(LiftError) {
+  init(config c: ModelConfig, capacity: Int, training: Bool, parameterCount: Int) throws(LiftError) {
     self.config = c
     self.capacity = capacity
     self.training = training
+    let bf16 = c.precision == .bf16
+    if bf16 { try OneDNN.requireBFloat16() }
     let n = capacity * c.tokens, w = c.width, f = c.hidden, d = c.textDim
     let np = capacity * c.patches
     let perBlock = training ? c.depth : min(c.depth, 1)
     let workers = Parallel.workers
-    // Sizes in allocation order; every buffer is rounded up to 16 floats.
+    // Sizes in floats, in allocation order; every buffer is rounded up to 16 floats. A buffer
+    // of product inputs takes half the floats in bf16.
     var sizes: [Int] = []
     func take(_ count: Int) -> Int { sizes.append((count + 15) / 16 * 16); return sizes.count - 1 }
-    let iPatches = take(np * c.patchDim), iPatchTokens = take(np * w), iX = take(n * w), iH = take(n * w)
-    let iG = take(n * f)
+    func takeOperand(_ count: Int) -> Int { take(bf16 ? (count + 1) / 2 : count) }
+    func takeHalves(_ count: Int) -> Int { bf16 ? take((count + 1) / 2) : -1 }
+    let iPatches = takeOperand(np * c.patchDim), iPatchTokens = take(np * w), iX = take(n * w), iH = takeOperand(n * w)
+    let iG = takeOperand(n * f)
     let iXhatPre = training ? take(n * w) : -1, iRstdPre = training ? take(n) : -1
     let iXhat1 = (0..<(training ? c.depth : 0)).map { _ in take(n * w) }
     let iRstd1 = (0..<(training ? c.depth : 0)).map { _ in take(n) }
     let iXhat2 = (0..<(training ? c.depth : 0)).map { _ in take(n * w) }
     let iRstd2 = (0..<(training ? c.depth : 0)).map { _ in take(n) }
-    let iQkv = (0..<perBlock).map { _ in take(n * 3 * w) }
-    let iAttn = (0..<perBlock).map { _ in take(n * w) }
+    let iQkv = (0..<perBlock).map { _ in takeOperand(n * 3 * w) }
+    let iAttn = (0..<perBlock).map { _ in takeOperand(n * w) }
     let iLse = (0..<perBlock).map { _ in take(capacity * c.heads * c.tokens) }
     let iFc = (0..<perBlock).map { _ in take(n * f) }
     let iXhatPost = training ? take(n * w) : -1, iRstdPost = training ? take(n) : -1
     let iPooled = take(capacity * w)
     let iHeadOut = (0..<c.headLayers).map { _ in take(capacity * d) }
-    let iHeadAct = (0..<c.headLayers).map { _ in take(capacity * d) }
+    let iHeadAct = (0..<c.headLayers).map { _ in takeOperand(capacity * d) }
     let iNorms = take(capacity), iEmb = take(capacity * d)
-    let iAttnScratch = take(workers * Attention.scratchPerWorker(tokens: c.tokens, headDim: c.headDim))
+    let attentionShape = Attention.Shape(batch: capacity, tokens: c.tokens, width: w, heads: c.heads, bf16: bf16)
+    let iAttnScratch = take(workers * attentionShape.scratchPerWorker)
     let bn = training ? n : 1
-    let iDx = take(bn * w), iDh = take(bn * w), iDqkv = take(bn * 3 * w), iDAttn = take(bn * w), iDg = take(bn * f)
+    let iDx = take(bn * w), iDh = take(bn * w), iDqkv = take(bn * 3 * w), iDAttn = takeOperand(bn * w), iDg = take(bn * f)
     let iDHead = take(training ? 2 * capacity * max(d, w) : 1)
     let iPartials = take(workers * max(3 * w, f, d))
     let iOnes = take(max(n, capacity))
     let gemmScratchCount = training ? (workers - 1) * max(3 * w * w, f * w, w * c.patchDim) : 0
     let iGemmScratch = take(gemmScratchCount)
+    let iWeights16 = takeHalves(parameterCount)
+    let iStage16 = training ? takeHalves(n * max(3 * w, f, c.patchDim)) : -1
+    let iHeadIn16 = takeHalves(capacity * w)
+    let iHeadGrad16 = training ? takeHalves(capacity * d) : -1
     var offsets: [Int] = []
     var total = 0
     for s in sizes { offsets.append(total); total += s }
@@ -90,15 +113,23 @@ final class Workspace {
     let base = storage
     func at(_ i: Int) -> UnsafeMutablePointer<Float> { base + offsets[i] }
     func opt(_ i: Int) -> UnsafeMutablePointer<Float>? { i < 0 ? nil : at(i) }
-    patches = at(iPatches); patchTokens = at(iPatchTokens); x = at(iX); h = at(iH); g = at(iG)
+    func operand(_ i: Int) -> MatrixElements {
+      bf16 ? .bf16(UnsafeMutableRawPointer(at(i)).assumingMemoryBound(to: BFloat16.self)) : .f32(at(i))
+    }
+    func halves(_ i: Int) -> UnsafeMutablePointer<BFloat16>? {
+      i < 0 ? nil : UnsafeMutableRawPointer(at(i)).assumingMemoryBound(to: BFloat16.self)
+    }
+    patches = operand(iPatches); patchTokens = at(iPatchTokens); x = at(iX); h = operand(iH); g = operand(iG)
     xhatPre = opt(iXhatPre); rstdPre = opt(iRstdPre)
     xhat1 = iXhat1.map(at); rstd1 = iRstd1.map(at); xhat2 = iXhat2.map(at); rstd2 = iRstd2.map(at)
-    qkv = iQkv.map(at); attnOut = iAttn.map(at); lse = iLse.map(at); fc = iFc.map(at)
+    qkv = iQkv.map(operand); attnOut = iAttn.map(operand); lse = iLse.map(at); fc = iFc.map(at)
     xhatPost = opt(iXhatPost); rstdPost = opt(iRstdPost)
-    pooled = at(iPooled); headOut = iHeadOut.map(at); headAct = iHeadAct.map(at)
+    pooled = at(iPooled); headOut = iHeadOut.map(at); headAct = iHeadAct.map(operand)
     norms = at(iNorms); embeddings = at(iEmb); attnScratch = at(iAttnScratch)
-    dx = at(iDx); dh = at(iDh); dqkv = at(iDqkv); dAttn = at(iDAttn); dg = at(iDg)
+    dx = at(iDx); dh = at(iDh); dqkv = at(iDqkv); dAttn = operand(iDAttn); dg = at(iDg)
     dHead = at(iDHead); partials = at(iPartials); ones = at(iOnes)
+    weights16 = halves(iWeights16); stage16 = halves(iStage16)
+    headIn16 = halves(iHeadIn16); headGrad16 = halves(iHeadGrad16)
     products = MatMul(scratch: gemmScratchCount > 0 ? at(iGemmScratch) : nil, scratchCapacity: gemmScratchCount)
     // Touch every page now (first-touch costs stay out of the first step) and set the ones.
     storage.initialize(repeating: 0, count: total)
@@ -108,9 +139,12 @@ final class Workspace {
   deinit { storage.deallocate() }
 
   /// Per-block buffer: training keeps one per block, inference reuses block 0's.
-  @inline(__always) func perBlock(_ list: [UnsafeMutablePointer<Float>], _ i: Int) -> UnsafeMutablePointer<Float> {
+  @inline(__always) func perBlock<T>(_ list: [T], _ i: Int) -> T {
     training ? list[i] : list[0]
   }
 
   var bytes: Int { floatCount * 4 }
+
+  /// Type of the product inputs this workspace's precision uses.
+  var operandType: ElementType { bf16 ? .bf16 : .f32 }
 }

@@ -24,6 +24,7 @@ public struct LiftError: Error, CustomStringConvertible, Equatable {
   static func state(_ message: String) -> LiftError { LiftError(LIFT_ERR_STATE, message) }
   static func buffer(_ message: String) -> LiftError { LiftError(LIFT_ERR_BUFFER, message) }
   static func `internal`(_ message: String) -> LiftError { LiftError(LIFT_ERR_INTERNAL, message) }
+  static func unsupported(_ message: String) -> LiftError { LiftError(LIFT_ERR_UNSUPPORTED, message) }
 }
 
 /// The constant name of a status code ("LIFT_ERR_IO"), as the header spells it.
@@ -39,6 +40,7 @@ public func statusName(_ status: lift_status) -> String {
   case LIFT_ERR_MEMORY: return "LIFT_ERR_MEMORY"
   case LIFT_ERR_STATE: return "LIFT_ERR_STATE"
   case LIFT_ERR_BUFFER: return "LIFT_ERR_BUFFER"
+  case LIFT_ERR_UNSUPPORTED: return "LIFT_ERR_UNSUPPORTED"
   case LIFT_ERR_INTERNAL: return "LIFT_ERR_INTERNAL"
   default: return "LIFT_ERR_UNKNOWN"
   }

@@ -8,6 +8,8 @@ public enum Profile {
     case patchify, gemmForward, attentionForward, layerNormForward, geluForward, elementwiseForward
     case gemmBackward, attentionBackward, layerNormBackward, geluBackward, elementwiseBackward
     case loss, optimizer
+    /// bf16 precision: rounding weights and gradients to bfloat16 for the products.
+    case precision
     /// Data-parallel collectives, waiting for the slowest rank included.
     case gather, allReduce
   }

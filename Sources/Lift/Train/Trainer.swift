@@ -77,7 +77,8 @@ public final class Trainer {
     firstMoment.initialize(repeating: 0, count: count)
     secondMoment.initialize(repeating: 0, count: count)
     do {
-      workspace = try Workspace(config: model.config, capacity: config.batchCapacity, training: true)
+      workspace = try Workspace(config: model.config, capacity: config.batchCapacity, training: true,
+                                parameterCount: model.layout.totalCount)
       lossScratch = try Objectives.Scratch(capacity: config.batchCapacity)
       texts = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "text embeddings")
       featureGrads = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "feature gradients")

@@ -57,6 +57,7 @@ STATUS_NAMES = {
     7: "LIFT_ERR_MEMORY",
     8: "LIFT_ERR_STATE",
     9: "LIFT_ERR_BUFFER",
+    10: "LIFT_ERR_UNSUPPORTED",
     99: "LIFT_ERR_INTERNAL",
 }
 
@@ -81,7 +82,8 @@ def check(status: int) -> None:
 class ModelConfigStruct(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int32) for name in (
         "image_size", "channels", "patch", "width", "depth", "heads", "mlp_ratio", "head_layers", "text_dim",
-        "pool", "objective")] + [("image_mean", ctypes.c_float * 3), ("image_std", ctypes.c_float * 3)]
+        "pool", "objective")] + [("image_mean", ctypes.c_float * 3), ("image_std", ctypes.c_float * 3),
+                                 ("precision", ctypes.c_int32)]
 
 
 class TensorInfoStruct(ctypes.Structure):

@@ -11,10 +11,13 @@ import numpy as np
 from ._arrays import as_float_matrix, check_out, cstrings, fptr
 from ._lib import (Handle, LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct, TrainConfigStruct, check, lib)
 
-__all__ = ["ModelConfig", "Model", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "OBJECTIVES", "POOLS"]
+__all__ = ["ModelConfig", "Model", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "OBJECTIVES", "POOLS",
+           "PRECISIONS"]
 
 OBJECTIVES = {"contrastive": 0, "cosine": 1, "sigmoid": 2}
 POOLS = {"avg": 0, "tok": 1}
+# Arithmetic of the matrix products: float32, or bfloat16 inputs with float32 accumulation.
+PRECISIONS = {"fp32": 0, "bf16": 1}
 _IMAGE_F32_NCHW, _IMAGE_U8_NHWC = 0, 1
 
 
@@ -34,6 +37,7 @@ class ModelConfig:
     objective: str = "contrastive"
     image_mean: tuple = ()
     image_std: tuple = ()
+    precision: str = "fp32"
 
     @classmethod
     def preset(cls, name: str, text_dim: int, **changes) -> "ModelConfig":
@@ -55,14 +59,17 @@ class ModelConfig:
         return cls(image_size=c.image_size, channels=c.channels, patch=c.patch, width=c.width, depth=c.depth,
                    heads=c.heads, text_dim=c.text_dim, mlp_ratio=c.mlp_ratio, head_layers=c.head_layers,
                    pool=pool, objective=objective, image_mean=tuple(c.image_mean[: c.channels]),
-                   image_std=tuple(c.image_std[: c.channels]))
+                   image_std=tuple(c.image_std[: c.channels]),
+                   precision={v: k for k, v in PRECISIONS.items()}[c.precision])
 
     def _struct(self) -> ModelConfigStruct:
         if self.pool not in POOLS:
             raise ValueError(f"pool must be one of {list(POOLS)}, got {self.pool!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
-        c = ModelConfigStruct(image_size=self.image_size, channels=self.channels, patch=self.patch, width=self.width,
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        c = ModelConfigStruct(precision=PRECISIONS[self.precision], image_size=self.image_size, channels=self.channels, patch=self.patch, width=self.width,
                               depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
                               head_layers=self.head_layers, text_dim=self.text_dim, pool=POOLS[self.pool],
                               objective=OBJECTIVES[self.objective])
