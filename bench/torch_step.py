@@ -115,7 +115,7 @@ def main():
                       "precision": args.precision, "threads": torch.get_num_threads(),
                       "step_s_median": round(step_s, 4), "images_per_s": round(args.batch / step_s, 2),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-                      "final_loss": round(float(loss), 4)}), flush=True)
+                      "final_loss": round(loss.item(), 4)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,13 @@ struct Eval: ParsableCommand {
 
   @Option(name: .long, help: "Model weights or training checkpoint (safetensors).") var model: String
   @Option(name: .long, help: "Dataset files.") var data: [String]
+  @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Also write the results here as JSON.") var json: String?
   @Flag(name: .long, help: "Skip retrieval.") var noRetrieval = false
 
   func run() throws {
     guard !data.isEmpty else { throw CLIError("--data needs at least one dataset file") }
-    let m = try cli { () throws(LiftError) in try Model.load(path: model) }
+    let m = try loadModel(model, precision: precision)
     let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
     let result = try Evaluation.run(model: m, dataset: ds, retrieval: !noRetrieval)
     if let json {
@@ -40,12 +41,13 @@ struct Encode: ParsableCommand {
 
   @Option(name: .long, help: "Model weights or training checkpoint.") var model: String
   @Option(name: .long, help: "Dataset files.") var data: [String]
+  @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Output embedding store (HDF5); not overwritten.") var out: String
   @Option(name: .long, help: "float16 or float32 (default float16).") var dtype = "float16"
 
   func run() throws {
     guard dtype == "float16" || dtype == "float32" else { throw CLIError("--dtype must be float16 or float32") }
-    let m = try cli { () throws(LiftError) in try Model.load(path: model) }
+    let m = try loadModel(model, precision: precision)
     let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
     let config = m.config
     let writer = try cli { () throws(LiftError) in
@@ -128,4 +130,12 @@ struct PrepareFashionMNIST: ParsableCommand {
     let (train, test) = try Defaults.fashionMNIST(dataDir: dataDir, captions: captions, idxDirectory: idxDir)
     Console.out("\(train)\n\(test)")
   }
+}
+
+/// A model file, computing in `precision` ("fp32" or "bf16") when given.
+func loadModel(_ path: String, precision: String?) throws -> Model {
+  let m = try cli { () throws(LiftError) in try Model.load(path: path) }
+  guard let precision else { return m }
+  guard let p = ModelConfig.Precision(name: precision) else { throw CLIError("--precision must be fp32 or bf16 (got '\(precision)')") }
+  return p == m.config.precision ? m : try cli { () throws(LiftError) in try m.converted(to: p) }
 }

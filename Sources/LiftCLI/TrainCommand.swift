@@ -39,6 +39,7 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Override: projection head layers.") var headLayers: Int?
   @Option(name: .long, help: "Pooling: avg or tok.") var pool: String?
   @Option(name: .long, help: "Objective: contrastive, cosine or sigmoid.") var objective: String?
+  @Option(name: .long, help: "Matrix-product precision: fp32, or bf16 (bfloat16 inputs, float32 accumulation; needs AVX512-BF16 or AMX). Default fp32; a resumed run keeps its own.") var precision: String?
   @Option(name: .long, help: "Images per step (default 256).") var batchSize: Int?
   @Option(name: .long, help: "Largest forward pass; bigger batches accumulate (default: the batch size).") var microBatch: Int?
   @Option(name: .long, help: "Epochs to train (default 7); --steps wins if given.") var epochs: Double?
@@ -117,6 +118,8 @@ struct TrainSettings {
   var restart: Bool
   var quiet: Bool
   var usesDefaultData: Bool
+  /// Whether --precision was given (a resumed run must then match it).
+  var precisionGiven = false
 
   init(_ c: Train) throws {
     var file: JSON = .object([])
@@ -124,7 +127,7 @@ struct TrainSettings {
       file = try cli { () throws(LiftError) in try JSON.parse(try readFileLift(path), what: "config file '\(path)'") }
       guard case .object(let members) = file else { throw CLIError("config file '\(path)' must hold a JSON object") }
       let known: Set<String> = ["data", "eval-data", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
-                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "batch-size", "micro-batch", "epochs",
+                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "batch-size", "micro-batch", "epochs",
                                 "steps", "lr", "warmup", "weight-decay", "beta2", "clip", "seed", "augment", "crop-scale",
                                 "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit", "stop-at"]
       for (k, _) in members where !known.contains(k) {
@@ -185,6 +188,11 @@ struct TrainSettings {
     if let v = try str(c.objective, "objective") {
       guard let o = ModelConfig.Objective(name: v) else { throw CLIError("--objective must be contrastive, cosine or sigmoid (got '\(v)')") }
       m.objective = o
+    }
+    if let v = try str(c.precision, "precision") {
+      guard let p = ModelConfig.Precision(name: v) else { throw CLIError("--precision must be fp32 or bf16 (got '\(v)')") }
+      m.precision = p
+      precisionGiven = true
     }
     if let v = try floats(c.imageMean, "image-mean") { m.imageMean = v }
     if let v = try floats(c.imageStd, "image-std") { m.imageStd = v }

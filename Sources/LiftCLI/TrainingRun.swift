@@ -68,6 +68,9 @@ struct TrainingRun {
       position = DataLoader.Position(epoch: e, batch: b)
       trainSeconds = meta["train_seconds"].flatMap { Double($0) } ?? 0
       waitSeconds = meta["wait_seconds"].flatMap { Double($0) } ?? 0
+      if s.precisionGiven && t.model.config.precision != s.model.precision {
+        throw CLIError("'\(checkpointPath)' trains in \(t.model.config.precision.name); resume keeps it (drop --precision \(s.model.precision.name))")
+      }
       guard trainer.model.config.textDim == train.textDim else {
         throw CLIError("the checkpoint's model makes \(trainer.model.config.textDim)-d embeddings but the data has \(train.textDim)-d captions")
       }
@@ -218,5 +221,5 @@ struct TrainingRun {
 }
 
 func describe(_ c: ModelConfig) -> String {
-  "ViT \(c.imageSize)px/\(c.patch) width \(c.width) depth \(c.depth) heads \(c.heads), \(c.headLayers)-layer head -> \(c.textDim)-d, \(c.objective.name)"
+  "ViT \(c.imageSize)px/\(c.patch) width \(c.width) depth \(c.depth) heads \(c.heads), \(c.headLayers)-layer head -> \(c.textDim)-d, \(c.objective.name), \(c.precision.name)"
 }

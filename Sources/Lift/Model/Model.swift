@@ -71,6 +71,15 @@ public final class Model {
     }
   }
 
+  /// A copy of this model that computes in `precision` (same weights).
+  public func converted(to precision: ModelConfig.Precision) throws(LiftError) -> Model {
+    var c = config
+    c.precision = precision
+    let copy = try Model(uninitialized: c)
+    lock.withLock { copy.parameters.update(from: parameters, count: layout.totalCount) }
+    return copy
+  }
+
   @inline(__always) func p(_ offset: Int) -> UnsafeMutablePointer<Float> { parameters + offset }
 
   var logitScale: Float { parameters[layout.logitScale] }

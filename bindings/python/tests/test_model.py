@@ -1,6 +1,9 @@
 """Model and trainer through the Python bindings, checked against an independent numpy encoder
 and the PyTorch state_dict layout."""
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -211,3 +214,41 @@ def test_bad_inputs(tmp_path, rng):
     assert e.value.status_name == "LIFT_ERR_FORMAT"
     with pytest.raises(LiftError, match="unknown preset"):
         ModelConfig.preset("ViT-Q/9", 8)
+
+
+def test_bf16_precision_saves_and_stays_close_to_fp32(tmp_path, rng):
+    config = small_config(precision="bf16")
+    try:
+        model = Model(config, seed=3)
+        embeddings = model.encode(rng.standard_normal((4, 3, 16, 16)).astype(np.float32))
+    except LiftError as e:
+        assert e.status_name == "LIFT_ERR_UNSUPPORTED" and "AVX512-BF16" in e.message
+        pytest.skip("this CPU has no bfloat16 dot products")
+    model.save(tmp_path / "m.safetensors")
+    back = Model.load(tmp_path / "m.safetensors")
+    assert back.config.precision == "bf16"
+    images = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    reference_model = Model(small_config(), seed=3)
+    mixed, exact = back.encode(images), reference_model.encode(images)
+    assert np.abs(mixed - exact).max() < 2e-2
+    assert np.abs(mixed - exact).max() > 1e-6  # bf16 really rounds
+    with pytest.raises(ValueError):
+        small_config(precision="fp16")._struct()
+
+
+def test_bf16_on_a_cpu_without_bf16_is_a_clear_error(tmp_path):
+    # DNNL_MAX_CPU_ISA caps what oneDNN (and so liblift) may use: a CPU without AVX512-BF16.
+    script = """
+import liblift
+c = liblift.ModelConfig.preset("ViT-XS/4-32", 8)
+liblift.Trainer(liblift.Model(c))  # fp32 still works
+try:
+    liblift.Trainer(liblift.Model(liblift.ModelConfig.preset("ViT-XS/4-32", 8, precision="bf16")))
+except liblift.LiftError as e:
+    print(e.status_name, e.message)
+"""
+    env = dict(os.environ, DNNL_MAX_CPU_ISA="AVX512_CORE")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("LIFT_ERR_UNSUPPORTED"), r.stdout
+    assert "AVX512-BF16" in r.stdout and "use fp32" in r.stdout

@@ -22,6 +22,7 @@ def main():
     p.add_argument("mode", choices=["distributed", "single"])
     p.add_argument("out")
     p.add_argument("--objective", default="contrastive")
+    p.add_argument("--precision", default="fp32")
     p.add_argument("--capacity", type=int, default=0, help="micro-batch size per rank (0: whole local part)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--batch", type=int, default=12)
@@ -31,7 +32,7 @@ def main():
 
     d = 16
     config = liblift.ModelConfig.preset("ViT-XS/4-32", d, image_size=8, patch=4, width=32, depth=2, heads=2,
-                                        objective=a.objective)
+                                        objective=a.objective, precision=a.precision)
     model = liblift.Model(config, seed=11)
     if a.mode == "distributed":
         comm = MPICommunicator()
