@@ -94,9 +94,13 @@ final class KernelTests: XCTestCase {
   }
 
   func testAttentionBackwardMatchesFiniteDifferences() {
-    // Head dims 4 and 16; 5 and 9 tokens exercise the masked padding of the score rows.
+    // Head dim 4 (oneDNN), 16 with 9 tokens (the small kernels) and 16 with 37 tokens (oneDNN);
+    // token counts off multiples of 16 exercise the masked padding of the score rows.
     checkAttention(Attention.Shape(batch: 2, tokens: 5, width: 8, heads: 2))
     checkAttention(Attention.Shape(batch: 2, tokens: 9, width: 32, heads: 2))
+    checkAttention(Attention.Shape(batch: 1, tokens: 37, width: 32, heads: 2))
+    XCTAssertTrue(Attention.Shape(batch: 2, tokens: 9, width: 32, heads: 2).usesSmallKernels)
+    XCTAssertFalse(Attention.Shape(batch: 1, tokens: 37, width: 32, heads: 2).usesSmallKernels)
   }
 
   func checkAttention(_ shape: Attention.Shape) {
@@ -308,6 +312,37 @@ final class KernelTests: XCTestCase {
       let expected = abs(x - down) < abs(up - x) ? down : (abs(x - down) > abs(up - x) ? up
         : ((x.bitPattern >> 16) & 1 == 0 ? down : up))
       XCTAssertEqual(BF16.widen(h), expected, "\(x)")
+    }
+  }
+
+  func testSmallGemmMatchesNaiveProducts() {
+    var rng = TestRNG(12)
+    for (m, n, k) in [(1, 16, 1), (6, 32, 7), (13, 48, 20), (197, 64, 5)] {
+      let lda = k + 3, ldb = n + 5, ldc = n + 2
+      let a = rng.floats(m * lda), at = rng.floats(k * (m + 1)), b = rng.floats(k * ldb)
+      for transposed in [false, true] {
+        for accumulate in [false, true] {
+          var c = rng.floats(m * ldc)
+          let before = c
+          if transposed {
+            SmallGemm.product(m: m, n: n, k: k, at, aRow: 1, aCol: m + 1, b, ldb: ldb, &c, ldc: ldc, accumulate: accumulate)
+          } else {
+            SmallGemm.product(m: m, n: n, k: k, a, aRow: lda, aCol: 1, b, ldb: ldb, &c, ldc: ldc, accumulate: accumulate)
+          }
+          for i in 0..<m {
+            for j in 0..<n {
+              var expected = accumulate ? Double(before[i * ldc + j]) : 0
+              for kk in 0..<k {
+                let av = transposed ? at[kk * (m + 1) + i] : a[i * lda + kk]
+                expected += Double(av) * Double(b[kk * ldb + j])
+              }
+              XCTAssertEqual(Double(c[i * ldc + j]), expected, accuracy: 1e-4, "\(m)x\(n)x\(k) t=\(transposed)")
+            }
+            // Columns beyond n are untouched.
+            for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], before[i * ldc + j]) }
+          }
+        }
+      }
     }
   }
 

@@ -94,7 +94,7 @@ final class PrecisionTests: XCTestCase {
     var dqkv = [Float](repeating: 0, count: n * 3 * w), dqkv16 = dqkv
     var bias = [Float](repeating: 0, count: 3 * w), bias16 = bias
     var partials = [Float](repeating: 0, count: Parallel.workers * 3 * w)
-    var scratch = [Float](repeating: 0, count: Parallel.workers * shape16.scratchPerWorker)
+    var scratch = [Float](repeating: 0, count: Parallel.workers * max(shape16.scratchPerWorker, shape32.scratchPerWorker))
     let products = MatMul()
     try elements(&qkv, &out, &dOut) { q, o, d in
       try Attention.forward(qkv: q, shape: shape32, out: o, lse: &lse, scratch: &scratch, products: products)

@@ -27,11 +27,21 @@ enum Attention {
     var paddedTokens: Int { (tokens + 15) / 16 * 16 }
     var operandType: ElementType { bf16 ? .bf16 : .f32 }
 
+    /// Heads of at most this many tokens run on liblift's own register-blocked kernels
+    /// (`SmallGemm`; fp32, head dims that are multiples of 16): their products are so small that
+    /// oneDNN's per-call cost dominates. Measured (attention time, oneDNN vs small kernels):
+    /// 5 tokens 1.7x and 17 tokens 1.3x longer on oneDNN; 50 tokens 1.2x and 197 tokens 1.5x
+    /// shorter on oneDNN.
+    static let smallKernelTokens = 32
+    var usesSmallKernels: Bool { !bf16 && tokens <= Shape.smallKernelTokens && headDim % 16 == 0 }
+
     /// Scratch floats each worker needs: two T x Tpad float score buffers and one T vector;
-    /// in bf16 also a T x Tpad bfloat16 copy of P or dS and a T x hd float output block.
+    /// in bf16 also a T x Tpad bfloat16 copy of P or dS and a T x hd float output block; with
+    /// the small kernels an hd x Tpad packed (transposed) operand.
     var scratchPerWorker: Int {
       let tp = paddedTokens
       return 2 * tokens * tp + tokens + (bf16 ? (tokens * tp + 1) / 2 + tokens * headDim : 0)
+        + (usesSmallKernels ? headDim * tp : 0)
     }
   }
 
@@ -67,10 +77,73 @@ enum Attention {
     }
   }
 
-  /// Plans of every per-head product for each of `parts` workers: plans[product * parts + worker].
+  /// Plans of every per-head product for each of `parts` workers: plans[product * parts + worker]
+  /// (none with the small kernels).
   private static func withPlans<R>(_ s: Shape, parts: Int, products: MatMul,
                                    _ body: (UnsafeBufferPointer<MatMulPlan>) -> R) throws(LiftError) -> R {
-    try products.withPlans(kinds: Product.allCases.count, parts: parts, key: { Product(rawValue: $0)!.key(s) }, body)
+    if s.usesSmallKernels { return body(UnsafeBufferPointer(start: nil, count: 0)) }
+    return try products.withPlans(kinds: Product.allCases.count, parts: parts, key: { Product(rawValue: $0)!.key(s) }, body)
+  }
+
+  /// The per-head products of one worker, on its oneDNN plans or on the small kernels (whose
+  /// float32 operands are the same pointers; transposed right-hand operands are packed first).
+  private struct HeadProducts {
+    let shape: Shape
+    let plans: UnsafeBufferPointer<MatMulPlan>
+    let parts, worker: Int
+    /// hd x Tpad, for K^T or V^T (small kernels only).
+    let packed: UnsafeMutablePointer<Float>
+
+    func plan(_ p: Product) -> MatMulPlan { plans[p.rawValue * parts + worker] }
+    func f(_ p: UnsafeRawPointer) -> UnsafePointer<Float> { p.assumingMemoryBound(to: Float.self) }
+
+    /// S (T x Tpad) = Q K^T.
+    func scores(_ q: UnsafeRawPointer, _ k: UnsafeRawPointer, into c: UnsafeMutablePointer<Float>) {
+      let s = shape, t = s.tokens, tp = s.paddedTokens, w3 = 3 * s.width
+      guard s.usesSmallKernels else { return plan(.scores).execute(a: q, b: k, c: c) }
+      SmallGemm.packTransposed(f(k), rows: t, cols: s.headDim, ldSrc: w3, scale: 1, into: packed, ldDst: tp)
+      SmallGemm.product(m: t, n: tp, k: s.headDim, f(q), aRow: w3, aCol: 1, packed, ldb: tp, c, ldc: tp)
+    }
+
+    /// O (T x hd, row stride ldc) = E V.
+    func values(_ e: UnsafeRawPointer, _ v: UnsafeRawPointer, into c: UnsafeMutablePointer<Float>, ldc: Int) {
+      let s = shape
+      guard s.usesSmallKernels else { return plan(.values).execute(a: e, b: v, c: c) }
+      SmallGemm.product(m: s.tokens, n: s.headDim, k: s.tokens, f(e), aRow: s.paddedTokens, aCol: 1, f(v),
+                        ldb: 3 * s.width, c, ldc: ldc)
+    }
+
+    /// dV = P^T dO.
+    func valueGradient(_ p: UnsafeRawPointer, _ dO: UnsafeRawPointer, into c: UnsafeMutablePointer<Float>) {
+      let s = shape
+      guard s.usesSmallKernels else { return plan(.valueGradient).execute(a: p, b: dO, c: c) }
+      SmallGemm.product(m: s.tokens, n: s.headDim, k: s.tokens, f(p), aRow: 1, aCol: s.paddedTokens, f(dO),
+                        ldb: s.width, c, ldc: 3 * s.width)
+    }
+
+    /// dP (T x Tpad) = dO V^T.
+    func probabilityGradient(_ dO: UnsafeRawPointer, _ v: UnsafeRawPointer, into c: UnsafeMutablePointer<Float>) {
+      let s = shape, t = s.tokens, tp = s.paddedTokens
+      guard s.usesSmallKernels else { return plan(.probabilityGradient).execute(a: dO, b: v, c: c) }
+      SmallGemm.packTransposed(f(v), rows: t, cols: s.headDim, ldSrc: 3 * s.width, scale: 1, into: packed, ldDst: tp)
+      SmallGemm.product(m: t, n: tp, k: s.headDim, f(dO), aRow: s.width, aCol: 1, packed, ldb: tp, c, ldc: tp)
+    }
+
+    /// dQ = dS K.
+    func queryGradient(_ dS: UnsafeRawPointer, _ k: UnsafeRawPointer, into c: UnsafeMutablePointer<Float>) {
+      let s = shape
+      guard s.usesSmallKernels else { return plan(.queryGradient).execute(a: dS, b: k, c: c) }
+      SmallGemm.product(m: s.tokens, n: s.headDim, k: s.tokens, f(dS), aRow: s.paddedTokens, aCol: 1, f(k),
+                        ldb: 3 * s.width, c, ldc: 3 * s.width)
+    }
+
+    /// dK = dS^T Q.
+    func keyGradient(_ dS: UnsafeRawPointer, _ q: UnsafeRawPointer, into c: UnsafeMutablePointer<Float>) {
+      let s = shape
+      guard s.usesSmallKernels else { return plan(.keyGradient).execute(a: dS, b: q, c: c) }
+      SmallGemm.product(m: s.tokens, n: s.headDim, k: s.tokens, f(dS), aRow: 1, aCol: s.paddedTokens, f(q),
+                        ldb: 3 * s.width, c, ldc: 3 * s.width)
+    }
   }
 
   /// One worker's scratch: float scores / probabilities `p` and score gradients `dp` (T x Tpad),
@@ -79,6 +152,8 @@ enum Attention {
     let p, dp, vector: UnsafeMutablePointer<Float>
     let rounded: UnsafeMutablePointer<BFloat16>?
     let output: UnsafeMutablePointer<Float>?
+    /// hd x Tpad packed operand of the small kernels (after the bf16 buffers, which they exclude).
+    let packed: UnsafeMutablePointer<Float>
 
     init(_ scratch: UnsafeMutablePointer<Float>, worker: Int, shape s: Shape) {
       let t = s.tokens, tp = s.paddedTokens
@@ -87,6 +162,7 @@ enum Attention {
       vector = dp + t * tp
       rounded = s.bf16 ? UnsafeMutableRawPointer(vector + t).assumingMemoryBound(to: BFloat16.self) : nil
       output = s.bf16 ? vector + t + (t * tp + 1) / 2 : nil
+      packed = vector + t
     }
 
     /// P (or dS) as a product operand: itself, or rounded into `rounded` (whole padded rows).
@@ -109,13 +185,13 @@ enum Attention {
     let qkvBase = Matrix(qkv, ld: 3 * w).base, outBase = Matrix(out, ld: w).base
     try withPlans(s, parts: parts, products: products) { plans in
       Parallel.forWorkers(s.tasks) { worker, tasks in
-        let scores = plans[Product.scores.rawValue * parts + worker], values = plans[Product.values.rawValue * parts + worker]
         let ws = WorkerScratch(scratch, worker: worker, shape: s)
+        let heads = HeadProducts(shape: s, plans: plans, parts: parts, worker: worker, packed: ws.packed)
         for task in tasks {
           let b = task / s.heads, h = task % s.heads
           let q = qkvBase + (b * t * 3 * w + h * hd) * e, k = q + w * e, v = q + 2 * w * e
           // S = Q K^T (T x Tpad; the padding columns are masked), E = exp(scale * S - max).
-          scores.execute(a: q, b: k, c: ws.p)
+          heads.scores(q, k, into: ws.p)
           for i in 0..<t {
             let (logSum, inverse) = expRow(ws.p + i * tp, extent, scale: s.scale)
             lse?[task * t + i] = logSum
@@ -125,7 +201,7 @@ enum Attention {
           let eOperand = ws.operand(ws.p, rows: t, ld: tp)
           let oFirst = b * t * w + h * hd
           if let block = ws.output {
-            values.execute(a: eOperand, b: v, c: block)
+            heads.values(eOperand, v, into: block, ldc: hd)
             // bf16: the output is bfloat16 (a product input).
             let rounded = outBase.assumingMemoryBound(to: BFloat16.self) + oFirst
             for i in 0..<t {
@@ -136,7 +212,7 @@ enum Attention {
             }
           } else {
             let o = outBase.assumingMemoryBound(to: Float.self) + oFirst
-            values.execute(a: eOperand, b: v, c: o)
+            heads.values(eOperand, v, into: o, ldc: w)
             for i in 0..<t { VectorOps.scale(o + i * w, hd, by: ws.vector[i]) }
           }
         }
@@ -157,13 +233,10 @@ enum Attention {
     let qkvBase = Matrix(qkv, ld: 3 * w).base, dOutBase = Matrix(dOut, ld: w).base
     try withPlans(s, parts: parts, products: products) { plans in
       Parallel.forWorkers(s.tasks) { worker, tasks in
-        func plan(_ product: Product) -> MatMulPlan { plans[product.rawValue * parts + worker] }
-        let scores = plan(.scores), valueGradient = plan(.valueGradient)
-        let probabilityGradient = plan(.probabilityGradient), queryGradient = plan(.queryGradient)
-        let keyGradient = plan(.keyGradient)
         let biasSums = partials + worker * 3 * w
         biasSums.initialize(repeating: 0, count: 3 * w)
         let ws = WorkerScratch(scratch, worker: worker, shape: s)
+        let heads = HeadProducts(shape: s, plans: plans, parts: parts, worker: worker, packed: ws.packed)
         let p = ws.p, dp = ws.dp, rowDot = ws.vector
         for task in tasks {
           let b = task / s.heads, h = task % s.heads
@@ -174,17 +247,17 @@ enum Attention {
           let dq = dqkv + b * t * 3 * w + h * hd
           let dk = dq + w, dv = dq + 2 * w
           // P = exp(scale * Q K^T - lse); dV = P^T dO; dP = dO V^T
-          scores.execute(a: q, b: k, c: p)
+          heads.scores(q, k, into: p)
           for i in 0..<t { expShifted(p + i * tp, extent, scale: s.scale, by: lse[task * t + i]) }
-          valueGradient.execute(a: ws.operand(p, rows: t, ld: tp), b: dO, c: dv)
-          probabilityGradient.execute(a: dO, b: v, c: dp)
+          heads.valueGradient(ws.operand(p, rows: t, ld: tp), dO, into: dv)
+          heads.probabilityGradient(dO, v, into: dp)
           // dS = scale * P * (dP - rowsum(dO * O))   (rowsum(dP * P) == rowsum(dO * O))
           for i in 0..<t { rowDot[i] = dot(dOut.advanced(by: first + i * w), out.advanced(by: first + i * w), hd) }
           for i in 0..<t { softmaxGrad(p + i * tp, dp + i * tp, extent, rowDot[i], s.scale) }
           // dQ = dS K ; dK = dS^T Q   (dS is in dp)
           let dS = ws.operand(dp, rows: t, ld: tp)
-          queryGradient.execute(a: dS, b: k, c: dq)
-          keyGradient.execute(a: dS, b: q, c: dk)
+          heads.queryGradient(dS, k, into: dq)
+          heads.keyGradient(dS, q, into: dk)
           for block in 0..<3 {
             let sums = biasSums + block * w + h * hd, column = dq + block * w
             for i in 0..<t { addRow(column + i * 3 * w, into: sums, hd) }

@@ -47,3 +47,14 @@ def train_args(tiny, out, *extra):
     return ["train", "--data", tiny / "train.h5", "--eval-data", tiny / "test.h5", "--out", out, "--preset", "ViT-XS/7-28",
             "--image-size", 8, "--patch", 4, "--width", 32, "--depth", 1, "--heads", 2, "--batch-size", 16,
             "--epochs", 6, "--lr", 3e-3, "--quiet", *extra]
+
+
+def bf16_supported():
+    """Whether this CPU runs bf16 precision (LIFT_ERR_UNSUPPORTED otherwise)."""
+    try:
+        liblift.Trainer(liblift.Model(liblift.ModelConfig.preset("ViT-XS/4-32", 8, precision="bf16")))
+    except liblift.LiftError as e:
+        if e.status_name == "LIFT_ERR_UNSUPPORTED":
+            return False
+        raise
+    return True

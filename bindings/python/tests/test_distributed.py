@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import liblift
-from cli_helpers import LIFT, lift, make_tiny, train_args
+from cli_helpers import LIFT, bf16_supported, lift, make_tiny, train_args
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "mpi" / "exactness.py"
@@ -89,16 +89,6 @@ def test_two_ranks_equal_one_process_in_bf16(tmp_path):
     # Not float32: the bf16 run differs from the fp32 one far more than summation order does.
     fp32 = run_worker(tmp_path, 0)
     assert rel(single["params"], fp32["params"]) > 10 * rel(dist["params"], single["params"])
-
-
-def bf16_supported():
-    try:
-        liblift.Trainer(liblift.Model(liblift.ModelConfig.preset("ViT-XS/4-32", 8, precision="bf16")))
-    except liblift.LiftError as e:
-        if e.status_name == "LIFT_ERR_UNSUPPORTED":
-            return False
-        raise
-    return True
 
 
 def test_three_ranks_with_uneven_parts(tmp_path):
