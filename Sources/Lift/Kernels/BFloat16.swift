@@ -14,7 +14,23 @@ enum BF16 {
     // All ones in NaN lanes (|bits| > 0x7F800000 makes the difference negative), else zero.
     let nan = (0x7F80_0000 &- (bits & 0x7FFF_FFFF)) &>> 31
     let quiet = (bits &>> 16) | 0x40
-    return SIMD16<UInt16>(truncatingIfNeeded: (rounded & ~nan) | (quiet & nan))
+    return narrow((rounded & ~nan) | (quiet & nan))
+  }
+
+  /// The low 16 bits of each lane. A fixed-length loop over the lanes that LLVM turns into
+  /// pack instructions; the standard library's SIMD truncating initialiser stays an
+  /// out-of-line call inside larger kernels.
+  @inline(__always)
+  static func narrow(_ x: SIMD16<Int32>) -> SIMD16<UInt16> {
+    var out = SIMD16<UInt16>()
+    withUnsafeBytes(of: x) { src in
+      withUnsafeMutableBytes(of: &out) { dst in
+        let s = src.baseAddress!.assumingMemoryBound(to: Int32.self)
+        let d = dst.baseAddress!.assumingMemoryBound(to: UInt16.self)
+        for i in 0..<16 { d[i] = UInt16(truncatingIfNeeded: s[i]) }
+      }
+    }
+    return out
   }
 
   @inline(__always)
