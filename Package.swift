@@ -8,8 +8,8 @@
 //   swift build -c release -Xswiftc -static-stdlib
 import PackageDescription
 
-// Swift kernels are compiled for Haswell-class CPUs (AVX2, FMA, F16C; x86-64-v3) on x86_64 hosts; OpenBLAS picks its
-// own kernels at run time.
+// Swift kernels are compiled for Haswell-class CPUs (AVX2, FMA, F16C; x86-64-v3) on x86_64 hosts; oneDNN picks its
+// own kernels (AVX-512, AVX512-BF16, AMX) at run time.
 #if arch(x86_64)
 let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
 #else
@@ -30,6 +30,7 @@ let package = Package(
   targets: [
     // The public C header, imported by Swift so the ABI types have one definition.
     .systemLibrary(name: "CLiftABI", path: "Include"),
+    // OpenBLAS: only lift-bench links it, to measure oneDNN against it.
     .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
                    providers: [.apt(["libopenblas-dev"])]),
     .systemLibrary(name: "CHDF5", pkgConfig: "hdf5",
@@ -39,7 +40,7 @@ let package = Package(
     .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
     .target(
       name: "Lift",
-      dependencies: ["CLiftABI", "CBLAS", "CHDF5", "CZlib", "CDNNL"],
+      dependencies: ["CLiftABI", "CHDF5", "CZlib", "CDNNL"],
       swiftSettings: cpuFlags
     ),
     .executableTarget(name: "lift-bench", dependencies: ["Lift", "CBLAS"], path: "Sources/LiftBench",

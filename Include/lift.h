@@ -309,8 +309,9 @@ typedef enum lift_image_format {
 } lift_image_format;
 
 /* Unit-norm embeddings (count x text_dim) of `count` images, in bounded-memory chunks, with no
- * gradient. `images_len` is the number of elements (floats or bytes) in `images`: at least
- * count * C * S * S. Non-finite input pixels are LIFT_ERR_VALUE naming the image.
+ * gradient, in the model's precision. `images_len` is the number of elements (floats or bytes)
+ * in `images`: at least count * C * S * S. Non-finite input pixels are LIFT_ERR_VALUE naming the
+ * image; a bf16 model on a CPU without bfloat16 dot products is LIFT_ERR_UNSUPPORTED.
  * Handle-serialised. */
 lift_status lift_model_encode(lift_model *model, const void *images, lift_image_format format, size_t images_len,
                               int64_t count, float *out, size_t out_len);
@@ -354,8 +355,9 @@ typedef struct lift_step_stats {
   int64_t step;         /* updates applied so far, this one included */
 } lift_step_stats;
 
-/* A trainer for `model` (which it keeps a reference to). `seed` seeds the trainer's RNG (its
- * state is saved in checkpoints; see lift_trainer_random). Thread-safe. */
+/* A trainer for `model` (which it keeps a reference to), computing in the model's precision.
+ * `seed` seeds the trainer's RNG (its state is saved in checkpoints; see lift_trainer_random).
+ * A bf16 model on a CPU without bfloat16 dot products is LIFT_ERR_UNSUPPORTED. Thread-safe. */
 lift_status lift_trainer_create(lift_model *model, const lift_train_config *config, uint64_t seed,
                                 lift_trainer **out);
 

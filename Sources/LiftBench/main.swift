@@ -6,11 +6,11 @@
 //   step time (median of the timed steps after warm-up), images/s, achieved GFLOP/s (matrix
 //   products of forward + backward, see FlopCount), the ceiling: liblift's own product (oneDNN,
 //   split over the workers as a step splits it) on a 4096^3 problem in the step's precision,
-//   measured in the same process, their ratio, OpenBLAS sgemm on the same problem for reference,
-//   and peak RSS. LIFT_PROFILE=1 adds a per-phase breakdown.
+//   measured in the same process, their ratio, OpenBLAS sgemm on the same problem for reference
+//   (its own threads, one per core), and peak RSS. LIFT_PROFILE=1 adds a per-phase breakdown.
 // Options: --steps N (timed steps, default 7), --warmup N (default 2), --precision fp32|bf16|all,
-// --only NAME[:BATCH], and --products (GFLOP/s of every product shape of a step on each back end:
-// OpenBLAS, oneDNN float32, oneDNN bfloat16).
+// --only NAME[:BATCH], and --products (GFLOP/s of every product shape of a step: OpenBLAS sgemm
+// with its own threads, and liblift's oneDNN float32 and bfloat16 products on its workers).
 import CBLAS
 import Glibc
 import Lift
@@ -110,7 +110,7 @@ func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warm
     "step_s_median": \(r(step, 10000)), "step_s_min": \(r(times.min()!, 10000)), "step_s_max": \(r(times.max()!, 10000)), \
     "images_per_s": \(r(Double(bc.batch) / step, 100)), "gflop_per_step": \(r(flops / 1e9, 10)), \
     "achieved_gflops": \(r(achieved, 10)), "product_ceiling_gflops": \(r(ceiling, 10)), "ratio": \(r(achieved / ceiling)), \
-    "openblas_sgemm_gflops": \(r(gemm, 10)), \
+    "openblas_sgemm_gflops": \(r(gemm, 10)), "openblas_core": "\(String(cString: openblas_get_corename()))", \
     "peak_rss_mb": \(peakRSS() / 1_048_576), "final_loss": \(r(lastLoss, 10000))}
     """)
   if Profile.enabled {
@@ -122,13 +122,26 @@ func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warm
 
 func Parallel_workers() -> Int { liftWorkerCount }
 
+/// Median GFLOP/s of OpenBLAS sgemm (its own threads) on a product shape.
+func openBLASGflops(_ s: ProductBenchmark.Shape) -> Double {
+  let a = [Float](repeating: 0.25, count: s.m * s.k), b = [Float](repeating: 0.5, count: s.k * s.n)
+  var c = [Float](repeating: 0, count: s.m * s.n)
+  let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
+  let seconds = ProductBenchmark.medianSeconds(repeats: 5) {
+    cblas_sgemm(CblasRowMajor, s.transA ? CblasTrans : CblasNoTrans, s.transB ? CblasTrans : CblasNoTrans,
+                Int32(s.m), Int32(s.n), Int32(s.k), 1, a, Int32(lda), b, Int32(ldb), 0, &c, Int32(s.n))
+  }
+  return s.flops / seconds / 1e9
+}
+
 /// Per-shape GFLOP/s of a training step's products on every back end, one JSON line each.
 func runProducts(_ bc: BenchCase) throws {
   let config = try ModelConfig.preset(bc.preset, textDim: 4096)
   let backends = ProductBenchmark.Backend.allCases.filter { $0 != .oneDNNBFloat16 || ProductBenchmark.hasBFloat16 }
   for shape in ProductBenchmark.stepShapes(config, batch: bc.batch) {
     var fields = ["\"config\": \"\(bc.preset)\"", "\"batch\": \(bc.batch)", "\"product\": \"\(shape.label)\"",
-                  "\"m\": \(shape.m)", "\"n\": \(shape.n)", "\"k\": \(shape.k)"]
+                  "\"m\": \(shape.m)", "\"n\": \(shape.n)", "\"k\": \(shape.k)",
+                  "\"openblas\": \((openBLASGflops(shape) * 10).rounded() / 10)"]
     for backend in backends {
       let g = try ProductBenchmark.gflops(shape, backend: backend)
       fields.append("\"\(backend.rawValue)\": \((g * 10).rounded() / 10)")

@@ -11,7 +11,7 @@ final class ObjectiveTests: XCTestCase {
     var dI = [Float](repeating: .nan, count: count * d)
     let scratch = try! Objectives.Scratch(capacity: 1)
     try! scratch.reserve(n)
-    let r = Objectives.compute(objective, images: images, texts: texts, n: n, d: d, logitScale: s, logitBias: b,
+    let r = try! Objectives.compute(objective, images: images, texts: texts, n: n, d: d, logitScale: s, logitBias: b,
                                localStart: localStart, localCount: count, featureGradScale: scale, dImages: &dI,
                                scratch: scratch)
     return (r, dI)

@@ -62,24 +62,6 @@ enum BF16 {
   static func convertParallel(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<BFloat16>, count: Int) {
     Parallel.forRanges(count, grain: 1 << 15) { r in convert(src + r.lowerBound, dst + r.lowerBound, count: r.count) }
   }
-
-  /// Rows of a rows x cols matrix with leading dimension ld into a dense rows x cols bfloat16 matrix.
-  static func convertRows(_ src: UnsafePointer<Float>, rows: Int, cols: Int, ld: Int,
-                          into dst: UnsafeMutablePointer<BFloat16>) {
-    Parallel.forRanges(rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
-      for row in r { convert(src + row * ld, dst + row * cols, count: cols) }
-    }
-  }
-
-  /// dst[i] = widen(src[i]) for i in 0..<count, on the calling thread.
-  static func widen(_ src: UnsafePointer<BFloat16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
-    var i = 0
-    while i + 16 <= count {
-      dst.vstore(widen(UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<UInt16>.self)), i)
-      i += 16
-    }
-    while i < count { dst[i] = widen(src[i]); i += 1 }
-  }
 }
 
 /// Where a kernel writes values that feed a matrix product: float32 as they are, or bfloat16
@@ -144,11 +126,4 @@ extension MatrixElements {
   }
 
   @inline(__always) func matrix(ld: Int) -> Matrix { Matrix(self, ld: ld) }
-
-  var type: ElementType {
-    switch self {
-    case .f32: return .f32
-    case .bf16: return .bf16
-    }
-  }
 }

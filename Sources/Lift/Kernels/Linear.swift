@@ -14,11 +14,11 @@ enum Linear {
   static func backward(_ dy: Matrix, dyValues: UnsafePointer<Float>, _ x: Matrix, rows: Int, inFeatures: Int,
                        outFeatures: Int, weight: Matrix, dWeight: UnsafeMutablePointer<Float>,
                        dBias: UnsafeMutablePointer<Float>?, dx: Matrix?, accumulateInput: Bool = false,
-                       ones: UnsafePointer<Float>, products: MatMul) throws(LiftError) {
+                       products: MatMul) throws(LiftError) {
     try products.accumulateTransposed(m: outFeatures, n: inFeatures, k: rows, dy, x, into: dWeight)
     if let dBias {
       Profile.measure(.elementwiseBackward) {
-        BLAS.columnSums(dyValues, rows: rows, cols: outFeatures, lda: outFeatures, ones: ones, into: dBias, accumulate: true)
+        VectorOps.addColumnSums(dyValues, rows: rows, cols: outFeatures, lda: outFeatures, into: dBias)
       }
     }
     if let dx {

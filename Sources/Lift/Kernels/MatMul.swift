@@ -39,8 +39,6 @@ struct Matrix {
   func at(row: Int, column: Int) -> Matrix {
     Matrix(base: base + (row * ld + column) * type.byteSize, type: type, ld: ld)
   }
-
-  var floats: UnsafeMutablePointer<Float> { base.assumingMemoryBound(to: Float.self) }
 }
 
 /// Matrix products on oneDNN's matmul primitives, planned once per shape and executed on
@@ -54,7 +52,7 @@ struct Matrix {
 /// on the encoder's shapes its float32 matmul is as fast as or faster than OpenBLAS's sgemm
 /// (Debian's OpenBLAS 0.3.21 also falls back to its slowest generic kernels on CPUs newer than
 /// itself); Debian's OpenBLAS has no bfloat16 product at all. `lift-bench --products` measures
-/// both back ends on every product shape of a step.
+/// both on every product shape of a step. Every product of liblift runs here.
 ///
 /// Threading: each product is split into parts over liblift's workers (rows of C, or columns
 /// when C is wide; split-k with per-worker partials for weight gradients), and each part runs
@@ -182,8 +180,13 @@ final class MatMul {
     }
   }
 
+  /// Plans kept at most; a cache that would grow beyond starts afresh (callers that vary their
+  /// shapes without end, e.g. a loss over ever-different batch sizes, stay bounded).
+  static let maxPlans = 256
+
   private func plan(_ key: MatMulPlan.Key) throws(LiftError) -> MatMulPlan {
     if let p = plans[key] { return p }
+    if plans.count >= Self.maxPlans { plans.removeAll() }
     let p = try MatMulPlan(key)
     plans[key] = p
     return p

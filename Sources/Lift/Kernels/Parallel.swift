@@ -3,12 +3,12 @@ import Glibc
 
 /// Splits elementwise and row-wise work over the machine's cores.
 ///
-/// OpenBLAS runs its own threads inside each sgemm; liblift's own kernels run between BLAS
-/// calls, never at the same time, so the two never compete for the cores.
+/// Matrix products run on the same workers (`MatMul`, one single-threaded oneDNN primitive per
+/// part), so nothing else competes for the cores.
 enum Parallel {
   /// Number of workers for liblift's own kernels, fixed when the library loads: the environment
-  /// variable LIFT_NUM_THREADS if set (1...256), else the number of online cores. (OpenBLAS reads
-  /// OPENBLAS_NUM_THREADS the same way.) Workspaces size per-worker scratch by it.
+  /// variable LIFT_NUM_THREADS if set (1...256), else the number of online cores. Workspaces
+  /// size per-worker scratch by it.
   static let workers: Int = {
     if let env = getenv("LIFT_NUM_THREADS"), let n = Int(String(cString: env)), n >= 1, n <= 256 { return n }
     return max(1, min(256, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))

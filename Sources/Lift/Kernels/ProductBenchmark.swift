@@ -1,12 +1,10 @@
 import Glibc
 
 /// Throughput of matrix products as liblift runs them (split over its workers), for lift-bench:
-/// the ceiling a training step is compared with, and the per-shape comparison of the back ends
-/// that decided which one liblift uses.
+/// the ceiling a training step is compared with, and the per-shape comparison with OpenBLAS
+/// (which lift-bench times itself) that decided the back end.
 public enum ProductBenchmark {
   public enum Backend: String, CaseIterable {
-    /// OpenBLAS sgemm, single-threaded parts over liblift's workers.
-    case openBLAS = "openblas"
     /// oneDNN matmul on float32 operands (liblift's fp32 products).
     case oneDNNFloat32 = "onednn-f32"
     /// oneDNN matmul on bfloat16 operands, float32 results (liblift's bf16 products).
@@ -42,8 +40,9 @@ public enum ProductBenchmark {
     return shapes
   }
 
-  /// Median GFLOP/s of `shape` on `backend` over `repeats` runs after one warm-up, on random
-  /// operands, split over the workers as a training step splits it (weight gradients: split-k).
+  /// Median GFLOP/s of `shape` on `backend` over `repeats` runs after one warm-up, on
+  /// deterministic operands, split over the workers as a training step splits it (weight
+  /// gradients: split-k).
   public static func gflops(_ shape: Shape, backend: Backend, repeats: Int = 5) throws(LiftError) -> Double {
     let s = shape
     let aCount = s.m * s.k, bCount = s.k * s.n, cCount = s.m * s.n
@@ -62,28 +61,28 @@ public enum ProductBenchmark {
     let products = MatMul(scratch: scratch, scratchCapacity: scratchCount)
     let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
     func run() throws(LiftError) {
-      switch backend {
-      case .openBLAS:
-        BLAS.parallelGemm(s.transA, s.transB, m: s.m, n: s.n, k: s.k, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: s.n)
-      case .oneDNNFloat32, .oneDNNBFloat16:
-        let am = backend == .oneDNNFloat32 ? Matrix(a, ld: lda) : Matrix(a16, ld: lda)
-        let bm = backend == .oneDNNFloat32 ? Matrix(b, ld: ldb) : Matrix(b16, ld: ldb)
-        if s.transA && !s.transB {
-          try products.accumulateTransposed(m: s.m, n: s.n, k: s.k, am, bm, into: c)
-        } else {
-          try products.product(transA: s.transA, transB: s.transB, m: s.m, n: s.n, k: s.k, am, bm, Matrix(c, ld: s.n))
-        }
+      let am = backend == .oneDNNFloat32 ? Matrix(a, ld: lda) : Matrix(a16, ld: lda)
+      let bm = backend == .oneDNNFloat32 ? Matrix(b, ld: ldb) : Matrix(b16, ld: ldb)
+      if s.transA && !s.transB {
+        try products.accumulateTransposed(m: s.m, n: s.n, k: s.k, am, bm, into: c)
+      } else {
+        try products.product(transA: s.transA, transB: s.transB, m: s.m, n: s.n, k: s.k, am, bm, Matrix(c, ld: s.n))
       }
     }
-    try run()
+    return s.flops / (try medianSeconds(repeats: repeats, run)) / 1e9
+  }
+
+  /// Median wall time of `body` over `repeats` runs after one warm-up run.
+  public static func medianSeconds<E: Error>(repeats: Int, _ body: () throws(E) -> Void) throws(E) -> Double {
+    try body()
     var times: [Double] = []
     for _ in 0..<max(repeats, 1) {
       let t0 = monotonicSeconds()
-      try run()
+      try body()
       times.append(monotonicSeconds() - t0)
     }
     times.sort()
-    return s.flops / times[times.count / 2] / 1e9
+    return times[times.count / 2]
   }
 
   /// The oneDNN instruction set in use and whether bf16 products are available.

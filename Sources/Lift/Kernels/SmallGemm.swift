@@ -1,9 +1,9 @@
 /// Register-blocked matrix products for attention's small per-head matrices (T x T x head_dim,
 /// e.g. 197 x 197 x 64), single-threaded: each attention task runs on one worker.
 ///
-/// OpenBLAS reaches ~90 GFLOP/s per core on these shapes in isolation but ~70 when both cores
-/// run them at once (measured); these kernels skip packing the broadcast operand and hold up
-/// under the same load. Micro-kernel: 6 rows x 16 columns of C in registers (6 SIMD16
+/// Used for heads of few tokens, where a oneDNN call costs more than the product (see
+/// `Attention.Shape.smallKernelTokens`); these kernels skip packing the broadcast operand.
+/// Micro-kernel: 6 rows x 16 columns of C in registers (6 SIMD16
 /// accumulators = 12 AVX2 registers), one 16-wide load of B and 6 broadcasts of A per k.
 ///
 /// Both kernels compute C (m x n) = A' B, where row k of B is 16-wide-loadable at b + k * ldb

@@ -86,6 +86,36 @@ enum VectorOps {
     while i < count { x[i] *= factor; i += 1 }
   }
 
+  /// y[j] += sum over i of a[i * lda + j], for j in 0..<cols: the column sums of a rows x cols
+  /// matrix (bias gradients). Columns are split over the workers in blocks of 64; each block is
+  /// summed over the rows in order (deterministic for a given worker count).
+  static func addColumnSums(_ a: UnsafePointer<Float>, rows: Int, cols: Int, lda: Int, into y: UnsafeMutablePointer<Float>) {
+    let blocks = (cols + 63) / 64
+    Parallel.forRanges(blocks, grain: rows * 64 >= 1 << 14 ? 1 : blocks) { r in
+      for block in r {
+        let j0 = block * 64
+        if j0 + 64 <= cols {
+          var s0 = Vec16(), s1 = Vec16(), s2 = Vec16(), s3 = Vec16()
+          for i in 0..<rows {
+            let row = a + i * lda + j0
+            s0 += row.vload(0); s1 += row.vload(16); s2 += row.vload(32); s3 += row.vload(48)
+          }
+          y.vstore(y.vload(j0) + s0, j0); y.vstore(y.vload(j0 + 16) + s1, j0 + 16)
+          y.vstore(y.vload(j0 + 32) + s2, j0 + 32); y.vstore(y.vload(j0 + 48) + s3, j0 + 48)
+          continue
+        }
+        var j = j0
+        while j < cols {
+          let n = min(16, cols - j)
+          var s = Vec16()
+          for i in 0..<rows { s += n == 16 ? (a + i * lda + j).vload(0) : loadTail(a + i * lda + j, n) }
+          storeTail(loadTail(y + j, n) + s, y + j, n)
+          j += n
+        }
+      }
+    }
+  }
+
   /// Scales x to unit L2 norm. Returns false (x untouched) if its norm is zero or not finite.
   @discardableResult
   static func normalize(_ x: UnsafeMutablePointer<Float>, _ count: Int) -> Bool {

@@ -209,7 +209,7 @@ enum Encoder {
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dzOperand, dyValues: dz, input, rows: batch, inFeatures: inF, outFeatures: d,
                             weight: weights(layer.weight, ld: inF), dWeight: grads + layer.weight, dBias: grads + layer.bias,
-                            dx: Matrix(dOther, ld: inF), ones: ws.ones, products: mm)
+                            dx: Matrix(dOther, ld: inF), products: mm)
       }
       if i > 0 { GELU.backward(ws.headOut[i - 1], dOther, dOther, count: batch * d) }
       swap(&dz, &dOther)
@@ -239,7 +239,7 @@ enum Encoder {
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dOutput, dyValues: ws.dx, ws.g.matrix(ld: f), rows: n, inFeatures: f, outFeatures: w,
                             weight: weights(blk.projWeight, ld: f), dWeight: grads + blk.projWeight,
-                            dBias: grads + blk.projBias, dx: Matrix(ws.dg, ld: f), ones: ws.ones, products: mm)
+                            dBias: grads + blk.projBias, dx: Matrix(ws.dg, ld: f), products: mm)
       }
       Profile.measure(.geluBackward) {
         GELU.scaleAndSumColumns(ws.dg, slope: ws.fc[i], rows: n, cols: f, dBias: grads + blk.fcBias,
@@ -249,7 +249,7 @@ enum Encoder {
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dHidden, dyValues: ws.dg, ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: f,
                             weight: weights(blk.fcWeight, ld: w), dWeight: grads + blk.fcWeight, dBias: nil,
-                            dx: Matrix(ws.dh, ld: w), ones: ws.ones, products: mm)
+                            dx: Matrix(ws.dh, ld: w), products: mm)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.backward(ws.dh, xhat: ws.xhat2[i], rstd: ws.rstd2[i], gamma: par + blk.ln2Weight, rows: n, cols: w,
@@ -261,7 +261,7 @@ enum Encoder {
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dMid, dyValues: ws.dx, ws.attnOut[i].matrix(ld: w), rows: n, inFeatures: w, outFeatures: w,
                             weight: weights(blk.outWeight, ld: w), dWeight: grads + blk.outWeight,
-                            dBias: grads + blk.outBias, dx: ws.dAttn.matrix(ld: w), ones: ws.ones, products: mm)
+                            dBias: grads + blk.outBias, dx: ws.dAttn.matrix(ld: w), products: mm)
       }
       try Profile.measure(.attentionBackward) { () throws(LiftError) in
         try Attention.backward(qkv: ws.qkv[i], out: ws.attnOut[i], lse: ws.lse[i], dOut: ws.dAttn, shape: shape,
@@ -275,7 +275,7 @@ enum Encoder {
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dQKV, dyValues: ws.dqkv, ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: 3 * w,
                             weight: weights(blk.inWeight, ld: w), dWeight: grads + blk.inWeight, dBias: nil,
-                            dx: Matrix(ws.dh, ld: w), ones: ws.ones, products: mm)
+                            dx: Matrix(ws.dh, ld: w), products: mm)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.backward(ws.dh, xhat: ws.xhat1[i], rstd: ws.rstd1[i], gamma: par + blk.ln1Weight, rows: n, cols: w,

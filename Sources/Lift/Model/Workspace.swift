@@ -48,7 +48,6 @@ final class Workspace {
   let dg: UnsafeMutablePointer<Float>           // N x F
   let dHead: UnsafeMutablePointer<Float>        // 2 x capacity x max(D, W)
   let partials: UnsafeMutablePointer<Float>     // workers x max(2W, 3W, F, D): per-worker column sums
-  let ones: UnsafeMutablePointer<Float>         // N ones, for column sums
 
   // bf16 precision only (nil in fp32).
   let weights16: UnsafeMutablePointer<BFloat16>?  // layout.totalCount: the parameters, rounded
@@ -98,7 +97,6 @@ final class Workspace {
     let iDx = take(bn * w), iDh = take(bn * w), iDqkv = take(bn * 3 * w), iDAttn = takeOperand(bn * w), iDg = take(bn * f)
     let iDHead = take(training ? 2 * capacity * max(d, w) : 1)
     let iPartials = take(workers * max(3 * w, f, d))
-    let iOnes = take(max(n, capacity))
     let gemmScratchCount = training ? (workers - 1) * max(3 * w * w, f * w, w * c.patchDim) : 0
     let iGemmScratch = take(gemmScratchCount)
     let iWeights16 = takeHalves(parameterCount)
@@ -127,13 +125,12 @@ final class Workspace {
     pooled = at(iPooled); headOut = iHeadOut.map(at); headAct = iHeadAct.map(operand)
     norms = at(iNorms); embeddings = at(iEmb); attnScratch = at(iAttnScratch)
     dx = at(iDx); dh = at(iDh); dqkv = at(iDqkv); dAttn = operand(iDAttn); dg = at(iDg)
-    dHead = at(iDHead); partials = at(iPartials); ones = at(iOnes)
+    dHead = at(iDHead); partials = at(iPartials)
     weights16 = halves(iWeights16); stage16 = halves(iStage16)
     headIn16 = halves(iHeadIn16); headGrad16 = halves(iHeadGrad16)
     products = MatMul(scratch: gemmScratchCount > 0 ? at(iGemmScratch) : nil, scratchCapacity: gemmScratchCount)
-    // Touch every page now (first-touch costs stay out of the first step) and set the ones.
+    // Touch every page now (first-touch costs stay out of the first step).
     storage.initialize(repeating: 0, count: total)
-    ones.update(repeating: 1, count: max(n, capacity))
   }
 
   deinit { storage.deallocate() }
@@ -144,7 +141,4 @@ final class Workspace {
   }
 
   var bytes: Int { floatCount * 4 }
-
-  /// Type of the product inputs this workspace's precision uses.
-  var operandType: ElementType { bf16 ? .bf16 : .f32 }
 }

@@ -3,18 +3,19 @@ import Dispatch
 /// Cosine similarity and top-k selection over dense row-major float32 matrices.
 public enum Similarity {
   /// out (n x m) = cosine similarity between rows of a (n x d) and rows of b (m x d):
-  /// one sgemm of the raw vectors, then a rescale by the inverse norms. A zero or non-finite row
+  /// one product of the raw vectors, then a rescale by the inverse norms. A zero or non-finite row
   /// is a value error naming `aName`/`bName` and the row.
   public static func cosine(_ a: UnsafePointer<Float>, n: Int, _ b: UnsafePointer<Float>, m: Int, d: Int,
                             into out: UnsafeMutablePointer<Float>,
                             aName: String = "a", bName: String = "b") throws(LiftError) {
     guard n > 0, m > 0 else { return }
-    try BLAS.requireDims(n, m, d)
+    _ = try checkedCount(Int64(n), Int64(m), "the \(n) x \(m) similarity matrix")
     let inverseNorms = UnsafeMutablePointer<Float>.allocate(capacity: n + m)
     defer { inverseNorms.deallocate() }
     try fillInverseNorms(a, rows: n, d: d, into: inverseNorms, name: aName)
     try fillInverseNorms(b, rows: m, d: d, into: inverseNorms + n, name: bName)
-    BLAS.parallelGemm(false, true, m: n, n: m, k: d, a, lda: d, b, ldb: d, beta: 0, out, ldc: m)
+    try MatMul().product(transA: false, transB: true, m: n, n: m, k: d, Matrix(a, ld: d), Matrix(b, ld: d),
+                         Matrix(out, ld: m))
     scaleRowsAndColumns(out, n: n, m: m, rowScale: inverseNorms, columnScale: inverseNorms + n)
   }
 

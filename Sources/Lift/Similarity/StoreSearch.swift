@@ -9,7 +9,7 @@ extension EmbeddingStore {
     guard nq > 0 else { return }
     let d = Int(dim)
     _ = try checkedCount(Int64(nq), Int64(k), "search results")
-    // Unit-norm queries, so one sgemm per block gives q . x and the cosine is that / |x|.
+    // Unit-norm queries, so one product per block gives q . x and the cosine is that / |x|.
     let unitQueries = UnsafeMutablePointer<Float>.allocate(capacity: nq * d)
     let inverse = UnsafeMutablePointer<Float>.allocate(capacity: nq)
     defer { unitQueries.deallocate(); inverse.deallocate() }
@@ -28,13 +28,15 @@ extension EmbeddingStore {
       block.deallocate(); blockInverse.deallocate(); blockScores.deallocate()
       heapScores.deallocate(); heapIndices.deallocate()
     }
+    let products = MatMul()
     var heaps = (0..<nq).map { TopKHeap(scores: heapScores + $0 * k, indices: heapIndices + $0 * k, k: k) }
     var start: Int64 = 0
     while start < rows {
       let n = Int(min(Int64(blockRows), rows - start))
       try readRaw(range: start, count: Int64(n), into: block)
       try Similarity.fillInverseNorms(block, rows: n, d: d, into: blockInverse, name: "store", firstRow: start)
-      BLAS.parallelGemm(false, true, m: nq, n: n, k: d, unitQueries, lda: d, block, ldb: d, beta: 0, blockScores, ldc: n)
+      try products.product(transA: false, transB: true, m: nq, n: n, k: d, Matrix(unitQueries, ld: d), Matrix(block, ld: d),
+                           Matrix(blockScores, ld: n))
       for q in 0..<nq {
         let row = blockScores + q * n
         for j in 0..<n { heaps[q].offer(row[j] * blockInverse[j], start + Int64(j)) }

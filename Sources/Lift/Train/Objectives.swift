@@ -14,12 +14,14 @@ enum Objectives {
     var dLogitBias: Double
   }
 
-  /// Scratch for the n x n logits and per-row/column statistics; grows, never shrinks.
+  /// Scratch for the n x n logits and per-row/column statistics (grows, never shrinks), and the
+  /// plans of the loss's float32 products.
   final class Scratch {
     private(set) var logits: UnsafeMutablePointer<Float>
     private(set) var stats: UnsafeMutablePointer<Float>
     private(set) var sums: UnsafeMutablePointer<Double>
     private(set) var capacity: Int
+    let products = MatMul()
 
     init(capacity: Int) throws(LiftError) {
       self.capacity = max(capacity, 1)
@@ -43,16 +45,16 @@ enum Objectives {
 
   static func compute(_ objective: ModelConfig.Objective, images: UnsafePointer<Float>, texts: UnsafePointer<Float>,
                       n: Int, d: Int, logitScale: Float, logitBias: Float, localStart: Int, localCount: Int,
-                      featureGradScale: Float, dImages: UnsafeMutablePointer<Float>, scratch: Scratch) -> Result {
+                      featureGradScale: Float, dImages: UnsafeMutablePointer<Float>, scratch: Scratch) throws(LiftError) -> Result {
     switch objective {
     case .cosine:
       return cosine(images: images, texts: texts, n: n, d: d, localStart: localStart, localCount: localCount,
                     scale: featureGradScale, dImages: dImages)
     case .contrastive:
-      return contrastive(images: images, texts: texts, n: n, d: d, logitScale: logitScale, localStart: localStart,
+      return try contrastive(images: images, texts: texts, n: n, d: d, logitScale: logitScale, localStart: localStart,
                          localCount: localCount, scale: featureGradScale, dImages: dImages, scratch: scratch)
     case .sigmoid:
-      return sigmoid(images: images, texts: texts, n: n, d: d, logitScale: logitScale, logitBias: logitBias,
+      return try sigmoid(images: images, texts: texts, n: n, d: d, logitScale: logitScale, logitBias: logitBias,
                      localStart: localStart, localCount: localCount, scale: featureGradScale, dImages: dImages,
                      scratch: scratch)
     }
@@ -77,18 +79,29 @@ enum Objectives {
 
   /// logits = e^s I T^T (n x n).
   private static func logits(images: UnsafePointer<Float>, texts: UnsafePointer<Float>, n: Int, d: Int,
-                             scale: Float, into out: UnsafeMutablePointer<Float>) {
-    BLAS.parallelGemm(false, true, m: n, n: n, k: d, alpha: scale, images, lda: d, texts, ldb: d, beta: 0, out, ldc: n)
+                             scale: Float, into out: UnsafeMutablePointer<Float>, products: MatMul) throws(LiftError) {
+    try products.product(transA: false, transB: true, m: n, n: n, k: d, Matrix(images, ld: d), Matrix(texts, ld: d),
+                         Matrix(out, ld: n))
+    AdamW.scaleBuffer(out, count: n * n, by: scale)
+  }
+
+  /// dI (localCount x d) = scale * dlogits[local rows] T.
+  private static func featureGradient(_ dLogits: UnsafePointer<Float>, texts: UnsafePointer<Float>, n: Int, d: Int,
+                                      localCount: Int, scale: Float, into dImages: UnsafeMutablePointer<Float>,
+                                      products: MatMul) throws(LiftError) {
+    try products.product(transA: false, transB: false, m: localCount, n: d, k: n, Matrix(dLogits, ld: n),
+                         Matrix(texts, ld: d), Matrix(dImages, ld: d))
+    AdamW.scaleBuffer(dImages, count: localCount * d, by: scale)
   }
 
   /// CLIP loss: 1/2 (mean_i CE(row i -> i) + mean_j CE(column j -> j)) on logits = e^s I T^T.
   /// dlogits = (softmax_rows + softmax_columns - 2 Id) / (2n); dI = e^s dlogits T; ds = sum dlogits * logits.
   static func contrastive(images: UnsafePointer<Float>, texts: UnsafePointer<Float>, n: Int, d: Int,
                           logitScale: Float, localStart: Int, localCount: Int, scale: Float,
-                          dImages: UnsafeMutablePointer<Float>, scratch: Scratch) -> Result {
+                          dImages: UnsafeMutablePointer<Float>, scratch: Scratch) throws(LiftError) -> Result {
     let e = Float(exp(Double(logitScale)))
     let z = scratch.logits
-    logits(images: images, texts: texts, n: n, d: d, scale: e, into: z)
+    try logits(images: images, texts: texts, n: n, d: d, scale: e, into: z, products: scratch.products)
     let rowLse = scratch.stats, colMax = rowLse + n, colLse = colMax + n
     colMax.initialize(repeating: -.infinity, count: n)
     for i in 0..<n {
@@ -126,8 +139,8 @@ enum Objectives {
       ds += rowDs
     }
     // dI (local rows) = e^s dlogits[local rows] T, times the worker scale.
-    BLAS.parallelGemm(false, false, m: localCount, n: d, k: n, alpha: e * scale, z + localStart * n, lda: n, texts, ldb: d,
-              beta: 0, dImages, ldc: d)
+    try featureGradient(z + localStart * n, texts: texts, n: n, d: d, localCount: localCount, scale: e * scale,
+                        into: dImages, products: scratch.products)
     // d/ds of e^s * (I T^T) is the logits themselves: ds computed above.
     return Result(loss: loss, dLogitScale: ds, dLogitBias: 0)
   }
@@ -136,10 +149,10 @@ enum Objectives {
   /// loss = -sum log sigmoid(label * logit) / n. dlogit = -label * sigmoid(-label * logit) / n.
   static func sigmoid(images: UnsafePointer<Float>, texts: UnsafePointer<Float>, n: Int, d: Int,
                       logitScale: Float, logitBias: Float, localStart: Int, localCount: Int, scale: Float,
-                      dImages: UnsafeMutablePointer<Float>, scratch: Scratch) -> Result {
+                      dImages: UnsafeMutablePointer<Float>, scratch: Scratch) throws(LiftError) -> Result {
     let e = Float(exp(Double(logitScale)))
     let z = scratch.logits
-    logits(images: images, texts: texts, n: n, d: d, scale: e, into: z)
+    try logits(images: images, texts: texts, n: n, d: d, scale: e, into: z, products: scratch.products)
     var loss = 0.0, ds = 0.0, db = 0.0
     let invN = 1 / Double(n)
     for i in 0..<n {
@@ -157,8 +170,8 @@ enum Objectives {
         z[i * n + j] = Float(g)
       }
     }
-    BLAS.parallelGemm(false, false, m: localCount, n: d, k: n, alpha: e * scale, z + localStart * n, lda: n, texts, ldb: d,
-              beta: 0, dImages, ldc: d)
+    try featureGradient(z + localStart * n, texts: texts, n: n, d: d, localCount: localCount, scale: e * scale,
+                        into: dImages, products: scratch.products)
     return Result(loss: loss * invN, dLogitScale: ds, dLogitBias: db)
   }
 }

@@ -163,7 +163,7 @@ public final class Trainer {
       dst.update(from: rawTexts + i * d, count: d)
       VectorOps.normalize(dst, d)
     }
-    let result = Profile.measure(.loss) { Objectives.compute(
+    let result = try Profile.measure(.loss) { () throws(LiftError) in try Objectives.compute(
       model.config.objective, images: images, texts: texts.pointer, n: n, d: d, logitScale: model.logitScale,
       logitBias: model.logitBias, localStart: localStart, localCount: localCount,
       featureGradScale: Float(workerCount), dImages: dLocal, scratch: lossScratch) }
