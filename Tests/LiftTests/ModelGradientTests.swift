@@ -10,21 +10,6 @@ final class ModelGradientTests: XCTestCase {
                 headLayers: headLayers, textDim: 6, pooling: pooling, objective: objective)
   }
 
-  func lossAndGradient(_ trainer: Trainer, images: [Float], texts: [Float], batch: Int, withGradient: Bool) throws -> Double {
-    let d = trainer.model.config.textDim
-    var dLocal = [Float](repeating: 0, count: batch * d)
-    let emb = try images.withUnsafeBufferPointer { try trainer.forward(.float32NCHW($0.baseAddress!), batch: batch) }
-    let embCopy = Array(UnsafeBufferPointer(start: emb, count: batch * d))
-    let loss = try trainer.loss(images: embCopy, texts: texts, count: batch, localStart: 0, localCount: batch,
-                                workerCount: 1, dLocal: &dLocal)
-    if withGradient {
-      try trainer.backward(dLocal, batch: batch)
-    } else {
-      trainer.zeroGradients()
-    }
-    return loss
-  }
-
   func checkGradients(_ config: ModelConfig, file: StaticString = #filePath, line: UInt = #line) throws {
     let model = try Model(config: config, seed: 42)
     var tc = TrainConfig()

@@ -27,13 +27,7 @@ final class PrecisionTests: XCTestCase {
     var tc = TrainConfig()
     tc.batchCapacity = batch
     let trainer = try Trainer(model: try Model(config: config(precision), seed: 11), config: tc)
-    let d = trainer.model.config.textDim
-    var dLocal = [Float](repeating: 0, count: batch * d)
-    let emb = try images.withUnsafeBufferPointer { try trainer.forward(.float32NCHW($0.baseAddress!), batch: batch) }
-    let features = Array(UnsafeBufferPointer(start: emb, count: batch * d))
-    let loss = try trainer.loss(images: features, texts: texts, count: batch, localStart: 0, localCount: batch,
-                                workerCount: 1, dLocal: &dLocal)
-    try trainer.backward(dLocal, batch: batch)
+    let loss = try lossAndGradient(trainer, images: images, texts: texts, batch: batch, withGradient: true)
     return (loss, Array(UnsafeBufferPointer(start: trainer.gradients, count: trainer.model.layout.totalCount)),
             trainer.model.layout)
   }

@@ -154,3 +154,20 @@ func elements<R>(_ a: inout [Float], _ b: inout [Float], _ c: inout [Float],
                  _ body: (MatrixElements, MatrixElements, MatrixElements) throws -> R) rethrows -> R {
   try elements(&a, &b) { x, y in try elements(&c) { z in try body(x, y, z) } }
 }
+
+/// One forward, loss and (when `withGradient`) backward of a trainer through its split form, on
+/// float32 NCHW images; returns the loss. Without the gradient, the gradient buffer is zeroed.
+func lossAndGradient(_ trainer: Trainer, images: [Float], texts: [Float], batch: Int, withGradient: Bool) throws -> Double {
+  let d = trainer.model.config.textDim
+  var dLocal = [Float](repeating: 0, count: batch * d)
+  let emb = try images.withUnsafeBufferPointer { try trainer.forward(.float32NCHW($0.baseAddress!), batch: batch) }
+  let features = Array(UnsafeBufferPointer(start: emb, count: batch * d))
+  let loss = try trainer.loss(images: features, texts: texts, count: batch, localStart: 0, localCount: batch,
+                              workerCount: 1, dLocal: &dLocal)
+  if withGradient {
+    try trainer.backward(dLocal, batch: batch)
+  } else {
+    trainer.zeroGradients()
+  }
+  return loss
+}

@@ -91,25 +91,32 @@ final class MatMul {
     let extent = splitRows ? m : n
     let blocks = (extent + 15) / 16
     let parts = work < Self.splitThreshold ? 1 : min(Parallel.workers, blocks)
-    // Plans are looked up (and made) on this thread; the workers only execute them.
+    try runParts(parts) { (part) throws(LiftError) -> MatMulPart? in
+      let range = Parallel.split(blocks, parts: parts, index: part)
+      let lo = range.lowerBound * 16, hi = min(extent, range.upperBound * 16)
+      if lo >= hi { return nil }
+      let rows = splitRows ? hi - lo : m, cols = splitRows ? n : hi - lo
+      // Part of op(A): rows lo..<hi (A^T: columns of A); part of op(B): columns lo..<hi (B^T: rows of B).
+      let pa = splitRows ? (transA ? a.at(row: 0, column: lo) : a.at(row: lo, column: 0)) : a
+      let pb = splitRows ? b : (transB ? b.at(row: lo, column: 0) : b.at(row: 0, column: lo))
+      let pc = splitRows ? c.at(row: lo, column: 0) : c.at(row: 0, column: lo)
+      let key = MatMulPlan.Key(m: rows, n: cols, k: k, transA: transA, transB: transB, lda: a.ld, ldb: b.ld,
+                               ldc: c.ld, typeA: a.type, typeB: b.type, typeC: c.type, bias: bias != nil,
+                               accumulate: accumulate, part: part)
+      return MatMulPart(plan: try plan(key), a: pa, b: pb, c: pc, bias: bias.map { splitRows ? $0 : $0 + lo })
+    }
+  }
+
+  /// Makes up to `parts` parts on this thread (plans are looked up and made here; `make` returns
+  /// nil for an empty part), then runs them on the workers.
+  private func runParts(_ parts: Int, _ make: (Int) throws(LiftError) -> MatMulPart?) throws(LiftError) {
     try withUnsafeTemporaryAllocation(of: MatMulPart.self, capacity: parts) { (buffer) throws(LiftError) in
       let list = buffer.baseAddress!
       var used = 0
       defer { list.deinitialize(count: used) }
       for part in 0..<parts {
-        let range = Parallel.split(blocks, parts: parts, index: part)
-        let lo = range.lowerBound * 16, hi = min(extent, range.upperBound * 16)
-        if lo >= hi { continue }
-        let rows = splitRows ? hi - lo : m, cols = splitRows ? n : hi - lo
-        // Part of op(A): rows lo..<hi (A^T: columns of A); part of op(B): columns lo..<hi (B^T: rows of B).
-        let pa = splitRows ? (transA ? a.at(row: 0, column: lo) : a.at(row: lo, column: 0)) : a
-        let pb = splitRows ? b : (transB ? b.at(row: lo, column: 0) : b.at(row: 0, column: lo))
-        let pc = splitRows ? c.at(row: lo, column: 0) : c.at(row: 0, column: lo)
-        let pbias = bias.map { splitRows ? $0 : $0 + lo }
-        let key = MatMulPlan.Key(m: rows, n: cols, k: k, transA: transA, transB: transB, lda: a.ld, ldb: b.ld,
-                                 ldc: c.ld, typeA: a.type, typeB: b.type, typeC: c.type, bias: bias != nil,
-                                 accumulate: accumulate, part: part)
-        (list + used).initialize(to: MatMulPart(plan: try plan(key), a: pa, b: pb, c: pc, bias: pbias))
+        guard let p = try make(part) else { continue }
+        (list + used).initialize(to: p)
         used += 1
       }
       Parallel.forWorkers(used) { _, r in
@@ -130,24 +137,13 @@ final class MatMul {
       try product(transA: true, transB: false, m: m, n: n, k: k, a, b, Matrix(c, ld: n), accumulate: true)
       return
     }
-    try withUnsafeTemporaryAllocation(of: MatMulPart.self, capacity: parts) { (buffer) throws(LiftError) in
-      let list = buffer.baseAddress!
-      var made = 0
-      defer { list.deinitialize(count: made) }
-      for part in 0..<parts {
-        let rows = Parallel.split(k, parts: parts, index: part)
-        let target = part == 0 ? c : scratch + (part - 1) * m * n
-        let key = MatMulPlan.Key(m: m, n: n, k: rows.count, transA: true, transB: false, lda: a.ld, ldb: b.ld, ldc: n,
-                                 typeA: a.type, typeB: b.type, typeC: .f32, bias: false, accumulate: part == 0,
-                                 part: part)
-        (list + part).initialize(to: MatMulPart(plan: try plan(key), a: a.at(row: rows.lowerBound, column: 0),
-                                                b: b.at(row: rows.lowerBound, column: 0), c: Matrix(target, ld: n),
-                                                bias: nil))
-        made += 1
-      }
-      Parallel.forWorkers(parts) { _, r in
-        for i in r { list[i].run() }
-      }
+    try runParts(parts) { (part) throws(LiftError) -> MatMulPart? in
+      let rows = Parallel.split(k, parts: parts, index: part)
+      let target = part == 0 ? c : scratch + (part - 1) * m * n
+      let key = MatMulPlan.Key(m: m, n: n, k: rows.count, transA: true, transB: false, lda: a.ld, ldb: b.ld, ldc: n,
+                               typeA: a.type, typeB: b.type, typeC: .f32, bias: false, accumulate: part == 0, part: part)
+      return MatMulPart(plan: try plan(key), a: a.at(row: rows.lowerBound, column: 0),
+                        b: b.at(row: rows.lowerBound, column: 0), c: Matrix(target, ld: n), bias: nil)
     }
     Parallel.forRanges(m * n, grain: 1 << 14) { r in
       for part in 1..<parts {
