@@ -83,6 +83,10 @@ def test_user_errors_are_one_line_and_change_nothing(tiny, tmp_path):
         (["eval", "--model", tiny / "train.h5", "--data", tiny / "test.h5"], "train.h5"),
         (train_args(tiny, tmp_path / "y", "--objective", "hinge"), "--objective"),
         (train_args(tiny, tmp_path / "z", "--width", 33), "divisible"),
+        (train_args(tiny, tmp_path / "p", "--precision", "fp16"), "--precision must be fp32 or bf16"),
+        # The run trains in fp32; a resume keeps its precision.
+        (train_args(tiny, out, "--resume", "--precision", "bf16"), "trains in fp32; resume keeps it"),
+        (["eval", "--model", out / "model.safetensors", "--data", tiny / "test.h5", "--precision", "f32"], "--precision"),
     ]
     for args, fragment in cases:
         r = lift(*args, check=False)
