@@ -21,6 +21,36 @@ enum Checkpoint {
      ("lift.model_config", model.config.json.serialized)]
   }
 
+  /// Checks that `reader` holds every tensor of `layout` (with the name prefix) as float32 of the
+  /// layout's shape, before anything is allocated for them: the file's own size then bounds
+  /// the memory a crafted config can ask for.
+  static func checkTensors(_ reader: SafeTensors.Reader, layout: ParameterLayout, prefix: String = "") throws(LiftError) {
+    for t in layout.tensors {
+      guard let stored = reader.tensors[prefix + t.name] else {
+        throw .format("'\(reader.path)' has no tensor '\(prefix + t.name)'")
+      }
+      guard stored.dtype == "F32" else {
+        throw .format("'\(reader.path)': tensor '\(prefix + t.name)' is \(stored.dtype); expected F32")
+      }
+      guard stored.shape == t.shape else {
+        throw .shape("'\(reader.path)': tensor '\(prefix + t.name)' has shape \(stored.shape); the model expects \(t.shape)")
+      }
+    }
+  }
+
+  /// Index of the first non-finite value of any tensor of `layout` in `buffer`, as an error.
+  static func requireFinite(_ buffer: UnsafePointer<Float>, layout: ParameterLayout, prefix: String = "",
+                            path: String) throws(LiftError) {
+    for t in layout.tensors {
+      if let j = VectorOps.firstNonFinite(buffer + t.offset, t.count) {
+        throw .value("'\(path)': tensor '\(prefix + t.name)' has a non-finite value at element \(j)")
+      }
+    }
+  }
+
+  /// Largest step count a checkpoint may record (2^40: far beyond any run, far from overflow).
+  static let maxStep = 1 << 40
+
   /// Reads the tensors of `layout` (optionally with a name prefix) from `reader` into `buffer`.
   static func readTensors(_ reader: SafeTensors.Reader, layout: ParameterLayout, prefix: String = "",
                           into buffer: UnsafeMutablePointer<Float>) throws(LiftError) {
@@ -50,14 +80,15 @@ extension Model {
 
   /// Loads a model file (or the model part of a training checkpoint) written by liblift.
   public static func load(path: String) throws(LiftError) -> Model {
-    let reader = try SafeTensors.Reader(path: path)
-    let model = try Model(uninitialized: try Checkpoint.modelConfig(reader))
+    try load(SafeTensors.Reader(path: path))
+  }
+
+  static func load(_ reader: SafeTensors.Reader) throws(LiftError) -> Model {
+    let config = try Checkpoint.modelConfig(reader)
+    try Checkpoint.checkTensors(reader, layout: ParameterLayout(config, withLogitBias: config.objective == .sigmoid))
+    let model = try Model(uninitialized: config)
     try Checkpoint.readTensors(reader, layout: model.layout, into: model.parameters)
-    for t in model.layout.tensors {
-      if let j = VectorOps.firstNonFinite(model.parameters + t.offset, t.count) {
-        throw .value("'\(path)': tensor '\(t.name)' has a non-finite value at element \(j)")
-      }
-    }
+    try Checkpoint.requireFinite(model.parameters, layout: model.layout, path: reader.path)
     return model
   }
 }
@@ -91,11 +122,17 @@ extension Trainer {
     guard reader.metadata["lift.kind"] == Checkpoint.trainingKind else {
       throw .format("'\(path)' is a model file, not a training checkpoint (no optimizer state)")
     }
-    let model = try Model.load(path: path)
     guard let configText = reader.metadata["lift.train_config"],
-          let stepText = reader.metadata["lift.step"], let step = Int(stepText), step >= 0,
+          let stepText = reader.metadata["lift.step"], let step = Int(stepText),
           let rngText = reader.metadata["lift.rng_state"] else {
       throw .format("'\(path)' lacks lift.train_config, lift.step or lift.rng_state metadata")
+    }
+    guard step >= 0, step <= Checkpoint.maxStep else {
+      throw .format("'\(path)': lift.step \(step) is outside [0, \(Checkpoint.maxStep)]")
+    }
+    let model = try Model.load(reader)
+    for prefix in ["optimizer.exp_avg.", "optimizer.exp_avg_sq."] {
+      try Checkpoint.checkTensors(reader, layout: model.layout, prefix: prefix)
     }
     var config = try TrainConfig(json: try JSON.parse(Array(configText.utf8), what: "'\(path)' lift.train_config"),
                                  source: "'\(path)' lift.train_config")
@@ -105,6 +142,16 @@ extension Trainer {
     let trainer = try Trainer(model: model, config: config)
     try Checkpoint.readTensors(reader, layout: model.layout, prefix: "optimizer.exp_avg.", into: trainer.firstMoment)
     try Checkpoint.readTensors(reader, layout: model.layout, prefix: "optimizer.exp_avg_sq.", into: trainer.secondMoment)
+    // A NaN or infinite moment would write NaN into the parameters at the next step; a negative
+    // second moment has no square root.
+    try Checkpoint.requireFinite(trainer.firstMoment, layout: model.layout, prefix: "optimizer.exp_avg.", path: path)
+    try Checkpoint.requireFinite(trainer.secondMoment, layout: model.layout, prefix: "optimizer.exp_avg_sq.", path: path)
+    for t in model.layout.tensors {
+      let v = trainer.secondMoment + t.offset
+      if let j = (0..<t.count).first(where: { v[$0] < 0 }) {
+        throw .value("'\(path)': tensor 'optimizer.exp_avg_sq.\(t.name)' has a negative value at element \(j)")
+      }
+    }
     trainer.step = step
     trainer.rng = Xoshiro256(state: (words[0], words[1], words[2], words[3]))
     var user: [String: String] = [:]

@@ -92,12 +92,14 @@ enum SafeTensors {
     init(path: String) throws(LiftError) {
       self.path = path
       try HDF5.requireReadableFile(path)
-      let fd = open(path, O_RDONLY | O_CLOEXEC)
+      // O_NONBLOCK: a path swapped for a FIFO after the check above must not block the open.
+      let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
       guard fd >= 0 else { throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))") }
       self.fd = fd
       do throws(LiftError) {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .io("cannot stat '\(path)': \(String(cString: strerror(errno)))") }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw .io("cannot open '\(path)': not a regular file") }
         let size = Int(st.st_size)
         guard size >= 8 else { throw .format("'\(path)' is not a safetensors file: only \(size) bytes") }
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
@@ -134,15 +136,22 @@ enum SafeTensors {
             throw .format("'\(path)': tensor '\(name)' lacks dtype, shape or data_offsets")
           }
           var shape: [Int] = []
+          var elements = 1
           for d in shapeJSON {
             guard let v = d.int, v >= 0, v <= 1 << 40 else { throw .format("'\(path)': tensor '\(name)' has an invalid shape") }
+            let (product, overflow) = elements.multipliedReportingOverflow(by: v)
+            guard !overflow, product <= Int.max / 8 else {
+              throw .format("'\(path)': tensor '\(name)' has an impossible shape \(shapeJSON.compactMap(\.int))")
+            }
+            elements = product
             shape.append(v)
           }
           guard begin >= 0, begin <= end, end <= dataLength else {
             throw .format("'\(path)' is truncated or corrupt: tensor '\(name)' spans bytes \(begin)..<\(end) of a \(dataLength)-byte data section")
           }
           let elementSize = ["F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1][dtype]
-          if let elementSize, shape.reduce(1, { $0 * $1 }) * elementSize != end - begin {
+          // elements * elementSize cannot overflow: elements <= Int.max / 8.
+          if let elementSize, elements * elementSize != end - begin {
             throw .format("'\(path)': tensor '\(name)' has \(end - begin) bytes for shape \(shape) of \(dtype)")
           }
           tensors[name] = Tensor(dtype: dtype, shape: shape, begin: begin, end: end)

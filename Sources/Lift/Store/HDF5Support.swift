@@ -78,7 +78,13 @@ enum HDF5 {
     guard stat(path, &st) == 0 else {
       throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))")
     }
-    if (st.st_mode & S_IFMT) == S_IFDIR { throw .io("cannot open '\(path)': is a directory") }
+    // Only regular files: opening a FIFO blocks until a writer appears, a device may never end.
+    switch st.st_mode & S_IFMT {
+    case S_IFREG: break
+    case S_IFDIR: throw .io("cannot open '\(path)': is a directory")
+    case S_IFIFO: throw .io("cannot open '\(path)': is a FIFO, not a regular file")
+    default: throw .io("cannot open '\(path)': not a regular file")
+    }
     guard access(path, R_OK) == 0 else {
       throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))")
     }

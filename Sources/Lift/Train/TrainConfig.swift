@@ -30,7 +30,8 @@ public struct TrainConfig: Equatable {
     try require(eps.isFinite && eps > 0, "eps must be > 0 (got \(eps))")
     try require(weightDecay.isFinite && weightDecay >= 0, "weight decay must be finite and >= 0 (got \(weightDecay))")
     try require(warmupSteps >= 0, "warm-up steps must be >= 0 (got \(warmupSteps))")
-    try require(totalSteps >= 1, "total steps must be >= 1 (got \(totalSteps))")
+    try require(totalSteps >= 1 && totalSteps <= Checkpoint.maxStep,
+                "total steps must be in [1, \(Checkpoint.maxStep)] (got \(totalSteps))")
     try require(warmupSteps <= totalSteps, "warm-up steps (\(warmupSteps)) exceed total steps (\(totalSteps))")
     try require(gradClip.isFinite, "gradient clip must be finite (got \(gradClip))")
     try require(batchCapacity >= 1 && batchCapacity <= 1 << 20, "batch capacity must be in [1, 1048576] (got \(batchCapacity))")

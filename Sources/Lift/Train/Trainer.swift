@@ -212,6 +212,10 @@ public final class Trainer {
 
   private func applyUpdate() throws(LiftError) -> StepStats {
     let layout = model.layout
+    guard step < Checkpoint.maxStep else {
+      zeroGradientsLocked()
+      throw .state("the trainer has taken \(step) steps, the most a checkpoint can record; the update was skipped")
+    }
     let norm = AdamW.globalNorm(gradients, count: layout.totalCount)
     guard norm.isFinite else {
       zeroGradientsLocked()

@@ -1,0 +1,125 @@
+"""Hostile inputs: crafted and corrupt files, absurd arguments. Each case runs in a child process
+with a timeout, so a crash (a Swift trap is SIGILL/SIGTRAP, an abort SIGABRT) or a hang fails
+the test instead of the test run; every case must end in a LiftError naming what was wrong."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import liblift
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_case(code: str, timeout: float = 60) -> str:
+    """Runs `code` (with liblift imported and `expect_error` defined) in a child process; returns
+    its stdout. Fails on a signal, a non-zero exit or a timeout."""
+    prelude = textwrap.dedent("""
+        import sys, liblift, numpy as np
+        def expect_error(status, fragment, call, *args, **kw):
+            try:
+                call(*args, **kw)
+            except liblift.LiftError as e:
+                assert e.status_name == status, (e.status_name, e.message)
+                assert fragment in e.message, e.message
+                print("OK", e.status_name, e.message)
+                return
+            raise AssertionError("no error")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    assert r.returncode == 0, f"child ended with {r.returncode}:\n{r.stdout}\n{r.stderr[-3000:]}"
+    assert "OK" in r.stdout, r.stdout + r.stderr
+    return r.stdout
+
+
+def read_safetensors(path: Path):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def write_safetensors(path: Path, header: dict, data: bytes):
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A small training checkpoint after two steps (moments non-zero)."""
+    d = tmp_path_factory.mktemp("ckpt")
+    config = liblift.ModelConfig.preset("ViT-XS/4-32", 8, image_size=8, patch=4, width=16, depth=1, heads=1)
+    trainer = liblift.Trainer(liblift.Model(config, seed=1), batch_capacity=4)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        trainer.step(rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), rng.standard_normal((4, 8)).astype(np.float32))
+    path = d / "ckpt.safetensors"
+    trainer.save(path)
+    return path
+
+
+def edited(checkpoint: Path, tmp_path: Path, edit) -> Path:
+    header, data = read_safetensors(checkpoint)
+    data = bytearray(data)
+    edit(header, data)
+    out = tmp_path / "edited.safetensors"
+    write_safetensors(out, header, bytes(data))
+    return out
+
+
+def test_shape_whose_product_overflows(checkpoint, tmp_path):
+    def edit(header, data):
+        header["logit_scale"]["shape"] = [1 << 40, 1 << 40, 1 << 40]
+    path = edited(checkpoint, tmp_path, edit)
+    for call in ("liblift.Model.load", "liblift.Trainer.load"):
+        run_case(f"expect_error('LIFT_ERR_FORMAT', 'impossible shape', {call}, {str(path)!r})")
+
+
+@pytest.mark.parametrize("step", [str(2 ** 62), str(2 ** 63 - 1), "-1"])
+def test_step_out_of_range(checkpoint, tmp_path, step):
+    def edit(header, data):
+        header["__metadata__"]["lift.step"] = step
+    path = edited(checkpoint, tmp_path, edit)
+    run_case(f"expect_error('LIFT_ERR_FORMAT', 'lift.step', liblift.Trainer.load, {str(path)!r})")
+
+
+@pytest.mark.parametrize("moment,value,status", [("exp_avg", float("nan"), "LIFT_ERR_VALUE"),
+                                                 ("exp_avg_sq", float("inf"), "LIFT_ERR_VALUE"),
+                                                 ("exp_avg_sq", -1.0, "LIFT_ERR_VALUE")])
+def test_bad_optimizer_moments(checkpoint, tmp_path, moment, value, status):
+    name = f"optimizer.{moment}.visual.class_embedding"
+    def edit(header, data):
+        begin = header[name]["data_offsets"][0]
+        data[begin:begin + 4] = struct.pack("<f", value)
+    path = edited(checkpoint, tmp_path, edit)
+    run_case(f"expect_error({status!r}, {name!r}, liblift.Trainer.load, {str(path)!r})")
+
+
+def test_config_asking_for_a_huge_model_is_refused_before_allocating(checkpoint, tmp_path):
+    def edit(header, data):
+        config = json.loads(header["__metadata__"]["lift.model_config"])
+        config.update(width=8192, depth=128, heads=128)
+        header["__metadata__"]["lift.model_config"] = json.dumps(config)
+    path = edited(checkpoint, tmp_path, edit)
+    # 100 GB of parameters would be asked for; the file's missing tensors are found first.
+    run_case(f"""
+        import resource
+        expect_error('LIFT_ERR_SHAPE', 'the model expects', liblift.Model.load, {str(path)!r})
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2_000_000, "allocated the model"
+    """)
+
+
+def test_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    run_case(f"""
+        expect_error('LIFT_ERR_IO', 'not a regular file', liblift.Model.load, {str(fifo)!r})
+        expect_error('LIFT_ERR_IO', 'FIFO', liblift.Store, {str(fifo)!r})
+    """, timeout=20)
