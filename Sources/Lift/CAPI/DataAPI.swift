@@ -119,10 +119,17 @@ final class LoaderHandle {
   let indices: UnsafeMutablePointer<Int64>
   let captionRows: UnsafeMutablePointer<Int64>
 
-  init(_ loader: DataLoader) {
+  init(_ loader: DataLoader) throws(LiftError) {
     self.loader = loader
-    indices = .allocate(capacity: loader.options.batchSize + 1)
-    captionRows = .allocate(capacity: loader.options.batchSize + 1)  // >= any rank's part
+    // >= any rank's part of a batch (a batch never exceeds the dataset).
+    let capacity = Int(min(Int64(loader.options.batchSize), loader.dataset.count)) + 1
+    indices = try allocateElements(capacity, of: Int64.self, what: "batch indices")
+    do {
+      captionRows = try allocateElements(capacity, of: Int64.self, what: "batch caption rows")
+    } catch {
+      indices.deallocate()
+      throw error
+    }
   }
 
   deinit {
@@ -160,14 +167,9 @@ public func cLiftLoaderCreate(_ datasetHandle: OpaquePointer?, _ options: Unsafe
     o.rank = Int(c.rank)
     o.workers = Int(c.workers)
     o.prefetch = c.prefetch != 0
-    guard c.start_epoch >= 0, c.start_batch >= 0, c.start_epoch <= Int64(Int32.max) else {
-      throw .argument("start position must be non-negative")
-    }
+    // The loader checks the position (against the data) before its thread starts.
     let loader = try DataLoader(dataset: ds, options: o, start: .init(epoch: Int(c.start_epoch), batch: Int(c.start_batch)))
-    guard Int(c.start_batch) < max(loader.batchesPerEpoch, 1) else {
-      throw .argument("start_batch \(c.start_batch) is beyond the \(loader.batchesPerEpoch) batches of an epoch")
-    }
-    out.pointee = makeHandle(LoaderHandle(loader))
+    out.pointee = makeHandle(try LoaderHandle(loader))
   }
 }
 

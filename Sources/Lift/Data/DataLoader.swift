@@ -53,9 +53,16 @@ public final class DataLoader {
     public fileprivate(set) var globalCount = 0
     fileprivate var error: LiftError?
 
-    init(capacity: Int, imageBytes: Int, textDim: Int) {
-      images = .allocate(capacity: max(1, capacity * imageBytes))
-      texts = .allocate(capacity: max(1, capacity * textDim))
+    init(capacity: Int, imageBytes: Int, textDim: Int) throws(LiftError) {
+      images = try allocateElements(max(1, try checkedCount(Int64(capacity), Int64(imageBytes), "batch images")),
+                                    of: UInt8.self, what: "a batch of \(capacity) images")
+      do {
+        texts = try allocateFloats(max(1, try checkedCount(Int64(capacity), Int64(textDim), "batch texts")),
+                                   what: "a batch of \(capacity) caption embeddings")
+      } catch {
+        images.deallocate()
+        throw error
+      }
     }
 
     deinit {
@@ -76,6 +83,9 @@ public final class DataLoader {
 
   public var batchesPerEpoch: Int { plan.batchesPerEpoch }
 
+  /// Largest epoch a loader may start at (or reach): far beyond any run, far from overflow.
+  public static let maxEpoch = 1 << 40
+
   public init(dataset: ImageDataset, options: Options, start: Position = Position(epoch: 0, batch: 0)) throws(LiftError) {
     guard options.batchSize >= 1 else { throw .argument("batch size must be >= 1 (got \(options.batchSize))") }
     guard options.workers >= 1, options.rank >= 0, options.rank < options.workers else {
@@ -86,19 +96,26 @@ public final class DataLoader {
     guard dataset.count >= Int64(options.workers) else {
       throw .argument("the dataset has \(dataset.count) images, fewer than the \(options.workers) workers")
     }
-    guard start.epoch >= 0, start.batch >= 0 else { throw .argument("start position must be non-negative") }
-    self.dataset = dataset
-    self.options = options
-    plan = EpochPlan(count: dataset.count, globalBatch: options.batchSize, workers: options.workers)
+    // A batch never holds more than the dataset: a larger batch size is the whole dataset.
+    let batchSize = Int(min(Int64(options.batchSize), dataset.count))
+    let plan = EpochPlan(count: dataset.count, globalBatch: batchSize, workers: options.workers)
     guard dataset.count / Int64(plan.batchesPerEpoch) >= Int64(options.workers) else {
       throw .argument("\(dataset.count) images make global batches too small to give each of the \(options.workers) workers an image; use a smaller batch size or fewer workers")
     }
-    // A local part is at most ceil(batchSize / workers) (+1 from the near-equal splits).
-    let capacity = (options.batchSize + options.workers - 1) / options.workers + 1
-    let producer = Producer(dataset: dataset, options: options, plan: plan, capacity: capacity)
+    // Checked before the producer thread starts (it advances from here).
+    guard start.epoch >= 0, start.epoch <= DataLoader.maxEpoch, start.batch >= 0, start.batch < plan.batchesPerEpoch else {
+      throw .argument("start position (epoch \(start.epoch), batch \(start.batch)) is outside the data: epochs are "
+                      + "in [0, \(DataLoader.maxEpoch)] and hold \(plan.batchesPerEpoch) batches")
+    }
+    self.dataset = dataset
+    self.options = options
+    self.plan = plan
+    // A local part is at most ceil(batch / workers) (+1 from the near-equal splits).
+    let capacity = (batchSize + options.workers - 1) / options.workers + 1
+    let producer = try Producer(dataset: dataset, options: options, plan: plan, capacity: capacity)
     state = SharedState(producer: producer, slots: [
-      Batch(capacity: capacity, imageBytes: producer.outBytes, textDim: dataset.textDim),
-      Batch(capacity: capacity, imageBytes: producer.outBytes, textDim: dataset.textDim),
+      try Batch(capacity: capacity, imageBytes: producer.outBytes, textDim: dataset.textDim),
+      try Batch(capacity: capacity, imageBytes: producer.outBytes, textDim: dataset.textDim),
     ], start: start)
     if options.prefetch {
       var t = pthread_t()
@@ -158,13 +175,20 @@ private final class Producer {
   private var permutationEpoch = -1
   private var permutation = RandomPermutation(count: 1, seed: 0)
 
-  init(dataset: ImageDataset, options: DataLoader.Options, plan: EpochPlan, capacity: Int) {
+  init(dataset: ImageDataset, options: DataLoader.Options, plan: EpochPlan, capacity: Int) throws(LiftError) {
     self.dataset = dataset
     self.options = options
     self.plan = plan
     outBytes = options.imageSize * options.imageSize * options.channels
-    raw = .allocate(capacity: max(1, capacity * dataset.imageBytes))
-    scratch = .allocate(capacity: max(1, options.imageSize * dataset.height * max(dataset.channels, options.channels)))
+    raw = try allocateElements(max(1, try checkedCount(Int64(capacity), Int64(dataset.imageBytes), "stored batch")),
+                               of: UInt8.self, what: "\(capacity) stored images")
+    do {
+      scratch = try allocateElements(max(1, options.imageSize * dataset.height * max(dataset.channels, options.channels)),
+                                     of: UInt8.self, what: "resampling scratch")
+    } catch {
+      raw.deallocate()
+      throw error
+    }
   }
 
   deinit {

@@ -49,11 +49,16 @@ public enum FashionMNIST {
     options.dataset = "captions/embeddings"
     let captions = try EmbeddingStore(paths: [captionsPath], options: options)
     let file = captions.shards[0].file
-    let names = try HDF5.readAllStrings(file.id, "classes/names", path: captionsPath)
-    let offsets = try ImageDataset.readAllInts(file, "classes/prompt_offsets", path: captionsPath)
-    let rows = try ImageDataset.readAllInts(file, "classes/prompt_rows", path: captionsPath)
-    guard names.count == 10, offsets.count == 11, offsets.first == 0, offsets.last == Int64(rows.count) else {
-      throw .format("'\(captionsPath)' must define 10 classes with prompt offsets/rows")
+    let names = try HDF5.readAllStrings(file.id, "classes/names", path: captionsPath, limit: 10)
+    let offsets = try ImageDataset.readAllInts(file, "classes/prompt_offsets", path: captionsPath, limit: 11)
+    let rows = try ImageDataset.readAllInts(file, "classes/prompt_rows", path: captionsPath, limit: ImageDataset.maxListEntries)
+    guard names.count == 10, offsets.count == 11, offsets.first == 0, offsets.last == Int64(rows.count),
+          zip(offsets, offsets.dropFirst()).allSatisfy({ $0 < $1 }) else {
+      throw .format("'\(captionsPath)' must define 10 classes with increasing prompt offsets from 0 to \(rows.count)")
+    }
+    // The captions are read whole: a prompt file, not a corpus.
+    guard captions.rows <= 1 << 20 else {
+      throw .format("'\(captionsPath)' holds \(captions.rows) captions; a Fashion-MNIST prompt file holds at most \(1 << 20)")
     }
     let prompts = (0..<10).map { Array(rows[Int(offsets[$0])..<Int(offsets[$0 + 1])]) }
     for p in prompts.joined() where p < 0 || p >= captions.rows {

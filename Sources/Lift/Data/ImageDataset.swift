@@ -69,6 +69,11 @@ public final class ImageDataset {
         throw .format("'images/pixels' in '\(path)' has shape \(HDF5.shapeString(pixels.dims)); expected (N, H, W, C) with C = 1 or 3")
       }
       let imageShape = Array(pixels.dims.dropFirst())
+      guard imageShape[0] >= 1, imageShape[1] >= 1, imageShape[0] <= UInt64(Self.maxImageSide),
+            imageShape[1] <= UInt64(Self.maxImageSide) else {
+        throw .format("'images/pixels' in '\(path)' holds \(HDF5.shapeString(imageShape)) images; height and width must be "
+                      + "in [1, \(Self.maxImageSide)]")
+      }
       if let shape, shape != imageShape {
         throw .shape("'\(path)' holds \(HDF5.shapeString(imageShape)) images but '\(paths[0])' holds \(HDF5.shapeString(shape))")
       }
@@ -114,18 +119,28 @@ public final class ImageDataset {
     }
   }
 
+  /// Largest stored image height or width.
+  public static let maxImageSide = 1 << 14
+
+  /// Most classes a dataset may define, and most entries of a whole-read integer list (prompt
+  /// rows, compositional pairs): bounds on what a file can make liblift read into memory.
+  static let maxClasses = 1 << 20
+  static let maxListEntries = 1 << 26
+
   private static func readClasses(_ shard: Shard, file: H5Object, captionCount: Int64) throws(LiftError) -> ([String], [[Int64]]) {
     guard HDF5.exists(file.id, "classes/names") else { return ([], []) }
-    let names = try HDF5.readAllStrings(file.id, "classes/names", path: shard.path)
-    let offsets = try readAllInts(file, "classes/prompt_offsets", path: shard.path)
-    let rows = try readAllInts(file, "classes/prompt_rows", path: shard.path)
+    // Offsets first: their count bounds the names read (one string read per class).
+    let offsets = try readAllInts(file, "classes/prompt_offsets", path: shard.path, limit: maxClasses + 1)
+    let rows = try readAllInts(file, "classes/prompt_rows", path: shard.path, limit: maxListEntries)
+    let names = try HDF5.readAllStrings(file.id, "classes/names", path: shard.path, limit: max(offsets.count - 1, 0))
     guard offsets.count == names.count + 1, offsets.first == 0, offsets.last == Int64(rows.count) else {
       throw .format("'classes/prompt_offsets' in '\(shard.path)' must have \(names.count + 1) entries from 0 to \(rows.count)")
     }
     var prompts: [[Int64]] = []
     for k in 0..<names.count {
-      guard offsets[k] < offsets[k + 1] else {
-        throw .format("class \(k) ('\(names[k])') in '\(shard.path)' has no prompts")
+      guard offsets[k] < offsets[k + 1], offsets[k + 1] <= Int64(rows.count) else {
+        throw .format("class \(k) ('\(names[k])') in '\(shard.path)' has prompt offsets [\(offsets[k]), \(offsets[k + 1])); "
+                      + "each class needs at least one prompt, in increasing order within the \(rows.count) prompt rows")
       }
       let list = Array(rows[Int(offsets[k])..<Int(offsets[k + 1])])
       for r in list where r < 0 || r >= captionCount {
@@ -136,13 +151,16 @@ public final class ImageDataset {
     return (names, prompts)
   }
 
-  /// A whole small rank-1 integer dataset.
-  static func readAllInts(_ file: H5Object, _ name: String, path: String) throws(LiftError) -> [Int64] {
+  /// A whole small rank-1 integer dataset of at most `limit` entries.
+  static func readAllInts(_ file: H5Object, _ name: String, path: String, limit: Int) throws(LiftError) -> [Int64] {
     let source = try RowSource(file: file, path: path, name: name, memType: lift_h5t_native_int64())
     try requireInteger(source)
     guard source.dims.count == 1 else { throw .format("'\(name)' in '\(path)' must have rank 1") }
+    guard source.rows <= Int64(limit) else {
+      throw .format("'\(name)' in '\(path)' has \(source.rows) entries; at most \(limit) are accepted")
+    }
     let n = Int(source.rows)
-    let buffer = UnsafeMutablePointer<Int64>.allocate(capacity: max(n, 1))
+    let buffer = try allocateElements(max(n, 1), of: Int64.self, what: "'\(name)' of '\(path)'")
     defer { buffer.deallocate() }
     if n > 0 { try source.read(runs: [(0, source.rows)], rows: source.rows, into: buffer, allowDirect: true) }
     return Array(UnsafeBufferPointer(start: buffer, count: n))
@@ -237,15 +255,16 @@ public final class ImageDataset {
         let file = captions.shards[s].file
         guard HDF5.exists(file.id, "compositional/image") else { continue }
         found = true
-        let imgs = try Self.readAllInts(file, "compositional/image", path: shard.path)
-        let t = try HDF5.readAllStrings(file.id, "compositional/type", path: shard.path)
+        let imgs = try Self.readAllInts(file, "compositional/image", path: shard.path, limit: Self.maxListEntries)
+        let t = try HDF5.readAllStrings(file.id, "compositional/type", path: shard.path, limit: imgs.count)
         var pairs: [[Float]] = []
         for name in ["compositional/positive", "compositional/negative"] {
           let source = try RowSource(file: file, path: shard.path, name: name, memType: lift_h5t_native_float())
           guard source.dims.count == 2, source.dims[1] == UInt64(textDim), source.rows == Int64(imgs.count) else {
             throw .shape("'\(name)' in '\(shard.path)' has shape \(HDF5.shapeString(source.dims)); expected (\(imgs.count), \(textDim))")
           }
-          let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, imgs.count * textDim))
+          let buffer = try allocateFloats(max(1, try checkedCount(Int64(imgs.count), Int64(textDim), "'\(name)'")),
+                                          what: "'\(name)' of '\(shard.path)'")
           defer { buffer.deallocate() }
           if !imgs.isEmpty { try source.read(runs: [(0, source.rows)], rows: source.rows, into: buffer, allowDirect: true) }
           pairs.append(Array(UnsafeBufferPointer(start: buffer, count: imgs.count * textDim)))

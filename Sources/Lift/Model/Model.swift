@@ -86,14 +86,6 @@ public final class Model {
   var logitBias: Float { layout.logitBias.map { parameters[$0] } ?? 0 }
 }
 
-/// Allocates `count` floats, or a memory error naming `what`.
-func allocateFloats(_ count: Int, what: String) throws(LiftError) -> UnsafeMutablePointer<Float> {
-  guard count >= 0, count <= Int.max / 8 else { throw .memory("\(what): \(count) floats is too many") }
-  guard let raw = aligned_alloc(64, max(64, (count * 4 + 63) / 64 * 64)) else {
-    throw .memory("cannot allocate \(count * 4) bytes for \(what)")
-  }
-  return raw.bindMemory(to: Float.self, capacity: count)
-}
 
 /// Weight initialisation: PyTorch's defaults for the module types OpenCLIP and LIFT use, drawn
 /// from one xoshiro256** stream seeded by the caller (same distributions as PyTorch, not the

@@ -202,10 +202,15 @@ enum HDF5 {
   }
 
   /// Every entry of a rank-1 string dataset `name` (for small tables such as class names).
-  static func readAllStrings(_ file: hid_t, _ name: String, path: String) throws(LiftError) -> [String] {
+  /// Every string of a rank-1 string dataset of at most `limit` entries (more is a format error,
+  /// found before anything is read).
+  static func readAllStrings(_ file: hid_t, _ name: String, path: String, limit: Int) throws(LiftError) -> [String] {
     let ds = try openDataset(file, name, path: path)
     let dims = try HDF5.dims(of: ds.id)
     guard dims.count == 1 else { throw .format("'\(name)' in '\(path)' has rank \(dims.count); expected a list of strings") }
+    guard dims[0] <= UInt64(max(limit, 0)) else {
+      throw .format("'\(name)' in '\(path)' has \(dims[0]) entries; expected at most \(limit)")
+    }
     let type = H5Object(H5Dget_type(ds.id), .datatype)
     guard H5Tget_class(type.id) == H5T_STRING else {
       throw .format("'\(name)' in '\(path)' has dtype \(describe(type: type.id)); expected strings")

@@ -42,14 +42,28 @@ final class RowSource {
     self.file = file
     self.dataset = dataset
     self.fileSpace = space
+    // Extents come from the file: checked before any arithmetic on them.
+    guard dims[0] <= UInt64(Int64.max) else { throw .format("dataset '\(name)' in '\(path)' claims \(dims[0]) rows") }
+    var elements: UInt64 = 1
+    for d in dims.dropFirst() {
+      let (product, overflow) = elements.multipliedReportingOverflow(by: d)
+      guard !overflow, product <= RowSource.maxRowElements else {
+        throw .format("dataset '\(name)' in '\(path)' has rows of \(HDF5.shapeString(Array(dims.dropFirst()))) elements; "
+                      + "at most \(RowSource.maxRowElements) are accepted")
+      }
+      elements = product
+    }
     self.dims = dims
     self.rows = Int64(dims[0])
-    self.rowElements = Int(dims.dropFirst().reduce(1, *))
+    self.rowElements = Int(elements)
     self.memType = memType
     self.memElementSize = H5Tget_size(memType)
     self.direct = DirectRowSource.make(file: file.id, dataset: dataset.id, path: path, fileType: fileType.id,
                                        memType: memType, dims: dims)
   }
+
+  /// Largest row (elements) liblift reads: 2^32, i.e. 16 GiB of float32 per row.
+  static let maxRowElements: UInt64 = 1 << 32
 
   var rowBytes: Int { rowElements * memElementSize }
 

@@ -123,3 +123,65 @@ def test_fifo_is_refused_not_waited_on(tmp_path):
         expect_error('LIFT_ERR_IO', 'not a regular file', liblift.Model.load, {str(fifo)!r})
         expect_error('LIFT_ERR_IO', 'FIFO', liblift.Store, {str(fifo)!r})
     """, timeout=20)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A valid 2-class dataset of 6 images with 4 captions and class prompts."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "data.h5"
+    images = rng.integers(0, 256, (6, 8, 8, 1), dtype=np.uint8)
+    emb = rng.standard_normal((4, 16)).astype(np.float32)
+    liblift.write_dataset(path, images, emb, [[0, 1], [2], [3], [0], [1, 2], [3]], labels=np.arange(6) % 2,
+                          class_names=["a", "b"], class_prompts=[[0, 1], [2, 3]])
+    return path
+
+
+def rewrite(path: Path, name: str, data=None, **create):
+    import h5py
+    with h5py.File(path, "a") as f:
+        del f[name]
+        if data is not None:
+            f[name] = data
+        else:
+            f.create_dataset(name, **create)
+
+
+def test_prompt_offsets_out_of_order(dataset):
+    rewrite(dataset, "classes/prompt_offsets", np.array([0, 100, 4]))
+    run_case(f"expect_error('LIFT_ERR_FORMAT', 'prompt offsets', liblift.Dataset, {str(dataset)!r})")
+
+
+def test_prompt_rows_of_absurd_length_are_refused_unread(dataset):
+    rewrite(dataset, "classes/prompt_rows", shape=(1 << 40,), dtype="i8", chunks=(1 << 16,))
+    run_case(f"expect_error('LIFT_ERR_FORMAT', 'at most', liblift.Dataset, {str(dataset)!r})", timeout=30)
+
+
+def test_class_names_of_absurd_length_are_refused_unread(dataset):
+    import h5py
+    rewrite(dataset, "classes/names", shape=(1 << 40,), dtype=h5py.string_dtype(), chunks=(1 << 10,))
+    run_case(f"expect_error('LIFT_ERR_FORMAT', 'at most', liblift.Dataset, {str(dataset)!r})", timeout=30)
+
+
+@pytest.mark.parametrize("start", [(0, 10 ** 12), (2 ** 62, 0), (-1, 0)])
+def test_loader_start_outside_the_data(dataset, start):
+    run_case(f"""
+        ds = liblift.Dataset({str(dataset)!r})
+        expect_error('LIFT_ERR_ARGUMENT', 'start position', liblift.Loader, ds, 2, start={start!r})
+    """)
+
+
+@pytest.mark.parametrize("shape,status,fragment", [
+    ((6, 0, 0, 1), "LIFT_ERR_FORMAT", "height and width"),
+    ((6, 1 << 20, 8, 1), "LIFT_ERR_FORMAT", "height and width"),
+    ((6, 1 << 31, 8, 1), "LIFT_ERR_FORMAT", "at most"),
+    ((6, 1 << 40, 1 << 40, 1), "LIFT_ERR_FORMAT", "at most"),
+    ((1 << 62, 8, 8, 1), "LIFT_ERR_SHAPE", "caption_offsets"),
+])
+def test_image_extents_out_of_range(dataset, shape, status, fragment):
+    import h5py
+    with h5py.File(dataset, "a") as f:
+        del f["images/pixels"]
+        chunks = None if 0 in shape else tuple(min(s, 4) for s in shape)
+        f.create_dataset("images/pixels", shape=shape, dtype="u1", chunks=chunks)
+    run_case(f"expect_error({status!r}, {fragment!r}, liblift.Dataset, {str(dataset)!r})", timeout=30)
