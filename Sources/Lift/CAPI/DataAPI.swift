@@ -233,13 +233,21 @@ public func cLiftEvalClassEmbeddings(_ prompts: UnsafePointer<Float>?, _ promptC
   capi { () throws(LiftError) in
     try requirePositive(d, "d")
     try requirePositive(classes, "classes")
+    guard classes <= Int64(ImageDataset.maxClasses) else {
+      throw .argument("classes must be at most \(ImageDataset.maxClasses) (got \(classes))")
+    }
     try requireNonNegative(promptCount, "prompt_count")
     _ = try checkedCount(promptCount, d, "prompts")
+    _ = try checkedCount(classes, d, "class embeddings")
     let offsets = try required(offsets, "offsets")
     guard offsets[0] == 0 else { throw .argument("offsets[0] must be 0") }
+    // All offsets first: rows has offsets[classes] entries, and no read may go beyond them.
+    let total = offsets[Int(classes)]
+    for k in 0..<Int(classes) where !(offsets[k] <= offsets[k + 1] && offsets[k + 1] <= total) {
+      throw .argument("offsets must not decrease (rows holds offsets[classes] = \(total) entries); they do at class \(k)")
+    }
     var lists: [[Int]] = []
     for k in 0..<Int(classes) {
-      guard offsets[k] <= offsets[k + 1] else { throw .argument("offsets decrease at class \(k)") }
       var list: [Int] = []
       if offsets[k] < offsets[k + 1] {
         let rows = try required(rows, "rows")

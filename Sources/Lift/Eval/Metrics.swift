@@ -90,7 +90,9 @@ public enum Metrics {
     }
     var owners = [[Int]](repeating: [], count: m)
     for i in 0..<n {
-      guard captionOffsets[i] <= captionOffsets[i + 1] else { throw .argument("caption offsets decrease at image \(i)") }
+      guard captionOffsets[i] <= captionOffsets[i + 1], captionOffsets[i + 1] <= Int64(captionRows.count) else {
+        throw .argument("caption offsets must increase from 0 to \(captionRows.count); they do not at image \(i)")
+      }
       for p in captionOffsets[i]..<captionOffsets[i + 1] {
         let r = captionRows[Int(p)]
         guard r >= 0, r < Int64(m) else { throw .argument("image \(i) refers to caption \(r); there are \(m)") }

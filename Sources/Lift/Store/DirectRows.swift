@@ -91,7 +91,7 @@ final class DirectRowSource {
   func read(start: Int64, count: Int64, into dest: UnsafeMutableRawPointer) throws(LiftError) -> Bool {
     switch layout {
     case .contiguous(let address):
-      try preadFully(dest, bytes: Int(count) * rowBytes, at: address + UInt64(start) * UInt64(rowBytes))
+      try preadFully(dest, bytes: Int(count) * rowBytes, at: try position(address, row: start))
       return true
     case .chunked(let chunkRows, let base, let cache):
       var row = start
@@ -107,7 +107,7 @@ final class DirectRowSource {
           cache[slot] = (chunk, address)
         }
         if address == Self.unallocated { return false }
-        try preadFully(dest + written, bytes: Int(n) * rowBytes, at: address + UInt64(within) * UInt64(rowBytes))
+        try preadFully(dest + written, bytes: Int(n) * rowBytes, at: try position(address, row: within))
         row += n
         written += Int(n) * rowBytes
       }
@@ -130,7 +130,21 @@ final class DirectRowSource {
     return UInt64(address) + base
   }
 
+  /// File offset of row `row` after `address` (an address from the file's layout metadata):
+  /// overflow-checked, and below 2^62 so that pread's signed offsets hold it.
+  private func position(_ address: UInt64, row: Int64) throws(LiftError) -> UInt64 {
+    let (within, o1) = UInt64(row).multipliedReportingOverflow(by: UInt64(rowBytes))
+    let (offset, o2) = address.addingReportingOverflow(within)
+    guard !o1, !o2, offset < 1 << 62 else {
+      throw .format("'\(path)' is corrupt: its layout metadata puts a row at an impossible file offset (address \(address))")
+    }
+    return offset
+  }
+
   private func preadFully(_ dest: UnsafeMutableRawPointer, bytes: Int, at offset: UInt64) throws(LiftError) {
+    guard UInt64(bytes) <= (1 << 62) - offset else {
+      throw .format("'\(path)' is corrupt: its layout metadata puts rows beyond any file size")
+    }
     var done = 0
     while done < bytes {
       let n = pread(fd, dest + done, bytes - done, off_t(offset) + off_t(done))

@@ -185,3 +185,51 @@ def test_image_extents_out_of_range(dataset, shape, status, fragment):
         chunks = None if 0 in shape else tuple(min(s, 4) for s in shape)
         f.create_dataset("images/pixels", shape=shape, dtype="u1", chunks=chunks)
     run_case(f"expect_error({status!r}, {fragment!r}, liblift.Dataset, {str(dataset)!r})", timeout=30)
+
+
+def test_eval_offsets_that_would_read_past_the_arrays():
+    # Called through the C functions directly: the Python wrappers build consistent offsets.
+    run_case("""
+        import ctypes
+        from liblift._lib import lib
+        f = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        i = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+        x = np.ones((2, 4), np.float32)
+        offsets, rows = np.array([0, 3, 2], np.int64), np.array([0, 1], np.int64)
+        i2t, t2i = (ctypes.c_double * 3)(), (ctypes.c_double * 3)()
+        def retrieval():
+            liblift._lib.check(lib.lift_eval_retrieval(f(x), 2, f(x), 2, 4, i(offsets), i(rows), i2t, t2i))
+        expect_error('LIFT_ERR_ARGUMENT', 'caption offsets', retrieval)
+        out = np.zeros((2, 4), np.float32)
+        def classes(offsets, count):
+            liblift._lib.check(lib.lift_eval_class_embeddings(f(x), 2, 4, i(offsets), i(rows), count, f(out)))
+        expect_error('LIFT_ERR_ARGUMENT', 'offsets must not decrease', classes, np.array([0, 5, 2], np.int64), 2)
+        expect_error('LIFT_ERR_ARGUMENT', 'classes must be at most', classes, offsets, 1 << 40)
+    """)
+
+
+def test_layout_addresses_beyond_any_file(tmp_path):
+    """The data address of a contiguous dataset, replaced by huge values wherever its bytes occur
+    in the file's metadata: every variant must open and read cleanly or fail with a LiftError."""
+    import h5py
+    path = tmp_path / "store.h5"
+    with h5py.File(path, "w") as f:
+        address = f.create_dataset("embeddings", data=np.ones((4, 8), np.float32)).id.get_offset()
+    raw = path.read_bytes()
+    needle = struct.pack("<Q", address)
+    places = [i for i in range(len(raw) - 7) if raw[i:i + 8] == needle]
+    assert places
+    for place in places:
+        for value in ((1 << 63) + 16, 1 << 62, (1 << 64) - 64):
+            bad = bytearray(raw)
+            bad[place:place + 8] = struct.pack("<Q", value)
+            variant = tmp_path / f"bad-{place}-{value}.h5"
+            variant.write_bytes(bytes(bad))
+            run_case(f"""
+                try:
+                    with liblift.Store({str(variant)!r}) as s:
+                        s.read_rows([1, 3]); s.read(0, 4)
+                    print("OK read")
+                except liblift.LiftError as e:
+                    print("OK", e.status_name, e.message)
+            """)
