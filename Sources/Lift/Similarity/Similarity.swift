@@ -10,7 +10,7 @@ public enum Similarity {
                             aName: String = "a", bName: String = "b") throws(LiftError) {
     guard n > 0, m > 0 else { return }
     _ = try checkedCount(Int64(n), Int64(m), "the \(n) x \(m) similarity matrix")
-    let inverseNorms = UnsafeMutablePointer<Float>.allocate(capacity: n + m)
+    let inverseNorms = try allocateFloats(n + m, what: "\(n + m) row norms")
     defer { inverseNorms.deallocate() }
     try fillInverseNorms(a, rows: n, d: d, into: inverseNorms, name: aName)
     try fillInverseNorms(b, rows: m, d: d, into: inverseNorms + n, name: bName)
@@ -59,9 +59,11 @@ public enum Similarity {
     for i in 0..<n where VectorOps.firstNonFinite(scores + i * m, m) != nil {
       for j in 0..<m where scores[i * m + j].isNaN { throw .value("scores row \(i) column \(j) is NaN") }
     }
-    let work = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
-    let workIdx = UnsafeMutablePointer<Int64>.allocate(capacity: n * k)
-    defer { work.deallocate(); workIdx.deallocate() }
+    let count = try checkedCount(Int64(n), Int64(k), "top-k results")
+    let work = try allocateFloats(count, what: "\(n) x \(k) top-k results")
+    defer { work.deallocate() }
+    let workIdx = try allocateElements(count, of: Int64.self, what: "\(n) x \(k) top-k results")
+    defer { workIdx.deallocate() }
     let rowsPerTask = max(1, 4096 / max(1, m / 256))
     let tasks = (n + rowsPerTask - 1) / rowsPerTask
     let body = { (t: Int) in

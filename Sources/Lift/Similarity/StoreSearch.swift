@@ -8,26 +8,29 @@ extension EmbeddingStore {
     guard k >= 1, Int64(k) <= rows else { throw .argument("k must be in [1, \(rows)] (got \(k))") }
     guard nq > 0 else { return }
     let d = Int(dim)
-    _ = try checkedCount(Int64(nq), Int64(k), "search results")
+    let resultCount = try checkedCount(Int64(nq), Int64(k), "search results")
     // Unit-norm queries, so one product per block gives q . x and the cosine is that / |x|.
-    let unitQueries = UnsafeMutablePointer<Float>.allocate(capacity: nq * d)
-    let inverse = UnsafeMutablePointer<Float>.allocate(capacity: nq)
-    defer { unitQueries.deallocate(); inverse.deallocate() }
+    let unitQueries = try allocateFloats(try checkedCount(Int64(nq), Int64(d), "queries"), what: "\(nq) unit queries")
+    defer { unitQueries.deallocate() }
+    let inverse = try allocateFloats(nq, what: "\(nq) query norms")
+    defer { inverse.deallocate() }
     try Similarity.fillInverseNorms(queries, rows: nq, d: d, into: inverse, name: "query")
     for q in 0..<nq {
       (unitQueries + q * d).update(from: queries + q * d, count: d)
       VectorOps.scale(unitQueries + q * d, d, by: inverse[q])
     }
     let blockRows = Int(max(1, min(rows, Int64(bufferBytes) / (dim * 4))))
-    let block = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * d)
-    let blockInverse = UnsafeMutablePointer<Float>.allocate(capacity: blockRows)
-    let blockScores = UnsafeMutablePointer<Float>.allocate(capacity: nq * blockRows)
-    let heapScores = UnsafeMutablePointer<Float>.allocate(capacity: nq * k)
-    let heapIndices = UnsafeMutablePointer<Int64>.allocate(capacity: nq * k)
-    defer {
-      block.deallocate(); blockInverse.deallocate(); blockScores.deallocate()
-      heapScores.deallocate(); heapIndices.deallocate()
-    }
+    let block = try allocateFloats(blockRows * d, what: "a block of \(blockRows) store rows")
+    defer { block.deallocate() }
+    let blockInverse = try allocateFloats(blockRows, what: "block norms")
+    defer { blockInverse.deallocate() }
+    let blockScores = try allocateFloats(try checkedCount(Int64(nq), Int64(blockRows), "block scores"),
+                                         what: "\(nq) x \(blockRows) block scores")
+    defer { blockScores.deallocate() }
+    let heapScores = try allocateFloats(resultCount, what: "\(nq) x \(k) search results")
+    defer { heapScores.deallocate() }
+    let heapIndices = try allocateElements(resultCount, of: Int64.self, what: "\(nq) x \(k) search results")
+    defer { heapIndices.deallocate() }
     let products = MatMul()
     var heaps = (0..<nq).map { TopKHeap(scores: heapScores + $0 * k, indices: heapIndices + $0 * k, k: k) }
     var start: Int64 = 0

@@ -33,10 +33,15 @@ final class CCommunicator: Communicator {
     guard comm.allgather_int64 != nil, comm.allgatherv_float != nil, comm.allreduce_sum_float != nil else {
       throw .argument("lift_comm: every callback must be set")
     }
+    guard comm.size >= 1, comm.size <= CCommunicator.maxSize, comm.rank >= 0, comm.rank < comm.size else {
+      throw .argument("lift_comm: rank \(comm.rank) of size \(comm.size) (size must be in [1, \(CCommunicator.maxSize)])")
+    }
     self.comm = comm
   }
   var rank: Int { Int(comm.rank) }
   var size: Int { Int(comm.size) }
+  /// Most ranks a communicator may have (its per-step count arrays hold one entry per rank).
+  static let maxSize: Int32 = 1 << 20
 
   func allGather(_ value: Int64) throws(LiftError) -> [Int64] {
     var all = [Int64](repeating: 0, count: size)

@@ -233,3 +233,29 @@ def test_layout_addresses_beyond_any_file(tmp_path):
                 except liblift.LiftError as e:
                     print("OK", e.status_name, e.message)
             """)
+
+
+def test_absurd_sizes_are_memory_or_argument_errors(tmp_path):
+    store = tmp_path / "s.h5"
+    with liblift.StoreWriter(store, dim=8) as w:
+        w.append(np.ones((10, 8), np.float32))
+    run_case(f"""
+        import ctypes
+        from liblift._lib import lib, check
+        from liblift.distributed import Communicator
+        q = np.ones((2, 8), np.float32)
+        idx = np.zeros(2, np.int64)
+        with liblift.Store({str(store)!r}) as s:
+            # nq = 2^40 queries claimed: refused when the work buffers cannot be had, before reading them.
+            search = lambda: check(lib.lift_store_search(s._handle(), q.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                                                         1 << 40, 8, 1, idx.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)), None))
+            expect_error('LIFT_ERR_MEMORY', 'unit queries', search)
+        # A communicator claiming 2^31 - 1 ranks.
+        class Huge(Communicator):
+            def allgather_int64(self, value): return [value]
+        trainer = liblift.Trainer(liblift.Model(liblift.ModelConfig.preset("ViT-XS/4-32", 8, image_size=8, patch=4,
+                                                                          width=16, depth=1, heads=1)), batch_capacity=2)
+        images = np.zeros((2, 8, 8, 3), np.uint8)
+        texts = np.ones((2, 8), np.float32)
+        expect_error('LIFT_ERR_ARGUMENT', 'size must be in', trainer.step_distributed, images, texts, Huge(0, 2 ** 31 - 1))
+    """)
