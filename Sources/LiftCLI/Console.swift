@@ -43,7 +43,7 @@ func now() -> Double {
 }
 
 func formatDuration(_ s: Double) -> String {
-  guard s.isFinite, s >= 0 else { return "--:--" }
+  guard s.isFinite, s >= 0, s < 1e12 else { return "--:--" }
   let t = Int(s.rounded())
   return t >= 3600 ? "\(t / 3600):\(pad2((t / 60) % 60)):\(pad2(t % 60))" : "\(t / 60):\(pad2(t % 60))"
 }
@@ -52,7 +52,8 @@ func pad2(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
 
 /// A fixed number of decimals, without Foundation.
 func fixed(_ x: Double, _ digits: Int) -> String {
-  guard x.isFinite else { return "\(x)" }
+  // Beyond 1e15 the integer conversions below would overflow: Swift's own notation then.
+  guard x.isFinite, abs(x) < 1e15, digits >= 0, digits <= 6 else { return "\(x)" }
   var scale = 1.0
   for _ in 0..<digits { scale *= 10 }
   let r = (abs(x) * scale).rounded()

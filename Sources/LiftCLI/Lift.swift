@@ -10,6 +10,24 @@ struct LiftCLI: ParsableCommand {
     version: liftVersion,
     subcommands: [Train.self, Eval.self, Encode.self, Info.self, Export.self, PrepareFashionMNIST.self],
     defaultSubcommand: nil)
+
+  /// Runs the command; every error is one line on stderr (the parser's usage block is left to
+  /// --help), with the parser's exit status (64 for usage errors, 1 otherwise).
+  static func main() {
+    do {
+      var command = try parseAsRoot()
+      try command.run()
+    } catch {
+      let code = exitCode(for: error)
+      if code == .success {
+        print(fullMessage(for: error))  // --help, --version
+        Glibc.exit(0)
+      }
+      let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? ""
+      if !message.isEmpty { fputs("Error: \(message)\(code.rawValue == 64 ? " (see --help)" : "")\n", stderr) }
+      Glibc.exit(code.rawValue)
+    }
+  }
 }
 
 struct Eval: ParsableCommand {

@@ -221,12 +221,21 @@ struct TrainSettings {
     resume = c.resume
     restart = c.restart
     quiet = c.quiet
-    guard batchSize >= 1 else { throw CLIError("--batch-size must be >= 1") }
+    let maxSteps = TrainConfig.maxSteps
+    guard batchSize >= 1, batchSize <= 1 << 20 else { throw CLIError("--batch-size must be in [1, 1048576]") }
     guard microBatch >= 1, microBatch <= batchSize else { throw CLIError("--micro-batch must be in [1, batch size]") }
-    guard epochs > 0 else { throw CLIError("--epochs must be > 0") }
-    if let steps { guard steps >= 1 else { throw CLIError("--steps must be >= 1") } }
-    if let stopAt { guard stopAt >= 1 else { throw CLIError("--stop-at must be >= 1") } }
+    guard epochs.isFinite, epochs > 0, epochs <= 1e6 else { throw CLIError("--epochs must be in (0, 1e6] (got \(epochs))") }
+    if let steps { guard steps >= 1, steps <= maxSteps else { throw CLIError("--steps must be in [1, \(maxSteps)]") } }
+    if let stopAt { guard stopAt >= 1, stopAt <= maxSteps else { throw CLIError("--stop-at must be in [1, \(maxSteps)]") } }
+    if let warmup { guard warmup >= 0, warmup <= maxSteps else { throw CLIError("--warmup must be in [0, \(maxSteps)]") } }
     guard logEvery >= 1 else { throw CLIError("--log-every must be >= 1") }
+    if let checkpointEvery { guard checkpointEvery >= 1 else { throw CLIError("--checkpoint-every must be >= 1") } }
+    if let evalEvery { guard evalEvery >= 1 else { throw CLIError("--eval-every must be >= 1") } }
+    if let timeLimit { guard timeLimit.isFinite, timeLimit >= 0 else { throw CLIError("--time-limit must be a finite number of seconds") } }
+    for (name, value) in [("lr", lr), ("weight-decay", weightDecay), ("beta2", beta2), ("clip", clip), ("crop-scale", cropScale)]
+      where !value.isFinite {
+      throw CLIError("--\(name) must be finite (got \(value))")
+    }
     guard cropScale > 0, cropScale <= 1 else { throw CLIError("--crop-scale must be in (0, 1]") }
     guard !(resume && restart) else { throw CLIError("--resume and --restart exclude each other") }
   }

@@ -32,10 +32,14 @@ struct TrainingRun {
       if evalPaths.isEmpty { evalPaths = [test] }
     }
     let train = try cli { () throws(LiftError) in try ImageDataset(paths: trainPaths) }
+    guard train.count >= 1 else { throw CLIError("the training data (\(trainPaths.joined(separator: ", "))) holds no images") }
     let evalSet = evalPaths.isEmpty ? nil : try cli { () throws(LiftError) in try ImageDataset(paths: evalPaths) }
 
     let ranks = world?.size ?? 1
-    if leader { try makeDirectories(s.out) }
+    if leader {
+      try makeDirectories(s.out)
+      removeStaleTemporaryFiles(in: s.out)
+    }
     try world?.barrier()
     if exists(checkpointPath) && !s.resume && !s.restart {
       throw CLIError("'\(s.out)' already holds a run (\(checkpointPath)); pass --resume to continue it or --restart to replace it")
@@ -68,6 +72,10 @@ struct TrainingRun {
       position = DataLoader.Position(epoch: e, batch: b)
       trainSeconds = meta["train_seconds"].flatMap { Double($0) } ?? 0
       waitSeconds = meta["wait_seconds"].flatMap { Double($0) } ?? 0
+      guard trainSeconds.isFinite, trainSeconds >= 0, trainSeconds < 1e12, waitSeconds.isFinite, waitSeconds >= 0,
+            waitSeconds <= trainSeconds else {
+        throw CLIError("'\(checkpointPath)' records impossible times (train_seconds \(trainSeconds), wait_seconds \(waitSeconds))")
+      }
       if s.precisionGiven && t.model.config.precision != s.model.precision {
         throw CLIError("'\(checkpointPath)' trains in \(t.model.config.precision.name); resume keeps it (drop --precision \(s.model.precision.name))")
       }
@@ -78,7 +86,11 @@ struct TrainingRun {
       var config = s.model
       config.textDim = train.textDim
       let model = try cli { () throws(LiftError) in try Model(config: config, seed: s.seed) }
-      let total = s.steps ?? max(1, Int((s.epochs * Double(plan.batchesPerEpoch)).rounded(.up)))
+      let epochSteps = (s.epochs * Double(plan.batchesPerEpoch)).rounded(.up)
+      guard s.steps != nil || epochSteps <= Double(TrainConfig.maxSteps) else {
+        throw CLIError("--epochs \(s.epochs) of \(plan.batchesPerEpoch) steps each exceed \(TrainConfig.maxSteps) steps")
+      }
+      let total = s.steps ?? max(1, Int(epochSteps))
       var tc = TrainConfig()
       tc.learningRate = s.lr
       tc.weightDecay = s.weightDecay
@@ -97,6 +109,9 @@ struct TrainingRun {
     options.workers = ranks
     if s.augment { options.augment = Preprocess.Augment(scale: s.cropScale...1) }
     let loader = try cli { () throws(LiftError) in try DataLoader(dataset: train, options: options, start: position) }
+    // The log continues from the checkpoint: lines past its step (written after it, then lost
+    // with the process) go, so no step appears twice; a new run starts a new log.
+    if leader { try trimLog(s.out + "/metrics.jsonl", toStep: s.resume ? trainer.step : nil) }
     let log: LineLog? = leader ? try LineLog(path: s.out + "/metrics.jsonl") : nil
     let total = trainer.config.totalSteps
     let perEpoch = loader.batchesPerEpoch
@@ -222,4 +237,33 @@ struct TrainingRun {
 
 func describe(_ c: ModelConfig) -> String {
   "ViT \(c.imageSize)px/\(c.patch) width \(c.width) depth \(c.depth) heads \(c.heads), \(c.headLayers)-layer head -> \(c.textDim)-d, \(c.objective.name), \(c.precision.name)"
+}
+
+/// Removes `NAME.tmp-PID-...` files in `folder` left by processes that no longer exist (a save
+/// interrupted by kill -9): liblift's atomic writers name their temporary files that way.
+func removeStaleTemporaryFiles(in folder: String) {
+  guard let dir = opendir(folder) else { return }
+  defer { closedir(dir) }
+  while let entry = readdir(dir) {
+    let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    let parts = name.split(separator: "-", omittingEmptySubsequences: false)
+    guard let tmp = parts.firstIndex(where: { $0.hasSuffix(".tmp") }), tmp + 1 < parts.count,
+          let pid = Int32(parts[tmp + 1]), pid > 0, pid != getpid() else { continue }
+    if kill(pid, 0) != 0 && errno == ESRCH { unlink(folder + "/" + name) }
+  }
+}
+
+/// Keeps the lines of a JSON-lines log whose "step" is at most `step` (all are dropped when
+/// `step` is nil), rewriting it atomically; a missing log is fine.
+func trimLog(_ path: String, toStep step: Int?) throws {
+  guard exists(path) else { return }
+  var kept = ""
+  if let step {
+    let text = String(decoding: try readFile(path), as: UTF8.self)
+    for line in text.split(separator: "\n") {
+      guard let json = try? JSON.parse(Array(line.utf8), what: "log line"), let s = json["step"]?.number else { continue }
+      if s <= Double(step) { kept += line + "\n" }
+    }
+  }
+  try writeFileAtomically(path, kept)
 }

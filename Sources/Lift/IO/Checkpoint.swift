@@ -48,8 +48,8 @@ enum Checkpoint {
     }
   }
 
-  /// Largest step count a checkpoint may record (2^40: far beyond any run, far from overflow).
-  static let maxStep = 1 << 40
+  /// Largest step count a checkpoint may record.
+  static let maxStep = TrainConfig.maxSteps
 
   /// Reads the tensors of `layout` (optionally with a name prefix) from `reader` into `buffer`.
   static func readTensors(_ reader: SafeTensors.Reader, layout: ParameterLayout, prefix: String = "",

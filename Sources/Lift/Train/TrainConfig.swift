@@ -18,6 +18,10 @@ public struct TrainConfig: Equatable {
   /// Larger batches go through gradient accumulation in micro-batches of at most this size.
   public var batchCapacity: Int = 64
 
+  /// Most optimiser steps a schedule (and a checkpoint) may have: far beyond any run, far from
+  /// integer overflow.
+  public static let maxSteps = 1 << 40
+
   public init() {}
 
   public func validate() throws(LiftError) {

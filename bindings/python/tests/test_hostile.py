@@ -259,3 +259,85 @@ def test_absurd_sizes_are_memory_or_argument_errors(tmp_path):
         texts = np.ones((2, 8), np.float32)
         expect_error('LIFT_ERR_ARGUMENT', 'size must be in', trainer.step_distributed, images, texts, Huge(0, 2 ** 31 - 1))
     """)
+
+
+# ---- the lift command ----------------------------------------------------------------------
+
+from cli_helpers import LIFT, lift, make_tiny, train_args  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def one_line_error(r, fragment):
+    assert r.returncode not in (0,) and r.returncode > 0, (r.returncode, r.stderr)  # an exit status, not a signal
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["train", "--batch-size", "abc"], "--batch-size"),
+    (["eval"], "--model"),
+    (["frobnicate"], "frobnicate"),
+    (["train", "--epochs", "inf"], "--epochs"),
+    (["train", "--epochs", "1e300"], "--epochs"),
+    (["train", "--batch-size", "9223372036854775807"], "--batch-size"),
+    (["train", "--checkpoint-every", "0"], "--checkpoint-every"),
+    (["train", "--eval-every", "0"], "--eval-every"),
+    (["train", "--steps", str(2 ** 62)], "--steps"),
+    (["train", "--time-limit", "nan"], "--time-limit"),
+    (["train", "--lr", "inf"], "--lr"),
+])
+def test_bad_options_are_one_line(tmp_path, args, fragment):
+    r = lift(*args, "--out", tmp_path / "run", check=False, timeout=60) if args[0] == "train" else \
+        lift(*args, check=False, timeout=60)
+    one_line_error(r, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_data_without_images(tmp_path):
+    empty = tmp_path / "empty.h5"
+    liblift.write_dataset(empty, np.zeros((0, 8, 8, 1), np.uint8), np.ones((2, 16), np.float32), [])
+    r = lift("train", "--data", empty, "--out", tmp_path / "run", "--preset", "ViT-XS/7-28", "--image-size", 8,
+             "--patch", 4, check=False, timeout=60)
+    one_line_error(r, "no images")
+
+
+@pytest.mark.parametrize("key,value,fragment", [("lift.step", str(2 ** 62), "lift.step"),
+                                                ("user.wait_seconds", "1e300", "impossible times"),
+                                                ("user.batch", str(10 ** 12), "start position")])
+def test_resume_from_an_edited_checkpoint_changes_nothing(tiny, tmp_path, key, value, fragment):
+    run = tmp_path / "run"
+    lift(*train_args(tiny, run, "--epochs", 1))
+    header, data = read_safetensors(run / "checkpoint.safetensors")
+    header["__metadata__"][key] = value
+    write_safetensors(run / "checkpoint.safetensors", header, data)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    r = lift(*train_args(tiny, run, "--epochs", 2, "--resume"), check=False, timeout=60)
+    one_line_error(r, fragment)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_cleans_up_after_a_killed_save_and_logs_each_step_once(tiny, tmp_path):
+    run = tmp_path / "run"
+    lift(*train_args(tiny, run, "--epochs", 2, "--stop-at", 6, "--log-every", 1))
+    # A save killed by kill -9 leaves its temporary file; a later step's log line outlived the checkpoint.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = run / f"checkpoint.safetensors.tmp-{dead.pid}-1a2b"
+    live = run / f"checkpoint.safetensors.tmp-{os.getpid()}-3c4d"
+    stale.write_bytes(b"partial"), live.write_bytes(b"someone else's")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 7, "loss": 1.0}) + "\n")
+    lift(*train_args(tiny, run, "--epochs", 2, "--resume", "--log-every", 1))
+    assert not stale.exists() and live.exists()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == sorted(set(steps)) and steps[0] == 1 and steps[-1] == 12, steps
+    # --restart starts a new log.
+    lift(*train_args(tiny, run, "--epochs", 1, "--restart", "--log-every", 1))
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == list(range(1, 7)), steps
