@@ -42,7 +42,7 @@ struct Evaluation {
     try captions.withUnsafeMutableBufferPointer { (b) in
       try cli { () throws(LiftError) in try dataset.captions.read(range: 0, count: Int64(captionCount), into: b.baseAddress!, capacity: b.count) }
     }
-    if !dataset.classNames.isEmpty && dataset.hasLabels {
+    if dataset.classCount > 0 && dataset.hasLabels {
       let prompts = dataset.classPrompts.map { $0.map { Int($0) } }
       let classes = try captions.withUnsafeBufferPointer { (c) in
         try cli { () throws(LiftError) in try Metrics.classEmbeddings(prompts: c.baseAddress!, d: d, classes: prompts) }
@@ -55,7 +55,7 @@ struct Evaluation {
         }
       }
       result.zeroShot = try cli { () throws(LiftError) in
-        try Metrics.zeroShot(images: images, n: n, classes: classes, classCount: dataset.classNames.count, d: d, labels: labels)
+        try Metrics.zeroShot(images: images, n: n, classes: classes, classCount: dataset.classCount, d: d, labels: labels)
       }
     }
     if wantRetrieval {

@@ -110,7 +110,10 @@ struct Info: ParsableCommand {
       }
       if let ds = try? ImageDataset(paths: [path]) {
         Console.out("\(path): dataset of \(ds.count) images \(ds.height)x\(ds.width)x\(ds.channels), \(ds.captions.rows) captions (\(ds.textDim)-d)\(ds.hasLabels ? ", labels" : "")")
-        if !ds.classNames.isEmpty { Console.out("  classes: \(ds.classNames.joined(separator: ", "))") }
+        if ds.classCount > 0 {
+          let names = try cli { () throws(LiftError) in try ds.classNames() }
+          Console.out("  classes: \(names.joined(separator: ", "))")
+        }
         if let pairs = try cli({ () throws(LiftError) in try ds.compositionalPairs() }) {
           Console.out("  compositional pairs: \(pairs.images.count) (\(Set(pairs.types).sorted().joined(separator: ", ")))")
         }

@@ -34,7 +34,10 @@ final class DatasetTests: XCTestCase {
     XCTAssertEqual(ds.count, 9)
     XCTAssertEqual([ds.height, ds.width, ds.channels, ds.textDim], [4, 5, 1, 3])
     XCTAssertEqual(ds.captions.rows, 11)
-    XCTAssertEqual(ds.classNames, ["class 0", "class 1"])
+    XCTAssertEqual(ds.classCount, 2)
+    XCTAssertEqual(try ds.classNames(), ["class 0", "class 1"])
+    XCTAssertEqual(try ds.className(1), "class 1")
+    assertLiftError(LIFT_ERR_ARGUMENT, ["out of range"]) { _ = try ds.className(2) }
     XCTAssertEqual(ds.classPrompts, [[0, 6], [1, 6]])
     var pixels = [UInt8](repeating: 0, count: 3 * 20)
     let list: [Int64] = [8, 0, 5]
@@ -67,7 +70,8 @@ final class DatasetTests: XCTestCase {
     let ds = try ImageDataset(paths: [dir.file("x.h5")])
     XCTAssertEqual(ds.count, 2)
     XCTAssertFalse(ds.hasLabels)
-    XCTAssertEqual(ds.classNames, [])
+    XCTAssertEqual(ds.classCount, 0)
+    XCTAssertEqual(try ds.classNames(), [])
     assertLiftError(LIFT_ERR_ARGUMENT, ["channels"]) { _ = try ImageDatasetWriter(path: dir.file("y.h5"), height: 2, width: 2, channels: 2, textDim: 2) }
   }
 

@@ -37,7 +37,7 @@ public func cLiftDatasetGetInfo(_ handle: OpaquePointer?, _ out: UnsafeMutablePo
     try required(out, "out").pointee = lift_dataset_info(
       images: ds.count, captions: ds.captions.rows, height: Int32(ds.height), width: Int32(ds.width),
       channels: Int32(ds.channels), text_dim: Int32(ds.textDim), has_labels: ds.hasLabels ? 1 : 0,
-      classes: Int64(ds.classNames.count))
+      classes: Int64(ds.classCount))
   }
 }
 
@@ -77,8 +77,8 @@ public func cLiftDatasetCaptionRows(_ handle: OpaquePointer?, _ image: Int64, _ 
 }
 
 private func classIndex(_ ds: ImageDataset, _ k: Int64) throws(LiftError) -> Int {
-  guard k >= 0, k < Int64(ds.classNames.count) else {
-    throw .argument("class \(k) is out of range: the dataset has \(ds.classNames.count) classes")
+  guard k >= 0, k < Int64(ds.classCount) else {
+    throw .argument("class \(k) is out of range: the dataset has \(ds.classCount) classes")
   }
   return Int(k)
 }
@@ -88,7 +88,7 @@ public func cLiftDatasetClassName(_ handle: OpaquePointer?, _ k: Int64, _ buffer
                                   _ capacity: Int, _ length: UnsafeMutablePointer<Int>?) -> lift_status {
   capi { () throws(LiftError) in
     let ds = try object(handle, as: ImageDataset.self, "dataset")
-    let name = ds.classNames[try classIndex(ds, k)]
+    let name = try ds.className(try classIndex(ds, k))
     try copyCString(Array(name.utf8), into: buffer, capacity: capacity, length: length, what: "class \(k)'s name")
   }
 }

@@ -40,9 +40,10 @@ public final class ImageDataset {
   public let captions: EmbeddingStore
   public var textDim: Int { Int(captions.dim) }
   public let hasLabels: Bool
-  /// Class names and, per class, its prompt rows (global rows of `captions`); empty if the
-  /// dataset has no classes.
-  public let classNames: [String]
+  /// Number of classes and, per class, its prompt rows (global rows of `captions`); 0 and empty
+  /// if the dataset has no classes. Names are read on request (`className`): opening a dataset
+  /// reads no variable-length strings, the part of an HDF5 file libhdf5 is least robust against.
+  public let classCount: Int
   public let classPrompts: [[Int64]]
 
   let shards: [Shard]
@@ -106,7 +107,8 @@ public final class ImageDataset {
     self.width = Int(shape![1])
     self.channels = Int(shape![2])
     self.hasLabels = shards.allSatisfy { $0.labels != nil }
-    (classNames, classPrompts) = try Self.readClasses(shards[0], file: captions.shards[0].file, captionCount: captions.shards[0].rows)
+    classPrompts = try Self.readClasses(shards[0], file: captions.shards[0].file, captionCount: captions.shards[0].rows)
+    classCount = classPrompts.count
   }
 
   private static func requireInteger(_ source: RowSource, unsigned8: Bool = false) throws(LiftError) {
@@ -127,19 +129,24 @@ public final class ImageDataset {
   static let maxClasses = 1 << 20
   static let maxListEntries = 1 << 26
 
-  private static func readClasses(_ shard: Shard, file: H5Object, captionCount: Int64) throws(LiftError) -> ([String], [[Int64]]) {
-    guard HDF5.exists(file.id, "classes/names") else { return ([], []) }
-    // Offsets first: their count bounds the names read (one string read per class).
+  /// Prompt rows per class (global rows), after checking the class lists: as many names as
+  /// classes (counted, not read), prompt offsets increasing from 0 to the prompt rows' count,
+  /// every row a caption of the file.
+  private static func readClasses(_ shard: Shard, file: H5Object, captionCount: Int64) throws(LiftError) -> [[Int64]] {
+    guard HDF5.exists(file.id, "classes/names") else { return [] }
+    let nameCount = try HDF5.stringListCount(file.id, "classes/names", path: shard.path)
+    guard nameCount <= Int64(maxClasses) else {
+      throw .format("'classes/names' in '\(shard.path)' has \(nameCount) entries; at most \(maxClasses) classes are accepted")
+    }
     let offsets = try readAllInts(file, "classes/prompt_offsets", path: shard.path, limit: maxClasses + 1)
     let rows = try readAllInts(file, "classes/prompt_rows", path: shard.path, limit: maxListEntries)
-    let names = try HDF5.readAllStrings(file.id, "classes/names", path: shard.path, limit: max(offsets.count - 1, 0))
-    guard offsets.count == names.count + 1, offsets.first == 0, offsets.last == Int64(rows.count) else {
-      throw .format("'classes/prompt_offsets' in '\(shard.path)' must have \(names.count + 1) entries from 0 to \(rows.count)")
+    guard offsets.count == Int(nameCount) + 1, offsets.first == 0, offsets.last == Int64(rows.count) else {
+      throw .format("'classes/prompt_offsets' in '\(shard.path)' must have \(nameCount + 1) entries from 0 to \(rows.count)")
     }
     var prompts: [[Int64]] = []
-    for k in 0..<names.count {
+    for k in 0..<Int(nameCount) {
       guard offsets[k] < offsets[k + 1], offsets[k + 1] <= Int64(rows.count) else {
-        throw .format("class \(k) ('\(names[k])') in '\(shard.path)' has prompt offsets [\(offsets[k]), \(offsets[k + 1])); "
+        throw .format("class \(k) in '\(shard.path)' has prompt offsets [\(offsets[k]), \(offsets[k + 1])); "
                       + "each class needs at least one prompt, in increasing order within the \(rows.count) prompt rows")
       }
       let list = Array(rows[Int(offsets[k])..<Int(offsets[k + 1])])
@@ -148,7 +155,24 @@ public final class ImageDataset {
       }
       prompts.append(list.map { $0 + shard.firstCaption })
     }
-    return (names, prompts)
+    return prompts
+  }
+
+  /// The name of class k (read from the file now).
+  public func className(_ k: Int) throws(LiftError) -> String {
+    try lock.withLock { () throws(LiftError) in
+      guard k >= 0, k < classCount else { throw .argument("class \(k) is out of range: the dataset has \(classCount) classes") }
+      HDF5.prepareThread()
+      let ds = try HDF5.openDataset(captions.shards[0].file.id, "classes/names", path: paths[0])
+      return String(decoding: try HDF5.readString(ds.id, index: Int64(k), name: "classes/names", path: paths[0]), as: UTF8.self)
+    }
+  }
+
+  /// Every class name (read from the file now).
+  public func classNames() throws(LiftError) -> [String] {
+    var names: [String] = []
+    for k in 0..<classCount { names.append(try className(k)) }
+    return names
   }
 
   /// A whole small rank-1 integer dataset of at most `limit` entries.

@@ -202,6 +202,19 @@ enum HDF5 {
   }
 
   /// Every entry of a rank-1 string dataset `name` (for small tables such as class names).
+  /// Entries of a rank-1 string dataset, counted without reading them.
+  static func stringListCount(_ file: hid_t, _ name: String, path: String) throws(LiftError) -> Int64 {
+    let ds = try openDataset(file, name, path: path)
+    let dims = try HDF5.dims(of: ds.id)
+    guard dims.count == 1 else { throw .format("'\(name)' in '\(path)' has rank \(dims.count); expected a list of strings") }
+    let type = H5Object(H5Dget_type(ds.id), .datatype)
+    guard H5Tget_class(type.id) == H5T_STRING else {
+      throw .format("'\(name)' in '\(path)' has dtype \(describe(type: type.id)); expected strings")
+    }
+    guard dims[0] <= UInt64(Int64.max) else { throw .format("'\(name)' in '\(path)' claims \(dims[0]) entries") }
+    return Int64(dims[0])
+  }
+
   /// Every string of a rank-1 string dataset of at most `limit` entries (more is a format error,
   /// found before anything is read).
   static func readAllStrings(_ file: hid_t, _ name: String, path: String, limit: Int) throws(LiftError) -> [String] {

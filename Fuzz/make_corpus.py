@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Writes the fuzzers' seed corpora into Fuzz/corpus/<target>/: small valid inputs of every kind
+each reader accepts (run once; the files are committed). Needs liblift's Python bindings, h5py."""
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import liblift
+
+ROOT = Path(__file__).resolve().parent / "corpus"
+
+
+def main():
+    rng = np.random.default_rng(0)
+    for name in ("safetensors", "json", "store", "dataset"):
+        (ROOT / name).mkdir(parents=True, exist_ok=True)
+    # safetensors: a model file and a training checkpoint of a tiny model, both objectives' layouts.
+    for objective in ("contrastive", "sigmoid"):
+        config = liblift.ModelConfig.preset("ViT-XS/4-32", 4, image_size=4, patch=2, width=8, depth=1, heads=1,
+                                            head_layers=1, objective=objective)
+        model = liblift.Model(config, seed=1)
+        model.save(ROOT / "safetensors" / f"model-{objective}.safetensors")
+        trainer = liblift.Trainer(model, batch_capacity=2)
+        trainer.step(rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8), rng.standard_normal((2, 4)).astype(np.float32))
+        trainer.save(ROOT / "safetensors" / f"checkpoint-{objective}.safetensors", metadata={"epoch": "1"})
+    # json: configs and assorted values.
+    model_config = {"image_size": 8, "channels": 3, "patch": 4, "width": 16, "depth": 1, "heads": 1, "mlp_ratio": 4,
+                    "head_layers": 2, "text_dim": 8, "pool": "avg", "objective": "contrastive",
+                    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "precision": "fp32"}
+    train_config = {"learning_rate": 0.001, "beta1": 0.9, "beta2": 0.98, "eps": 1e-6, "weight_decay": 0.2,
+                    "warmup_steps": 5, "total_steps": 10, "grad_clip": 1.0, "batch_capacity": 4}
+    for i, value in enumerate([model_config, train_config, [1, -2.5e-3, True, None, "\u00e9\\n"], {"a": {"b": [[]]}}]):
+        (ROOT / "json" / f"{i}.json").write_text(json.dumps(value))
+    # store: written by liblift (chunked, float16 and float32, strings) and by h5py (contiguous).
+    for dtype in ("float16", "float32"):
+        with liblift.StoreWriter(ROOT / "store" / f"liblift-{dtype}.h5", dim=4, dtype=dtype, keys=True, captions=True) as w:
+            w.append(rng.standard_normal((3, 4)).astype(np.float32), keys=["a", "b", "c"], captions=["x", "yy", "zzz"])
+    with h5py.File(ROOT / "store" / "h5py-contiguous.h5", "w") as f:
+        f["embeddings"] = rng.standard_normal((3, 4)).astype(np.float32)
+        f.create_dataset("keys", data=["k0", "k1", "k2"], dtype=h5py.string_dtype())
+    # dataset: 4 grey 4x4 images, 2 classes, compositional pairs.
+    path = ROOT / "dataset" / "tiny.h5"
+    emb = rng.standard_normal((4, 4)).astype(np.float32)
+    liblift.write_dataset(path, rng.integers(0, 256, (4, 4, 4, 1), dtype=np.uint8), emb, [[0], [1, 2], [3], [0]],
+                          labels=np.array([0, 1, 0, 1]), class_names=["a", "b"], class_prompts=[[0, 1], [2, 3]])
+    with h5py.File(path, "a") as f:
+        f["compositional/image"] = np.array([0, 1])
+        f["compositional/positive"] = emb[:2]
+        f["compositional/negative"] = emb[2:]
+        f.create_dataset("compositional/type", data=["swap", "add"], dtype=h5py.string_dtype())
+
+
+if __name__ == "__main__":
+    main()
