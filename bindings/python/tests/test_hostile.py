@@ -341,3 +341,31 @@ def test_resume_cleans_up_after_a_killed_save_and_logs_each_step_once(tiny, tmp_
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == list(range(1, 7)), steps
+
+
+LIBHDF5_FINDINGS = HERE.parents[2] / "Fuzz" / "libhdf5" / "strings"
+
+
+def test_lift_check_isolates_files_that_crash_or_hang_libhdf5(tmp_path):
+    """Found by the fuzzer: corrupt string heaps on which libhdf5 1.10 itself segfaults or loops.
+    `lift check` reads them in a child process and reports them; the caller survives."""
+    crash, hang = LIBHDF5_FINDINGS / "crash-vlen-heap.h5", LIBHDF5_FINDINGS / "hang-vlen-heap.h5"
+    good = tmp_path / "good.h5"
+    with liblift.StoreWriter(good, dim=4, keys=True) as w:
+        w.append(np.ones((2, 4), np.float32), keys=["a", "b"])
+    r = lift("check", "--timeout", 10, good, crash, hang, check=False, timeout=120)
+    assert r.returncode == 1, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"{good}: ok: embedding store of 2 x 4")
+    assert "crashed the checking process" in lines[1] and "do not open it in-process" in lines[1]
+    assert "did not finish within 10 s" in lines[2]
+    # Opening them without reading the strings is safe: liblift reads strings only when asked.
+    for path in (crash, hang):
+        run_case(f"""
+            try:
+                with liblift.Store({str(path)!r}) as s:
+                    s.read(0, s.rows)
+                print("OK read")
+            except liblift.LiftError as e:
+                print("OK", e.status_name)
+        """, timeout=30)
