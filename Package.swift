@@ -49,5 +49,5 @@ let package = Package(
                       path: "Sources/LiftCLI", swiftSettings: cpuFlags),
     .testTarget(name: "LiftTests", dependencies: ["Lift"], swiftSettings: cpuFlags),
   ],
-  swiftLanguageModes: [.v5]
+  swiftLanguageModes: [.v6]
 )

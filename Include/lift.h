@@ -505,6 +505,8 @@ lift_status lift_loader_options_default(lift_loader_options *out);
  * part); the global batches do not depend on the number of workers. Each image draws one of its
  * captions afresh at every visit. */
 lift_status lift_loader_create(lift_dataset *dataset, const lift_loader_options *options, lift_loader **out);
+/* The next batch. Handle-serialised (two threads taking batches get distinct ones, in order);
+ * the batch's pointers are shared: one thread should consume batches. */
 lift_status lift_loader_next(lift_loader *loader, lift_batch *out);
 lift_status lift_loader_batches_per_epoch(lift_loader *loader, int64_t *count);
 void lift_loader_free(lift_loader *loader);

@@ -46,7 +46,7 @@ func peakRSS() -> Int {
   defer { fclose(f) }
   var line = [CChar](repeating: 0, count: 256)
   while fgets(&line, 256, f) != nil {
-    let s = String(cString: line)
+    let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     if s.hasPrefix("VmHWM:") {
       let kb = s.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? -1
       return kb * 1024
@@ -110,14 +110,14 @@ func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warm
     "step_s_median": \(r(step, 10000)), "step_s_min": \(r(times.min()!, 10000)), "step_s_max": \(r(times.max()!, 10000)), \
     "images_per_s": \(r(Double(bc.batch) / step, 100)), "gflop_per_step": \(r(flops / 1e9, 10)), \
     "achieved_gflops": \(r(achieved, 10)), "product_ceiling_gflops": \(r(ceiling, 10)), "ratio": \(r(achieved / ceiling)), \
-    "openblas_sgemm_gflops": \(r(gemm, 10)), "openblas_core": "\(String(cString: openblas_get_corename()))", \
+    "openblas_sgemm_gflops": \(r(gemm, 10)), "openblas_core": "\(openBLASCore())", \
     "peak_rss_mb": \(peakRSS() / 1_048_576), "final_loss": \(r(lastLoss, 10000))}
     """)
   if Profile.enabled {
     let phases = Profile.report().map { "\"\($0.0)\": \(r($0.1 / Double(steps), 10000))" }.joined(separator: ", ")
     print("{\"config\": \"\(bc.preset)\", \"precision\": \"\(precision.name)\", \"profile_s_per_step\": {\(phases)}}")
   }
-  fflush(stdout)
+  fflush(nil)
 }
 
 func Parallel_workers() -> Int { liftWorkerCount }
@@ -147,22 +147,34 @@ func runProducts(_ bc: BenchCase) throws {
       fields.append("\"\(backend.rawValue)\": \((g * 10).rounded() / 10)")
     }
     print("{" + fields.joined(separator: ", ") + "}")
-    fflush(stdout)
+    fflush(nil)
   }
 }
 
 // MARK: main
+/// A line on stderr (through write(2): the C `stderr` global is shared mutable state).
+func printError(_ message: String) {
+  let line = message.hasSuffix("\n") ? message : message + "\n"
+  line.utf8CString.withUnsafeBufferPointer { _ = write(2, $0.baseAddress!, $0.count - 1) }
+}
+
+/// The kernel set OpenBLAS picked for this CPU.
+func openBLASCore() -> String {
+  guard let name = openblas_get_corename() else { return "?" }
+  return String(decoding: UnsafeBufferPointer(start: name, count: strlen(name)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 var args = Array(CommandLine.arguments.dropFirst())
 var steps = 7, warmup = 2
 var only: String?
 var precisionArgument = "all"
 var products = false
-func value(_ flag: String) -> String {
-  guard !args.isEmpty else { fputs("lift-bench: \(flag) needs a value\n", stderr); exit(2) }
-  return args.removeFirst()
-}
 while !args.isEmpty {
   let a = args.removeFirst()
+  func value(_ flag: String) -> String {
+    guard !args.isEmpty else { printError("lift-bench: \(flag) needs a value\n"); exit(2) }
+    return args.removeFirst()
+  }
   switch a {
   case "--steps": steps = Int(value(a)) ?? steps
   case "--warmup": warmup = Int(value(a)) ?? warmup
@@ -173,7 +185,7 @@ while !args.isEmpty {
     print("usage: lift-bench [--steps N] [--warmup N] [--precision fp32|bf16|all] [--only PRESET:BATCH] [--products]")
     exit(0)
   default:
-    fputs("lift-bench: unknown argument \(a)\n", stderr)
+    printError("lift-bench: unknown argument \(a)\n")
     exit(2)
   }
 }
@@ -182,7 +194,7 @@ switch precisionArgument {
 case "all": precisions = ProductBenchmark.hasBFloat16 ? [.fp32, .bf16] : [.fp32]
 default:
   guard let p = ModelConfig.Precision(name: precisionArgument) else {
-    fputs("lift-bench: --precision must be fp32, bf16 or all\n", stderr)
+    printError("lift-bench: --precision must be fp32, bf16 or all\n")
     exit(2)
   }
   precisions = [p]
@@ -196,7 +208,7 @@ if products {
   do {
     for bc in only.map({ [parseCase($0)] }) ?? defaultCases { try runProducts(bc) }
   } catch {
-    fputs("lift-bench: \(error)\n", stderr)
+    printError("lift-bench: \(error)\n")
     exit(1)
   }
   exit(0)
@@ -204,7 +216,7 @@ if products {
 
 if let only, precisions.count == 1 {
   do { try runCase(parseCase(only), precision: precisions[0], steps: steps, warmup: warmup) } catch {
-    fputs("lift-bench: \(error)\n", stderr)
+    printError("lift-bench: \(error)\n")
     exit(1)
   }
   exit(0)
@@ -220,7 +232,7 @@ for bc in only.map({ [parseCase($0)] }) ?? defaultCases {
     var cargs = argv.map { strdup($0) } + [nil]
     let rc = posix_spawn(&pid, "/proc/self/exe", nil, nil, &cargs, environ)
     cargs.forEach { free($0) }
-    guard rc == 0 else { fputs("lift-bench: cannot spawn: \(rc)\n", stderr); exit(1) }
+    guard rc == 0 else { printError("lift-bench: cannot spawn: \(rc)\n"); exit(1) }
     var ws: Int32 = 0
     waitpid(pid, &ws, 0)
     if ws != 0 { status = 1 }

@@ -1,37 +1,54 @@
 import Glibc
 import Lift
+import Synchronization
 
 /// Terminal output: messages on stderr, a live progress line when stderr is a terminal.
 enum Console {
   static let isTerminal = isatty(2) != 0
-  nonisolated(unsafe) static var progressShown = false
+  /// Whether the terminal shows a progress line (to clear before other output).
+  private static let progressShown = Mutex(false)
 
   static func line(_ text: String) {
     clearProgress()
-    fputs(text + "\n", stderr)
+    writeError(text + "\n")
   }
 
   /// Replaces the progress line (terminal) or prints it as a line (log files).
   static func progress(_ text: String) {
     if isTerminal {
-      fputs("\r\u{1B}[2K" + text, stderr)
-      progressShown = true
+      progressShown.withLock { shown in
+        writeError("\r\u{1B}[2K" + text)
+        shown = true
+      }
     } else {
-      fputs(text + "\n", stderr)
+      writeError(text + "\n")
     }
   }
 
   static func clearProgress() {
-    if progressShown {
-      fputs("\r\u{1B}[2K", stderr)
-      progressShown = false
+    progressShown.withLock { shown in
+      if shown { writeError("\r\u{1B}[2K") }
+      shown = false
     }
   }
 
   static func out(_ text: String) {
     clearProgress()
     print(text)
-    fflush(stdout)
+    fflush(nil)
+  }
+}
+
+/// Writes text to stderr (file descriptor 2, unbuffered; the C `stderr` global is shared mutable
+/// state that Swift 6 does not let threads touch).
+func writeError(_ text: String) {
+  text.utf8CString.withUnsafeBufferPointer { buffer in
+    var done = 0
+    let count = buffer.count - 1
+    while done < count {
+      let n = write(2, buffer.baseAddress! + done, count - done)
+      if n > 0 { done += n } else if errno != EINTR { return }
+    }
   }
 }
 

@@ -45,7 +45,7 @@ enum Defaults {
     try makeDirectories(folder)
     if !quiet { Console.line("building the Fashion-MNIST dataset in \(folder) from \(idxDirectory) ...") }
     let start = now()
-    try cli { () throws(LiftError) in
+    _ = try cli { () throws(LiftError) in
       try FashionMNIST.build(idxDirectory: idxDirectory, captionsPath: captionsPath, outDirectory: folder, overwrite: true)
     }
     if !quiet { Console.line("built \(train) and \(test) in \(fixed(now() - start, 1)) s") }

@@ -24,7 +24,7 @@ struct LiftCLI: ParsableCommand {
         Glibc.exit(0)
       }
       let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? ""
-      if !message.isEmpty { fputs("Error: \(message)\(code.rawValue == 64 ? " (see --help)" : "")\n", stderr) }
+      if !message.isEmpty { writeError("Error: \(message)\(code.rawValue == 64 ? " (see --help)" : "")\n") }
       Glibc.exit(code.rawValue)
     }
   }

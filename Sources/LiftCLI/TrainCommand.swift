@@ -1,9 +1,10 @@
 import ArgumentParser
+import Synchronization
 import Glibc
 import Lift
 
-/// Set by SIGINT; the training loop checks it between steps.
-nonisolated(unsafe) var interrupted: sig_atomic_t = 0
+/// Set by SIGINT / SIGUSR1 (a lock-free atomic: safe to store from a signal handler).
+let interrupted = Atomic<Int32>(0)
 
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Synchronization
 import Glibc
 import Lift
 
@@ -125,8 +126,8 @@ struct TrainingRun {
 
     // SIGINT (Ctrl-C), or SIGUSR1 which Open MPI's mpirun forwards to every rank: checkpoint and
     // stop at the end of the step.
-    signal(SIGINT) { _ in interrupted = 1 }
-    signal(SIGUSR1) { _ in interrupted = 1 }
+    signal(SIGINT) { _ in interrupted.store(1, ordering: .relaxed) }
+    signal(SIGUSR1) { _ in interrupted.store(1, ordering: .relaxed) }
     defer { signal(SIGINT, SIG_DFL); signal(SIGUSR1, SIG_DFL) }
     let end = min(total, s.stopAt ?? total)
     let startStep = trainer.step, startSeconds = trainSeconds
@@ -178,7 +179,7 @@ struct TrainingRun {
         try world?.barrier()
       }
       // Every rank must take the same decision: a signal or the time limit on any rank stops all.
-      var stop = (interrupt: interrupted != 0, time: s.timeLimit.map { trainSeconds >= $0 } ?? false)
+      var stop = (interrupt: interrupted.load(ordering: .relaxed) != 0, time: s.timeLimit.map { trainSeconds >= $0 } ?? false)
       if let world {
         let agreed = try world.any([stop.interrupt, stop.time])
         stop = (agreed[0], agreed[1])

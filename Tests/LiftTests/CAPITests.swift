@@ -80,7 +80,7 @@ final class CAPITests: XCTestCase {
     XCTAssertEqual(length, 2)
     var buffer = [CChar](repeating: 1, count: 3)
     XCTAssertEqual(cLiftStoreReadString(store, "keys", 2, &buffer, 3, &length), LIFT_OK)
-    XCTAssertEqual(String(cString: buffer), "k2")
+    XCTAssertEqual(buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }, "k2")
     var present: Int32 = -1
     XCTAssertEqual(cLiftStoreHasStrings(store, "captions", &present), LIFT_OK)
     XCTAssertEqual(present, 0)

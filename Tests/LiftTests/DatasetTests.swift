@@ -11,7 +11,7 @@ func makeDataset(_ path: String, images: Int, height: Int = 4, width: Int = 5, c
                                  dtype: LIFT_DTYPE_FLOAT32, labels: true)
   var emb: [Float] = []
   for r in 0..<captions { for j in 0..<textDim { emb.append(Float(r * 10 + j + 1)) } }
-  try emb.withUnsafeBufferPointer { try w.addCaptions($0.baseAddress!, count: captions) }
+  _ = try emb.withUnsafeBufferPointer { try w.addCaptions($0.baseAddress!, count: captions) }
   var pixels: [UInt8] = []
   var lists: [[Int64]] = []
   var labels: [Int64] = []

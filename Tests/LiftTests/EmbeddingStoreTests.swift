@@ -238,12 +238,12 @@ final class EmbeddingStoreTests: XCTestCase {
     try writeStore(path, rows: 5, dim: 2, dtype: LIFT_DTYPE_FLOAT32)
     let store = try EmbeddingStore(paths: [path])
     var out = [Float](repeating: 0, count: 10)
-    try out.withUnsafeMutableBufferPointer { buf in
+    out.withUnsafeMutableBufferPointer { buf in
       assertLiftError(LIFT_ERR_ARGUMENT, ["out of range", "5 rows"]) { try store.read(range: 4, count: 2, into: buf.baseAddress!, capacity: 10) }
       assertLiftError(LIFT_ERR_ARGUMENT, [">= 0"]) { try store.read(range: -1, count: 1, into: buf.baseAddress!, capacity: 10) }
       assertLiftError(LIFT_ERR_BUFFER, ["holds 3 floats"]) { try store.read(range: 0, count: 2, into: buf.baseAddress!, capacity: 3) }
       let bad: [Int64] = [0, 5]
-      try bad.withUnsafeBufferPointer { list in
+      bad.withUnsafeBufferPointer { list in
         assertLiftError(LIFT_ERR_ARGUMENT, ["rows[1] = 5"]) { try store.read(rows: list, into: buf.baseAddress!, capacity: 10) }
       }
     }

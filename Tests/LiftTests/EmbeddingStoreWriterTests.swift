@@ -61,13 +61,13 @@ final class EmbeddingStoreWriterTests: XCTestCase {
     let good: [Float] = [1, 2, 3]
     try good.withUnsafeBufferPointer { try writer.append($0.baseAddress!, rows: 1, captions: [Array("first".utf8)]) }
     let nan: [Float] = [1, 2, 3, 4, .nan, 6]
-    try nan.withUnsafeBufferPointer { p in
+    nan.withUnsafeBufferPointer { p in
       assertLiftError(LIFT_ERR_VALUE, ["append row 1", "store row 2", "column 1"]) {
         try writer.append(p.baseAddress!, rows: 2, captions: [[65], [66]])
       }
     }
     let huge: [Float] = [1, 70000, 3]
-    try huge.withUnsafeBufferPointer { p in
+    huge.withUnsafeBufferPointer { p in
       assertLiftError(LIFT_ERR_VALUE, ["overflows float16"]) { try writer.append(p.baseAddress!, rows: 1, captions: [[65]]) }
       assertLiftError(LIFT_ERR_ARGUMENT, ["captions"]) { try writer.append(p.baseAddress!, rows: 1) }
       assertLiftError(LIFT_ERR_ARGUMENT, ["2 captions given for 1 rows"]) { try writer.append(p.baseAddress!, rows: 1, captions: [[65], [66]]) }

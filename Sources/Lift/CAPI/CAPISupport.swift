@@ -11,7 +11,8 @@ enum LastError {
     return key
   }()
 
-  static let empty: UnsafePointer<CChar> = {
+  /// Immutable after initialisation: shared read-only by every thread.
+  nonisolated(unsafe) static let empty: UnsafePointer<CChar> = {
     let p = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
     p[0] = 0
     return UnsafePointer(p)

@@ -1,9 +1,10 @@
 import CLiftABI
 import Glibc
 
-private let versionCString: UnsafePointer<CChar> = UnsafePointer(strdup(liftVersion)!)
+// The C strings below are made once and only read afterwards, by any thread.
+nonisolated(unsafe) private let versionCString: UnsafePointer<CChar> = UnsafePointer(strdup(liftVersion)!)
 
-private let statusNames: [UInt32: UnsafePointer<CChar>] = {
+nonisolated(unsafe) private let statusNames: [UInt32: UnsafePointer<CChar>] = {
   var table: [UInt32: UnsafePointer<CChar>] = [:]
   for raw in UInt32(0)...UInt32(LIFT_ERR_INTERNAL.rawValue) {
     let name = statusName(lift_status(rawValue: raw))
@@ -12,7 +13,7 @@ private let statusNames: [UInt32: UnsafePointer<CChar>] = {
   return table
 }()
 
-private let unknownStatusName: UnsafePointer<CChar> = UnsafePointer(strdup("LIFT_ERR_UNKNOWN")!)
+nonisolated(unsafe) private let unknownStatusName: UnsafePointer<CChar> = UnsafePointer(strdup("LIFT_ERR_UNKNOWN")!)
 
 @_cdecl("lift_version")
 public func cLiftVersion() -> UnsafePointer<CChar> { versionCString }

@@ -14,7 +14,7 @@ import Glibc
 /// `Position(epoch:batch:)` reproduces the batches of one that ran up to there.
 /// With `prefetch`, a background thread prepares the next batch while the caller trains on the
 /// current one; `waitSeconds` says how long `next()` had to block.
-public final class DataLoader {
+public final class DataLoader: @unchecked Sendable {  // next() and close() take `lock`
   public struct Options {
     /// Images per global batch, split over the workers (batches of an epoch differ by at most one).
     public var batchSize: Int
@@ -80,6 +80,8 @@ public final class DataLoader {
 
   private let state: SharedState
   private var thread: pthread_t?
+  /// Serialises next() and close() (several threads may share a loader).
+  private let lock = Lock()
 
   public var batchesPerEpoch: Int { plan.batchesPerEpoch }
 
@@ -137,14 +139,20 @@ public final class DataLoader {
 
   /// Stops the background thread (batches already handed out stay valid until deinit).
   public func close() {
-    guard let t = thread else { return }
-    state.stop()
-    pthread_join(t, nil)
-    thread = nil
+    lock.withLock {
+      guard let t = thread else { return }
+      state.stop()
+      pthread_join(t, nil)
+      thread = nil
+    }
   }
 
   /// The next batch (blocking until it is ready). Throws the error that producing it hit.
   public func next() throws(LiftError) -> Batch {
+    try lock.withLock { () throws(LiftError) in try nextLocked() }
+  }
+
+  private func nextLocked() throws(LiftError) -> Batch {
     var a = timespec(), b = timespec()
     clock_gettime(CLOCK_MONOTONIC, &a)
     let batch: Batch

@@ -19,7 +19,7 @@ import Glibc
 /// come from the first shard.
 ///
 /// Thread safety: methods take the dataset's lock.
-public final class ImageDataset {
+public final class ImageDataset: @unchecked Sendable {  // every method takes `lock`
   /// Per-file readers.
   struct Shard {
     let path: String

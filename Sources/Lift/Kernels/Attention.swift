@@ -79,6 +79,7 @@ enum Attention {
 
   /// Plans of every per-head product for each of `parts` workers: plans[product * parts + worker]
   /// (none with the small kernels).
+  @discardableResult
   private static func withPlans<R>(_ s: Shape, parts: Int, products: MatMul,
                                    _ body: (UnsafeBufferPointer<MatMulPlan>) -> R) throws(LiftError) -> R {
     if s.usesSmallKernels { return body(UnsafeBufferPointer(start: nil, count: 0)) }

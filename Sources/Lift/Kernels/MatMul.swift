@@ -317,7 +317,8 @@ final class MatMulPlan {
 
 /// oneDNN's engine and the OpenMP setting its primitives run under.
 enum OneDNN {
-  private static let cpuEngine: Result<dnnl_engine_t, LiftError> = {
+  /// oneDNN engines may be used by several threads at once (creating primitives is thread-safe).
+  nonisolated(unsafe) private static let cpuEngine: Result<dnnl_engine_t, LiftError> = {
     var engine: dnnl_engine_t?
     let status = dnnl_engine_create(&engine, dnnl_cpu, 0)
     guard status == dnnl_success, let engine else {

@@ -23,8 +23,11 @@ enum Parallel {
       if count > 0 { body(0..<count) }
       return
     }
-    DispatchQueue.concurrentPerform(iterations: parts) { p in
-      body(split(count, parts: parts, index: p))
+    withoutActuallyEscaping(body) { body in
+      let work = ConcurrentBody(body)
+      DispatchQueue.concurrentPerform(iterations: parts) { p in
+        work.run(split(count, parts: parts, index: p))
+      }
     }
   }
 
@@ -37,8 +40,11 @@ enum Parallel {
       if count > 0 { body(0, 0..<count) }
       return 1
     }
-    DispatchQueue.concurrentPerform(iterations: parts) { p in
-      body(p, split(count, parts: parts, index: p))
+    withoutActuallyEscaping(body) { body in
+      let work = ConcurrentBody(body)
+      DispatchQueue.concurrentPerform(iterations: parts) { p in
+        work.run(p, split(count, parts: parts, index: p))
+      }
     }
     return parts
   }
@@ -49,6 +55,25 @@ enum Parallel {
     let start = index * base + min(index, extra)
     return start..<(start + base + (index < extra ? 1 : 0))
   }
+}
+
+/// A kernel body handed to several threads at once by `Parallel`.
+///
+/// The bodies capture raw buffers (not Sendable) and run concurrently on disjoint parts: every
+/// caller of `Parallel` writes only the rows, columns or per-worker slots of its own part, and
+/// reads shared inputs only. That invariant is what makes this crossing safe; it is checked by
+/// the kernels' tests, not by the compiler, and this is the one place it is asserted.
+private struct ConcurrentBody<Body>: @unchecked Sendable {
+  let body: Body
+  init(_ body: Body) { self.body = body }
+}
+
+extension ConcurrentBody where Body == (Range<Int>) -> Void {
+  @inline(__always) func run(_ r: Range<Int>) { body(r) }
+}
+
+extension ConcurrentBody where Body == (Int, Range<Int>) -> Void {
+  @inline(__always) func run(_ worker: Int, _ r: Range<Int>) { body(worker, r) }
 }
 
 /// The number of workers liblift's own kernels use (see `Parallel.workers`).

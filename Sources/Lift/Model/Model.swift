@@ -2,7 +2,7 @@ import Glibc
 
 /// The image encoder's weights: a ViT image tower plus LIFT's projection head (and the
 /// objective's logit scale / bias), in one contiguous float buffer described by `layout`.
-public final class Model {
+public final class Model: @unchecked Sendable {  // every operation takes `lock`
   public let config: ModelConfig
   public let layout: ParameterLayout
   /// layout.totalCount floats; padding between tensors is zero.

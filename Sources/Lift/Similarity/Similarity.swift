@@ -64,20 +64,14 @@ public enum Similarity {
     defer { work.deallocate() }
     let workIdx = try allocateElements(count, of: Int64.self, what: "\(n) x \(k) top-k results")
     defer { workIdx.deallocate() }
-    let rowsPerTask = max(1, 4096 / max(1, m / 256))
-    let tasks = (n + rowsPerTask - 1) / rowsPerTask
-    let body = { (t: Int) in
-      for i in (t * rowsPerTask)..<min(n, (t + 1) * rowsPerTask) {
+    // Rows split over the workers (each row's heap is its own).
+    Parallel.forRanges(n, grain: n * m >= 1 << 18 ? max(1, 4096 / max(1, m / 256)) : n) { rows in
+      for i in rows {
         var heap = TopKHeap(scores: work + i * k, indices: workIdx + i * k, k: k)
         let row = scores + i * m
         for j in 0..<m { heap.offer(row[j], Int64(j)) }
         heap.sortDescending()
       }
-    }
-    if tasks > 1 && n * m >= 1 << 18 {
-      DispatchQueue.concurrentPerform(iterations: tasks, execute: body)
-    } else {
-      for t in 0..<tasks { body(t) }
     }
     indices?.update(from: workIdx, count: n * k)
     values?.update(from: work, count: n * k)

@@ -11,7 +11,7 @@ import Glibc
 ///
 /// Thread safety: every method takes the store's lock, so one store may be shared by threads;
 /// calls run one at a time.
-public final class EmbeddingStore {
+public final class EmbeddingStore: @unchecked Sendable {  // every method takes `lock`
   public struct Options {
     /// Name of the embeddings dataset in every shard.
     public var dataset: String = "embeddings"

@@ -10,7 +10,7 @@ import Glibc
 /// writer that is dropped or crashes leaves whatever was at `path` untouched.
 ///
 /// Thread safety: methods take the writer's lock.
-public final class EmbeddingStoreWriter {
+public final class EmbeddingStoreWriter: @unchecked Sendable {  // every method takes `lock`
   public let path: String
   public let dataset: String
   public let dim: Int64

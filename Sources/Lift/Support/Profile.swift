@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// Opt-in wall-clock accounting of the training step by phase, for performance work.
 /// Enabled when the environment variable LIFT_PROFILE is set when the library loads; otherwise
@@ -15,7 +16,8 @@ public enum Profile {
   }
 
   public static let enabled: Bool = getenv("LIFT_PROFILE") != nil
-  nonisolated(unsafe) static var seconds = [Double](repeating: 0, count: Phase.allCases.count)
+  /// Process-wide totals: every trainer on every thread adds to them (under the mutex).
+  private static let seconds = Mutex([Double](repeating: 0, count: Phase.allCases.count))
 
   @inline(__always)
   static func measure<T, E: Error>(_ phase: Phase, _ body: () throws(E) -> T) throws(E) -> T {
@@ -24,7 +26,8 @@ public enum Profile {
     clock_gettime(CLOCK_MONOTONIC, &a)
     defer {
       clock_gettime(CLOCK_MONOTONIC, &b)
-      seconds[phase.rawValue] += Double(b.tv_sec - a.tv_sec) + Double(b.tv_nsec - a.tv_nsec) * 1e-9
+      let elapsed = Double(b.tv_sec - a.tv_sec) + Double(b.tv_nsec - a.tv_nsec) * 1e-9
+      seconds.withLock { $0[phase.rawValue] += elapsed }
     }
     return try body()
   }
@@ -32,8 +35,9 @@ public enum Profile {
   /// Seconds per phase accumulated so far (empty when profiling is off).
   public static func report() -> [(String, Double)] {
     guard enabled else { return [] }
-    return Phase.allCases.map { ("\($0)", seconds[$0.rawValue]) }
+    let totals = seconds.withLock { $0 }
+    return Phase.allCases.map { ("\($0)", totals[$0.rawValue]) }
   }
 
-  public static func reset() { seconds = [Double](repeating: 0, count: Phase.allCases.count) }
+  public static func reset() { seconds.withLock { $0 = [Double](repeating: 0, count: Phase.allCases.count) } }
 }

@@ -32,7 +32,7 @@ public struct StepStats: Equatable {
 ///   runs exactly this sequence, so both give bit-identical results.
 ///
 /// Thread safety: all methods take the model's lock.
-public final class Trainer {
+public final class Trainer: @unchecked Sendable {  // every method takes the model's lock
   public let model: Model
   public let config: TrainConfig
   public let gradients: UnsafeMutablePointer<Float>
