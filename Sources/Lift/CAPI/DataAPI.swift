@@ -204,23 +204,10 @@ public func cLiftPreprocessImage(_ src: UnsafePointer<UInt8>?, _ height: Int32, 
                                  _ box: UnsafePointer<Double>?, _ size: Int32, _ outChannels: Int32, _ flip: Int32,
                                  _ dst: UnsafeMutablePointer<UInt8>?, _ dstLen: Int) -> lift_status {
   capi { () throws(LiftError) in
-    guard height >= 1, width >= 1, height <= 1 << 14, width <= 1 << 14 else { throw .argument("image size must be in [1, 16384]") }
-    guard channels == 1 || channels == 3, outChannels == 1 || outChannels == 3 else { throw .argument("channels must be 1 or 3") }
-    guard size >= 1, size <= 1 << 14 else { throw .argument("size must be in [1, 16384]") }
-    let needed = Int(size) * Int(size) * Int(outChannels)
-    guard try requiredSize(dstLen, "dst_len") >= needed else { throw .buffer("dst holds \(dstLen) bytes; \(needed) needed") }
-    var b = Preprocess.centerBox(width: Int(width), height: Int(height))
-    if let box {
-      b = Preprocess.Box(x0: box[0], y0: box[1], x1: box[2], y1: box[3])
-      guard b.x0 >= 0, b.y0 >= 0, b.x1 <= Double(width), b.y1 <= Double(height), b.x0 < b.x1, b.y0 < b.y1 else {
-        throw .argument("box (\(b.x0), \(b.y0), \(b.x1), \(b.y1)) is not inside the \(width)x\(height) image")
-      }
-    }
-    let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: Int(size) * Int(height) * 3)
-    defer { scratch.deallocate() }
-    Preprocess.resample(try required(src, "src"), width: Int(width), height: Int(height), channels: Int(channels), box: b,
-                        size: Int(size), outChannels: Int(outChannels), flip: flip != 0, into: try required(dst, "dst"),
-                        scratch: scratch)
+    let b = box.map { Preprocess.Box(x0: $0[0], y0: $0[1], x1: $0[2], y1: $0[3]) }
+    try Preprocess.image(try required(src, "src"), width: Int(width), height: Int(height), channels: Int(channels), box: b,
+                         size: Int(size), outChannels: Int(outChannels), flip: flip != 0, into: try required(dst, "dst"),
+                         dstCount: try requiredSize(dstLen, "dst_len"))
   }
 }
 

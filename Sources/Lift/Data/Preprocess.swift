@@ -57,6 +57,27 @@ public enum Preprocess {
   /// Resamples `box` of src (h x w x c) to dst (size x size x outChannels), converting channels
   /// (1 <-> 3) and optionally mirroring horizontally. `scratch` must hold
   /// size * h * max(c, outChannels) bytes.
+  /// Checks arguments from outside (sides in [1, 16384], channels 1 or 3, the box inside the
+  /// image), allocates the scratch fallibly and resamples one image into `dst` (`dstCount` bytes,
+  /// at least size * size * outChannels).
+  public static func image(_ src: UnsafePointer<UInt8>, width: Int, height: Int, channels: Int, box: Box?, size: Int,
+                           outChannels: Int, flip: Bool, into dst: UnsafeMutablePointer<UInt8>, dstCount: Int) throws(LiftError) {
+    let side = 1 << 14
+    guard height >= 1, width >= 1, height <= side, width <= side else { throw .argument("image size must be in [1, \(side)]") }
+    guard channels == 1 || channels == 3, outChannels == 1 || outChannels == 3 else { throw .argument("channels must be 1 or 3") }
+    guard size >= 1, size <= side else { throw .argument("size must be in [1, \(side)]") }
+    let needed = size * size * outChannels
+    guard dstCount >= needed else { throw .buffer("dst holds \(dstCount) bytes; \(needed) needed") }
+    let b = box ?? centerBox(width: width, height: height)
+    guard b.x0 >= 0, b.y0 >= 0, b.x1 <= Double(width), b.y1 <= Double(height), b.x0 < b.x1, b.y0 < b.y1 else {
+      throw .argument("box (\(b.x0), \(b.y0), \(b.x1), \(b.y1)) is not inside the \(width)x\(height) image")
+    }
+    let scratch = try allocateElements(size * height * 3, of: UInt8.self, what: "resampling scratch")
+    defer { scratch.deallocate() }
+    resample(src, width: width, height: height, channels: channels, box: b, size: size, outChannels: outChannels,
+             flip: flip, into: dst, scratch: scratch)
+  }
+
   public static func resample(_ src: UnsafePointer<UInt8>, width w: Int, height h: Int, channels c: Int, box: Box,
                               size: Int, outChannels: Int, flip: Bool, into dst: UnsafeMutablePointer<UInt8>,
                               scratch: UnsafeMutablePointer<UInt8>) {
