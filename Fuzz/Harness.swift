@@ -2,7 +2,9 @@
 // picks which one LLVMFuzzerTestOneInput feeds (Fuzz/run sets it). Each input is handed to the
 // reader the way a user's file or argument would reach it; any LiftError is a pass, anything
 // that ends the process (a Swift trap, a signal) is a finding.
+import ArgumentParser
 import Glibc
+@testable import Lift
 
 
 enum FuzzTarget: String, CaseIterable {
@@ -18,6 +20,10 @@ enum FuzzTarget: String, CaseIterable {
   /// types). libhdf5 1.10 itself crashes and hangs on some corrupted string heaps (found by this
   /// target, inside H5HG_read); Fuzz/run counts those apart from liblift's own findings.
   case strings
+  /// The `lift` command line: arguments (separated by newlines or NUL bytes) through the
+  /// command's parser and the checks of `lift train`'s settings; bytes after a 0x01 byte become
+  /// a --config JSON file.
+  case cli
 }
 
 let target: FuzzTarget = {
@@ -101,6 +107,29 @@ func fuzzStrings(_ path: String) throws(LiftError) {
   _ = try ds.compositionalPairs()
 }
 
+func fuzzCommandLine(_ bytes: [UInt8]) {
+  let split = bytes.firstIndex(of: 1)
+  let argumentBytes = split.map { bytes[..<$0] } ?? bytes[...]
+  var arguments = argumentBytes.split(omittingEmptySubsequences: false) { $0 == 0 || $0 == 10 }
+    .map { String(decoding: $0, as: UTF8.self) }
+  if let split {
+    let config = Array(bytes[(split + 1)...])
+    config.withUnsafeBufferPointer { b in withFile(b.baseAddress ?? UnsafePointer(bitPattern: 1)!, b.count) { _ in } }
+    arguments += ["--config", scratchPath]
+  }
+  do {
+    let command = try LiftCLI.parseAsRoot(arguments)
+    // `lift train` resolves and range-checks every setting, then the model and optimiser
+    // configs, before it touches any data; that is the surface an option reaches.
+    guard let train = command as? Train else { return }
+    let settings = try TrainSettings(train)
+    var model = settings.model
+    model.textDim = 64
+    try model.validate()
+    _ = try settings.trainConfig(batchesPerEpoch: 1000, batchCapacity: settings.microBatch)
+  } catch {}
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   switch target {
@@ -109,6 +138,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   case .store: withFile(data, size, fuzzStore)
   case .dataset: withFile(data, size, fuzzDataset)
   case .strings: withFile(data, size, fuzzStrings)
+  case .cli: fuzzCommandLine(Array(UnsafeBufferPointer(start: data, count: size)))
   }
   return 0
 }

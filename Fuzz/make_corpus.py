@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes the fuzzers' seed corpora into Fuzz/corpus/<target>/: small valid inputs of every kind
-each reader accepts (run once; the files are committed). Needs liblift's Python bindings, h5py."""
+each reader accepts (run once; the files are committed). Needs liblift's Python bindings, h5py.
+    Fuzz/make_corpus.py [TARGET...]     (default: every target)"""
 import json
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,7 +14,36 @@ import liblift
 ROOT = Path(__file__).resolve().parent / "corpus"
 
 
-def main():
+def command_lines():
+    """cli: `lift` argument lists (newline-separated), some with a --config JSON after a 0x01 byte."""
+    (ROOT / "cli").mkdir(parents=True, exist_ok=True)
+    lines = [
+        ["train", "--steps", "20", "--batch-size", "64", "--precision", "bf16", "--out", "runs/x"],
+        ["train", "--preset", "ViT-Ti/16", "--image-size", "64", "--patch", "8", "--width", "48", "--depth", "2",
+         "--heads", "3", "--mlp-ratio", "2", "--head-layers", "1", "--pool", "tok", "--objective", "sigmoid"],
+        ["train", "--epochs", "0.5", "--lr", "3e-4", "--warmup", "7", "--weight-decay", "0.1", "--beta2", "0.95",
+         "--clip", "0", "--seed", "3", "--augment", "on", "--crop-scale", "0.3", "--image-mean", "0.5,0.4,0.3",
+         "--image-std", "0.2, 0.2, 0.2", "--checkpoint-every", "5", "--eval-every", "10", "--log-every", "1",
+         "--time-limit", "60", "--stop-at", "9", "--micro-batch", "16", "--resume", "--quiet"],
+        ["train", "--data", "a.h5", "--data", "b.h5", "--eval-data", "c.h5", "--restart"],
+        ["eval", "model.safetensors", "data.h5"],
+        ["encode", "--help"],
+        ["info", "model.safetensors"],
+        ["check", "a.h5", "--timeout", "5"],
+        ["--version"],
+    ]
+    for i, args in enumerate(lines):
+        (ROOT / "cli" / f"{i}.txt").write_bytes("\n".join(args).encode())
+    config = {"preset": "ViT-XS/7-28", "batch-size": 32, "epochs": 2, "lr": 0.002, "data": ["a.h5"],
+              "image-mean": "0.5", "augment": "off", "warmup": 3}
+    (ROOT / "cli" / "config.txt").write_bytes(b"train\n--steps\n5\x01" + json.dumps(config).encode())
+
+
+def main(targets):
+    if "cli" in targets:
+        command_lines()
+    if not {"safetensors", "json", "store", "dataset"} & set(targets):
+        return
     rng = np.random.default_rng(0)
     for name in ("safetensors", "json", "store", "dataset"):
         (ROOT / name).mkdir(parents=True, exist_ok=True)
@@ -53,4 +84,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ["cli", "safetensors", "json", "store", "dataset"])

@@ -241,6 +241,26 @@ struct TrainSettings {
     guard !(resume && restart) else { throw CLIError("--resume and --restart exclude each other") }
   }
 
+  /// The optimiser's schedule and settings for a new run over epochs of `batchesPerEpoch`
+  /// steps, each step reading at most `batchCapacity` images at once.
+  func trainConfig(batchesPerEpoch: Int, batchCapacity: Int) throws -> TrainConfig {
+    let epochSteps = (epochs * Double(batchesPerEpoch)).rounded(.up)
+    guard steps != nil || epochSteps <= Double(TrainConfig.maxSteps) else {
+      throw CLIError("--epochs \(epochs) of \(batchesPerEpoch) steps each exceed \(TrainConfig.maxSteps) steps")
+    }
+    let total = steps ?? max(1, Int(epochSteps))
+    var tc = TrainConfig()
+    tc.learningRate = lr
+    tc.weightDecay = weightDecay
+    tc.beta2 = beta2
+    tc.gradClip = clip
+    tc.totalSteps = total
+    tc.warmupSteps = min(warmup ?? min(500, total / 10), total)
+    tc.batchCapacity = batchCapacity
+    try cli { () throws(LiftError) in try tc.validate() }
+    return tc
+  }
+
   /// What must match between a run and its resumption.
   var identity: JSON {
     .object([("data", .array(data.map { .string($0) })), ("batch_size", .number(Double(batchSize))),

@@ -86,20 +86,8 @@ struct TrainingRun {
     } else {
       var config = s.model
       config.textDim = train.textDim
+      let tc = try s.trainConfig(batchesPerEpoch: plan.batchesPerEpoch, batchCapacity: capacity)
       let model = try cli { () throws(LiftError) in try Model(config: config, seed: s.seed) }
-      let epochSteps = (s.epochs * Double(plan.batchesPerEpoch)).rounded(.up)
-      guard s.steps != nil || epochSteps <= Double(TrainConfig.maxSteps) else {
-        throw CLIError("--epochs \(s.epochs) of \(plan.batchesPerEpoch) steps each exceed \(TrainConfig.maxSteps) steps")
-      }
-      let total = s.steps ?? max(1, Int(epochSteps))
-      var tc = TrainConfig()
-      tc.learningRate = s.lr
-      tc.weightDecay = s.weightDecay
-      tc.beta2 = s.beta2
-      tc.gradClip = s.clip
-      tc.totalSteps = total
-      tc.warmupSteps = min(s.warmup ?? min(500, total / 10), total)
-      tc.batchCapacity = capacity
       trainer = try cli { () throws(LiftError) in try Trainer(model: model, config: tc, seed: s.seed) }
     }
     let model = trainer.model
