@@ -1,4 +1,4 @@
-/// Evaluation protocols (DESIGN.md): zero-shot classification, image<->text retrieval with
+/// Evaluation protocols (docs/design.md, section 6): zero-shot classification, image<->text retrieval with
 /// several captions per image, and pairwise compositional accuracy. Inputs are embeddings
 /// (normalised here); all scores are cosine similarities.
 public enum Metrics {

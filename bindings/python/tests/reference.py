@@ -1,5 +1,5 @@
 """An independent numpy (float64) implementation of the LIFT image encoder, written from the
-OpenCLIP VisionTransformer semantics in DESIGN.md, reading a PyTorch-style state dict."""
+OpenCLIP VisionTransformer semantics in docs/design.md (section 2), reading a PyTorch-style state dict."""
 import math
 
 import numpy as np
