@@ -6,7 +6,19 @@
 //
 // Build the self-contained library (Swift runtime linked statically):
 //   swift build -c release -Xswiftc -static-stdlib
+import Foundation
 import PackageDescription
+
+/// LIFT_VERSION_MAJOR of Include/lift.h, the version's one source: the shared library's SONAME is
+/// liblift.so.<major>.
+let versionMajor: String = {
+  let header = Context.packageDirectory + "/Include/lift.h"
+  let text = (try? String(contentsOfFile: header, encoding: .utf8)) ?? ""
+  for line in text.split(separator: "\n") where line.hasPrefix("#define LIFT_VERSION_MAJOR ") {
+    return String(line.split(separator: " ")[2])
+  }
+  fatalError("\(header) defines no LIFT_VERSION_MAJOR")
+}()
 
 // Swift kernels are compiled for Haswell-class CPUs (AVX2, FMA, F16C; x86-64-v3) on x86_64 hosts; oneDNN picks its
 // own kernels (AVX-512, AVX512-BF16, AMX) at run time.
@@ -19,7 +31,7 @@ let cpuFlags: [SwiftSetting] = []
 let package = Package(
   name: "liblift",
   products: [
-    .library(name: "lift", type: .dynamic, targets: ["Lift"]),
+    .library(name: "lift", type: .dynamic, targets: ["LiftShared"]),
     .executable(name: "lift-bench", targets: ["lift-bench"]),
     // The `lift` command (bin/lift runs it; SwiftPM cannot name an executable like the library).
     .executable(name: "lift-cli", targets: ["lift-cli"]),
@@ -42,6 +54,15 @@ let package = Package(
       name: "Lift",
       dependencies: ["CLiftABI", "CHDF5", "CZlib", "CDNNL"],
       swiftSettings: cpuFlags
+    ),
+    // liblift.so: the C ABI only (version script), SONAME liblift.so.<major>.
+    .target(
+      name: "LiftShared",
+      dependencies: ["Lift"],
+      path: "Sources/LiftShared",
+      exclude: ["lift.map"],
+      linkerSettings: [.unsafeFlags(["-use-ld=lld", "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/LiftShared/lift.map",
+                                     "-Xlinker", "-soname=liblift.so.\(versionMajor)"])]
     ),
     .executableTarget(name: "lift-bench", dependencies: ["Lift", "CBLAS"], path: "Sources/LiftBench",
                       swiftSettings: cpuFlags),

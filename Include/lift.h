@@ -13,9 +13,18 @@
  *     be non-negative; element counts must fit in memory (overflowing products are errors).
  *   - Strings are NUL-terminated UTF-8. The library never keeps a pointer the caller passed in
  *     after the call returns, and the caller never frees memory the library returns unless stated.
- *   - Thread safety is stated per function. "Handle-serialised" means calls on the same handle
- *     from several threads are safe and run one at a time (an internal lock); calls on different
- *     handles run concurrently.
+ *   - Every struct begins with `size_t struct_size`, which the caller sets to sizeof the struct
+ *     before passing it, in either direction (`lift_batch b = {.struct_size = sizeof b};`; the
+ *     other fields may start zero). liblift reads and writes only structs whose size it knows and
+ *     refuses others with LIFT_ERR_ARGUMENT naming the struct and both sizes, so a program built
+ *     against another lift.h fails cleanly instead of corrupting memory. Within one major version
+ *     the ABI only grows: functions are added, structs gain fields at their end only, and a
+ *     library accepts the struct sizes of every earlier header of its major version (reading and
+ *     writing just that prefix). lift_struct_size() reports the sizes this library uses.
+ *   - Thread safety is stated per function. "Thread-safe" means any thread may call it at any
+ *     time. "Handle-serialised" means calls on the same handle from several threads are safe and
+ *     run one at a time (an internal lock); calls on different handles run concurrently. A
+ *     `*_free` must not race with other calls on the same handle.
  *   - No input makes the library abort the process: null pointers, bad sizes, wrong dtypes,
  *     corrupt files and non-finite values are reported as status codes.
  */
@@ -28,6 +37,18 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Version of this header (semantic versioning). The shared library is liblift.so.MAJOR; its own
+ * version is lift_version() / lift_version_number(), which a program may compare with these. */
+#define LIFT_VERSION_MAJOR 0
+#define LIFT_VERSION_MINOR 2
+#define LIFT_VERSION_PATCH 0
+#define LIFT_VERSION_NUMBER (LIFT_VERSION_MAJOR * 10000 + LIFT_VERSION_MINOR * 100 + LIFT_VERSION_PATCH)
+#define LIFT_QUOTE_(x) #x
+#define LIFT_EXPAND_AND_QUOTE_(x) LIFT_QUOTE_(x)
+#define LIFT_VERSION_STRING \
+  LIFT_EXPAND_AND_QUOTE_(LIFT_VERSION_MAJOR) "." LIFT_EXPAND_AND_QUOTE_(LIFT_VERSION_MINOR) "." \
+  LIFT_EXPAND_AND_QUOTE_(LIFT_VERSION_PATCH)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Status codes and errors                                                                     */
@@ -48,8 +69,18 @@ typedef enum lift_status {
   LIFT_ERR_INTERNAL = 99  /* a bug in liblift or a dependency; the message has details         */
 } lift_status;
 
-/* Library version as "MAJOR.MINOR.PATCH". Static storage; thread-safe. */
+/* Library version as "MAJOR.MINOR.PATCH" (LIFT_VERSION_STRING of the header it was built
+ * with). Static storage; thread-safe. */
 const char *lift_version(void);
+
+/* Library version as MAJOR * 10000 + MINOR * 100 + PATCH (compare with LIFT_VERSION_NUMBER).
+ * Thread-safe. */
+uint32_t lift_version_number(void);
+
+/* sizeof the struct called `name` (e.g. "lift_train_config") as this library was built, i.e. the
+ * struct_size it expects; LIFT_ERR_NOT_FOUND for a name that is not a lift.h struct. For
+ * bindings in other languages, which declare the structs themselves. Thread-safe. */
+lift_status lift_struct_size(const char *name, size_t *size);
 
 /* Message of the last failed call on the calling thread ("" if none yet). Thread-local: each
  * thread sees its own last error. The pointer stays valid until the next liblift call on the
@@ -73,9 +104,10 @@ typedef enum lift_dtype {
 /* the order given. Each shard holds a rank-2 float dataset (default name "embeddings") of     */
 /* float16, float32 or float64 (any byte order, contiguous, chunked or compressed); all shards */
 /* must agree on D. Optional rank-1 string datasets with one entry per row (e.g. "keys",       */
-/* "captions"; variable- or fixed-length) can be read row by row. Reads go through HDF5        */
-/* hyperslab selections into a bounded staging buffer, so files larger than memory work.     */
-/* Opening reads only metadata: O(shards), not O(rows).                                       */
+/* "captions"; variable- or fixed-length) can be read row by row. Uncompressed, unfiltered    */
+/* shards are read directly with pread at the offsets HDF5's layout gives; others go through   */
+/* HDF5 hyperslab selections. Either way reads use a bounded staging buffer, so files larger   */
+/* than memory work. Opening reads only metadata: O(shards), not O(rows).                      */
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct lift_store lift_store;
@@ -125,7 +157,7 @@ lift_status lift_store_read_range(lift_store *store, int64_t start, int64_t coun
 
 /* Reads the rows listed in `rows` (any order, repeats allowed) into out: row rows[i] goes to
  * out[i*D .. i*D+D). out_len as above (>= count * D). Designed for shuffled mini-batches: each
- * shard is read with one hyperslab selection of the sorted, coalesced rows. Handle-serialised. */
+ * shard is read once for its sorted, coalesced rows. Handle-serialised. */
 lift_status lift_store_read_rows(lift_store *store, const int64_t *rows, int64_t count, float *out,
                                  size_t out_len);
 
@@ -186,7 +218,7 @@ lift_status lift_store_writer_rows(lift_store_writer *writer, int64_t *rows);
 lift_status lift_store_writer_finish(lift_store_writer *writer);
 
 /* Releases the writer. If it was not finished, the temporary file is deleted and nothing at
- * `path` changes. NULL is a no-op. */
+ * `path` changes. NULL is a no-op. Not thread-safe with other calls on the same handle. */
 void lift_store_writer_free(lift_store_writer *writer);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -245,6 +277,7 @@ typedef enum lift_precision {
 
 /* Architecture. Fill with lift_model_config_preset, then adjust fields. */
 typedef struct lift_model_config {
+  size_t struct_size;  /* sizeof(lift_model_config), set by the caller                       */
   int32_t image_size;  /* square images, divisible by patch                                */
   int32_t channels;    /* 1 or 3                                                           */
   int32_t patch;
@@ -262,8 +295,9 @@ typedef struct lift_model_config {
 } lift_model_config;
 
 /* Presets: "ViT-Ti/16", "ViT-S/16", "ViT-B/16" (224 px, RGB), "ViT-XS/7-28" and "ViT-XS/14-28"
- * (28 px, grey, patch 7 or 14), "ViT-XS/4-32" (32 px, RGB); contrastive objective, avg pooling, 2 head layers, OpenAI CLIP
- * mean/std for RGB and 0.5/0.5 for grey. Thread-safe. */
+ * (28 px, grey, patch 7 or 14), "ViT-XS/4-32" (32 px, RGB); contrastive objective, avg pooling,
+ * 2 head layers, OpenAI CLIP mean/std for RGB and 0.5/0.5 for grey. out->struct_size must be
+ * set. Thread-safe. */
 lift_status lift_model_config_preset(const char *name, int32_t text_dim, lift_model_config *out);
 
 /* A new model with deterministic initialisation from `seed` (PyTorch's default initialisers
@@ -279,17 +313,22 @@ lift_status lift_model_load(const char *path, lift_model **out);
  * metadata), atomically: a temporary file, fsync, rename. Handle-serialised. */
 lift_status lift_model_save(lift_model *model, const char *path);
 
-/* Releases the caller's reference (trainers keep their own). NULL is a no-op. */
+/* Releases the caller's reference (trainers keep their own). NULL is a no-op. Not thread-safe
+ * with other calls on the same reference. */
 void lift_model_free(lift_model *model);
 
+/* The model's architecture (out->struct_size must be set). Thread-safe (the config never
+ * changes). */
 lift_status lift_model_get_config(lift_model *model, lift_model_config *out);
 
 /* The flat parameter buffer (*count floats, padding included). The pointer stays valid while
- * the model lives; writes change the model (do not write during a step on another thread). */
+ * the model lives; writes change the model (do not write during a step on another thread).
+ * Thread-safe (the call; the buffer itself is the caller's to synchronise). */
 lift_status lift_model_parameters(lift_model *model, float **data, int64_t *count);
 
 /* One named tensor of the layout. `name` points into the model and lives as long as it. */
 typedef struct lift_tensor_info {
+  size_t struct_size; /* sizeof(lift_tensor_info), set by the caller */
   const char *name;
   int32_t ndim;     /* 0 for scalars (logit_scale, logit_bias) */
   int64_t shape[4];
@@ -298,9 +337,11 @@ typedef struct lift_tensor_info {
   int32_t decays;   /* 1 if AdamW weight decay applies (ndim >= 2) */
 } lift_tensor_info;
 
+/* The layout's tensors: how many, and tensor `index` in [0, count) (info->struct_size must be
+ * set). Thread-safe (the layout never changes). */
 lift_status lift_model_tensor_count(lift_model *model, int64_t *count);
 lift_status lift_model_tensor_info(lift_model *model, int64_t index, lift_tensor_info *info);
-/* Index of the tensor called `name`, or LIFT_ERR_NOT_FOUND. */
+/* Index of the tensor called `name`, or LIFT_ERR_NOT_FOUND. Thread-safe. */
 lift_status lift_model_find_tensor(lift_model *model, const char *name, int64_t *index);
 
 typedef enum lift_image_format {
@@ -333,6 +374,7 @@ typedef struct lift_trainer lift_trainer;
  * (0.9, 0.98), eps 1e-6, weight decay 0.2 on >= 2-D tensors, 500 warm-up steps then cosine
  * decay to 0 at total_steps (10000), gradient-norm clip 1.0, batch capacity 64. */
 typedef struct lift_train_config {
+  size_t struct_size;     /* sizeof(lift_train_config), set by the caller */
   double learning_rate;
   double beta1;
   double beta2;
@@ -344,9 +386,12 @@ typedef struct lift_train_config {
   int64_t batch_capacity; /* most images per forward; bigger steps accumulate micro-batches */
 } lift_train_config;
 
+/* Fills LIFT's defaults (out->struct_size must be set). Thread-safe. */
 lift_status lift_train_config_default(lift_train_config *out);
 
+/* What a step did; every step function takes an optional one (NULL, or struct_size set). */
 typedef struct lift_step_stats {
+  size_t struct_size;   /* sizeof(lift_step_stats), set by the caller */
   double loss;          /* batch loss before the update            */
   double learning_rate; /* learning rate the update used           */
   double logit_scale;   /* exp(logit_scale) after the update       */
@@ -362,28 +407,33 @@ lift_status lift_trainer_create(lift_model *model, const lift_train_config *conf
                                 lift_trainer **out);
 
 /* Resumes from a training checkpoint written by lift_trainer_save. `batch_capacity` > 0
- * replaces the saved capacity (memory only; results are unchanged), 0 keeps it. */
+ * replaces the saved capacity (memory only; results are unchanged), 0 keeps it. Thread-safe. */
 lift_status lift_trainer_load(const char *path, int64_t batch_capacity, lift_trainer **out);
 
 /* Writes weights, AdamW moments, step, RNG state and config, atomically. `keys`/`values` are
  * n_metadata strings stored as user metadata (e.g. the data position), readable after
- * lift_trainer_load with lift_trainer_metadata. Save between steps: gradients are not saved. */
+ * lift_trainer_load with lift_trainer_metadata. Save between steps: gradients are not saved.
+ * Handle-serialised. */
 lift_status lift_trainer_save(lift_trainer *trainer, const char *path, const char *const *keys,
                               const char *const *values, size_t n_metadata);
 
 /* User metadata `key` of the checkpoint the trainer was loaded from, copied as in
  * lift_store_read_string (LIFT_ERR_BUFFER with *len set when cap is too small;
- * LIFT_ERR_NOT_FOUND if absent). */
+ * LIFT_ERR_NOT_FOUND if absent). Thread-safe (the metadata never changes). */
 lift_status lift_trainer_metadata(lift_trainer *trainer, const char *key, char *buf, size_t cap, size_t *len);
 
+/* Releases the trainer (and its reference to the model). NULL is a no-op. Not thread-safe with
+ * other calls on the same handle. */
 void lift_trainer_free(lift_trainer *trainer);
 
-/* A new reference to the trainer's model; release it with lift_model_free. */
+/* A new reference to the trainer's model; release it with lift_model_free. Thread-safe. */
 lift_status lift_trainer_model(lift_trainer *trainer, lift_model **out);
+/* The optimiser settings (out->struct_size must be set). Thread-safe. */
 lift_status lift_trainer_get_config(lift_trainer *trainer, lift_train_config *out);
-/* Updates applied so far. */
+/* Updates applied so far. Handle-serialised. */
 lift_status lift_trainer_step_count(lift_trainer *trainer, int64_t *step);
-/* Next 64-bit value of the trainer's seeded RNG (xoshiro256**), for drivers' shuffling. */
+/* Next 64-bit value of the trainer's seeded RNG (xoshiro256**), for drivers' shuffling.
+ * Handle-serialised. */
 lift_status lift_trainer_random(lift_trainer *trainer, uint64_t *value);
 
 /* One optimiser step on `batch` pairs: images (see lift_model_encode for formats and
@@ -391,13 +441,13 @@ lift_status lift_trainer_random(lift_trainer *trainer, uint64_t *value);
  * texts_len >= batch * text_dim). Batches above the capacity run as micro-batches with cached
  * features, giving the gradient of the whole batch. On any error (bad input, non-finite loss
  * or gradient) the parameters are unchanged, the gradient is zeroed and the status says why.
- * The contrastive objective needs batch >= 2. */
+ * The contrastive objective needs batch >= 2. Handle-serialised. */
 lift_status lift_trainer_step(lift_trainer *trainer, const void *images, lift_image_format format,
                               size_t images_len, const float *texts, size_t texts_len, int64_t batch,
                               lift_step_stats *stats);
 
 /* Split form. forward: training forward of `batch` (1 .. capacity) images; writes their
- * unit-norm embeddings (batch x text_dim) and keeps activations for backward. */
+ * unit-norm embeddings (batch x text_dim) and keeps activations for backward. Handle-serialised. */
 lift_status lift_trainer_forward(lift_trainer *trainer, const void *images, lift_image_format format,
                                  size_t images_len, int64_t batch, float *features, size_t features_len);
 
@@ -406,25 +456,28 @@ lift_status lift_trainer_forward(lift_trainer *trainer, const void *images, lift
  * [local_start, local_start + local_count) into grad (local_count x D), scaled by world_size
  * so that averaging the workers' gradient buffers gives the exact global-batch gradient, and
  * adds the logit scale/bias gradients to the gradient buffer. *loss receives the global loss
- * (may be NULL). */
+ * (may be NULL). Handle-serialised. */
 lift_status lift_trainer_loss(lift_trainer *trainer, const float *features, const float *texts, int64_t n,
                               int64_t local_start, int64_t local_count, int64_t world_size, float *grad,
                               size_t grad_len, double *loss);
 
 /* backward: dLoss/d(embeddings) of the last forward (batch x D); adds parameter gradients.
- * LIFT_ERR_STATE without a pending forward. */
+ * LIFT_ERR_STATE without a pending forward. Handle-serialised. */
 lift_status lift_trainer_backward(lift_trainer *trainer, const float *grad, size_t grad_len, int64_t batch);
 
 /* apply: clip to the global gradient norm, AdamW update with the scheduled learning rate,
  * clamp logit_scale to [0, ln 100], zero the gradient, advance the step. A non-finite gradient
- * refuses the update (LIFT_ERR_VALUE; parameters and moments unchanged, gradient zeroed). */
+ * refuses the update (LIFT_ERR_VALUE; parameters and moments unchanged, gradient zeroed).
+ * Handle-serialised. */
 lift_status lift_trainer_apply(lift_trainer *trainer, lift_step_stats *stats);
 
+/* Zeroes the gradient buffer. Handle-serialised. */
 lift_status lift_trainer_zero_grad(lift_trainer *trainer);
 
 /* The gradient and AdamW moment buffers (each *count floats, laid out like the parameters;
  * any pointer may be NULL). Valid while the trainer lives; an external driver may all-reduce
- * the gradient in place between backward and apply. */
+ * the gradient in place between backward and apply. Thread-safe (the call; the buffers are the
+ * caller's to synchronise with steps). */
 lift_status lift_trainer_buffers(lift_trainer *trainer, float **gradients, float **exp_avg, float **exp_avg_sq,
                                  int64_t *count);
 
@@ -435,6 +488,7 @@ lift_status lift_trainer_buffers(lift_trainer *trainer, float **gradients, float
 typedef struct lift_dataset lift_dataset;
 
 typedef struct lift_dataset_info {
+  size_t struct_size; /* sizeof(lift_dataset_info), set by the caller */
   int64_t images;     /* N over all shards                                */
   int64_t captions;   /* M over all shards                                */
   int32_t height;
@@ -447,20 +501,24 @@ typedef struct lift_dataset_info {
 
 /* Opens shard files as one dataset (metadata only; everything else streams). Thread-safe. */
 lift_status lift_dataset_open(const char *const *paths, size_t n_paths, lift_dataset **out);
+/* Releases the caller's reference (loaders keep their own). NULL is a no-op. Not thread-safe with
+ * other calls on the same reference. */
 void lift_dataset_free(lift_dataset *dataset);
+/* Sizes and counts (out->struct_size must be set). Thread-safe (they never change). */
 lift_status lift_dataset_get_info(lift_dataset *dataset, lift_dataset_info *out);
 /* Stored pixels (H x W x C uint8 each) of the listed images, in list order. Handle-serialised. */
 lift_status lift_dataset_read_pixels(lift_dataset *dataset, const int64_t *images, int64_t n, uint8_t *out,
                                      size_t out_len);
-/* Labels of the listed images (LIFT_ERR_NOT_FOUND without labels). */
+/* Labels of the listed images (LIFT_ERR_NOT_FOUND without labels). Handle-serialised. */
 lift_status lift_dataset_read_labels(lift_dataset *dataset, const int64_t *images, int64_t n, int64_t *out);
 /* Global caption rows of one image: *count receives how many; up to cap are copied (a cap
- * smaller than the count is LIFT_ERR_BUFFER, so cap 0 queries the count). */
+ * smaller than the count is LIFT_ERR_BUFFER, so cap 0 queries the count). Handle-serialised. */
 lift_status lift_dataset_caption_rows(lift_dataset *dataset, int64_t image, int64_t *rows, size_t cap, size_t *count);
-/* Name (as lift_store_read_string) and prompt caption rows (as above) of class k. */
+/* Name (as lift_store_read_string) and prompt caption rows (as above) of class k.
+ * Handle-serialised. */
 lift_status lift_dataset_class_name(lift_dataset *dataset, int64_t k, char *buf, size_t cap, size_t *len);
 lift_status lift_dataset_class_prompts(lift_dataset *dataset, int64_t k, int64_t *rows, size_t cap, size_t *count);
-/* The caption embeddings as a store (new reference; free with lift_store_free). */
+/* The caption embeddings as a store (new reference; free with lift_store_free). Thread-safe. */
 lift_status lift_dataset_captions(lift_dataset *dataset, lift_store **out);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -470,6 +528,7 @@ lift_status lift_dataset_captions(lift_dataset *dataset, lift_store **out);
 typedef struct lift_loader lift_loader;
 
 typedef struct lift_loader_options {
+  size_t struct_size;    /* sizeof(lift_loader_options), set by the caller                   */
   int64_t batch_size;    /* images per global batch, split over the workers                 */
   int32_t image_size;    /* output S (S x S)                                                */
   int32_t channels;      /* output channels, 1 or 3 (grey <-> RGB converted)                */
@@ -488,6 +547,7 @@ typedef struct lift_loader_options {
 
 /* One batch; pointers stay valid until the next lift_loader_next or lift_loader_free. */
 typedef struct lift_batch {
+  size_t struct_size;          /* sizeof(lift_batch), set by the caller                         */
   const uint8_t *images;       /* count x S x S x channels, uint8 NHWC (lift_trainer_step's U8 format) */
   const float *texts;          /* count x text_dim: the chosen caption embedding of each image  */
   const int64_t *indices;      /* count image indices                                          */
@@ -499,16 +559,22 @@ typedef struct lift_batch {
   double wait_seconds;         /* how long this call waited for the batch                      */
 } lift_batch;
 
+/* Default options (out->struct_size must be set): batch 128, 224 px, 3 channels, seed 0,
+ * shuffled, no augmentation (when on: crop scale 0.08 .. 1 with flips), one worker, prefetching.
+ * Thread-safe. */
 lift_status lift_loader_options_default(lift_loader_options *out);
 /* Every image is used exactly once per epoch; epochs have ceil(N / batch_size) global batches
  * of near-equal size, each split over the workers in near-equal parts (rank `rank` gets its
  * part); the global batches do not depend on the number of workers. Each image draws one of its
- * captions afresh at every visit. */
+ * captions afresh at every visit. Thread-safe. */
 lift_status lift_loader_create(lift_dataset *dataset, const lift_loader_options *options, lift_loader **out);
 /* The next batch. Handle-serialised (two threads taking batches get distinct ones, in order);
  * the batch's pointers are shared: one thread should consume batches. */
 lift_status lift_loader_next(lift_loader *loader, lift_batch *out);
+/* Global batches per epoch. Thread-safe. */
 lift_status lift_loader_batches_per_epoch(lift_loader *loader, int64_t *count);
+/* Stops the background thread and releases the loader. NULL is a no-op. Not thread-safe with
+ * other calls on the same handle. */
 void lift_loader_free(lift_loader *loader);
 
 /* Resamples `box` (x0, y0, x1, y1 in source pixels; NULL = the centred square of side
@@ -520,7 +586,7 @@ lift_status lift_preprocess_image(const uint8_t *src, int32_t height, int32_t wi
                                   size_t dst_len);
 
 /* ------------------------------------------------------------------------------------------ */
-/* Evaluation (DESIGN.md protocols). Embeddings need not be normalised. Thread-safe.           */
+/* Evaluation (protocols in docs/design.md). Embeddings need not be normalised. Thread-safe.   */
 /* ------------------------------------------------------------------------------------------ */
 
 /* Class embeddings (classes x d): per class k, the normalised mean of its normalised prompts
@@ -549,6 +615,7 @@ lift_status lift_eval_pairwise(const float *images, const float *positives, cons
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct lift_comm {
+  size_t struct_size; /* sizeof(lift_comm), set by the caller                                   */
   void *context; /* passed back to every callback                                            */
   int32_t rank;  /* this process, in [0, size)                                                 */
   int32_t size;  /* number of ranks                                                            */
@@ -580,7 +647,7 @@ lift_status lift_trainer_step_distributed(lift_trainer *trainer, const void *ima
                                           const lift_comm *comm, lift_step_stats *stats);
 
 /* Matrix-product FLOPs of one training step of `batch` images (forward + backward), as
- * lift-bench counts them. */
+ * lift-bench counts them. Thread-safe. */
 lift_status lift_model_step_flops(lift_model *model, int64_t batch, double *flops);
 
 #ifdef __cplusplus

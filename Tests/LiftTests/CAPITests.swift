@@ -154,7 +154,7 @@ final class TrainerCAPITests: XCTestCase {
     var config = ModelGradientTests.tinyConfig(.contrastive).c
     var model: OpaquePointer?
     XCTAssertEqual(cLiftModelCreate(&config, 1, &model), LIFT_OK, lastError)
-    var tc = lift_train_config()
+    var tc = lift_train_config().sized
     XCTAssertEqual(cLiftTrainConfigDefault(&tc), LIFT_OK)
     tc.batch_capacity = 4
     var trainer: OpaquePointer?
@@ -163,7 +163,7 @@ final class TrainerCAPITests: XCTestCase {
   }
 
   func testConfigAndTensorTable() {
-    var c = lift_model_config()
+    var c = lift_model_config().sized
     XCTAssertEqual(cLiftModelConfigPreset("ViT-S/16", 4096, &c), LIFT_OK)
     XCTAssertEqual([c.width, c.depth, c.heads, c.patch, c.image_size, c.text_dim], [384, 12, 6, 16, 224, 4096])
     XCTAssertEqual(cLiftModelConfigPreset("nope", 4, &c), LIFT_ERR_ARGUMENT)
@@ -181,7 +181,7 @@ final class TrainerCAPITests: XCTestCase {
     defer { cLiftTrainerFree(t); cLiftModelFree(m) }
     var count: Int64 = 0
     XCTAssertEqual(cLiftModelTensorCount(m, &count), LIFT_OK)
-    var info = lift_tensor_info()
+    var info = lift_tensor_info().sized
     XCTAssertEqual(cLiftModelTensorInfo(m, 2, &info), LIFT_OK)
     XCTAssertEqual(String(cString: info.name), "visual.positional_embedding")
     XCTAssertEqual([info.ndim, Int32(info.shape.0), Int32(info.shape.1), info.decays], [2, 5, 8, 1])
@@ -200,7 +200,7 @@ final class TrainerCAPITests: XCTestCase {
     defer { cLiftTrainerFree(t); cLiftModelFree(m) }
     var rng = TestRNG(1)
     let images = rng.floats(4 * 3 * 64), texts = rng.floats(4 * 6)
-    var stats = lift_step_stats()
+    var stats = lift_step_stats().sized
     XCTAssertEqual(cLiftTrainerStep(t, images, LIFT_IMAGE_F32_NCHW, images.count - 1, texts, texts.count, 4, &stats), LIFT_ERR_BUFFER)
     XCTAssertTrue(lastError.contains("images_len"), lastError)
     XCTAssertEqual(cLiftTrainerStep(t, images, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count - 1, 4, &stats), LIFT_ERR_BUFFER)
@@ -243,7 +243,7 @@ final class TrainerCAPITests: XCTestCase {
     var loaded: OpaquePointer?
     XCTAssertEqual(cLiftTrainerLoad(dir.file("c.safetensors"), -1, &loaded), LIFT_ERR_ARGUMENT)
     XCTAssertEqual(cLiftTrainerLoad(dir.file("c.safetensors"), 2, &loaded), LIFT_OK, lastError)
-    var tc = lift_train_config()
+    var tc = lift_train_config().sized
     XCTAssertEqual(cLiftTrainerGetConfig(loaded, &tc), LIFT_OK)
     XCTAssertEqual(tc.batch_capacity, 2)
     var len = 0
@@ -252,7 +252,7 @@ final class TrainerCAPITests: XCTestCase {
     XCTAssertEqual(cLiftTrainerModel(loaded, &model), LIFT_OK)
     cLiftTrainerFree(loaded)
     // The model reference outlives the trainer.
-    var c = lift_model_config()
+    var c = lift_model_config().sized
     XCTAssertEqual(cLiftModelGetConfig(model, &c), LIFT_OK)
     XCTAssertEqual(c.width, 8)
     cLiftModelFree(model)

@@ -214,7 +214,7 @@ final class DistributedTests: XCTestCase {
     let t = try trainer(.contrastive, capacity: 4)
     let handle = makeHandle(t)
     defer { releaseHandle(handle) }
-    var stats = lift_step_stats()
+    var stats = lift_step_stats().sized
     func call(_ comm: UnsafePointer<lift_comm>?) -> lift_status {
       images.withUnsafeBytes { px in
         cLiftTrainerStepDistributed(handle, px.baseAddress, LIFT_IMAGE_F32_NCHW, images.count, texts, texts.count, 4, comm, &stats)
@@ -222,14 +222,14 @@ final class DistributedTests: XCTestCase {
     }
     XCTAssertEqual(call(nil), LIFT_ERR_ARGUMENT)
     XCTAssertTrue(String(cString: cLiftLastError()).contains("comm"))
-    var incomplete = lift_comm(context: nil, rank: 0, size: 1, allgather_int64: nil, allgatherv_float: nil, allreduce_sum_float: nil)
+    var incomplete = lift_comm(struct_size: lift_comm.knownSize, context: nil, rank: 0, size: 1, allgather_int64: nil, allgatherv_float: nil, allreduce_sum_float: nil)
     XCTAssertEqual(call(&incomplete), LIFT_ERR_ARGUMENT)
     XCTAssertTrue(String(cString: cLiftLastError()).contains("callback"))
-    var outside = lift_comm(context: nil, rank: 2, size: 2, allgather_int64: { _, v, all in all![0] = v; all![1] = v; return 0 },
+    var outside = lift_comm(struct_size: lift_comm.knownSize, context: nil, rank: 2, size: 2, allgather_int64: { _, v, all in all![0] = v; all![1] = v; return 0 },
                             allgatherv_float: { _, _, _, _, _ in 0 }, allreduce_sum_float: { _, _, _ in 0 })
     XCTAssertEqual(call(&outside), LIFT_ERR_ARGUMENT)
     XCTAssertTrue(String(cString: cLiftLastError()).contains("rank 2"))
-    var failing = lift_comm(context: nil, rank: 0, size: 1, allgather_int64: { _, _, _ in 7 },
+    var failing = lift_comm(struct_size: lift_comm.knownSize, context: nil, rank: 0, size: 1, allgather_int64: { _, _, _ in 7 },
                             allgatherv_float: { _, _, _, _, _ in 0 }, allreduce_sum_float: { _, _, _ in 0 })
     XCTAssertEqual(call(&failing), LIFT_ERR_IO)
     XCTAssertTrue(String(cString: cLiftLastError()).contains("(7)"))

@@ -36,12 +36,12 @@ int main(int argc, char **argv) {
   int rc = 1;
 
   /* A small grey-image model: 28 px, patch 7, width 128, 2 blocks, 32-d text embeddings. */
-  lift_model_config mc;
+  lift_model_config mc = {.struct_size = sizeof(lift_model_config)};
   CHECK(lift_model_config_preset("ViT-XS/7-28", 32, &mc));
   mc.depth = 2;
   CHECK(lift_model_create(&mc, 42, &model));
 
-  lift_train_config tc;
+  lift_train_config tc = {.struct_size = sizeof(lift_train_config)};
   CHECK(lift_train_config_default(&tc));
   tc.warmup_steps = steps / 4;
   tc.total_steps = steps;
@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < batch * pixels; i++) { s = s * 1103515245u + 12345u; images[i] = (unsigned char)(s >> 24); }
   for (int i = 0; i < batch * 32; i++) { s = s * 1103515245u + 12345u; texts[i] = (float)((int)(s >> 16) % 2001 - 1000) / 1000.0f; }
 
-  lift_step_stats stats;
+  lift_step_stats stats = {.struct_size = sizeof(lift_step_stats)};
   for (int step = 0; step < steps; step++) {
     CHECK(lift_trainer_step(trainer, images, LIFT_IMAGE_U8_NHWC, (size_t)batch * pixels, texts, (size_t)batch * 32,
                             batch, &stats));

@@ -131,7 +131,7 @@ int main(int argc, char **argv) {
 
   lift_dataset *ds = NULL;
   CHECK(lift_dataset_open(o.data, (size_t)o.n_data, &ds));
-  lift_dataset_info info;
+  lift_dataset_info info = {.struct_size = sizeof(lift_dataset_info)};
   CHECK(lift_dataset_get_info(ds, &info));
 
   lift_trainer *trainer = NULL;
@@ -147,14 +147,14 @@ int main(int argc, char **argv) {
     start_batch = atoll(buf);
     CHECK(lift_trainer_model(trainer, &model));
   } else {
-    lift_model_config mc;
+    lift_model_config mc = {.struct_size = sizeof(lift_model_config)};
     CHECK(lift_model_config_preset(o.preset, info.text_dim, &mc));
     if (!strcmp(o.objective, "contrastive")) mc.objective = LIFT_OBJECTIVE_CONTRASTIVE;
     else if (!strcmp(o.objective, "cosine")) mc.objective = LIFT_OBJECTIVE_COSINE;
     else if (!strcmp(o.objective, "sigmoid")) mc.objective = LIFT_OBJECTIVE_SIGMOID;
     else usage();
     CHECK(lift_model_create(&mc, o.seed, &model));
-    lift_train_config tc;
+    lift_train_config tc = {.struct_size = sizeof(lift_train_config)};
     CHECK(lift_train_config_default(&tc));
     tc.learning_rate = o.lr;
     tc.total_steps = o.steps;
@@ -162,12 +162,12 @@ int main(int argc, char **argv) {
     tc.batch_capacity = micro;
     CHECK(lift_trainer_create(model, &tc, o.seed, &trainer));
   }
-  lift_model_config mc;
+  lift_model_config mc = {.struct_size = sizeof(lift_model_config)};
   CHECK(lift_model_get_config(model, &mc));
-  lift_train_config tc;
+  lift_train_config tc = {.struct_size = sizeof(lift_train_config)};
   CHECK(lift_trainer_get_config(trainer, &tc));
 
-  lift_loader_options lo;
+  lift_loader_options lo = {.struct_size = sizeof(lift_loader_options)};
   CHECK(lift_loader_options_default(&lo));
   lo.batch_size = o.batch;
   lo.image_size = mc.image_size;
@@ -185,7 +185,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "lift_train_mpi: out of memory\n");
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  lift_comm comm = {&ctx, rank_, size, mpi_allgather_int64, mpi_allgatherv_float, mpi_allreduce_sum_float};
+  lift_comm comm = {.struct_size = sizeof(lift_comm), .context = &ctx, .rank = rank_, .size = size,
+                    .allgather_int64 = mpi_allgather_int64, .allgatherv_float = mpi_allgatherv_float,
+                    .allreduce_sum_float = mpi_allreduce_sum_float};
   int64_t step = 0;
   CHECK(lift_trainer_step_count(trainer, &step));
   if (rank_ == 0)
@@ -195,8 +197,8 @@ int main(int argc, char **argv) {
   CHECK(lift_loader_batches_per_epoch(loader, &per_epoch));
   double start = MPI_Wtime();
   int64_t first_step = step;
-  lift_batch b;
-  lift_step_stats stats = {0};
+  lift_batch b = {.struct_size = sizeof(lift_batch)};
+  lift_step_stats stats = {.struct_size = sizeof(lift_step_stats)};
   /* --stop-at ends this run early (with a checkpoint); --resume continues the schedule. */
   int64_t end = o.stop_at > 0 && o.stop_at < tc.total_steps ? o.stop_at : tc.total_steps;
   while (step < end) {
@@ -207,7 +209,7 @@ int main(int argc, char **argv) {
     step = stats.step;
     /* The data position after this batch, saved with the checkpoint for --resume. */
     int last = b.batch + 1 >= per_epoch;
-    lift_batch next = {0};
+    lift_batch next = {.struct_size = sizeof(lift_batch)};
     next.epoch = last ? b.epoch + 1 : b.epoch;
     next.batch = last ? 0 : b.batch + 1;
     if (rank_ == 0 && (step % 10 == 0 || step == end))

@@ -73,6 +73,78 @@ func requiredSize(_ n: Int, _ name: @autoclosure () -> String) throws(LiftError)
   return n
 }
 
+// MARK: - Sized structs
+
+/// A lift.h struct: it begins with `size_t struct_size`, which the caller sets to the sizeof it
+/// was compiled with. This library knows one size per struct, its own (`MemoryLayout.stride`, C's
+/// sizeof); a later release that appends fields will also accept the older sizes and read or
+/// write only their prefix. Until then any other size is refused before the struct is touched.
+protocol SizedCStruct {
+  static var cName: String { get }
+  var struct_size: Int { get set }
+  init()
+}
+
+extension SizedCStruct {
+  static var knownSize: Int { MemoryLayout<Self>.stride }
+
+  /// Checks the size field at `raw` (which every version of the struct begins with).
+  static func checkSize(at raw: UnsafeRawPointer, _ argument: String) throws(LiftError) {
+    let declared = raw.load(as: Int.self)
+    guard declared == knownSize else {
+      throw .argument("\(argument): \(cName).struct_size is \(declared), but liblift \(liftVersion) knows only \(knownSize) "
+                      + "(sizeof(\(cName)) in its lift.h); set struct_size = sizeof(\(cName)) and build against that lift.h")
+    }
+  }
+
+  /// This struct with its size field set, ready to hand back to a caller.
+  var sized: Self {
+    var copy = self
+    copy.struct_size = Self.knownSize
+    return copy
+  }
+}
+
+extension lift_model_config: SizedCStruct { static var cName: String { "lift_model_config" } }
+extension lift_tensor_info: SizedCStruct { static var cName: String { "lift_tensor_info" } }
+extension lift_train_config: SizedCStruct { static var cName: String { "lift_train_config" } }
+extension lift_step_stats: SizedCStruct { static var cName: String { "lift_step_stats" } }
+extension lift_dataset_info: SizedCStruct { static var cName: String { "lift_dataset_info" } }
+extension lift_loader_options: SizedCStruct { static var cName: String { "lift_loader_options" } }
+extension lift_batch: SizedCStruct { static var cName: String { "lift_batch" } }
+extension lift_comm: SizedCStruct { static var cName: String { "lift_comm" } }
+
+/// Name and size of every struct of lift.h (what lift_struct_size answers).
+let sizedCStructs: [(name: String, size: Int)] = [
+  (lift_model_config.cName, lift_model_config.knownSize), (lift_tensor_info.cName, lift_tensor_info.knownSize),
+  (lift_train_config.cName, lift_train_config.knownSize), (lift_step_stats.cName, lift_step_stats.knownSize),
+  (lift_dataset_info.cName, lift_dataset_info.knownSize), (lift_loader_options.cName, lift_loader_options.knownSize),
+  (lift_batch.cName, lift_batch.knownSize), (lift_comm.cName, lift_comm.knownSize),
+]
+
+/// A struct the caller passes in: non-null, of a known size.
+func requiredStruct<T: SizedCStruct>(_ p: UnsafePointer<T>?, _ name: @autoclosure () -> String) throws(LiftError) -> T {
+  let p = try required(p, name())
+  try T.checkSize(at: UnsafeRawPointer(p), name())
+  return p.pointee
+}
+
+/// A struct the library fills: non-null, of a known size (checked before the call does anything).
+func requiredStruct<T: SizedCStruct>(_ p: UnsafeMutablePointer<T>?,
+                                     _ name: @autoclosure () -> String) throws(LiftError) -> UnsafeMutablePointer<T> {
+  let p = try required(p, name())
+  try T.checkSize(at: UnsafeRawPointer(p), name())
+  return p
+}
+
+/// An optional struct the library fills: NULL, or of a known size.
+func optionalStruct<T: SizedCStruct>(_ p: UnsafeMutablePointer<T>?,
+                                     _ name: @autoclosure () -> String) throws(LiftError) -> UnsafeMutablePointer<T>? {
+  guard let p else { return nil }
+  try T.checkSize(at: UnsafeRawPointer(p), name())
+  return p
+}
+
 // MARK: - Handles
 
 /// A retained Swift object as an opaque C handle.

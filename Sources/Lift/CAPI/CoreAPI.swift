@@ -18,6 +18,21 @@ nonisolated(unsafe) private let unknownStatusName: UnsafePointer<CChar> = Unsafe
 @_cdecl("lift_version")
 public func cLiftVersion() -> UnsafePointer<CChar> { versionCString }
 
+@_cdecl("lift_version_number")
+public func cLiftVersionNumber() -> UInt32 { UInt32(liftVersionNumber) }
+
+@_cdecl("lift_struct_size")
+public func cLiftStructSize(_ name: UnsafePointer<CChar>?, _ size: UnsafeMutablePointer<Int>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let name = try requiredString(name, "name")
+    let size = try required(size, "size")
+    guard let known = sizedCStructs.first(where: { $0.name == name }) else {
+      throw .notFound("'\(name)' is not a struct of lift.h (\(sizedCStructs.map { $0.name }.joined(separator: ", ")))")
+    }
+    size.pointee = known.size
+  }
+}
+
 @_cdecl("lift_last_error")
 public func cLiftLastError() -> UnsafePointer<CChar> { LastError.current }
 

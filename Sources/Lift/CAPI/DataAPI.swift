@@ -34,8 +34,8 @@ public func cLiftDatasetFree(_ handle: OpaquePointer?) { releaseHandle(handle) }
 public func cLiftDatasetGetInfo(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<lift_dataset_info>?) -> lift_status {
   capi { () throws(LiftError) in
     let ds = try object(handle, as: ImageDataset.self, "dataset")
-    try required(out, "out").pointee = lift_dataset_info(
-      images: ds.count, captions: ds.captions.rows, height: Int32(ds.height), width: Int32(ds.width),
+    try requiredStruct(out, "out").pointee = lift_dataset_info(
+      struct_size: lift_dataset_info.knownSize, images: ds.count, captions: ds.captions.rows, height: Int32(ds.height), width: Int32(ds.width),
       channels: Int32(ds.channels), text_dim: Int32(ds.textDim), has_labels: ds.hasLabels ? 1 : 0,
       classes: Int64(ds.classCount))
   }
@@ -141,8 +141,8 @@ final class LoaderHandle {
 @_cdecl("lift_loader_options_default")
 public func cLiftLoaderOptionsDefault(_ out: UnsafeMutablePointer<lift_loader_options>?) -> lift_status {
   capi { () throws(LiftError) in
-    try required(out, "out").pointee = lift_loader_options(
-      batch_size: 128, image_size: 224, channels: 3, seed: 0, shuffle: 1, augment: 0, crop_scale_min: 0.08,
+    try requiredStruct(out, "out").pointee = lift_loader_options(
+      struct_size: lift_loader_options.knownSize, batch_size: 128, image_size: 224, channels: 3, seed: 0, shuffle: 1, augment: 0, crop_scale_min: 0.08,
       crop_scale_max: 1, flip: 1, rank: 0, workers: 1, prefetch: 1, start_epoch: 0, start_batch: 0)
   }
 }
@@ -153,7 +153,7 @@ public func cLiftLoaderCreate(_ datasetHandle: OpaquePointer?, _ options: Unsafe
   capi { () throws(LiftError) in
     let out = try required(out, "out")
     let ds = try object(datasetHandle, as: ImageDataset.self, "dataset")
-    let c = try required(options, "options").pointee
+    let c = try requiredStruct(options, "options")
     guard c.batch_size >= 1, c.batch_size <= 1 << 20 else { throw .argument("batch_size must be in [1, 1048576] (got \(c.batch_size))") }
     var o = DataLoader.Options(batchSize: Int(c.batch_size), imageSize: Int(c.image_size), channels: Int(c.channels))
     o.seed = c.seed
@@ -177,11 +177,11 @@ public func cLiftLoaderCreate(_ datasetHandle: OpaquePointer?, _ options: Unsafe
 public func cLiftLoaderNext(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<lift_batch>?) -> lift_status {
   capi { () throws(LiftError) in
     let h = try object(handle, as: LoaderHandle.self, "loader")
-    let out = try required(out, "out")
+    let out = try requiredStruct(out, "out")
     let b = try h.loader.next()
     h.indices.update(from: b.indices, count: b.count)
     h.captionRows.update(from: b.captionRows, count: b.count)
-    out.pointee = lift_batch(images: UnsafePointer(b.images), texts: UnsafePointer(b.texts), indices: h.indices,
+    out.pointee = lift_batch(struct_size: lift_batch.knownSize, images: UnsafePointer(b.images), texts: UnsafePointer(b.texts), indices: h.indices,
                              caption_rows: h.captionRows, count: Int64(b.count), global_count: Int64(b.globalCount),
                              epoch: Int64(b.position.epoch), batch: Int64(b.position.batch),
                              wait_seconds: h.loader.lastWaitSeconds)

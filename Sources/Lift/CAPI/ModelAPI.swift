@@ -24,7 +24,7 @@ extension ModelConfig {
   }
 
   var c: lift_model_config {
-    var out = lift_model_config()
+    var out = lift_model_config().sized
     out.image_size = Int32(imageSize); out.channels = Int32(channels); out.patch = Int32(patch)
     out.width = Int32(width); out.depth = Int32(depth); out.heads = Int32(heads); out.mlp_ratio = Int32(mlpRatio)
     out.head_layers = Int32(headLayers); out.text_dim = Int32(textDim); out.pool = pooling.rawValue
@@ -69,7 +69,7 @@ func requireLength(_ length: Int, rows: Int64, cols: Int, _ name: String) throws
 public func cLiftModelConfigPreset(_ name: UnsafePointer<CChar>?, _ textDim: Int32,
                                    _ out: UnsafeMutablePointer<lift_model_config>?) -> lift_status {
   capi { () throws(LiftError) in
-    let out = try required(out, "out")
+    let out = try requiredStruct(out, "out")
     let config = try ModelConfig.preset(try requiredString(name, "name"), textDim: Int(textDim))
     try config.validate()
     out.pointee = config.c
@@ -81,7 +81,7 @@ public func cLiftModelCreate(_ config: UnsafePointer<lift_model_config>?, _ seed
                              _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
   capi { () throws(LiftError) in
     let out = try required(out, "out")
-    let model = try Model(config: try ModelConfig(c: try required(config, "config").pointee), seed: seed)
+    let model = try Model(config: try ModelConfig(c: try requiredStruct(config, "config")), seed: seed)
     out.pointee = makeHandle(model)
   }
 }
@@ -108,7 +108,7 @@ public func cLiftModelFree(_ handle: OpaquePointer?) { releaseHandle(handle) }
 public func cLiftModelGetConfig(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<lift_model_config>?) -> lift_status {
   capi { () throws(LiftError) in
     let model = try object(handle, as: Model.self, "model")
-    try required(out, "out").pointee = model.config.c
+    try requiredStruct(out, "out").pointee = model.config.c
   }
 }
 
@@ -135,13 +135,13 @@ public func cLiftModelTensorInfo(_ handle: OpaquePointer?, _ index: Int64,
                                  _ info: UnsafeMutablePointer<lift_tensor_info>?) -> lift_status {
   capi { () throws(LiftError) in
     let model = try object(handle, as: Model.self, "model")
-    let info = try required(info, "info")
+    let info = try requiredStruct(info, "info")
     let tensors = model.layout.tensors
     guard index >= 0, index < Int64(tensors.count) else {
       throw .argument("tensor index \(index) is out of range: the model has \(tensors.count) tensors")
     }
     let t = tensors[Int(index)]
-    var out = lift_tensor_info()
+    var out = lift_tensor_info().sized
     out.name = UnsafePointer(model.lock.withLock { model.cNames[Int(index)] })
     out.ndim = Int32(t.shape.count)
     withUnsafeMutableBytes(of: &out.shape) { raw in

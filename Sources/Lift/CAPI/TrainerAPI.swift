@@ -25,7 +25,7 @@ extension TrainConfig {
   }
 
   var c: lift_train_config {
-    lift_train_config(learning_rate: learningRate, beta1: beta1, beta2: beta2, eps: eps, weight_decay: weightDecay,
+    lift_train_config(struct_size: lift_train_config.knownSize, learning_rate: learningRate, beta1: beta1, beta2: beta2, eps: eps, weight_decay: weightDecay,
                       grad_clip: gradClip, warmup_steps: Int64(warmupSteps), total_steps: Int64(totalSteps),
                       batch_capacity: Int64(batchCapacity))
   }
@@ -33,14 +33,14 @@ extension TrainConfig {
 
 extension StepStats {
   var c: lift_step_stats {
-    lift_step_stats(loss: loss, learning_rate: learningRate, logit_scale: logitScale, logit_bias: logitBias,
+    lift_step_stats(struct_size: lift_step_stats.knownSize, loss: loss, learning_rate: learningRate, logit_scale: logitScale, logit_bias: logitBias,
                     grad_norm: gradNorm, step: Int64(step))
   }
 }
 
 @_cdecl("lift_train_config_default")
 public func cLiftTrainConfigDefault(_ out: UnsafeMutablePointer<lift_train_config>?) -> lift_status {
-  capi { () throws(LiftError) in try required(out, "out").pointee = TrainConfig().c }
+  capi { () throws(LiftError) in try requiredStruct(out, "out").pointee = TrainConfig().c }
 }
 
 @_cdecl("lift_trainer_create")
@@ -49,7 +49,7 @@ public func cLiftTrainerCreate(_ modelHandle: OpaquePointer?, _ config: UnsafePo
   capi { () throws(LiftError) in
     let out = try required(out, "out")
     let model = try object(modelHandle, as: Model.self, "model")
-    let trainer = try Trainer(model: model, config: try TrainConfig(c: try required(config, "config").pointee), seed: seed)
+    let trainer = try Trainer(model: model, config: try TrainConfig(c: try requiredStruct(config, "config")), seed: seed)
     out.pointee = makeHandle(trainer)
   }
 }
@@ -112,7 +112,7 @@ public func cLiftTrainerModel(_ handle: OpaquePointer?, _ out: UnsafeMutablePoin
 public func cLiftTrainerGetConfig(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<lift_train_config>?) -> lift_status {
   capi { () throws(LiftError) in
     let trainer = try object(handle, as: Trainer.self, "trainer")
-    try required(out, "out").pointee = trainer.config.c
+    try requiredStruct(out, "out").pointee = trainer.config.c
   }
 }
 
@@ -138,6 +138,7 @@ public func cLiftTrainerStep(_ handle: OpaquePointer?, _ images: UnsafeRawPointe
                              _ stats: UnsafeMutablePointer<lift_step_stats>?) -> lift_status {
   capi { () throws(LiftError) in
     let trainer = try object(handle, as: Trainer.self, "trainer")
+    let stats = try optionalStruct(stats, "stats")
     try requirePositive(batch, "batch")
     let config = trainer.model.config
     let input = try imageInput(images, format, length: imagesLen, count: batch, config: config)
@@ -202,6 +203,7 @@ public func cLiftTrainerBackward(_ handle: OpaquePointer?, _ grad: UnsafePointer
 public func cLiftTrainerApply(_ handle: OpaquePointer?, _ stats: UnsafeMutablePointer<lift_step_stats>?) -> lift_status {
   capi { () throws(LiftError) in
     let trainer = try object(handle, as: Trainer.self, "trainer")
+    let stats = try optionalStruct(stats, "stats")
     let result = try trainer.apply()
     stats?.pointee = result.c
   }
@@ -232,11 +234,12 @@ public func cLiftTrainerStepDistributed(_ handle: OpaquePointer?, _ images: Unsa
                                         _ comm: UnsafePointer<lift_comm>?, _ stats: UnsafeMutablePointer<lift_step_stats>?) -> lift_status {
   capi { () throws(LiftError) in
     let trainer = try object(handle, as: Trainer.self, "trainer")
+    let stats = try optionalStruct(stats, "stats")
     try requirePositive(localBatch, "local_batch")
     let config = trainer.model.config
     let input = try imageInput(images, format, length: imagesLen, count: localBatch, config: config)
     try requireLength(textsLen, rows: localBatch, cols: config.textDim, "texts")
-    let communicator = try CCommunicator(try required(comm, "comm").pointee)
+    let communicator = try CCommunicator(try requiredStruct(comm, "comm"))
     let result = try trainer.stepDistributed(images: input, texts: try required(texts, "texts"), localBatch: Int(localBatch),
                                              communicator: communicator)
     stats?.pointee = result.c

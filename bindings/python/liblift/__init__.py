@@ -1,7 +1,8 @@
 """liblift: a LIFT trainer (image encoder aligned to fixed, precomputed text embeddings).
 
-Thin ctypes bindings over liblift.so. Set LIBLIFT_PATH to choose the library file; otherwise the
-package looks in a source checkout's .build/{release,debug} and then next to itself.
+Thin ctypes bindings over liblift.so. The library is loaded from $LIBLIFT_PATH if set, else the
+copy inside this package (wheels carry one), else the system's liblift.so.<major> (the Debian
+package); never from the current directory or its parents.
 """
 from ._lib import LiftError, library_path, lib
 from .data import (Batch, Dataset, Loader, class_embeddings, pairwise, preprocess, retrieval, write_dataset,
@@ -13,9 +14,12 @@ from .store import DEFAULT_DATASET, Store, StoreWriter
 __all__ = ["LiftError", "Store", "StoreWriter", "DEFAULT_DATASET", "cosine_similarity", "topk",
            "Model", "ModelConfig", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "Dataset", "Loader", "Batch",
            "preprocess", "write_dataset", "class_embeddings", "zero_shot", "retrieval", "pairwise", "version",
-           "library_path"]
+           "library_path", "__version__"]
 
 
 def version() -> str:
     """The loaded liblift.so's version string."""
     return lib.lift_version().decode()
+
+
+__version__ = version()

@@ -13,19 +13,16 @@ __all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelCo
 
 _ENV = "LIBLIFT_PATH"
 
-
-def _candidates():
-    here = Path(__file__).resolve().parent
-    # A source checkout: bindings/python/liblift -> the package root three levels up.
-    roots = [here.parents[2], Path.cwd(), *Path.cwd().parents]
-    for root in roots:
-        for config in ("release", "debug"):
-            yield root / ".build" / config / "liblift.so"
-    # A copy bundled by `pip install ./bindings/python` after a release build.
-    yield here / "liblift.so"
+# The C ABI these declarations follow: liblift.so.<ABI_MAJOR> (LIFT_VERSION_MAJOR of lift.h).
+ABI_MAJOR = 0
+_SYSTEM_LIBRARY = f"liblift.so.{ABI_MAJOR}"
 
 
-def _find_library() -> Path:
+def _find_library() -> str:
+    """Where liblift comes from, in this order: $LIBLIFT_PATH (a file, or a folder holding
+    liblift.so), the copy inside this package (wheels carry one), then the system's
+    liblift.so.<major> through the dynamic loader's own search (e.g. the Debian package).
+    Never the current directory or its parents: a library planted there must not be loaded."""
     env = os.environ.get(_ENV)
     if env:
         path = Path(env)
@@ -33,18 +30,35 @@ def _find_library() -> Path:
             path = path / "liblift.so"
         if not path.is_file():
             raise OSError(f"{_ENV}={env!r} does not name liblift.so")
-        return path
-    for path in _candidates():
-        if path.is_file():
-            return path
-    raise OSError(
-        "liblift.so not found: build it with `swift build -c release -Xswiftc -static-stdlib` "
-        f"in the liblift checkout, or set {_ENV} to its path"
-    )
+        return str(path.resolve())
+    bundled = Path(__file__).resolve().parent / "liblift.so"
+    if bundled.is_file():
+        return str(bundled)
+    return _SYSTEM_LIBRARY
 
 
+def _load(name: str) -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(name)
+    except OSError as error:
+        if name != _SYSTEM_LIBRARY:
+            raise
+        raise OSError(
+            f"liblift not found: this package carries no liblift.so and the system has no {_SYSTEM_LIBRARY} "
+            f"({error}). Install a liblift wheel or the liblift Debian package, or set {_ENV} to a built "
+            "liblift.so (in a checkout: swift build -c release -Xswiftc -static-stdlib, then "
+            f"{_ENV}=.build/release/liblift.so)") from None
+
+
+lib = _load(_find_library())
 library_path = _find_library()
-lib = ctypes.CDLL(str(library_path))
+if library_path == _SYSTEM_LIBRARY:
+    # Report the file the loader chose.
+    try:
+        with open("/proc/self/maps") as _maps:
+            library_path = next((line.split()[-1] for line in _maps if "/liblift.so" in line), library_path)
+    except OSError:
+        pass
 
 STATUS_NAMES = {
     0: "LIFT_OK",
@@ -79,45 +93,66 @@ def check(status: int) -> None:
         raise LiftError(status, lib.lift_last_error().decode("utf-8", "replace"))
 
 
-class ModelConfigStruct(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_int32) for name in (
+class _Sized(ctypes.Structure):
+    """A lift.h struct: its first field, struct_size, is set to the struct's size on creation
+    (the library refuses structs whose size it does not know). `_c_name` is the C name."""
+
+    _c_name = ""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.struct_size = ctypes.sizeof(self)
+
+
+_SIZE = [("struct_size", c_size_t)]
+
+
+class ModelConfigStruct(_Sized):
+    _c_name = "lift_model_config"
+    _fields_ = _SIZE + [(name, ctypes.c_int32) for name in (
         "image_size", "channels", "patch", "width", "depth", "heads", "mlp_ratio", "head_layers", "text_dim",
         "pool", "objective")] + [("image_mean", ctypes.c_float * 3), ("image_std", ctypes.c_float * 3),
                                  ("precision", ctypes.c_int32)]
 
 
-class TensorInfoStruct(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("ndim", ctypes.c_int32), ("shape", ctypes.c_int64 * 4),
+class TensorInfoStruct(_Sized):
+    _c_name = "lift_tensor_info"
+    _fields_ = _SIZE + [("name", ctypes.c_char_p), ("ndim", ctypes.c_int32), ("shape", ctypes.c_int64 * 4),
                 ("offset", ctypes.c_int64), ("count", ctypes.c_int64), ("decays", ctypes.c_int32)]
 
 
-class TrainConfigStruct(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_double) for name in (
+class TrainConfigStruct(_Sized):
+    _c_name = "lift_train_config"
+    _fields_ = _SIZE + [(name, ctypes.c_double) for name in (
         "learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip")] + [
         ("warmup_steps", ctypes.c_int64), ("total_steps", ctypes.c_int64), ("batch_capacity", ctypes.c_int64)]
 
 
-class StepStatsStruct(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_double) for name in (
+class StepStatsStruct(_Sized):
+    _c_name = "lift_step_stats"
+    _fields_ = _SIZE + [(name, ctypes.c_double) for name in (
         "loss", "learning_rate", "logit_scale", "logit_bias", "grad_norm")] + [("step", ctypes.c_int64)]
 
 
-class DatasetInfoStruct(ctypes.Structure):
-    _fields_ = [("images", ctypes.c_int64), ("captions", ctypes.c_int64), ("height", ctypes.c_int32),
+class DatasetInfoStruct(_Sized):
+    _c_name = "lift_dataset_info"
+    _fields_ = _SIZE + [("images", ctypes.c_int64), ("captions", ctypes.c_int64), ("height", ctypes.c_int32),
                 ("width", ctypes.c_int32), ("channels", ctypes.c_int32), ("text_dim", ctypes.c_int32),
                 ("has_labels", ctypes.c_int32), ("classes", ctypes.c_int64)]
 
 
-class LoaderOptionsStruct(ctypes.Structure):
-    _fields_ = [("batch_size", ctypes.c_int64), ("image_size", ctypes.c_int32), ("channels", ctypes.c_int32),
+class LoaderOptionsStruct(_Sized):
+    _c_name = "lift_loader_options"
+    _fields_ = _SIZE + [("batch_size", ctypes.c_int64), ("image_size", ctypes.c_int32), ("channels", ctypes.c_int32),
                 ("seed", ctypes.c_uint64), ("shuffle", ctypes.c_int32), ("augment", ctypes.c_int32),
                 ("crop_scale_min", ctypes.c_double), ("crop_scale_max", ctypes.c_double), ("flip", ctypes.c_int32),
                 ("rank", ctypes.c_int32), ("workers", ctypes.c_int32), ("prefetch", ctypes.c_int32),
                 ("start_epoch", ctypes.c_int64), ("start_batch", ctypes.c_int64)]
 
 
-class BatchStruct(ctypes.Structure):
-    _fields_ = [("images", ctypes.POINTER(ctypes.c_uint8)), ("texts", ctypes.POINTER(ctypes.c_float)),
+class BatchStruct(_Sized):
+    _c_name = "lift_batch"
+    _fields_ = _SIZE + [("images", ctypes.POINTER(ctypes.c_uint8)), ("texts", ctypes.POINTER(ctypes.c_float)),
                 ("indices", ctypes.POINTER(ctypes.c_int64)), ("caption_rows", ctypes.POINTER(ctypes.c_int64)),
                 ("count", ctypes.c_int64), ("global_count", ctypes.c_int64), ("epoch", ctypes.c_int64),
                 ("batch", ctypes.c_int64), ("wait_seconds", ctypes.c_double)]
@@ -133,13 +168,16 @@ ALLGATHERV_FLOAT = ctypes.CFUNCTYPE(c_int, c_void_p, _F, c_int64, _F, _I64)
 ALLREDUCE_SUM_FLOAT = ctypes.CFUNCTYPE(c_int, c_void_p, _F, c_int64)
 
 
-class CommStruct(ctypes.Structure):
-    _fields_ = [("context", c_void_p), ("rank", ctypes.c_int32), ("size", ctypes.c_int32),
+class CommStruct(_Sized):
+    _c_name = "lift_comm"
+    _fields_ = _SIZE + [("context", c_void_p), ("rank", ctypes.c_int32), ("size", ctypes.c_int32),
                 ("allgather_int64", ALLGATHER_INT64), ("allgatherv_float", ALLGATHERV_FLOAT),
                 ("allreduce_sum_float", ALLREDUCE_SUM_FLOAT)]
 
 _PROTOTYPES = {
     "lift_version": (c_char_p, []),
+    "lift_version_number": (c_uint32, []),
+    "lift_struct_size": (c_int, [c_char_p, POINTER(c_size_t)]),
     "lift_last_error": (c_char_p, []),
     "lift_status_name": (c_char_p, [c_int]),
     "lift_store_open": (c_int, [POINTER(c_char_p), c_size_t, c_char_p, c_uint32, POINTER(_P)]),
@@ -218,10 +256,37 @@ _PROTOTYPES = {
     "lift_eval_pairwise": (c_int, [_F, _F, _F, c_int64, c_int64, c_void_p]),
 }
 
-for _name, (_restype, _argtypes) in _PROTOTYPES.items():
-    _fn = getattr(lib, _name)
-    _fn.restype = _restype
-    _fn.argtypes = _argtypes
+def _declare() -> None:
+    """Declares every prototype, then checks that the library is the ABI these declarations
+    describe: its major version, and each struct's size as the library knows it."""
+    missing = [name for name in _PROTOTYPES if not hasattr(lib, name)]
+    if missing:
+        raise ImportError(f"{library_path} lacks {', '.join(missing)}: it is not liblift {ABI_MAJOR}.x "
+                          f"(or older than these bindings)")
+    for name, (restype, argtypes) in _PROTOTYPES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    major = lib.lift_version_number() // 10000
+    if major != ABI_MAJOR:
+        raise ImportError(f"{library_path} is liblift {lib.lift_version().decode()}, but these bindings are for "
+                          f"liblift {ABI_MAJOR}.x")
+    check_struct_sizes([ModelConfigStruct, TensorInfoStruct, TrainConfigStruct, StepStatsStruct, DatasetInfoStruct,
+                        LoaderOptionsStruct, BatchStruct, CommStruct])
+
+
+def check_struct_sizes(structs) -> None:
+    """ImportError unless each ctypes struct has the size the library knows for its C struct."""
+    for struct in structs:
+        size = c_size_t()
+        if lib.lift_struct_size(struct._c_name.encode(), ctypes.byref(size)) != 0:
+            raise ImportError(f"{library_path}: {lib.lift_last_error().decode()}")
+        if size.value != ctypes.sizeof(struct):
+            raise ImportError(f"{struct._c_name} is {size.value} bytes in {library_path} but {ctypes.sizeof(struct)} "
+                              f"in these bindings: the library and the bindings come from different versions")
+
+
+_declare()
 
 
 class Handle:

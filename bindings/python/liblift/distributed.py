@@ -38,7 +38,9 @@ class Communicator:
         # The CFUNCTYPE objects must outlive every call; they live as long as the communicator.
         self._callbacks = (ALLGATHER_INT64(self._c_allgather_int64), ALLGATHERV_FLOAT(self._c_allgatherv_float),
                            ALLREDUCE_SUM_FLOAT(self._c_allreduce_sum_float))
-        self.struct = CommStruct(None, self.rank, self.size, *self._callbacks)
+        gather, gatherv, reduce = self._callbacks
+        self.struct = CommStruct(context=None, rank=self.rank, size=self.size, allgather_int64=gather,
+                                 allgatherv_float=gatherv, allreduce_sum_float=reduce)
 
     def allgather_int64(self, value: int) -> list[int]:
         raise NotImplementedError

@@ -1,0 +1,130 @@
+/* Checks the versioned ABI from C, as a program built against lift.h sees it:
+ *   - the library's version equals the header's;
+ *   - lift_struct_size reports sizeof of every struct of this header;
+ *   - a struct of another size (an older or newer lift.h, or struct_size left unset) is refused
+ *     with LIFT_ERR_ARGUMENT and a message naming the struct and both sizes, and the library
+ *     writes nothing into it (canary bytes past the declared size stay intact).
+ * Exit status 0 when every check passes; each failure is printed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lift.h"
+
+static int failures = 0;
+
+#define EXPECT(cond, ...)                          \
+  do {                                             \
+    if (!(cond)) {                                 \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                \
+      fputc('\n', stderr);                         \
+      failures++;                                  \
+    }                                              \
+  } while (0)
+
+/* The call refused a struct whose struct_size is `declared` for C type `name` of `actual` bytes. */
+static void expect_refused(lift_status st, const char *name, size_t declared, size_t actual) {
+  char sizes[2][32];
+  snprintf(sizes[0], sizeof sizes[0], "%zu", declared);
+  snprintf(sizes[1], sizeof sizes[1], "%zu", actual);
+  const char *message = lift_last_error();
+  EXPECT(st == LIFT_ERR_ARGUMENT, "%s of size %zu: status %s, expected LIFT_ERR_ARGUMENT", name, declared,
+         lift_status_name(st));
+  EXPECT(strstr(message, name) && strstr(message, sizes[0]) && strstr(message, sizes[1]),
+         "message does not name %s, %s and %s: \"%s\"", name, sizes[0], sizes[1], message);
+}
+
+/* An "old" lift_train_config: this header's struct without its last field, followed by canary
+ * bytes where a newer library would write that field. */
+typedef struct {
+  size_t struct_size;
+  double learning_rate, beta1, beta2, eps, weight_decay, grad_clip;
+  int64_t warmup_steps, total_steps;
+  unsigned char canary[sizeof(int64_t)];
+} old_train_config;
+
+static void versions(void) {
+  EXPECT(lift_version_number() == LIFT_VERSION_NUMBER, "lift_version_number() %u != LIFT_VERSION_NUMBER %u",
+         (unsigned)lift_version_number(), (unsigned)LIFT_VERSION_NUMBER);
+  EXPECT(strcmp(lift_version(), LIFT_VERSION_STRING) == 0, "lift_version() %s != LIFT_VERSION_STRING %s",
+         lift_version(), LIFT_VERSION_STRING);
+}
+
+static void struct_sizes(void) {
+  const struct { const char *name; size_t size; } known[] = {
+    {"lift_model_config", sizeof(lift_model_config)},     {"lift_tensor_info", sizeof(lift_tensor_info)},
+    {"lift_train_config", sizeof(lift_train_config)},     {"lift_step_stats", sizeof(lift_step_stats)},
+    {"lift_dataset_info", sizeof(lift_dataset_info)},     {"lift_loader_options", sizeof(lift_loader_options)},
+    {"lift_batch", sizeof(lift_batch)},                   {"lift_comm", sizeof(lift_comm)},
+  };
+  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+    size_t size = 0;
+    EXPECT(lift_struct_size(known[i].name, &size) == LIFT_OK, "lift_struct_size(%s): %s", known[i].name,
+           lift_last_error());
+    EXPECT(size == known[i].size, "%s: library %zu, header %zu", known[i].name, size, known[i].size);
+  }
+  size_t size = 0;
+  EXPECT(lift_struct_size("lift_nothing", &size) == LIFT_ERR_NOT_FOUND, "unknown struct name accepted");
+}
+
+static void refused_sizes(void) {
+  /* An older header's struct: refused, nothing written past its end. */
+  old_train_config old;
+  memset(&old, 0, sizeof old);
+  old.struct_size = offsetof(old_train_config, canary);
+  memset(old.canary, 0xA5, sizeof old.canary);
+  expect_refused(lift_train_config_default((lift_train_config *)&old), "lift_train_config", old.struct_size,
+                 sizeof(lift_train_config));
+  for (size_t i = 0; i < sizeof old.canary; i++) EXPECT(old.canary[i] == 0xA5, "canary byte %zu overwritten", i);
+  EXPECT(old.learning_rate == 0, "a refused struct was filled");
+
+  /* struct_size left at zero, and a bigger (newer) struct, in and out. */
+  lift_model_config mc;
+  memset(&mc, 0, sizeof mc);
+  expect_refused(lift_model_config_preset("ViT-XS/7-28", 16, &mc), "lift_model_config", 0, sizeof mc);
+  mc.struct_size = sizeof mc;
+  EXPECT(lift_model_config_preset("ViT-XS/7-28", 16, &mc) == LIFT_OK, "preset: %s", lift_last_error());
+  mc.struct_size = sizeof mc + 8;
+  lift_model *model = NULL;
+  expect_refused(lift_model_create(&mc, 0, &model), "lift_model_config", sizeof mc + 8, sizeof mc);
+  EXPECT(model == NULL, "a model was created from a refused config");
+  mc.struct_size = sizeof mc;
+  EXPECT(lift_model_create(&mc, 0, &model) == LIFT_OK, "create: %s", lift_last_error());
+
+  lift_tensor_info info = {.struct_size = sizeof info - 8};
+  expect_refused(lift_model_tensor_info(model, 0, &info), "lift_tensor_info", sizeof info - 8, sizeof info);
+
+  /* An optional output: NULL is fine, a wrong size is refused before the step runs. */
+  lift_train_config tc = {.struct_size = sizeof tc};
+  EXPECT(lift_train_config_default(&tc) == LIFT_OK, "default: %s", lift_last_error());
+  tc.batch_capacity = 2;
+  lift_trainer *trainer = NULL;
+  EXPECT(lift_trainer_create(model, &tc, 0, &trainer) == LIFT_OK, "trainer: %s", lift_last_error());
+  uint8_t images[2 * 28 * 28] = {0};
+  for (size_t i = 0; i < sizeof images; i++) images[i] = (uint8_t)(i * 7);
+  float texts[2 * 16];
+  for (size_t i = 0; i < 32; i++) texts[i] = (float)((i * 37) % 11) - 5.0f;
+  lift_step_stats stats = {.struct_size = 8};
+  expect_refused(lift_trainer_step(trainer, images, LIFT_IMAGE_U8_NHWC, sizeof images, texts, 32, 2, &stats),
+                 "lift_step_stats", 8, sizeof stats);
+  int64_t step = -1;
+  lift_trainer_step_count(trainer, &step);
+  EXPECT(step == 0, "a step ran although its stats struct was refused");
+  EXPECT(lift_trainer_step(trainer, images, LIFT_IMAGE_U8_NHWC, sizeof images, texts, 32, 2, NULL) == LIFT_OK,
+         "step: %s", lift_last_error());
+  lift_trainer_free(trainer);
+  lift_model_free(model);
+}
+
+int main(void) {
+  versions();
+  struct_sizes();
+  refused_sizes();
+  if (failures) {
+    fprintf(stderr, "abi_test: %d failures\n", failures);
+    return 1;
+  }
+  printf("abi_test: liblift %s, every struct size checked\n", lift_version());
+  return 0;
+}
