@@ -5,8 +5,9 @@ import Lift
 enum Defaults {
   static let captionsAsset = "fashion-mnist-captions.h5"
 
-  /// The Fashion-MNIST captions file: --captions, $LIFT_ASSETS, ./assets, or the assets folder of
-  /// the checkout this binary was built in (.build/<config>/lift-cli -> assets/).
+  /// The Fashion-MNIST captions file: --captions, $LIFT_ASSETS, the data folder of an installed
+  /// `lift` (<prefix>/bin/lift -> <prefix>/share/liblift/), ./assets, or the assets folder of the
+  /// checkout this binary was built in (.build/<config>/lift-cli -> assets/).
   static func captionsPath(_ given: String?) throws -> String {
     if let given {
       guard exists(given) else { throw CLIError("captions file '\(given)' does not exist") }
@@ -14,8 +15,10 @@ enum Defaults {
     }
     var candidates: [String] = []
     if let env = getenv("LIFT_ASSETS") { candidates.append(String(cString: env) + "/" + captionsAsset) }
+    let exe = executableDirectory()
+    if let exe { candidates.append(exe + "/../share/liblift/" + captionsAsset) }
     candidates.append("assets/" + captionsAsset)
-    if let exe = executableDirectory() {
+    if let exe {
       candidates.append(exe + "/../../assets/" + captionsAsset)
       candidates.append(exe + "/../../../assets/" + captionsAsset)
     }
