@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_train_eval_encode_info_export(tiny, tmp_path):
     m = liblift.Model.load(tmp_path / "m.safetensors")
     np.testing.assert_array_equal(m.parameters, liblift.Model.load(out / "model.safetensors").parameters)
     png = tmp_path / "curves.png"
-    subprocess.run(["python3", "-m", "liblift.plot", out / "metrics.jsonl", "-o", png], check=True, capture_output=True,
+    subprocess.run([sys.executable, "-m", "liblift.plot", out / "metrics.jsonl", "-o", png], check=True, capture_output=True,
                    env={**os.environ, "PYTHONPATH": str(ROOT / "bindings" / "python")})
     assert png.stat().st_size > 10_000
 
