@@ -227,7 +227,7 @@ void lift_store_writer_free(lift_store_writer *writer);
 
 /* Cosine similarity between every row of a (n x d) and of b (m x d): out[i*m + j] =
  * <a_i, b_j> / (|a_i| |b_j|). Inputs need not be normalised. out_len >= n*m. A zero or
- * non-finite row is LIFT_ERR_VALUE naming the input and row. Uses sgemm. Thread-safe. */
+ * non-finite row is LIFT_ERR_VALUE naming the input and row. One matrix product. Thread-safe. */
 lift_status lift_cosine_similarity(const float *a, int64_t n, const float *b, int64_t m,
                                    int64_t d, float *out, size_t out_len);
 
@@ -407,7 +407,9 @@ lift_status lift_trainer_create(lift_model *model, const lift_train_config *conf
                                 lift_trainer **out);
 
 /* Resumes from a training checkpoint written by lift_trainer_save. `batch_capacity` > 0
- * replaces the saved capacity (memory only; results are unchanged), 0 keeps it. Thread-safe. */
+ * replaces the saved capacity, 0 keeps it. A different capacity splits steps into other
+ * micro-batches, which changes float summation order: results then agree with an unchanged
+ * resume up to rounding, not bit for bit. Thread-safe. */
 lift_status lift_trainer_load(const char *path, int64_t batch_capacity, lift_trainer **out);
 
 /* Writes weights, AdamW moments, step, RNG state and config, atomically. `keys`/`values` are

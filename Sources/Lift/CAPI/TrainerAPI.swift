@@ -12,8 +12,9 @@ extension TrainConfig {
     eps = c.eps
     weightDecay = c.weight_decay
     gradClip = c.grad_clip
-    guard c.warmup_steps >= 0, c.warmup_steps <= Int64(Int32.max), c.total_steps >= 1, c.total_steps <= Int64(Int32.max) * 16 else {
-      throw .argument("train config: warm-up steps must be >= 0 and total steps >= 1 (got \(c.warmup_steps), \(c.total_steps))")
+    let maxSteps = Int64(TrainConfig.maxSteps)
+    guard c.warmup_steps >= 0, c.warmup_steps <= maxSteps, c.total_steps >= 1, c.total_steps <= maxSteps else {
+      throw .argument("train config: warm-up steps must be in [0, \(maxSteps)] and total steps in [1, \(maxSteps)] (got \(c.warmup_steps), \(c.total_steps))")
     }
     warmupSteps = Int(c.warmup_steps)
     totalSteps = Int(c.total_steps)

@@ -9,8 +9,9 @@ import Glibc
 ///   grey to RGB replicates the channel.
 /// Crops: evaluation takes the centred square of side min(H, W) (Resize of the short side +
 /// CenterCrop, as CLIP preprocesses); training can take a random-resized crop (torchvision's
-/// RandomResizedCrop sampling: area fraction and log-uniform aspect ratio, 10 attempts, then
-/// the centre crop) and a horizontal flip with probability 1/2.
+/// RandomResizedCrop sampling: area fraction and log-uniform aspect ratio, 10 attempts; unlike
+/// torchvision, sides round half away from zero and the fallback is the centred square rather
+/// than a ratio-clamped centre crop) and a horizontal flip with probability 1/2.
 public enum Preprocess {
   public struct Box: Equatable {
     public var x0: Double, y0: Double, x1: Double, y1: Double
@@ -81,7 +82,8 @@ public enum Preprocess {
   public static func resample(_ src: UnsafePointer<UInt8>, width w: Int, height h: Int, channels c: Int, box: Box,
                               size: Int, outChannels: Int, flip: Bool, into dst: UnsafeMutablePointer<UInt8>,
                               scratch: UnsafeMutablePointer<UInt8>) {
-    // Channel conversion first (as Pillow converts before resizing in typical pipelines).
+    // Resampling runs in the source's channels; grey <-> RGB conversion is applied per output
+    // pixel afterwards (both are linear per pixel except the rounding, which Pillow also does last).
     let needsH = size != w || box.x0 != 0 || box.x1 != Double(w)
     let needsV = size != h || box.y0 != 0 || box.y1 != Double(h)
     let cols = Coefficients(inSize: w, outSize: size, start: box.x0, end: box.x1)

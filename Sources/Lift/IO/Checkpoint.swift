@@ -115,8 +115,8 @@ extension Trainer {
   }
 
   /// Resumes from a training checkpoint: the continued run is bit-identical to one that was
-  /// never interrupted. `batchCapacity` (if given) replaces the saved one: it changes memory
-  /// use, not results.
+  /// never interrupted. `batchCapacity` (if given) replaces the saved one: it changes memory use
+  /// and the micro-batch split, so results then agree only up to float rounding.
   public static func load(path: String, batchCapacity: Int? = nil) throws(LiftError) -> (Trainer, [String: String]) {
     let reader = try SafeTensors.Reader(path: path)
     guard reader.metadata["lift.kind"] == Checkpoint.trainingKind else {

@@ -20,7 +20,7 @@ public enum ImageInput {
 ///
 /// Output row (b * P + py * G + px) holds patch (py, px) of image b flattened in (channel,
 /// row, column) order, matching Conv2d weights (width, C, p, p): the strided convolution is one
-/// sgemm with the weight as a (width x C*p*p) matrix.
+/// matrix product with the weight as a (width x C*p*p) matrix.
 enum Patchify {
   /// `out` is float32, or bfloat16 (rounded) in bf16 precision.
   static func run(_ source: ImageInput, config: ModelConfig, batch: Int, into out: MatrixElements) {
