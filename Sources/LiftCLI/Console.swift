@@ -39,6 +39,20 @@ enum Console {
   }
 }
 
+/// Decides when a progress line is due: at most every 0.25 s on a terminal (one live line) and
+/// every 15 s otherwise (each update is a line of a log file), so a long loop does not flood a
+/// log; the first update and the last always show.
+struct ProgressPacer {
+  private var lastShown = -Double.infinity
+
+  mutating func due(last: Bool = false) -> Bool {
+    let t = now()
+    guard last || t - lastShown > (Console.isTerminal ? 0.25 : 15) else { return false }
+    lastShown = t
+    return true
+  }
+}
+
 /// Writes text to stderr (file descriptor 2, unbuffered; the C `stderr` global is shared mutable
 /// state that Swift 6 does not let threads touch).
 func writeError(_ text: String) {

@@ -76,6 +76,7 @@ struct Encode: ParsableCommand {
     let loader = try cli { () throws(LiftError) in try DataLoader(dataset: ds, options: options) }
     var emb = [Float](repeating: 0, count: 257 * config.textDim)
     var done = 0
+    var pacer = ProgressPacer()
     while done < Int(ds.count) {
       let b = try cli { () throws(LiftError) in try loader.next() }
       try emb.withUnsafeMutableBufferPointer { (e) in
@@ -85,7 +86,7 @@ struct Encode: ParsableCommand {
         }
       }
       done += b.count
-      Console.progress("encoded \(done)/\(ds.count) images")
+      if pacer.due(last: done == Int(ds.count)) { Console.progress("encoded \(done)/\(ds.count) images") }
     }
     try cli { () throws(LiftError) in try writer.finish() }
     Console.line("wrote \(done) embeddings (\(config.textDim)-d, \(dtype)) to \(out); keys are image indices")

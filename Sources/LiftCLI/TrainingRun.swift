@@ -119,7 +119,7 @@ struct TrainingRun {
     defer { signal(SIGINT, SIG_DFL); signal(SIGUSR1, SIG_DFL) }
     let end = min(total, s.stopAt ?? total)
     let startStep = trainer.step, startSeconds = trainSeconds
-    var lastShown = 0.0
+    var pacer = ProgressPacer()
     var windowImages = 0, windowSeconds = 0.0
     var stats: StepStats? = nil
     var stoppedEarly = false
@@ -150,11 +150,10 @@ struct TrainingRun {
           ("data_wait_fraction", .number(waitSeconds / trainSeconds)), ("train_seconds", .number(trainSeconds)),
         ]))
       }
-      if !s.quiet && (now() - lastShown > (Console.isTerminal ? 0.25 : 15) || step == total) {
+      if !s.quiet && pacer.due(last: step == total) {
         let rate = Double(windowImages) / windowSeconds
         let eta = Double(total - step) * (trainSeconds - startSeconds) / Double(max(step - startStep, 1))
         Console.progress("step \(step)/\(total)  epoch \(fixed(epochFloat, 2))  \(fixed(rate, 0)) img/s  wait \(percent(waitSeconds / trainSeconds))  loss \(fixed(stats!.loss, 4))  lr \(sci(stats!.learningRate))  scale \(fixed(stats!.logitScale, 1))  ETA \(formatDuration(eta))")
-        lastShown = now()
         windowImages = 0
         windowSeconds = 0
       }

@@ -48,6 +48,22 @@ def test_train_eval_encode_info_export(tiny, tmp_path):
     assert png.stat().st_size > 10_000
 
 
+def test_progress_in_a_log_is_rate_limited(tiny, tmp_path):
+    """With stderr not a terminal (a log file), evaluation and encoding print their first and
+    last progress update, not a line per batch (1,300 images are 6 batches of 216-217)."""
+    lift(*train_args(tiny, tmp_path / "run", "--steps", 1))
+    model = tmp_path / "run" / "model.safetensors"
+    many = tmp_path / "many.h5"
+    rng = np.random.default_rng(1)
+    liblift.write_dataset(many, rng.integers(0, 256, (1300, 8, 8, 1), dtype=np.uint8),
+                          rng.standard_normal((2, 16)).astype(np.float32), [[i % 2] for i in range(1300)])
+    err = lift("eval", "--model", model, "--data", many).stderr
+    assert [l for l in err.splitlines() if "evaluating" in l] == ["evaluating: encoded 216/1300 images",
+                                                                  "evaluating: encoded 1300/1300 images"], err
+    err = lift("encode", "--model", model, "--data", many, "--out", tmp_path / "emb.h5").stderr
+    assert [l for l in err.splitlines() if "encoded" in l] == ["encoded 216/1300 images", "encoded 1300/1300 images"], err
+
+
 def test_resume_after_interrupt_matches_uninterrupted(tiny, tmp_path):
     long = ("--epochs", 100, "--checkpoint-every", 5)
     straight = tmp_path / "straight"
