@@ -56,7 +56,7 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Image mean for normalisation, one per channel (comma-separated).") var imageMean: String?
   @Option(name: .long, help: "Image std for normalisation, one per channel (comma-separated).") var imageStd: String?
   @Option(name: .long, help: "Save a checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
-  @Option(name: .long, help: "Evaluate every N steps (default: at the end only).") var evalEvery: Int?
+  @Option(name: .long, help: "Also evaluate (zero-shot) every N steps; 0 = only at the end (default: at 1/5, 2/5, 3/5 and 4/5 of the run).") var evalEvery: Int?
   @Option(name: .long, help: "Log to metrics.jsonl every N steps (default 10).") var logEvery: Int?
   @Option(name: .long, help: "Stop after this many seconds of training (checkpoint saved).") var timeLimit: Double?
   @Option(name: .long, help: "Stop after this step (checkpoint saved; --resume continues the schedule).") var stopAt: Int?
@@ -229,9 +229,11 @@ struct TrainSettings {
     if let steps { guard steps >= 1, steps <= maxSteps else { throw CLIError("--steps must be in [1, \(maxSteps)]") } }
     if let stopAt { guard stopAt >= 1, stopAt <= maxSteps else { throw CLIError("--stop-at must be in [1, \(maxSteps)]") } }
     if let warmup { guard warmup >= 0, warmup <= maxSteps else { throw CLIError("--warmup must be in [0, \(maxSteps)]") } }
-    guard logEvery >= 1 else { throw CLIError("--log-every must be >= 1") }
-    if let checkpointEvery { guard checkpointEvery >= 1 else { throw CLIError("--checkpoint-every must be >= 1") } }
-    if let evalEvery { guard evalEvery >= 1 else { throw CLIError("--eval-every must be >= 1") } }
+    guard logEvery >= 1, logEvery <= maxSteps else { throw CLIError("--log-every must be in [1, \(maxSteps)]") }
+    if let checkpointEvery {
+      guard checkpointEvery >= 1, checkpointEvery <= maxSteps else { throw CLIError("--checkpoint-every must be in [1, \(maxSteps)]") }
+    }
+    if let evalEvery { guard evalEvery >= 0, evalEvery <= maxSteps else { throw CLIError("--eval-every must be in [0, \(maxSteps)]") } }
     if let timeLimit { guard timeLimit.isFinite, timeLimit >= 0 else { throw CLIError("--time-limit must be a finite number of seconds") } }
     for (name, value) in [("lr", lr), ("weight-decay", weightDecay), ("beta2", beta2), ("clip", clip), ("crop-scale", cropScale)]
       where !value.isFinite {

@@ -64,6 +64,21 @@ def test_progress_in_a_log_is_rate_limited(tiny, tmp_path):
     assert [l for l in err.splitlines() if "encoded" in l] == ["encoded 216/1300 images", "encoded 1300/1300 images"], err
 
 
+def test_evaluations_default_to_five_evenly_spaced(tiny, tmp_path):
+    """Without --eval-every a run evaluates at 1/5 .. 4/5 of its steps and at the end (five
+    points for the zero-shot curve); --eval-every 0 evaluates at the end only."""
+    def eval_steps(out):
+        return [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    lift(*train_args(tiny, tmp_path / "default", "--steps", 10))
+    assert eval_steps(tmp_path / "default") == [2, 4, 6, 8, 10]
+    lift(*train_args(tiny, tmp_path / "end", "--steps", 10, "--eval-every", 0))
+    assert eval_steps(tmp_path / "end") == [10]
+    lift(*train_args(tiny, tmp_path / "every", "--steps", 10, "--eval-every", 3))
+    assert eval_steps(tmp_path / "every") == [3, 6, 9, 10]
+    r = lift(*train_args(tiny, tmp_path / "bad", "--eval-every=-1"), check=False)
+    assert r.returncode != 0 and "--eval-every must be in [0, " in r.stderr
+
+
 def test_resume_after_interrupt_matches_uninterrupted(tiny, tmp_path):
     long = ("--epochs", 100, "--checkpoint-every", 5)
     straight = tmp_path / "straight"
