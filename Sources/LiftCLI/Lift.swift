@@ -39,15 +39,17 @@ struct Eval: ParsableCommand {
   @Option(name: .long, help: "Dataset files.") var data: [String]
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Also write the results here as JSON.") var json: String?
+  @Flag(name: .long, help: "Replace the --json file if it exists.") var overwrite = false
   @Flag(name: .long, help: "Skip retrieval.") var noRetrieval = false
 
   func run() throws {
     guard !data.isEmpty else { throw CLIError("--data needs at least one dataset file") }
+    if let json { try checkOutput(json, overwrite: overwrite) }
     let m = try loadModel(model, precision: precision)
     let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
     let result = try Evaluation.run(model: m, dataset: ds, retrieval: !noRetrieval)
     if let json {
-      if exists(json) { throw CLIError("'\(json)' already exists") }
+      try checkOutput(json, overwrite: overwrite)  // again: it may have appeared meanwhile
       try writeFileAtomically(json, result.json.serialized + "\n")
     }
     Console.out(result.table)
@@ -60,16 +62,19 @@ struct Encode: ParsableCommand {
   @Option(name: .long, help: "Model weights or training checkpoint.") var model: String
   @Option(name: .long, help: "Dataset files.") var data: [String]
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
-  @Option(name: .long, help: "Output embedding store (HDF5); not overwritten.") var out: String
+  @Option(name: .long, help: "Output embedding store (HDF5).") var out: String
+  @Flag(name: .long, help: "Replace --out if it exists.") var overwrite = false
   @Option(name: .long, help: "float16 or float32 (default float16).") var dtype = "float16"
 
   func run() throws {
     guard dtype == "float16" || dtype == "float32" else { throw CLIError("--dtype must be float16 or float32") }
+    try checkOutput(out, overwrite: overwrite)
     let m = try loadModel(model, precision: precision)
     let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
     let config = m.config
     let writer = try cli { () throws(LiftError) in
-      try EmbeddingStoreWriter(path: out, dim: Int64(config.textDim), dtype: dtype == "float16" ? LIFT_DTYPE_FLOAT16 : LIFT_DTYPE_FLOAT32, keys: true)
+      try EmbeddingStoreWriter(path: out, dim: Int64(config.textDim), dtype: dtype == "float16" ? LIFT_DTYPE_FLOAT16 : LIFT_DTYPE_FLOAT32,
+                               keys: true, overwrite: overwrite)
     }
     var options = DataLoader.Options(batchSize: 256, imageSize: config.imageSize, channels: config.channels)
     options.shuffle = false
@@ -130,10 +135,11 @@ struct Export: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Write the model weights of a training checkpoint (PyTorch names, safetensors).")
 
   @Option(name: .long, help: "Training checkpoint.") var checkpoint: String
-  @Option(name: .long, help: "Output model file; not overwritten.") var out: String
+  @Option(name: .long, help: "Output model file.") var out: String
+  @Flag(name: .long, help: "Replace --out if it exists.") var overwrite = false
 
   func run() throws {
-    if exists(out) { throw CLIError("'\(out)' already exists") }
+    try checkOutput(out, overwrite: overwrite)
     let m = try cli { () throws(LiftError) in try Model.load(path: checkpoint) }
     try cli { () throws(LiftError) in try m.save(path: out) }
     Console.line("wrote \(out) (\(m.layout.parameterCount) parameters)")
@@ -152,6 +158,14 @@ struct PrepareFashionMNIST: ParsableCommand {
     let (train, test) = try Defaults.fashionMNIST(dataDir: dataDir, captions: captions, idxDirectory: idxDir)
     Console.out("\(train)\n\(test)")
   }
+}
+
+/// Refuses to write over an existing file unless --overwrite was given (and never over a folder).
+func checkOutput(_ path: String, overwrite: Bool) throws {
+  var st = stat()
+  guard stat(path, &st) == 0 else { return }
+  if (st.st_mode & S_IFMT) == S_IFDIR { throw CLIError("'\(path)' is a folder; an output file was expected") }
+  if !overwrite { throw CLIError("'\(path)' already exists (pass --overwrite to replace it)") }
 }
 
 /// A model file, computing in `precision` ("fp32" or "bf16") when given.

@@ -79,6 +79,30 @@ def test_evaluations_default_to_five_evenly_spaced(tiny, tmp_path):
     assert r.returncode != 0 and "--eval-every must be in [0, " in r.stderr
 
 
+def test_outputs_are_replaced_only_with_overwrite(tiny, tmp_path):
+    """eval --json, encode and export refuse an existing output file, naming --overwrite, which
+    replaces it; a folder is never replaced."""
+    lift(*train_args(tiny, tmp_path / "run", "--steps", 1))
+    model = tmp_path / "run" / "model.safetensors"
+    commands = [("e.json", ["eval", "--model", model, "--data", tiny / "test.h5", "--json"]),
+                ("emb.h5", ["encode", "--model", model, "--data", tiny / "test.h5", "--out"]),
+                ("m.safetensors", ["export", "--checkpoint", tmp_path / "run" / "checkpoint.safetensors", "--out"])]
+    for name, args in commands:
+        target = tmp_path / name
+        target.write_bytes(b"old")
+        r = lift(*args, target, check=False)
+        assert r.returncode == 1 and r.stderr == f"Error: '{target}' already exists (pass --overwrite to replace it)\n"
+        assert target.read_bytes() == b"old"
+        lift(*args, target, "--overwrite")
+        assert target.read_bytes() != b"old"
+        r = lift(*args, tmp_path, "--overwrite", check=False)
+        assert r.returncode == 1 and "is a folder" in r.stderr, r.stderr
+    with liblift.Store(tmp_path / "emb.h5") as s:
+        assert s.shape == (40, 16)
+    assert json.loads((tmp_path / "e.json").read_text())["zero_shot"]["images"] == 40
+    liblift.Model.load(tmp_path / "m.safetensors")
+
+
 def test_resume_after_interrupt_matches_uninterrupted(tiny, tmp_path):
     long = ("--epochs", 100, "--checkpoint-every", 5)
     straight = tmp_path / "straight"
