@@ -51,7 +51,7 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "AdamW beta2 (default 0.98).") var beta2: Double?
   @Option(name: .long, help: "Gradient-norm clip, 0 = off (default 1.0).") var clip: Double?
   @Option(name: .long, help: "Seed for initialisation, shuffling and caption choice (default 0).") var seed: Int?
-  @Option(name: .long, help: "Random-resized-crop + flip augmentation: on or off (default off).") var augment: String?
+  @Flag(inversion: .prefixedNo, help: "Random-resized-crop + flip augmentation (default: off).") var augment: Bool?
   @Option(name: .long, help: "Smallest crop area fraction with augmentation (default 0.5).") var cropScale: Double?
   @Option(name: .long, help: "Image mean for normalisation, one per channel (comma-separated).") var imageMean: String?
   @Option(name: .long, help: "Image std for normalisation, one per channel (comma-separated).") var imageStd: String?
@@ -153,6 +153,14 @@ struct TrainSettings {
       guard let n = j.number else { throw CLIError("config '\(key)' must be a number") }
       return n
     }
+    func bool(_ v: Bool?, _ key: String) throws -> Bool? {
+      if let v { return v }
+      guard let j = file[key] else { return nil }
+      if let b = j.bool { return b }
+      // "on" / "off": the values of the option this flag replaced, in existing configs.
+      guard let s = j.string, s == "on" || s == "off" else { throw CLIError("config '\(key)' must be true or false") }
+      return s == "on"
+    }
     func list(_ v: [String], _ key: String) throws -> [String] {
       if !v.isEmpty { return v }
       guard let j = file[key] else { return [] }
@@ -210,9 +218,7 @@ struct TrainSettings {
     let seedValue = try int(c.seed, "seed") ?? 0
     guard seedValue >= 0 else { throw CLIError("--seed must be >= 0") }
     seed = UInt64(seedValue)
-    let augmentText = try str(c.augment, "augment") ?? "off"
-    guard augmentText == "on" || augmentText == "off" else { throw CLIError("--augment must be on or off") }
-    augment = augmentText == "on"
+    augment = try bool(c.augment, "augment") ?? false
     cropScale = try num(c.cropScale, "crop-scale") ?? 0.5
     checkpointEvery = try int(c.checkpointEvery, "checkpoint-every")
     evalEvery = try int(c.evalEvery, "eval-every")

@@ -103,6 +103,31 @@ def test_outputs_are_replaced_only_with_overwrite(tiny, tmp_path):
     liblift.Model.load(tmp_path / "m.safetensors")
 
 
+def test_augment_is_a_flag_and_a_config_boolean(tiny, tmp_path):
+    """--augment / --no-augment (default off); a --config file says "augment": true or false, or
+    the old "on" / "off"; augmentation is part of what a resume must match."""
+    def augments(out):
+        identity = [l for l in lift("info", out / "checkpoint.safetensors").stdout.splitlines() if "identity" in l]
+        return '"augment":true' in identity[0]
+    lift(*train_args(tiny, tmp_path / "a", "--steps", 4, "--stop-at", 2, "--augment"))
+    assert augments(tmp_path / "a")
+    r = lift(*train_args(tiny, tmp_path / "a", "--resume"), check=False)
+    assert r.returncode == 1 and "other data settings" in r.stderr
+    lift(*train_args(tiny, tmp_path / "a", "--resume", "--augment"))
+    lift(*train_args(tiny, tmp_path / "b", "--steps", 1, "--no-augment"))
+    assert not augments(tmp_path / "b")
+    for i, (value, expected) in enumerate([("true", True), ("false", False), ('"on"', True), ('"off"', False)]):
+        (tmp_path / "c.json").write_text(f'{{"augment": {value}}}')
+        lift(*train_args(tiny, tmp_path / f"c{i}", "--steps", 1), "--config", tmp_path / "c.json")
+        assert augments(tmp_path / f"c{i}") == expected, value
+    lift(*train_args(tiny, tmp_path / "d", "--steps", 1, "--no-augment"), "--config", tmp_path / "c.json")
+    (tmp_path / "c.json").write_text('{"augment": "yes"}')
+    r = lift(*train_args(tiny, tmp_path / "e", "--steps", 1), "--config", tmp_path / "c.json", check=False)
+    assert r.returncode == 1 and r.stderr == "Error: config 'augment' must be true or false\n"
+    r = lift(*train_args(tiny, tmp_path / "f", "--steps", 1, "--augment", "on"), check=False)
+    assert r.returncode == 64 and "'on'" in r.stderr
+
+
 def test_resume_after_interrupt_matches_uninterrupted(tiny, tmp_path):
     long = ("--epochs", 100, "--checkpoint-every", 5)
     straight = tmp_path / "straight"
