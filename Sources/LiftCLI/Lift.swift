@@ -99,36 +99,75 @@ struct Encode: ParsableCommand {
 }
 
 struct Info: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Describe a dataset, an embedding store, a model or a checkpoint.")
+  static let configuration = CommandConfiguration(
+    abstract: "Describe a model, a checkpoint, a dataset, a captions file or an embedding store.",
+    discussion: "What a file is comes from its content, not its name.")
 
   @Argument(help: "Files to describe.") var paths: [String]
 
   func run() throws {
     for path in paths {
-      if path.hasSuffix(".safetensors") {
-        let m = try cli { () throws(LiftError) in try Model.load(path: path) }
-        Console.out("\(path): model \(describe(m.config)), \(m.layout.parameterCount) parameters, \(m.layout.tensors.count) tensors")
-        if let (t, meta) = try? Trainer.load(path: path, batchCapacity: 1) {
-          Console.out("  training checkpoint at step \(t.step) of \(t.config.totalSteps); lr \(t.config.learningRate), warm-up \(t.config.warmupSteps)")
-          for k in meta.keys.sorted() { Console.out("  \(k): \(meta[k]!)") }
-        }
-        continue
+      switch try cli({ () throws(LiftError) in try LiftFileKind.of(path: path) }) {
+      case .safetensors: try describeModel(path)
+      case .dataset: try describeDataset(path)
+      case .captions: try describeCaptions(path)
+      case .store: try describeStore(path)
+      case .otherHDF5:
+        throw CLIError("'\(path)' is an HDF5 file without liblift's datasets: expected images/pixels (an image-caption dataset), "
+                       + "captions/embeddings (a captions file) or embeddings (an embedding store)")
+      case .unknown:
+        throw CLIError("'\(path)' is not a liblift file: expected a model or checkpoint (safetensors) or a dataset, "
+                       + "captions file or embedding store (HDF5)")
       }
-      if let ds = try? ImageDataset(paths: [path]) {
-        Console.out("\(path): dataset of \(ds.count) images \(ds.height)x\(ds.width)x\(ds.channels), \(ds.captions.rows) captions (\(ds.textDim)-d)\(ds.hasLabels ? ", labels" : "")")
-        if ds.classCount > 0 {
-          let names = try cli { () throws(LiftError) in try ds.classNames() }
-          Console.out("  classes: \(names.joined(separator: ", "))")
-        }
-        if let pairs = try cli({ () throws(LiftError) in try ds.compositionalPairs() }) {
-          Console.out("  compositional pairs: \(pairs.images.count) (\(Set(pairs.types).sorted().joined(separator: ", ")))")
-        }
-        continue
-      }
-      let store = try cli { () throws(LiftError) in try EmbeddingStore(paths: [path]) }
-      Console.out("\(path): embedding store of \(store.rows) x \(store.dim) (\(store.shardDtypes[0] == LIFT_DTYPE_FLOAT16 ? "float16" : "float32"))")
     }
   }
+
+  /// A model file, or a training checkpoint (which holds a model) with its schedule and metadata.
+  func describeModel(_ path: String) throws {
+    let m = try cli { () throws(LiftError) in try Model.load(path: path) }
+    Console.out("\(path): model \(describe(m.config)), \(m.layout.parameterCount) parameters, \(m.layout.tensors.count) tensors")
+    guard let (t, meta) = try? Trainer.load(path: path, batchCapacity: 1) else { return }
+    Console.out("  training checkpoint at step \(t.step) of \(t.config.totalSteps); lr \(t.config.learningRate), warm-up \(t.config.warmupSteps)")
+    for k in meta.keys.sorted() { Console.out("  \(k): \(meta[k]!)") }
+  }
+
+  func describeDataset(_ path: String) throws {
+    let ds = try cli { () throws(LiftError) in try ImageDataset(paths: [path]) }
+    Console.out("\(path): dataset of \(ds.count) images \(ds.height)x\(ds.width)x\(ds.channels), \(ds.captions.rows) captions (\(ds.textDim)-d)\(ds.hasLabels ? ", labels" : "")")
+    if ds.classCount > 0 {
+      let names = try cli { () throws(LiftError) in try ds.classNames() }
+      Console.out("  classes: \(names.joined(separator: ", "))")
+    }
+    if let pairs = try cli({ () throws(LiftError) in try ds.compositionalPairs() }) {
+      Console.out("  compositional pairs: \(pairs.images.count) (\(Set(pairs.types).sorted().joined(separator: ", ")))")
+    }
+  }
+
+  /// Caption embeddings and class prompts without images (assets/fashion-mnist-captions.h5).
+  func describeCaptions(_ path: String) throws {
+    let file = try cli { () throws(LiftError) in try CaptionsFile(path: path) }
+    let store = file.captions
+    let texts = try cli { () throws(LiftError) in try store.hasStrings("captions/text") }
+    let model = try cli { () throws(LiftError) in try file.attribute("model") }
+    Console.out("\(path): captions file of \(store.rows) captions (\(store.dim)-d, \(dtypeName(store.shardDtypes[0])))"
+                + (texts ? " with texts" : "") + (model.map { ", embedded by \($0)" } ?? ""))
+    guard file.classCount > 0 else { return }
+    let names = try cli { () throws(LiftError) in try file.classNames() }
+    let counts = file.classPrompts.map(\.count)
+    let each = counts.min() == counts.max() ? "\(counts[0])" : "\(counts.min()!)-\(counts.max()!)"
+    Console.out("  \(file.classCount) classes of \(each) prompts: \(names.joined(separator: ", "))")
+  }
+
+  func describeStore(_ path: String) throws {
+    let store = try cli { () throws(LiftError) in try EmbeddingStore(paths: [path]) }
+    let strings = try ["keys", "captions"].filter { name in try cli { () throws(LiftError) in try store.hasStrings(name) } }
+    Console.out("\(path): embedding store of \(store.rows) x \(store.dim) (\(dtypeName(store.shardDtypes[0])))"
+                + (strings.isEmpty ? "" : " with \(strings.joined(separator: " and "))"))
+  }
+}
+
+func dtypeName(_ dtype: lift_dtype) -> String {
+  dtype == LIFT_DTYPE_FLOAT16 ? "float16" : dtype == LIFT_DTYPE_FLOAT64 ? "float64" : "float32"
 }
 
 struct Export: ParsableCommand {

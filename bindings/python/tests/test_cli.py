@@ -128,6 +128,43 @@ def test_augment_is_a_flag_and_a_config_boolean(tiny, tmp_path):
     assert r.returncode == 64 and "'on'" in r.stderr
 
 
+def test_info_tells_what_each_file_is(tiny, tmp_path):
+    """lift info reads what a file is from its content: model, checkpoint, dataset, the captions
+    asset's layout, embedding store; anything else is a one-line error saying what was expected."""
+    lift(*train_args(tiny, tmp_path / "run", "--steps", 2))
+    run = tmp_path / "run"
+    (run / "model.safetensors").rename(run / "model.bin")  # the name does not matter
+    with liblift.StoreWriter(tmp_path / "store.h5", 4, keys=True) as w:
+        w.append(np.ones((3, 4)), keys=["a", "b", "c"])
+    captions = ROOT / "assets" / "fashion-mnist-captions.h5"
+    out = lift("info", run / "model.bin", run / "checkpoint.safetensors", tiny / "test.h5", captions,
+               tmp_path / "store.h5").stdout.splitlines()
+    assert out[0].startswith(f"{run / 'model.bin'}: model ViT 8px/4 width 32 depth 1")
+    assert out[2].startswith("  training checkpoint at step 2 of 2")
+    assert f"{tiny / 'test.h5'}: dataset of 40 images 8x8x1, 12 captions (16-d), labels" in out
+    assert f"{captions}: captions file of 160 captions (384-d, float16) with texts, embedded by " \
+           "sentence-transformers/all-MiniLM-L6-v2" in out
+    assert "  10 classes of 16 prompts: t-shirt, pair of trousers, pullover, dress, coat, sandal, shirt, sneaker, bag, " \
+           "ankle boot" in out
+    assert out[-1] == f"{tmp_path / 'store.h5'}: embedding store of 3 x 4 (float16) with keys"
+    # A captions file of h5py's making: no texts, a fixed-length attribute, classes of 1 and 2 prompts.
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f["captions/embeddings"] = np.ones((3, 4), np.float32)
+        f.create_dataset("classes/names", data=["x", "y"], dtype=h5py.string_dtype())
+        f["classes/prompt_offsets"], f["classes/prompt_rows"] = [0, 1, 3], [0, 1, 2]
+        f.attrs["model"] = np.bytes_(b"my-model")
+    assert lift("info", tmp_path / "c.h5").stdout.splitlines() == [
+        f"{tmp_path / 'c.h5'}: captions file of 3 captions (4-d, float32), embedded by my-model", "  2 classes of 1-2 prompts: x, y"]
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["pixels"] = np.zeros((2, 2))
+    (tmp_path / "notes.txt").write_text("hello")
+    for path, expected in [(tmp_path / "other.h5", "an HDF5 file without liblift's datasets: expected images/pixels"),
+                           (tmp_path / "notes.txt", "is not a liblift file: expected a model or checkpoint (safetensors)"),
+                           (tmp_path / "missing.h5", "No such file")]:
+        r = lift("info", path, check=False)
+        assert r.returncode == 1 and expected in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def test_resume_after_interrupt_matches_uninterrupted(tiny, tmp_path):
     long = ("--epochs", 100, "--checkpoint-every", 5)
     straight = tmp_path / "straight"
