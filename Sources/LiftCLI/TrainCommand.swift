@@ -205,6 +205,9 @@ struct TrainSettings {
     }
     if let v = try floats(c.imageMean, "image-mean") { m.imageMean = v }
     if let v = try floats(c.imageStd, "image-std") { m.imageStd = v }
+    // Checked now, before any data is built or read, and on --resume too (where the checkpoint's
+    // model is used instead); the text dimension stays 1 until the data gives it.
+    try cli { () throws(LiftError) in try m.validate() }
     model = m
     batchSize = try int(c.batchSize, "batch-size") ?? 256
     microBatch = try int(c.microBatch, "micro-batch") ?? batchSize
@@ -245,6 +248,10 @@ struct TrainSettings {
       where !value.isFinite {
       throw CLIError("--\(name) must be finite (got \(value))")
     }
+    guard lr >= 0 else { throw CLIError("--lr must be >= 0 (got \(lr))") }
+    guard weightDecay >= 0 else { throw CLIError("--weight-decay must be >= 0 (got \(weightDecay))") }
+    guard beta2 >= 0, beta2 < 1 else { throw CLIError("--beta2 must be in [0, 1) (got \(beta2))") }
+    guard clip >= 0 else { throw CLIError("--clip must be >= 0, 0 = off (got \(clip))") }
     guard cropScale > 0, cropScale <= 1 else { throw CLIError("--crop-scale must be in (0, 1]") }
     guard !(resume && restart) else { throw CLIError("--resume and --restart exclude each other") }
   }

@@ -204,6 +204,13 @@ def test_user_errors_are_one_line_and_change_nothing(tiny, tmp_path):
         # The run trains in fp32; a resume keeps its precision.
         (train_args(tiny, out, "--resume", "--precision", "bf16"), "trains in fp32; resume keeps it"),
         (["eval", "--model", out / "model.safetensors", "--data", tiny / "test.h5", "--precision", "f32"], "--precision"),
+        # Every option is range-checked before anything runs, on --resume too.
+        (train_args(tiny, out, "--resume", "--width", 33), "divisible"),
+        (train_args(tiny, out, "--resume", "--image-mean", "0.5,0.5"), "image mean/std need 1 values"),
+        (train_args(tiny, out, "--resume", "--lr=-1"), "--lr must be >= 0"),
+        (train_args(tiny, out, "--resume", "--weight-decay=-0.1"), "--weight-decay must be >= 0"),
+        (train_args(tiny, out, "--resume", "--beta2", 1), "--beta2 must be in [0, 1)"),
+        (train_args(tiny, out, "--resume", "--clip=-1"), "--clip must be >= 0"),
     ]
     for args, fragment in cases:
         r = lift(*args, check=False)
