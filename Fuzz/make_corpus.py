@@ -22,10 +22,10 @@ def command_lines():
         ["train", "--preset", "ViT-Ti/16", "--image-size", "64", "--patch", "8", "--width", "48", "--depth", "2",
          "--heads", "3", "--mlp-ratio", "2", "--head-layers", "1", "--pool", "tok", "--objective", "sigmoid"],
         ["train", "--epochs", "0.5", "--lr", "3e-4", "--warmup", "7", "--weight-decay", "0.1", "--beta2", "0.95",
-         "--clip", "0", "--seed", "3", "--augment", "on", "--crop-scale", "0.3", "--image-mean", "0.5,0.4,0.3",
+         "--clip", "0", "--seed", "3", "--augment", "--crop-scale", "0.3", "--image-mean", "0.5,0.4,0.3",
          "--image-std", "0.2, 0.2, 0.2", "--checkpoint-every", "5", "--eval-every", "10", "--log-every", "1",
          "--time-limit", "60", "--stop-at", "9", "--micro-batch", "16", "--resume", "--quiet"],
-        ["train", "--data", "a.h5", "--data", "b.h5", "--eval-data", "c.h5", "--restart"],
+        ["train", "--data", "a.h5", "--data", "b.h5", "--eval-data", "c.h5", "--no-augment", "--restart"],
         ["eval", "model.safetensors", "data.h5"],
         ["encode", "--help"],
         ["info", "model.safetensors"],
@@ -35,8 +35,11 @@ def command_lines():
     for i, args in enumerate(lines):
         (ROOT / "cli" / f"{i}.txt").write_bytes("\n".join(args).encode())
     config = {"preset": "ViT-XS/7-28", "batch-size": 32, "epochs": 2, "lr": 0.002, "data": ["a.h5"],
-              "image-mean": "0.5", "augment": "off", "warmup": 3}
+              "image-mean": "0.5", "augment": True, "warmup": 3}
     (ROOT / "cli" / "config.txt").write_bytes(b"train\n--steps\n5\x01" + json.dumps(config).encode())
+    # Configs written for the old --augment on|off option still hold a string.
+    legacy = {"augment": "on"}
+    (ROOT / "cli" / "config-legacy.txt").write_bytes(b"train\n--no-augment\x01" + json.dumps(legacy).encode())
 
 
 def main(targets):

@@ -39,6 +39,20 @@ enum Console {
   }
 }
 
+/// Decides when a progress line is due: at most every 0.25 s on a terminal (one live line) and
+/// every 15 s otherwise (each update is a line of a log file), so a long loop does not flood a
+/// log; the first update and the last always show.
+struct ProgressPacer {
+  private var lastShown = -Double.infinity
+
+  mutating func due(last: Bool = false) -> Bool {
+    let t = now()
+    guard last || t - lastShown > (Console.isTerminal ? 0.25 : 15) else { return false }
+    lastShown = t
+    return true
+  }
+}
+
 /// Writes text to stderr (file descriptor 2, unbuffered; the C `stderr` global is shared mutable
 /// state that Swift 6 does not let threads touch).
 func writeError(_ text: String) {
@@ -58,41 +72,6 @@ func now() -> Double {
   clock_gettime(CLOCK_MONOTONIC, &ts)
   return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
-
-func formatDuration(_ s: Double) -> String {
-  guard s.isFinite, s >= 0, s < 1e12 else { return "--:--" }
-  let t = Int(s.rounded())
-  return t >= 3600 ? "\(t / 3600):\(pad2((t / 60) % 60)):\(pad2(t % 60))" : "\(t / 60):\(pad2(t % 60))"
-}
-
-func pad2(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
-
-/// A fixed number of decimals, without Foundation.
-func fixed(_ x: Double, _ digits: Int) -> String {
-  // Beyond 1e15 the integer conversions below would overflow: Swift's own notation then.
-  guard x.isFinite, abs(x) < 1e15, digits >= 0, digits <= 6 else { return "\(x)" }
-  var scale = 1.0
-  for _ in 0..<digits { scale *= 10 }
-  let r = (abs(x) * scale).rounded()
-  var whole = String(Int(r / scale))
-  let frac = Int(r.truncatingRemainder(dividingBy: scale))
-  if x < 0 && r > 0 { whole = "-" + whole }
-  if digits == 0 { return whole }
-  let f = String(frac)
-  return whole + "." + String(repeating: "0", count: digits - f.count) + f
-}
-
-/// Scientific notation with 2 decimals (learning rates).
-func sci(_ x: Double) -> String {
-  guard x != 0, x.isFinite else { return x == 0 ? "0" : "\(x)" }
-  var e = 0
-  var m = abs(x)
-  while m >= 10 { m /= 10; e += 1 }
-  while m < 1 { m *= 10; e -= 1 }
-  return (x < 0 ? "-" : "") + fixed(m, 2) + "e" + (e < 0 ? "-" : "+") + pad2(abs(e))
-}
-
-func percent(_ x: Double) -> String { fixed(100 * x, 2) + "%" }
 
 /// A failure the user can act on: printed as one line, exit status 1.
 struct CLIError: Error, CustomStringConvertible {

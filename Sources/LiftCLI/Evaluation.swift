@@ -24,6 +24,7 @@ struct Evaluation {
     let loader = try cli { () throws(LiftError) in try DataLoader(dataset: dataset, options: options) }
     var images = [Float](repeating: 0, count: n * d)
     var done = 0
+    var pacer = ProgressPacer()
     while done < n {
       let b = try cli { () throws(LiftError) in try loader.next() }
       try images.withUnsafeMutableBufferPointer { (out) in
@@ -33,7 +34,7 @@ struct Evaluation {
         }
       }
       done += b.count
-      if progress { Console.progress("evaluating: encoded \(done)/\(n) images") }
+      if progress && pacer.due(last: done == n) { Console.progress("evaluating: encoded \(done)/\(n) images") }
     }
     loader.close()
     var result = Evaluation()

@@ -39,15 +39,17 @@ struct Eval: ParsableCommand {
   @Option(name: .long, help: "Dataset files.") var data: [String]
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Also write the results here as JSON.") var json: String?
+  @Flag(name: .long, help: "Replace the --json file if it exists.") var overwrite = false
   @Flag(name: .long, help: "Skip retrieval.") var noRetrieval = false
 
   func run() throws {
     guard !data.isEmpty else { throw CLIError("--data needs at least one dataset file") }
+    if let json { try checkOutput(json, overwrite: overwrite) }
     let m = try loadModel(model, precision: precision)
     let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
     let result = try Evaluation.run(model: m, dataset: ds, retrieval: !noRetrieval)
     if let json {
-      if exists(json) { throw CLIError("'\(json)' already exists") }
+      try checkOutput(json, overwrite: overwrite)  // again: it may have appeared meanwhile
       try writeFileAtomically(json, result.json.serialized + "\n")
     }
     Console.out(result.table)
@@ -60,22 +62,26 @@ struct Encode: ParsableCommand {
   @Option(name: .long, help: "Model weights or training checkpoint.") var model: String
   @Option(name: .long, help: "Dataset files.") var data: [String]
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
-  @Option(name: .long, help: "Output embedding store (HDF5); not overwritten.") var out: String
+  @Option(name: .long, help: "Output embedding store (HDF5).") var out: String
+  @Flag(name: .long, help: "Replace --out if it exists.") var overwrite = false
   @Option(name: .long, help: "float16 or float32 (default float16).") var dtype = "float16"
 
   func run() throws {
     guard dtype == "float16" || dtype == "float32" else { throw CLIError("--dtype must be float16 or float32") }
+    try checkOutput(out, overwrite: overwrite)
     let m = try loadModel(model, precision: precision)
     let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
     let config = m.config
     let writer = try cli { () throws(LiftError) in
-      try EmbeddingStoreWriter(path: out, dim: Int64(config.textDim), dtype: dtype == "float16" ? LIFT_DTYPE_FLOAT16 : LIFT_DTYPE_FLOAT32, keys: true)
+      try EmbeddingStoreWriter(path: out, dim: Int64(config.textDim), dtype: dtype == "float16" ? LIFT_DTYPE_FLOAT16 : LIFT_DTYPE_FLOAT32,
+                               keys: true, overwrite: overwrite)
     }
     var options = DataLoader.Options(batchSize: 256, imageSize: config.imageSize, channels: config.channels)
     options.shuffle = false
     let loader = try cli { () throws(LiftError) in try DataLoader(dataset: ds, options: options) }
     var emb = [Float](repeating: 0, count: 257 * config.textDim)
     var done = 0
+    var pacer = ProgressPacer()
     while done < Int(ds.count) {
       let b = try cli { () throws(LiftError) in try loader.next() }
       try emb.withUnsafeMutableBufferPointer { (e) in
@@ -85,7 +91,7 @@ struct Encode: ParsableCommand {
         }
       }
       done += b.count
-      Console.progress("encoded \(done)/\(ds.count) images")
+      if pacer.due(last: done == Int(ds.count)) { Console.progress("encoded \(done)/\(ds.count) images") }
     }
     try cli { () throws(LiftError) in try writer.finish() }
     Console.line("wrote \(done) embeddings (\(config.textDim)-d, \(dtype)) to \(out); keys are image indices")
@@ -93,46 +99,86 @@ struct Encode: ParsableCommand {
 }
 
 struct Info: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Describe a dataset, an embedding store, a model or a checkpoint.")
+  static let configuration = CommandConfiguration(
+    abstract: "Describe a model, a checkpoint, a dataset, a captions file or an embedding store.",
+    discussion: "What a file is comes from its content, not its name.")
 
   @Argument(help: "Files to describe.") var paths: [String]
 
   func run() throws {
     for path in paths {
-      if path.hasSuffix(".safetensors") {
-        let m = try cli { () throws(LiftError) in try Model.load(path: path) }
-        Console.out("\(path): model \(describe(m.config)), \(m.layout.parameterCount) parameters, \(m.layout.tensors.count) tensors")
-        if let (t, meta) = try? Trainer.load(path: path, batchCapacity: 1) {
-          Console.out("  training checkpoint at step \(t.step) of \(t.config.totalSteps); lr \(t.config.learningRate), warm-up \(t.config.warmupSteps)")
-          for k in meta.keys.sorted() { Console.out("  \(k): \(meta[k]!)") }
-        }
-        continue
+      switch try cli({ () throws(LiftError) in try LiftFileKind.of(path: path) }) {
+      case .safetensors: try describeModel(path)
+      case .dataset: try describeDataset(path)
+      case .captions: try describeCaptions(path)
+      case .store: try describeStore(path)
+      case .otherHDF5:
+        throw CLIError("'\(path)' is an HDF5 file without liblift's datasets: expected images/pixels (an image-caption dataset), "
+                       + "captions/embeddings (a captions file) or embeddings (an embedding store)")
+      case .unknown:
+        throw CLIError("'\(path)' is not a liblift file: expected a model or checkpoint (safetensors) or a dataset, "
+                       + "captions file or embedding store (HDF5)")
       }
-      if let ds = try? ImageDataset(paths: [path]) {
-        Console.out("\(path): dataset of \(ds.count) images \(ds.height)x\(ds.width)x\(ds.channels), \(ds.captions.rows) captions (\(ds.textDim)-d)\(ds.hasLabels ? ", labels" : "")")
-        if ds.classCount > 0 {
-          let names = try cli { () throws(LiftError) in try ds.classNames() }
-          Console.out("  classes: \(names.joined(separator: ", "))")
-        }
-        if let pairs = try cli({ () throws(LiftError) in try ds.compositionalPairs() }) {
-          Console.out("  compositional pairs: \(pairs.images.count) (\(Set(pairs.types).sorted().joined(separator: ", ")))")
-        }
-        continue
-      }
-      let store = try cli { () throws(LiftError) in try EmbeddingStore(paths: [path]) }
-      Console.out("\(path): embedding store of \(store.rows) x \(store.dim) (\(store.shardDtypes[0] == LIFT_DTYPE_FLOAT16 ? "float16" : "float32"))")
     }
   }
+
+  /// A model file, or a training checkpoint (which holds a model) with its schedule and metadata.
+  func describeModel(_ path: String) throws {
+    let m = try cli { () throws(LiftError) in try Model.load(path: path) }
+    Console.out("\(path): model \(describe(m.config)), \(m.layout.parameterCount) parameters, \(m.layout.tensors.count) tensors")
+    guard let (t, meta) = try? Trainer.load(path: path, batchCapacity: 1) else { return }
+    Console.out("  training checkpoint at step \(t.step) of \(t.config.totalSteps); lr \(t.config.learningRate), warm-up \(t.config.warmupSteps)")
+    for k in meta.keys.sorted() { Console.out("  \(k): \(meta[k]!)") }
+  }
+
+  func describeDataset(_ path: String) throws {
+    let ds = try cli { () throws(LiftError) in try ImageDataset(paths: [path]) }
+    Console.out("\(path): dataset of \(ds.count) images \(ds.height)x\(ds.width)x\(ds.channels), \(ds.captions.rows) captions (\(ds.textDim)-d)\(ds.hasLabels ? ", labels" : "")")
+    if ds.classCount > 0 {
+      let names = try cli { () throws(LiftError) in try ds.classNames() }
+      Console.out("  classes: \(names.joined(separator: ", "))")
+    }
+    if let pairs = try cli({ () throws(LiftError) in try ds.compositionalPairs() }) {
+      Console.out("  compositional pairs: \(pairs.images.count) (\(Set(pairs.types).sorted().joined(separator: ", ")))")
+    }
+  }
+
+  /// Caption embeddings and class prompts without images (assets/fashion-mnist-captions.h5).
+  func describeCaptions(_ path: String) throws {
+    let file = try cli { () throws(LiftError) in try CaptionsFile(path: path) }
+    let store = file.captions
+    let texts = try cli { () throws(LiftError) in try store.hasStrings("captions/text") }
+    let model = try cli { () throws(LiftError) in try file.attribute("model") }
+    Console.out("\(path): captions file of \(store.rows) captions (\(store.dim)-d, \(dtypeName(store.shardDtypes[0])))"
+                + (texts ? " with texts" : "") + (model.map { ", embedded by \($0)" } ?? ""))
+    guard file.classCount > 0 else { return }
+    let names = try cli { () throws(LiftError) in try file.classNames() }
+    let counts = file.classPrompts.map(\.count)
+    let each = counts.min() == counts.max() ? "\(counts[0])" : "\(counts.min()!)-\(counts.max()!)"
+    Console.out("  \(file.classCount) classes of \(each) prompts: \(names.joined(separator: ", "))")
+  }
+
+  func describeStore(_ path: String) throws {
+    let store = try cli { () throws(LiftError) in try EmbeddingStore(paths: [path]) }
+    let strings = try ["keys", "captions"].filter { name in try cli { () throws(LiftError) in try store.hasStrings(name) } }
+    Console.out("\(path): embedding store of \(store.rows) x \(store.dim) (\(dtypeName(store.shardDtypes[0])))"
+                + (strings.isEmpty ? "" : " with \(strings.joined(separator: " and "))"))
+  }
+}
+
+func dtypeName(_ dtype: lift_dtype) -> String {
+  dtype == LIFT_DTYPE_FLOAT16 ? "float16" : dtype == LIFT_DTYPE_FLOAT64 ? "float64" : "float32"
 }
 
 struct Export: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Write the model weights of a training checkpoint (PyTorch names, safetensors).")
 
   @Option(name: .long, help: "Training checkpoint.") var checkpoint: String
-  @Option(name: .long, help: "Output model file; not overwritten.") var out: String
+  @Option(name: .long, help: "Output model file.") var out: String
+  @Flag(name: .long, help: "Replace --out if it exists.") var overwrite = false
 
   func run() throws {
-    if exists(out) { throw CLIError("'\(out)' already exists") }
+    try checkOutput(out, overwrite: overwrite)
     let m = try cli { () throws(LiftError) in try Model.load(path: checkpoint) }
     try cli { () throws(LiftError) in try m.save(path: out) }
     Console.line("wrote \(out) (\(m.layout.parameterCount) parameters)")
@@ -151,6 +197,14 @@ struct PrepareFashionMNIST: ParsableCommand {
     let (train, test) = try Defaults.fashionMNIST(dataDir: dataDir, captions: captions, idxDirectory: idxDir)
     Console.out("\(train)\n\(test)")
   }
+}
+
+/// Refuses to write over an existing file unless --overwrite was given (and never over a folder).
+func checkOutput(_ path: String, overwrite: Bool) throws {
+  var st = stat()
+  guard stat(path, &st) == 0 else { return }
+  if (st.st_mode & S_IFMT) == S_IFDIR { throw CLIError("'\(path)' is a folder; an output file was expected") }
+  if !overwrite { throw CLIError("'\(path)' already exists (pass --overwrite to replace it)") }
 }
 
 /// A model file, computing in `precision` ("fp32" or "bf16") when given.

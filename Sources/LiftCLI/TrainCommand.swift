@@ -51,12 +51,12 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "AdamW beta2 (default 0.98).") var beta2: Double?
   @Option(name: .long, help: "Gradient-norm clip, 0 = off (default 1.0).") var clip: Double?
   @Option(name: .long, help: "Seed for initialisation, shuffling and caption choice (default 0).") var seed: Int?
-  @Option(name: .long, help: "Random-resized-crop + flip augmentation: on or off (default off).") var augment: String?
+  @Flag(inversion: .prefixedNo, help: "Random-resized-crop + flip augmentation (default: off).") var augment: Bool?
   @Option(name: .long, help: "Smallest crop area fraction with augmentation (default 0.5).") var cropScale: Double?
   @Option(name: .long, help: "Image mean for normalisation, one per channel (comma-separated).") var imageMean: String?
   @Option(name: .long, help: "Image std for normalisation, one per channel (comma-separated).") var imageStd: String?
   @Option(name: .long, help: "Save a checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
-  @Option(name: .long, help: "Evaluate every N steps (default: at the end only).") var evalEvery: Int?
+  @Option(name: .long, help: "Also evaluate (zero-shot) every N steps; 0 = only at the end (default: at 1/5, 2/5, 3/5 and 4/5 of the run).") var evalEvery: Int?
   @Option(name: .long, help: "Log to metrics.jsonl every N steps (default 10).") var logEvery: Int?
   @Option(name: .long, help: "Stop after this many seconds of training (checkpoint saved).") var timeLimit: Double?
   @Option(name: .long, help: "Stop after this step (checkpoint saved; --resume continues the schedule).") var stopAt: Int?
@@ -153,6 +153,14 @@ struct TrainSettings {
       guard let n = j.number else { throw CLIError("config '\(key)' must be a number") }
       return n
     }
+    func bool(_ v: Bool?, _ key: String) throws -> Bool? {
+      if let v { return v }
+      guard let j = file[key] else { return nil }
+      if let b = j.bool { return b }
+      // "on" / "off": the values of the option this flag replaced, in existing configs.
+      guard let s = j.string, s == "on" || s == "off" else { throw CLIError("config '\(key)' must be true or false") }
+      return s == "on"
+    }
     func list(_ v: [String], _ key: String) throws -> [String] {
       if !v.isEmpty { return v }
       guard let j = file[key] else { return [] }
@@ -197,6 +205,9 @@ struct TrainSettings {
     }
     if let v = try floats(c.imageMean, "image-mean") { m.imageMean = v }
     if let v = try floats(c.imageStd, "image-std") { m.imageStd = v }
+    // Checked now, before any data is built or read, and on --resume too (where the checkpoint's
+    // model is used instead); the text dimension stays 1 until the data gives it.
+    try cli { () throws(LiftError) in try m.validate() }
     model = m
     batchSize = try int(c.batchSize, "batch-size") ?? 256
     microBatch = try int(c.microBatch, "micro-batch") ?? batchSize
@@ -210,9 +221,7 @@ struct TrainSettings {
     let seedValue = try int(c.seed, "seed") ?? 0
     guard seedValue >= 0 else { throw CLIError("--seed must be >= 0") }
     seed = UInt64(seedValue)
-    let augmentText = try str(c.augment, "augment") ?? "off"
-    guard augmentText == "on" || augmentText == "off" else { throw CLIError("--augment must be on or off") }
-    augment = augmentText == "on"
+    augment = try bool(c.augment, "augment") ?? false
     cropScale = try num(c.cropScale, "crop-scale") ?? 0.5
     checkpointEvery = try int(c.checkpointEvery, "checkpoint-every")
     evalEvery = try int(c.evalEvery, "eval-every")
@@ -229,14 +238,20 @@ struct TrainSettings {
     if let steps { guard steps >= 1, steps <= maxSteps else { throw CLIError("--steps must be in [1, \(maxSteps)]") } }
     if let stopAt { guard stopAt >= 1, stopAt <= maxSteps else { throw CLIError("--stop-at must be in [1, \(maxSteps)]") } }
     if let warmup { guard warmup >= 0, warmup <= maxSteps else { throw CLIError("--warmup must be in [0, \(maxSteps)]") } }
-    guard logEvery >= 1 else { throw CLIError("--log-every must be >= 1") }
-    if let checkpointEvery { guard checkpointEvery >= 1 else { throw CLIError("--checkpoint-every must be >= 1") } }
-    if let evalEvery { guard evalEvery >= 1 else { throw CLIError("--eval-every must be >= 1") } }
+    guard logEvery >= 1, logEvery <= maxSteps else { throw CLIError("--log-every must be in [1, \(maxSteps)]") }
+    if let checkpointEvery {
+      guard checkpointEvery >= 1, checkpointEvery <= maxSteps else { throw CLIError("--checkpoint-every must be in [1, \(maxSteps)]") }
+    }
+    if let evalEvery { guard evalEvery >= 0, evalEvery <= maxSteps else { throw CLIError("--eval-every must be in [0, \(maxSteps)]") } }
     if let timeLimit { guard timeLimit.isFinite, timeLimit >= 0 else { throw CLIError("--time-limit must be a finite number of seconds") } }
     for (name, value) in [("lr", lr), ("weight-decay", weightDecay), ("beta2", beta2), ("clip", clip), ("crop-scale", cropScale)]
       where !value.isFinite {
       throw CLIError("--\(name) must be finite (got \(value))")
     }
+    guard lr >= 0 else { throw CLIError("--lr must be >= 0 (got \(lr))") }
+    guard weightDecay >= 0 else { throw CLIError("--weight-decay must be >= 0 (got \(weightDecay))") }
+    guard beta2 >= 0, beta2 < 1 else { throw CLIError("--beta2 must be in [0, 1) (got \(beta2))") }
+    guard clip >= 0 else { throw CLIError("--clip must be >= 0, 0 = off (got \(clip))") }
     guard cropScale > 0, cropScale <= 1 else { throw CLIError("--crop-scale must be in (0, 1]") }
     guard !(resume && restart) else { throw CLIError("--resume and --restart exclude each other") }
   }

@@ -241,3 +241,46 @@ final class DataLoaderTests: XCTestCase {
     }
   }
 }
+
+final class FileKindTests: XCTestCase {
+  /// assets/fashion-mnist-captions.h5 of this checkout.
+  static let captionsAsset = String(#filePath.split(separator: "/", omittingEmptySubsequences: false).dropLast(3)
+    .joined(separator: "/")) + "/assets/fashion-mnist-captions.h5"
+
+  func write(_ path: String, _ text: String) {
+    let f = fopen(path, "w")!
+    fputs(text, f)
+    fclose(f)
+  }
+
+  func testKindsComeFromTheContent() throws {
+    let dir = TempDir()
+    try makeDataset(dir.file("dataset.bin"), images: 2)
+    let store = try EmbeddingStoreWriter(path: dir.file("store"), dim: 3, dtype: LIFT_DTYPE_FLOAT32)
+    try store.finish()
+    try Model(config: ModelGradientTests.tinyConfig(.contrastive), seed: 1).save(path: dir.file("model.h5"))
+    RawHDF5.writeFloats(dir.file("other.h5"), [1, 2], rows: 1, cols: 2, fileType: lift_h5t_ieee_f32le(), name: "x")
+    write(dir.file("text.safetensors"), "{}{}{}{}{}")
+    write(dir.file("empty"), "")
+    let expected: [(String, LiftFileKind)] = [("dataset.bin", .dataset), ("store", .store), ("model.h5", .safetensors),
+                                              ("other.h5", .otherHDF5), ("text.safetensors", .unknown), ("empty", .unknown)]
+    for (name, kind) in expected { XCTAssertEqual(try LiftFileKind.of(path: dir.file(name)), kind, name) }
+    XCTAssertEqual(try LiftFileKind.of(path: Self.captionsAsset), .captions)
+    assertLiftError(LIFT_ERR_IO, ["missing.h5"]) { _ = try LiftFileKind.of(path: dir.file("missing.h5")) }
+  }
+
+  func testCaptionsFileReadsTheAsset() throws {
+    let file = try CaptionsFile(path: Self.captionsAsset)
+    XCTAssertEqual([file.captions.rows, file.captions.dim], [160, 384])
+    XCTAssertEqual(file.classCount, 10)
+    XCTAssertEqual(file.classPrompts[1], (16..<32).map { Int64($0) })
+    XCTAssertEqual(try file.classNames().first, "t-shirt")
+    XCTAssertEqual(try file.attribute("model"), "sentence-transformers/all-MiniLM-L6-v2")
+    XCTAssertEqual(try file.attribute("liblift_format"), "captions")
+    XCTAssertNil(try file.attribute("missing"))
+    // A dataset file is a captions file too (same captions/* and classes/* datasets).
+    let dir = TempDir()
+    try makeDataset(dir.file("d.h5"), images: 2)
+    XCTAssertEqual(try CaptionsFile(path: dir.file("d.h5")).classPrompts, [[0, 6], [1, 6]])
+  }
+}

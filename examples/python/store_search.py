@@ -15,6 +15,10 @@ import liblift
 
 def main():
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="liblift-"))
+    try:  # the store writer creates files, not folders
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"store_search.py: cannot create the output folder {out_dir}: {e.strerror}")
     rng = np.random.default_rng(0)
     # Ten "topics", 300 captions each: embeddings scattered around a topic centre.
     centres = rng.standard_normal((10, 128)).astype(np.float32)

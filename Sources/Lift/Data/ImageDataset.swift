@@ -107,7 +107,7 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
     self.width = Int(shape![1])
     self.channels = Int(shape![2])
     self.hasLabels = shards.allSatisfy { $0.labels != nil }
-    classPrompts = try Self.readClasses(shards[0], file: captions.shards[0].file, captionCount: captions.shards[0].rows)
+    classPrompts = try Self.readClasses(file: captions.shards[0].file, path: paths[0], captionCount: captions.shards[0].rows)
     classCount = classPrompts.count
   }
 
@@ -129,31 +129,32 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
   static let maxClasses = 1 << 20
   static let maxListEntries = 1 << 26
 
-  /// Prompt rows per class (global rows), after checking the class lists: as many names as
-  /// classes (counted, not read), prompt offsets increasing from 0 to the prompt rows' count,
-  /// every row a caption of the file.
-  private static func readClasses(_ shard: Shard, file: H5Object, captionCount: Int64) throws(LiftError) -> [[Int64]] {
+  /// Prompt rows per class (rows of the file's `captions/embeddings`, which come first in a
+  /// dataset's captions), after checking the class lists: as many names as classes (counted, not
+  /// read), prompt offsets increasing from 0 to the prompt rows' count, every row a caption of
+  /// the file. Empty if the file has no classes. (Also reads a captions file's classes.)
+  static func readClasses(file: H5Object, path: String, captionCount: Int64) throws(LiftError) -> [[Int64]] {
     guard HDF5.exists(file.id, "classes/names") else { return [] }
-    let nameCount = try HDF5.stringListCount(file.id, "classes/names", path: shard.path)
+    let nameCount = try HDF5.stringListCount(file.id, "classes/names", path: path)
     guard nameCount <= Int64(maxClasses) else {
-      throw .format("'classes/names' in '\(shard.path)' has \(nameCount) entries; at most \(maxClasses) classes are accepted")
+      throw .format("'classes/names' in '\(path)' has \(nameCount) entries; at most \(maxClasses) classes are accepted")
     }
-    let offsets = try readAllInts(file, "classes/prompt_offsets", path: shard.path, limit: maxClasses + 1)
-    let rows = try readAllInts(file, "classes/prompt_rows", path: shard.path, limit: maxListEntries)
+    let offsets = try readAllInts(file, "classes/prompt_offsets", path: path, limit: maxClasses + 1)
+    let rows = try readAllInts(file, "classes/prompt_rows", path: path, limit: maxListEntries)
     guard offsets.count == Int(nameCount) + 1, offsets.first == 0, offsets.last == Int64(rows.count) else {
-      throw .format("'classes/prompt_offsets' in '\(shard.path)' must have \(nameCount + 1) entries from 0 to \(rows.count)")
+      throw .format("'classes/prompt_offsets' in '\(path)' must have \(nameCount + 1) entries from 0 to \(rows.count)")
     }
     var prompts: [[Int64]] = []
     for k in 0..<Int(nameCount) {
       guard offsets[k] < offsets[k + 1], offsets[k + 1] <= Int64(rows.count) else {
-        throw .format("class \(k) in '\(shard.path)' has prompt offsets [\(offsets[k]), \(offsets[k + 1])); "
+        throw .format("class \(k) in '\(path)' has prompt offsets [\(offsets[k]), \(offsets[k + 1])); "
                       + "each class needs at least one prompt, in increasing order within the \(rows.count) prompt rows")
       }
       let list = Array(rows[Int(offsets[k])..<Int(offsets[k + 1])])
       for r in list where r < 0 || r >= captionCount {
-        throw .format("class \(k) in '\(shard.path)' refers to caption row \(r); the file has \(captionCount)")
+        throw .format("class \(k) in '\(path)' refers to caption row \(r); the file has \(captionCount)")
       }
-      prompts.append(list.map { $0 + shard.firstCaption })
+      prompts.append(list)
     }
     return prompts
   }

@@ -201,6 +201,43 @@ enum HDF5 {
     return bytes
   }
 
+  /// The scalar string attribute `name` of `object` (variable- or fixed-length, at most 64 KiB),
+  /// or nil if there is none.
+  static func readStringAttribute(_ object: hid_t, _ name: String, path: String) throws(LiftError) -> String? {
+    guard H5Aexists(object, name) > 0 else {
+      H5Eclear2(lift_h5e_default())
+      return nil
+    }
+    let attribute = H5Aopen(object, name, lift_h5p_default())
+    guard attribute >= 0 else { throw .io("cannot open attribute '\(name)' of '\(path)': \(takeErrorDescription())") }
+    defer { H5Aclose(attribute) }
+    let fileType = H5Object(H5Aget_type(attribute), .datatype)
+    let space = H5Object(H5Aget_space(attribute), .dataspace)
+    guard H5Tget_class(fileType.id) == H5T_STRING, H5Sget_simple_extent_npoints(space.id) == 1 else {
+      throw .format("attribute '\(name)' of '\(path)' is not one string")
+    }
+    let memType = H5Object(H5Tcopy(lift_h5t_c_s1()), .datatype)
+    H5Tset_cset(memType.id, H5Tget_cset(fileType.id))
+    let failure = { () -> LiftError in .io("reading attribute '\(name)' of '\(path)': \(HDF5.takeErrorDescription())") }
+    if H5Tis_variable_str(fileType.id) > 0 {
+      H5Tset_size(memType.id, lift_h5t_variable())
+      var pointer: UnsafeMutablePointer<CChar>? = nil
+      guard H5Aread(attribute, memType.id, &pointer) >= 0 else { throw failure() }
+      guard let pointer else { return "" }
+      defer { H5free_memory(pointer) }
+      return String(decoding: UnsafeRawBufferPointer(start: pointer, count: min(strlen(pointer), 1 << 16)), as: UTF8.self)
+    }
+    let size = H5Tget_size(fileType.id)
+    guard size > 0, size <= 1 << 16 else { throw .format("attribute '\(name)' of '\(path)' holds a \(size)-byte string") }
+    H5Tset_size(memType.id, size)
+    H5Tset_strpad(memType.id, H5Tget_strpad(fileType.id))
+    var bytes = [UInt8](repeating: 0, count: size)
+    guard bytes.withUnsafeMutableBytes({ H5Aread(attribute, memType.id, $0.baseAddress) }) >= 0 else { throw failure() }
+    if let nul = bytes.firstIndex(of: 0) { bytes.removeSubrange(nul...) }
+    while bytes.last == UInt8(ascii: " ") { bytes.removeLast() }
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
   /// Every entry of a rank-1 string dataset `name` (for small tables such as class names).
   /// Entries of a rank-1 string dataset, counted without reading them.
   static func stringListCount(_ file: hid_t, _ name: String, path: String) throws(LiftError) -> Int64 {

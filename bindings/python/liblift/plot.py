@@ -25,27 +25,48 @@ def load(path):
     return steps, evals
 
 
-def plot(path, out, title=None):
-    import matplotlib
-    matplotlib.use("Agg")
+def figure(steps, evals, title=None):
+    """The three panels (loss, learning rate, zero-shot accuracy) of logged steps and evaluations."""
     import matplotlib.pyplot as plt
 
-    steps, evals = load(path)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     x = [r["step"] for r in steps]
     axes[0].plot(x, [r["loss"] for r in steps], lw=1)
     axes[0].set(title="training loss", xlabel="step")
     axes[1].plot(x, [r["lr"] for r in steps], lw=1, color="tab:orange")
     axes[1].set(title="learning rate", xlabel="step")
-    zs = [(r["step"], r["eval"]["zero_shot"]) for r in evals if "zero_shot" in r["eval"]]
-    if zs:
-        axes[2].plot([s for s, _ in zs], [100 * z["top1"] for _, z in zs], "o-", label="top-1")
-        axes[2].plot([s for s, _ in zs], [100 * z["top5"] for _, z in zs], "s--", label="top-5")
-        axes[2].legend()
-    axes[2].set(title="zero-shot accuracy (%)", xlabel="step")
+    zero_shot_panel(axes[2], evals, x[-1])
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def zero_shot_panel(ax, evals, last_step):
+    """Top-1 and top-5 at each evaluation, on the run's whole step axis, each point labelled with
+    its value when there are few (a run that evaluated only at the end shows two labelled
+    points where they were measured, not two bare dots on an empty axis)."""
+    ax.set(title="zero-shot accuracy (%)", xlabel="step", xlim=(0, 1.05 * max(last_step, 1)))
+    zs = [(r["step"], r["eval"]["zero_shot"]) for r in evals if "zero_shot" in r["eval"]]
+    if not zs:
+        ax.text(0.5, 0.5, "no zero-shot evaluation logged", transform=ax.transAxes, ha="center", color="gray")
+        return
+    # From a little below the lowest value to 100% plus room for the labels.
+    ax.set_ylim(max(0, min(100 * min(z["top1"], z["top5"]) for _, z in zs) - 5), 105)
+    for key, style, label in (("top1", "o-", "top-1"), ("top5", "s--", "top-5")):
+        points = [(s, 100 * z[key]) for s, z in zs]
+        ax.plot(*zip(*points), style, label=label)
+        for s, v in points if len(points) <= 6 else points[-1:]:
+            ax.annotate(f"{v:.1f}", (s, v), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
+    ax.legend(loc="best")
+
+
+def plot(path, out, title=None):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = figure(*load(path), title=title)
     fig.savefig(out, dpi=110)
     plt.close(fig)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -20,6 +21,9 @@ _WRITER_CAPTIONS = 2
 _WRITER_OVERWRITE = 4
 _DTYPES = {0: "float32", 1: "float16", 2: "float64"}
 _DTYPE_CODES = {"float32": 0, "float16": 1}
+# The library's hint for an existing file names its own switch ("pass the overwrite flag",
+# LIFT_WRITER_OVERWRITE in C); in Python that switch is the overwrite=True argument.
+_OVERWRITE_HINT = re.compile(r"\(pass [^()]*overwrite[^()]*\)", re.IGNORECASE)
 
 
 def _encode(path) -> bytes:
@@ -167,6 +171,12 @@ class Store(Handle):
         return idx, val
 
 
+def _in_python_terms(error: LiftError) -> LiftError:
+    """The error with the library's overwrite hint phrased as this module's argument."""
+    message = _OVERWRITE_HINT.sub("(pass overwrite=True to replace it)", error.message)
+    return error if message == error.message else LiftError(error.status, message)
+
+
 class StoreWriter(Handle):
     _free = "lift_store_writer_free"
     _kind = "writer"
@@ -185,8 +195,11 @@ class StoreWriter(Handle):
                  | (_WRITER_OVERWRITE if overwrite else 0))
         handle = ctypes.c_void_p()
         ds = dataset.encode("utf-8") if dataset is not None else None
-        check(lib.lift_store_writer_create(_encode(path), ds, int(dim), _DTYPE_CODES[dtype], flags,
-                                           ctypes.byref(handle)))
+        try:
+            check(lib.lift_store_writer_create(_encode(path), ds, int(dim), _DTYPE_CODES[dtype], flags,
+                                               ctypes.byref(handle)))
+        except LiftError as e:
+            raise _in_python_terms(e) from None
         self._h = handle
         self.path = os.fsdecode(_encode(path))
         self.dim = int(dim)

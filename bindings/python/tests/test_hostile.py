@@ -285,7 +285,7 @@ def one_line_error(r, fragment):
     (["train", "--epochs", "1e300"], "--epochs"),
     (["train", "--batch-size", "9223372036854775807"], "--batch-size"),
     (["train", "--checkpoint-every", "0"], "--checkpoint-every"),
-    (["train", "--eval-every", "0"], "--eval-every"),
+    (["train", "--eval-every=-1"], "--eval-every"),
     (["train", "--steps", str(2 ** 62)], "--steps"),
     (["train", "--time-limit", "nan"], "--time-limit"),
     (["train", "--lr", "inf"], "--lr"),

@@ -213,6 +213,9 @@ def test_writer_errors_and_atomicity(tmp_path):
     with pytest.raises(LiftError) as e:
         StoreWriter(path, 3)
     assert e.value.status_name == "LIFT_ERR_IO" and "already exists" in e.value.message
+    # The hint speaks Python: the overwrite= argument, not the C flag.
+    assert e.value.message.endswith("already exists (pass overwrite=True to replace it)"), e.value.message
+    assert "overwrite=True" in str(e.value) and "flag" not in str(e.value)
     # An exception inside the block discards the new file and keeps the old one.
     with pytest.raises(RuntimeError):
         with StoreWriter(path, 3, overwrite=True) as w:
