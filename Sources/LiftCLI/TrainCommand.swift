@@ -28,7 +28,7 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Evaluation dataset files (default: Fashion-MNIST test when training on it).") var evalData: [String] = []
   @Option(name: .long, help: "JSON file of option values.") var config: String?
   @Option(name: .long, help: "Folder for the default dataset (default: data).") var dataDir: String?
-  @Option(name: .long, help: "Fashion-MNIST caption embeddings (default: assets/fashion-mnist-captions.h5).") var captions: String?
+  @Option(name: .long, help: "Fashion-MNIST caption embeddings (default: fashion-mnist-captions.h5 from $LIFT_ASSETS, the installed share/liblift, ./assets or the checkout).") var captions: String?
   @Option(name: .long, help: "Run folder: metrics.jsonl, checkpoint.safetensors, model.safetensors, eval.json (default: runs/fashion-mnist).") var out: String?
   @Option(name: .long, help: "Model preset (ViT-Ti/16, ViT-S/16, ViT-B/16, ViT-XS/7-28, ViT-XS/14-28, ViT-XS/4-32; default ViT-XS/14-28).") var preset: String?
   @Option(name: .long, help: "Override: image size.") var imageSize: Int?

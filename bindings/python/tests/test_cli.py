@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import child_env
 
 import liblift
 from cli_helpers import LIFT, ROOT, lift, make_tiny, train_args
@@ -45,7 +46,7 @@ def test_train_eval_encode_info_export(tiny, tmp_path):
     np.testing.assert_array_equal(m.parameters, liblift.Model.load(out / "model.safetensors").parameters)
     png = tmp_path / "curves.png"
     subprocess.run([sys.executable, "-m", "liblift.plot", out / "metrics.jsonl", "-o", png], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT / "bindings" / "python")})
+                   env=child_env())
     assert png.stat().st_size > 10_000
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 import liblift
 from cli_helpers import LIFT, bf16_supported, lift, make_tiny, train_args
@@ -31,8 +32,8 @@ pytestmark = pytest.mark.skipif(_missing, reason="needs Open MPI (mpirun) and mp
 
 
 def mpirun(n, *args, timeout=120):
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
-               LIFT_NUM_THREADS="1", PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+                    LIFT_NUM_THREADS="1")
     return subprocess.run(["mpirun", "-n", str(n), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -40,7 +41,7 @@ def run_worker(tmp_path, n, *args):
     out = tmp_path / f"{n}-{'-'.join(args) or 'default'}.npz"
     if n == 0:
         r = subprocess.run([sys.executable, str(WORKER), "single", str(out), *args], capture_output=True, text=True,
-                           timeout=120, env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
+                           timeout=120, env=child_env())
     else:
         r = mpirun(n, sys.executable, "-m", "mpi4py", str(WORKER), "distributed", str(out), *args)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 import liblift
 
@@ -32,7 +33,7 @@ def run_case(code: str, timeout: float = 60) -> str:
                 return
             raise AssertionError("no error")
     """)
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env()
     r = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
                        timeout=timeout, env=env)
     assert r.returncode == 0, f"child ended with {r.returncode}:\n{r.stdout}\n{r.stderr[-3000:]}"
