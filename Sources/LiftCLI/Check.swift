@@ -84,16 +84,18 @@ struct Check: ParsableCommand {
     return (exitStatus == 0, exitStatus == 0 ? "ok: \(lastLine)" : "unusable: \(lastLine.replacingPrefix("Error: "))")
   }
 
-  /// Opens `path` as what it is and reads all of it; returns a one-line summary.
+  /// Opens `path` as what it is (judged from its content) and reads all of it; returns a
+  /// one-line summary.
   func readEverything(_ path: String) throws -> String {
-    if path.hasSuffix(".safetensors") {
+    switch try cli({ () throws(LiftError) in try LiftFileKind.of(path: path) }) {
+    case .safetensors:
       let model = try cli { () throws(LiftError) in try Model.load(path: path) }
       if let (trainer, _) = try? Trainer.load(path: path, batchCapacity: 1) {
         return "training checkpoint at step \(trainer.step), \(model.layout.parameterCount) parameters"
       }
       return "model, \(model.layout.parameterCount) parameters"
-    }
-    if let ds = try? ImageDataset(paths: [path]) {
+    case .dataset:
+      let ds = try cli { () throws(LiftError) in try ImageDataset(paths: [path]) }
       try cli { () throws(LiftError) in
         var pixels = [UInt8](repeating: 0, count: ds.imageBytes)
         for i in 0..<ds.count {
@@ -107,10 +109,22 @@ struct Check: ParsableCommand {
         try readStore(ds.captions)
       }
       return "dataset of \(ds.count) images, \(ds.captions.rows) captions, \(ds.classCount) classes"
+    case .captions:
+      let file = try cli { () throws(LiftError) in try CaptionsFile(path: path) }
+      try cli { () throws(LiftError) in
+        _ = try file.classNames()
+        try readStore(file.captions)
+      }
+      return "captions file of \(file.captions.rows) captions, \(file.classCount) classes"
+    case .store:
+      let store = try cli { () throws(LiftError) in try EmbeddingStore(paths: [path]) }
+      try cli { () throws(LiftError) in try readStore(store) }
+      return "embedding store of \(store.rows) x \(store.dim)"
+    case .otherHDF5:
+      throw CLIError("'\(path)' is an HDF5 file but not a liblift one (no images/pixels, captions/embeddings or embeddings dataset)")
+    case .unknown:
+      throw CLIError("'\(path)' is neither safetensors nor HDF5")
     }
-    let store = try cli { () throws(LiftError) in try EmbeddingStore(paths: [path]) }
-    try cli { () throws(LiftError) in try readStore(store) }
-    return "embedding store of \(store.rows) x \(store.dim)"
   }
 
   func readStore(_ store: EmbeddingStore) throws(LiftError) {

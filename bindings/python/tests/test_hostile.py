@@ -370,3 +370,14 @@ def test_lift_check_isolates_files_that_crash_or_hang_libhdf5(tmp_path):
             except liblift.LiftError as e:
                 print("OK", e.status_name)
         """, timeout=30)
+
+
+def test_lift_check_knows_each_kind_of_file_by_its_content(tmp_path):
+    asset = HERE.parents[2] / "assets" / "fashion-mnist-captions.h5"
+    text = tmp_path / "model.safetensors"  # a misleading name: the content decides
+    text.write_text("not a model")
+    r = lift("check", asset, text, check=False, timeout=120)
+    assert r.returncode == 1, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"{asset}: ok: captions file of 160 captions, 10 classes", lines
+    assert lines[1].startswith(f"{text}: unusable:") and "neither safetensors nor HDF5" in lines[1], lines
