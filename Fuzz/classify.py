@@ -6,7 +6,8 @@ or inside libhdf5 (outside liblift's control; see the README's threat model).
 
 Prints one line per file ("libhdf5: ..." or "liblift: ...") and exits 1 if any finding is in
 liblift. A finding's place is the first stack frame that is neither the sanitizer/fuzzer runtime
-nor the C library.
+nor the C or C++ runtime library; an out-of-memory finding is libhdf5's when libhdf5 is on the
+stack.
 """
 import os
 import re
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 BINARY = Path(__file__).resolve().parents[1] / ".build" / "fuzz" / "lift-fuzz"
-RUNTIME = re.compile(r"compiler-rt|sanitizer|fuzzer::|libc\.so|/sysdeps/|string/|libpthread|\?\?\s*$")
+RUNTIME = re.compile(r"compiler-rt|sanitizer|fuzzer::|libc\.so|libstdc\+\+|libgcc_s|/include/c\+\+/|/sysdeps/|string/|libpthread|\?\?\s*$")
 FRAME = re.compile(r"^\s*#\d+ 0x[0-9a-f]+ (?:in )?(.*)$")
 
 
@@ -25,6 +26,10 @@ def place(target: str, path: str) -> str:
                        env=env, timeout=120)
     if r.returncode == 0:
         return "passes now"
+    frames = [m.group(1) for m in map(FRAME.match, r.stderr.splitlines()) if m]
+    if "out-of-memory" in r.stderr and any("libhdf5" in f for f in frames):
+        # Memory use crossed the limit while libhdf5 was running (its own allocations).
+        return "libhdf5: out of memory in " + next(f for f in frames if "libhdf5" in f)[:160]
     for line in r.stderr.splitlines():
         m = FRAME.match(line)
         if not m or RUNTIME.search(m.group(1)):
