@@ -71,12 +71,12 @@ final class KernelTests: XCTestCase {
     let r = rng.floats(rows * cols)
     func loss(_ x: [Float], _ gamma: [Float], _ beta: [Float]) -> Double {
       var y = [Float](repeating: 0, count: rows * cols)
-      elements(&y) { LayerNorm.forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, y: $0, xhat: nil, rstd: nil) }
+      elements(&y) { LayerNorm.forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, eps: 1e-5, y: $0, xhat: nil, rstd: nil) }
       return zip(y, r).reduce(0) { $0 + Double($1.0) * Double($1.1) }
     }
     var y = [Float](repeating: 0, count: rows * cols)
     var xhat = y, rstd = [Float](repeating: 0, count: rows)
-    elements(&y) { LayerNorm.forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, y: $0, xhat: &xhat, rstd: &rstd) }
+    elements(&y) { LayerNorm.forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, eps: 1e-5, y: $0, xhat: &xhat, rstd: &rstd) }
     var dx = [Float](repeating: 0, count: rows * cols)
     var dgamma = [Float](repeating: 0, count: cols), dbeta = dgamma
     var partials = [Float](repeating: 0, count: 2 * Parallel.workers * cols)

@@ -175,6 +175,9 @@ extension ModelConfig {
       ("image_mean", .array(imageMean.map { .number(Double($0)) })),
       ("image_std", .array(imageStd.map { .number(Double($0)) })),
       ("precision", .string(precision.name)),
+      ("patch_bias", .bool(patchBias)), ("ln_pre", .bool(lnPre)), ("activation", .string(activation.name)),
+      ("layer_scale", .bool(layerScale)), ("registers", .number(Double(registers))),
+      ("final_norm", .string(finalNorm.name)), ("layer_norm_eps", .number(Double(layerNormEps))),
     ])
   }
 
@@ -211,6 +214,33 @@ extension ModelConfig {
               mlpRatio: try int("mlp_ratio"), headLayers: try int("head_layers"), textDim: try int("text_dim"),
               pooling: pool, objective: objective, imageMean: try floats("image_mean"), imageStd: try floats("image_std"),
               precision: precision)
+    // Architecture options added later: files without them describe LIFT's own model.
+    func flag(_ key: String, _ fallback: Bool) throws(LiftError) -> Bool {
+      guard let v = json[key] else { return fallback }
+      guard let b = v.bool else { throw .format("\(source): '\(key)' must be true or false") }
+      return b
+    }
+    patchBias = try flag("patch_bias", false)
+    lnPre = try flag("ln_pre", true)
+    layerScale = try flag("layer_scale", false)
+    let activationName = json["activation"]?.string ?? "gelu"
+    guard let activation = Activation(name: activationName) else {
+      throw .format("\(source): 'activation' must be gelu or quick_gelu (got \"\(activationName)\")")
+    }
+    self.activation = activation
+    let finalNormName = json["final_norm"]?.string ?? "tokens"
+    guard let finalNorm = FinalNorm(name: finalNormName) else {
+      throw .format("\(source): 'final_norm' must be tokens or pooled (got \"\(finalNormName)\")")
+    }
+    self.finalNorm = finalNorm
+    if let v = json["registers"] {
+      guard let r = v.int else { throw .format("\(source): 'registers' must be an integer") }
+      registers = r
+    }
+    if let v = json["layer_norm_eps"] {
+      guard let e = v.number else { throw .format("\(source): 'layer_norm_eps' must be a number") }
+      layerNormEps = Float(e)
+    }
     do {
       try validate()
     } catch {

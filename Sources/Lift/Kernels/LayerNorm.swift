@@ -1,26 +1,27 @@
-/// LayerNorm over the last dimension (eps 1e-5, affine), as nn.LayerNorm.
+/// LayerNorm over the last dimension (affine), as nn.LayerNorm with the model's eps.
 ///
 /// Forward saves xhat = (x - mean) * rstd and rstd per row instead of x: backward needs only
 /// those, and the layer output is recomputed from xhat when a matmul needs it again.
 enum LayerNorm {
-  static let eps: Float = 1e-5
-
   /// For each of `rows` rows of x (rows x cols): y = xhat * gamma + beta (float32, or rounded
   /// to bfloat16 when y feeds a bf16 product). xhat and rstd (rows) are written when non-nil.
   /// y may alias x.
   static func forward(_ x: UnsafePointer<Float>, rows: Int, cols: Int, gamma: UnsafePointer<Float>,
-                      beta: UnsafePointer<Float>, y: MatrixElements,
+                      beta: UnsafePointer<Float>, eps: Float, y: MatrixElements,
                       xhat: UnsafeMutablePointer<Float>?, rstd: UnsafeMutablePointer<Float>?) {
     switch y {
     case .f32(let p):
-      forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, into: Float32Writer(pointer: p), xhat: xhat, rstd: rstd)
+      forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, eps: eps, into: Float32Writer(pointer: p), xhat: xhat,
+              rstd: rstd)
     case .bf16(let p):
-      forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, into: BFloat16Writer(pointer: p), xhat: xhat, rstd: rstd)
+      forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, eps: eps, into: BFloat16Writer(pointer: p), xhat: xhat,
+              rstd: rstd)
     }
   }
 
   private static func forward<W: ProductInputWriter>(_ x: UnsafePointer<Float>, rows: Int, cols: Int,
-                                                     gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, into y: W,
+                                                     gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, eps: Float,
+                                                     into y: W,
                                                      xhat: UnsafeMutablePointer<Float>?, rstd: UnsafeMutablePointer<Float>?) {
     let inv = 1 / Float(cols)
     Parallel.forRanges(rows, grain: max(1, 8192 / cols)) { r in

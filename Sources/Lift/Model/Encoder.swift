@@ -2,8 +2,12 @@
 /// + LIFT projection head + L2 normalisation. One function per stage, over the buffers of a
 /// `Workspace`; parameter gradients accumulate (+=) into a buffer laid out like the parameters.
 ///
-/// Notation: B images, T = 1 + P tokens (class token first, then patches row-major), W width,
-/// H heads, F = mlp_ratio * W, D text_dim, N = B * T token rows.
+/// Notation: B images, T = 1 + R + P tokens (class token, R registers, then patches
+/// row-major), W width, H heads, F = mlp_ratio * W, D text_dim, N = B * T token rows.
+///
+/// Options of other model families (ModelConfig): a patch-embedding bias, no ln_pre,
+/// QuickGELU, LayerScale (x = x + gamma * branch), registers, and ln_post on the pooled feature
+/// instead of on every token; LayerNorm eps from the config.
 ///
 /// Precision (the workspace's): in bf16 every matrix product takes bfloat16 operands: the
 /// weights' rounded copy, activations that kernels write rounded (`MatrixElements`), and float32
@@ -51,15 +55,19 @@ enum Encoder {
     }
     try Profile.measure(.gemmForward) { () throws(LiftError) in
       try Linear.forward(ws.patches.matrix(ld: c.patchDim), rows: np, inFeatures: c.patchDim, outFeatures: w,
-                         weight: weights(l.conv1, ld: c.patchDim), bias: nil, Matrix(ws.patchTokens, ld: w), products: mm)
+                         weight: weights(l.conv1, ld: c.patchDim), bias: l.conv1Bias.map { par + $0 },
+                         Matrix(ws.patchTokens, ld: w), products: mm)
     }
     Profile.measure(.elementwiseForward) {
       assembleTokens(ws.patchTokens, classEmbedding: par + l.classEmbedding, positional: par + l.positionalEmbedding,
-                     batch: batch, tokens: t, width: w, into: ws.x)
+                     registers: l.registerTokens.map { par + $0 }, registerCount: c.registers, batch: batch, tokens: t,
+                     width: w, into: ws.x)
     }
-    Profile.measure(.layerNormForward) {
-      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPreWeight, beta: par + l.lnPreBias, y: .f32(ws.x),
-                        xhat: ws.xhatPre, rstd: ws.rstdPre)
+    if let lnPre = l.lnPre {
+      Profile.measure(.layerNormForward) {
+        LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + lnPre.weight, beta: par + lnPre.bias, eps: c.layerNormEps,
+                          y: .f32(ws.x), xhat: ws.xhatPre, rstd: ws.rstdPre)
+      }
     }
 
     let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads, bf16: ws.bf16)
@@ -68,8 +76,8 @@ enum Encoder {
       let lse = ws.perBlock(ws.lse, i), fc = ws.perBlock(ws.fc, i)
       // x = x + out_proj(attention(in_proj(ln_1(x))))
       Profile.measure(.layerNormForward) {
-        LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h,
-                          xhat: ws.training ? ws.xhat1[i] : nil, rstd: ws.training ? ws.rstd1[i] : nil)
+        LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, eps: c.layerNormEps,
+                          y: ws.h, xhat: ws.training ? ws.xhat1[i] : nil, rstd: ws.training ? ws.rstd1[i] : nil)
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
         try Linear.forward(ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: 3 * w,
@@ -78,34 +86,48 @@ enum Encoder {
       try Profile.measure(.attentionForward) { () throws(LiftError) in
         try Attention.forward(qkv: qkv, shape: shape, out: out, lse: lse, scratch: ws.attnScratch, products: mm)
       }
-      try Profile.measure(.gemmForward) { () throws(LiftError) in
+      try residualBranch(gamma: blk.layerScale1.map { par + $0 }, branch: ws.perBlockBranch(ws.branch1, i), ws: ws, rows: n) {
+        (target, accumulate) throws(LiftError) in
         try Linear.forward(out.matrix(ld: w), rows: n, inFeatures: w, outFeatures: w, weight: weights(blk.outWeight, ld: w),
-                           bias: par + blk.outBias, Matrix(ws.x, ld: w), accumulate: true, products: mm)
+                           bias: par + blk.outBias, Matrix(target, ld: w), accumulate: accumulate, products: mm)
       }
       // x = x + c_proj(GELU(c_fc(ln_2(x))))
       Profile.measure(.layerNormForward) {
-        LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h,
-                          xhat: ws.training ? ws.xhat2[i] : nil, rstd: ws.training ? ws.rstd2[i] : nil)
+        LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, eps: c.layerNormEps,
+                          y: ws.h, xhat: ws.training ? ws.xhat2[i] : nil, rstd: ws.training ? ws.rstd2[i] : nil)
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
         try Linear.forward(ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: f, weight: weights(blk.fcWeight, ld: w),
                            bias: nil, Matrix(fc, ld: f), products: mm)
       }
       Profile.measure(.geluForward) {
-        GELU.forwardAddingBias(fc, bias: par + blk.fcBias, ws.g, rows: n, cols: f)
+        GELU.forwardAddingBias(fc, bias: par + blk.fcBias, ws.g, rows: n, cols: f, activation: c.activation)
       }
-      try Profile.measure(.gemmForward) { () throws(LiftError) in
+      try residualBranch(gamma: blk.layerScale2.map { par + $0 }, branch: ws.perBlockBranch(ws.branch2, i), ws: ws, rows: n) {
+        (target, accumulate) throws(LiftError) in
         try Linear.forward(ws.g.matrix(ld: f), rows: n, inFeatures: f, outFeatures: w, weight: weights(blk.projWeight, ld: f),
-                           bias: par + blk.projBias, Matrix(ws.x, ld: w), accumulate: true, products: mm)
+                           bias: par + blk.projBias, Matrix(target, ld: w), accumulate: accumulate, products: mm)
       }
     }
-    // ln_post in place: the residual stream is not needed afterwards.
-    Profile.measure(.layerNormForward) {
-      LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPostWeight, beta: par + l.lnPostBias, y: .f32(ws.x),
-                        xhat: ws.xhatPost, rstd: ws.rstdPost)
-    }
-    Profile.measure(.elementwiseForward) {
-      pool(ws.x, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.pooled)
+    // ln_post, in place (the residual stream is not needed afterwards): on every token before
+    // pooling, or on the pooled features.
+    switch c.finalNorm {
+    case .tokens:
+      Profile.measure(.layerNormForward) {
+        LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + l.lnPostWeight, beta: par + l.lnPostBias,
+                          eps: c.layerNormEps, y: .f32(ws.x), xhat: ws.xhatPost, rstd: ws.rstdPost)
+      }
+      Profile.measure(.elementwiseForward) {
+        pool(ws.x, batch: batch, tokens: t, prefix: c.prefixTokens, width: w, pooling: c.pooling, into: ws.pooled)
+      }
+    case .pooled:
+      Profile.measure(.elementwiseForward) {
+        pool(ws.x, batch: batch, tokens: t, prefix: c.prefixTokens, width: w, pooling: c.pooling, into: ws.pooled)
+      }
+      Profile.measure(.layerNormForward) {
+        LayerNorm.forward(ws.pooled, rows: batch, cols: w, gamma: par + l.lnPostWeight, beta: par + l.lnPostBias,
+                          eps: c.layerNormEps, y: .f32(ws.pooled), xhat: ws.xhatPost, rstd: ws.rstdPost)
+      }
     }
     try Profile.measure(.gemmForward) { () throws(LiftError) in
       try headForward(model, batch: batch, ws: ws, weights: weights)
@@ -115,22 +137,44 @@ enum Encoder {
     }
   }
 
-  /// x[b, 0] = class + pos[0]; x[b, 1 + i] = patchTokens[b, i] + pos[1 + i].
+  /// One residual branch, x += branch(...): without LayerScale (`gamma` nil) the branch's last
+  /// product accumulates into x directly; with it, the product writes `branch` (kept for
+  /// backward), then x += gamma * branch. `product(target, accumulate)` runs the product.
+  static func residualBranch(gamma: UnsafePointer<Float>?, branch: UnsafeMutablePointer<Float>?, ws: Workspace, rows: Int,
+                             _ product: (UnsafeMutablePointer<Float>, Bool) throws(LiftError) -> Void) throws(LiftError) {
+    guard let gamma, let branch else {
+      try Profile.measure(.gemmForward) { () throws(LiftError) in try product(ws.x, true) }
+      return
+    }
+    try Profile.measure(.gemmForward) { () throws(LiftError) in try product(branch, false) }
+    Profile.measure(.elementwiseForward) {
+      LayerScale.addScaled(branch, gamma: gamma, into: ws.x, rows: rows, cols: ws.config.width)
+    }
+  }
+
+  /// Row by row, image b's tokens: x[b, 0] = class + pos[0]; x[b, 1 + r] = register r (no
+  /// position); x[b, 1 + R + i] = patchTokens[b, i] + pos[1 + i].
   static func assembleTokens(_ patchTokens: UnsafePointer<Float>, classEmbedding: UnsafePointer<Float>,
-                             positional: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,
-                             into x: UnsafeMutablePointer<Float>) {
+                             positional: UnsafePointer<Float>, registers: UnsafePointer<Float>?, registerCount: Int,
+                             batch: Int, tokens t: Int, width w: Int, into x: UnsafeMutablePointer<Float>) {
+    let prefix = 1 + registerCount, patches = t - prefix
     Parallel.forRanges(batch * t, grain: max(1, 8192 / w)) { r in
       for row in r {
-        let b = row / t, tok = row % t
-        let src = tok == 0 ? classEmbedding : patchTokens + (b * (t - 1) + tok - 1) * w
-        let pos = positional + tok * w, dst = x + row * w
+        let b = row / t, tok = row % t, dst = x + row * w
+        if tok > 0 && tok < prefix {
+          dst.update(from: registers! + (tok - 1) * w, count: w)
+          continue
+        }
+        let src = tok == 0 ? classEmbedding : patchTokens + (b * patches + tok - prefix) * w
+        let pos = positional + (tok == 0 ? 0 : tok - prefix + 1) * w
         for j in 0..<w { dst[j] = src[j] + pos[j] }
       }
     }
   }
 
-  /// pooled[b] = mean of y[b, 1...] ('avg', LIFT's choice) or y[b, 0] ('tok').
-  static func pool(_ y: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,
+  /// pooled[b] = mean of the patch tokens y[b, prefix...] ('avg', LIFT's choice; the class
+  /// token and registers are left out) or the class token y[b, 0] ('tok').
+  static func pool(_ y: UnsafePointer<Float>, batch: Int, tokens t: Int, prefix: Int, width w: Int,
                    pooling: ModelConfig.Pooling, into pooled: UnsafeMutablePointer<Float>) {
     for b in 0..<batch {
       let dst = pooled + b * w
@@ -139,11 +183,11 @@ enum Encoder {
         dst.update(from: y + b * t * w, count: w)
       case .average:
         dst.initialize(repeating: 0, count: w)
-        for tok in 1..<t {
+        for tok in prefix..<t {
           let src = y + (b * t + tok) * w
           for j in 0..<w { dst[j] += src[j] }
         }
-        let inv = 1 / Float(t - 1)
+        let inv = 1 / Float(t - prefix)
         for j in 0..<w { dst[j] *= inv }
       }
     }
@@ -214,14 +258,27 @@ enum Encoder {
       if i > 0 { GELU.backward(ws.headOut[i - 1], dOther, dOther, count: batch * d) }
       swap(&dz, &dOther)
     }
-    // dz now holds dpooled (B x W). Pooling backward into dh.
-    Profile.measure(.elementwiseBackward) {
-      poolBackward(dz, batch: batch, tokens: t, width: w, pooling: c.pooling, into: ws.dh)
-    }
-    Profile.measure(.layerNormBackward) {
-      LayerNorm.backward(ws.dh, xhat: ws.xhatPost!, rstd: ws.rstdPost!, gamma: par + l.lnPostWeight, rows: n, cols: w,
-                         dx: ws.dx, accumulate: false, dgamma: grads + l.lnPostWeight, dbeta: grads + l.lnPostBias,
-                         partials: ws.partials)
+    // dz now holds dpooled (B x W). ln_post and pooling backward into dx (N x W).
+    let prefix = c.prefixTokens
+    switch c.finalNorm {
+    case .tokens:
+      Profile.measure(.elementwiseBackward) {
+        poolBackward(dz, batch: batch, tokens: t, prefix: prefix, width: w, pooling: c.pooling, into: ws.dh)
+      }
+      Profile.measure(.layerNormBackward) {
+        LayerNorm.backward(ws.dh, xhat: ws.xhatPost!, rstd: ws.rstdPost!, gamma: par + l.lnPostWeight, rows: n, cols: w,
+                           dx: ws.dx, accumulate: false, dgamma: grads + l.lnPostWeight, dbeta: grads + l.lnPostBias,
+                           partials: ws.partials)
+      }
+    case .pooled:
+      Profile.measure(.layerNormBackward) {
+        LayerNorm.backward(dz, xhat: ws.xhatPost!, rstd: ws.rstdPost!, gamma: par + l.lnPostWeight, rows: batch, cols: w,
+                           dx: dOther, accumulate: false, dgamma: grads + l.lnPostWeight, dbeta: grads + l.lnPostBias,
+                           partials: ws.partials)
+      }
+      Profile.measure(.elementwiseBackward) {
+        poolBackward(dOther, batch: batch, tokens: t, prefix: prefix, width: w, pooling: c.pooling, into: ws.dx)
+      }
     }
 
     let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads, bf16: ws.bf16)
@@ -233,11 +290,13 @@ enum Encoder {
       }
       Profile.measure(.geluBackward) {
         // g = GELU(fc) for c_proj's weight gradient; fc becomes GELU'(fc) (its last use).
-        GELU.valueAndDerivativeInPlace(ws.fc[i], ws.g, count: n * f)
+        GELU.valueAndDerivativeInPlace(ws.fc[i], ws.g, count: n * f, activation: c.activation)
       }
-      let dOutput = operand(ws.dx, rows: n, cols: w, staging: ws.stage16)
+      let dProj = branchGradient(gamma: blk.layerScale2, branch: ws.perBlockBranch(ws.branch2, i), model: model,
+                                 ws: ws, rows: n, grads: grads)
+      let dOutput = operand(dProj, rows: n, cols: w, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
-        try Linear.backward(dOutput, dyValues: ws.dx, ws.g.matrix(ld: f), rows: n, inFeatures: f, outFeatures: w,
+        try Linear.backward(dOutput, dyValues: dProj, ws.g.matrix(ld: f), rows: n, inFeatures: f, outFeatures: w,
                             weight: weights(blk.projWeight, ld: f), dWeight: grads + blk.projWeight,
                             dBias: grads + blk.projBias, dx: Matrix(ws.dg, ld: f), products: mm)
       }
@@ -257,9 +316,11 @@ enum Encoder {
                            partials: ws.partials)
       }
       // Attention: x_mid = x_in + out_proj(attention(in_proj(ln_1(x_in)))).
-      let dMid = operand(ws.dx, rows: n, cols: w, staging: ws.stage16)
+      let dOutProj = branchGradient(gamma: blk.layerScale1, branch: ws.perBlockBranch(ws.branch1, i), model: model,
+                                    ws: ws, rows: n, grads: grads)
+      let dMid = operand(dOutProj, rows: n, cols: w, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
-        try Linear.backward(dMid, dyValues: ws.dx, ws.attnOut[i].matrix(ld: w), rows: n, inFeatures: w, outFeatures: w,
+        try Linear.backward(dMid, dyValues: dOutProj, ws.attnOut[i].matrix(ld: w), rows: n, inFeatures: w, outFeatures: w,
                             weight: weights(blk.outWeight, ld: w), dWeight: grads + blk.outWeight,
                             dBias: grads + blk.outBias, dx: ws.dAttn.matrix(ld: w), products: mm)
       }
@@ -283,15 +344,21 @@ enum Encoder {
                            partials: ws.partials)
       }
     }
-    // ln_pre, then the token assembly and the patch embedding.
-    Profile.measure(.layerNormBackward) {
-      LayerNorm.backward(ws.dx, xhat: ws.xhatPre!, rstd: ws.rstdPre!, gamma: par + l.lnPreWeight, rows: n, cols: w,
-                         dx: ws.dh, accumulate: false, dgamma: grads + l.lnPreWeight, dbeta: grads + l.lnPreBias,
-                         partials: ws.partials)
+    // ln_pre (if any), then the token assembly and the patch embedding.
+    var dTokens = ws.dx
+    if let lnPre = l.lnPre {
+      Profile.measure(.layerNormBackward) {
+        LayerNorm.backward(ws.dx, xhat: ws.xhatPre!, rstd: ws.rstdPre!, gamma: par + lnPre.weight, rows: n, cols: w,
+                           dx: ws.dh, accumulate: false, dgamma: grads + lnPre.weight, dbeta: grads + lnPre.bias,
+                           partials: ws.partials)
+      }
+      dTokens = ws.dh
     }
     Profile.measure(.elementwiseBackward) {
-      tokensBackward(ws.dh, batch: batch, tokens: t, width: w, dClass: grads + l.classEmbedding,
-                     dPositional: grads + l.positionalEmbedding, dPatchTokens: ws.patchTokens)
+      tokensBackward(dTokens, batch: batch, tokens: t, prefix: prefix, width: w, dClass: grads + l.classEmbedding,
+                     dPositional: grads + l.positionalEmbedding, dRegisters: l.registerTokens.map { grads + $0 },
+                     dPatchTokens: ws.patchTokens)
+      if let bias = l.conv1Bias { VectorOps.addColumnSums(ws.patchTokens, rows: np, cols: w, lda: w, into: grads + bias) }
     }
     let dPatchTokens = operand(ws.patchTokens, rows: np, cols: w, staging: ws.stage16)
     try Profile.measure(.gemmBackward) { () throws(LiftError) in
@@ -300,36 +367,59 @@ enum Encoder {
     }
   }
 
-  static func poolBackward(_ dPooled: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,
+  /// The gradient reaching a residual branch's last product, given ws.dx (the residual
+  /// stream's): ws.dx itself, or with LayerScale gamma * ws.dx written into ws.dh, while
+  /// dgamma += column sums of ws.dx * branch.
+  static func branchGradient(gamma: Int?, branch: UnsafeMutablePointer<Float>?, model: Model, ws: Workspace, rows: Int,
+                             grads: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+    guard let gamma, let branch else { return ws.dx }
+    Profile.measure(.elementwiseBackward) {
+      LayerScale.backward(ws.dx, branch: branch, gamma: model.parameters + gamma, dBranch: ws.dh, dGamma: grads + gamma,
+                          rows: rows, cols: model.config.width, partials: ws.partials)
+    }
+    return ws.dh
+  }
+
+  static func poolBackward(_ dPooled: UnsafePointer<Float>, batch: Int, tokens t: Int, prefix: Int, width w: Int,
                            pooling: ModelConfig.Pooling, into dy: UnsafeMutablePointer<Float>) {
-    let inv = 1 / Float(max(t - 1, 1))
+    let inv = 1 / Float(max(t - prefix, 1))
     for b in 0..<batch {
       for tok in 0..<t {
         let dst = dy + (b * t + tok) * w, src = dPooled + b * w
-        switch (pooling, tok) {
-        case (.token, 0): dst.update(from: src, count: w)
-        case (.token, _), (.average, 0): dst.update(repeating: 0, count: w)
-        case (.average, _): for j in 0..<w { dst[j] = src[j] * inv }
+        switch pooling {
+        case .token where tok == 0: dst.update(from: src, count: w)
+        case .average where tok >= prefix: for j in 0..<w { dst[j] = src[j] * inv }
+        default: dst.update(repeating: 0, count: w)
         }
       }
     }
   }
 
-  /// dClass += sum_b dx[b, 0]; dPositional[t] += sum_b dx[b, t]; dPatchTokens[b, i] = dx[b, 1 + i].
-  static func tokensBackward(_ dx: UnsafePointer<Float>, batch: Int, tokens t: Int, width w: Int,
+  /// dClass += sum_b dx[b, 0]; dRegisters[r] += sum_b dx[b, 1 + r]; dPositional[0] gets the class
+  /// token's and dPositional[1 + i] patch i's sum over b; dPatchTokens[b, i] = dx[b, prefix + i].
+  static func tokensBackward(_ dx: UnsafePointer<Float>, batch: Int, tokens t: Int, prefix: Int, width w: Int,
                              dClass: UnsafeMutablePointer<Float>, dPositional: UnsafeMutablePointer<Float>,
-                             dPatchTokens: UnsafeMutablePointer<Float>) {
-    // Split over tokens so each worker owns whole rows of dPositional.
+                             dRegisters: UnsafeMutablePointer<Float>?, dPatchTokens: UnsafeMutablePointer<Float>) {
+    let patches = t - prefix
+    // Split over tokens so each worker owns whole rows of dPositional and dRegisters.
     Parallel.forRanges(t, grain: max(1, 4096 / (w * max(batch, 1)))) { r in
       for tok in r {
-        let dpos = dPositional + tok * w
+        if tok > 0 && tok < prefix {
+          let dreg = dRegisters! + (tok - 1) * w
+          for b in 0..<batch {
+            let src = dx + (b * t + tok) * w
+            for j in 0..<w { dreg[j] += src[j] }
+          }
+          continue
+        }
+        let dpos = dPositional + (tok == 0 ? 0 : tok - prefix + 1) * w
         for b in 0..<batch {
           let src = dx + (b * t + tok) * w
           for j in 0..<w { dpos[j] += src[j] }
           if tok == 0 {
             for j in 0..<w { dClass[j] += src[j] }
           } else {
-            (dPatchTokens + (b * (t - 1) + tok - 1) * w).update(from: src, count: w)
+            (dPatchTokens + (b * patches + tok - prefix) * w).update(from: src, count: w)
           }
         }
       }

@@ -95,6 +95,9 @@ public final class Model: @unchecked Sendable {  // every operation takes `lock`
 /// - in_proj_weight: Xavier-uniform U(-sqrt(6 / (W + 3W)), +); in_proj_bias, out_proj.bias: 0
 /// - class_embedding, positional_embedding: N(0, 1) * W^-0.5 (OpenCLIP)
 /// - LayerNorm weight 1, bias 0
+/// - options of other model families (drawn only when present, so LIFT's own model initialises
+///   as before): conv1.bias U(-1/sqrt(C*p*p), +) as Conv2d; register tokens N(0, 1) * W^-0.5;
+///   LayerScale vectors 1
 /// - logit_scale: ln(1 / 0.07) (contrastive, cosine) or ln 10 (sigmoid); logit_bias: -10.
 enum Initializer {
   static func initialize(_ model: Model, seed: UInt64) {
@@ -112,10 +115,14 @@ enum Initializer {
     func fanIn(_ n: Int) -> Float { 1 / Float(n).squareRoot() }
 
     uniform(l.conv1, w * c.patchDim, bound: fanIn(c.patchDim))
+    if let bias = l.conv1Bias { uniform(bias, w, bound: fanIn(c.patchDim)) }
     normal(l.classEmbedding, w, std: fanIn(w))
-    normal(l.positionalEmbedding, c.tokens * w, std: fanIn(w))
-    fill(l.lnPreWeight, w, 1)
+    normal(l.positionalEmbedding, (1 + c.patches) * w, std: fanIn(w))
+    if let registers = l.registerTokens { normal(registers, c.registers * w, std: fanIn(w)) }
+    if let lnPre = l.lnPre { fill(lnPre.weight, w, 1) }
     for b in l.blocks {
+      if let ls = b.layerScale1 { fill(ls, w, 1) }
+      if let ls = b.layerScale2 { fill(ls, w, 1) }
       fill(b.ln1Weight, w, 1)
       uniform(b.inWeight, 3 * w * w, bound: (6 / Float(4 * w)).squareRoot())
       uniform(b.outWeight, w * w, bound: fanIn(w))

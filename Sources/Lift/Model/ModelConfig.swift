@@ -15,6 +15,41 @@ public struct ModelConfig: Equatable {
     case sigmoid = 2
   }
 
+  /// The MLP activation of the residual blocks (the LIFT head always uses exact GELU).
+  public enum Activation: Int32 {
+    /// Exact GELU, x * Phi(x) (OpenCLIP, timm, DINOv2).
+    case gelu = 0
+    /// QuickGELU, x * sigmoid(1.702 x) (OpenAI's CLIP weights).
+    case quickGELU = 1
+
+    public var name: String { self == .gelu ? "gelu" : "quick_gelu" }
+    public init?(name: String) {
+      switch name {
+      case "gelu": self = .gelu
+      case "quick_gelu": self = .quickGELU
+      default: return nil
+      }
+    }
+  }
+
+  /// Where the final LayerNorm (`ln_post`) applies.
+  public enum FinalNorm: Int32 {
+    /// On every token, then pooling (OpenCLIP's default; timm's `norm`).
+    case tokens = 0
+    /// On the pooled feature (timm's `fc_norm` with average pooling; OpenCLIP's
+    /// `final_ln_after_pool`).
+    case pooled = 1
+
+    public var name: String { self == .tokens ? "tokens" : "pooled" }
+    public init?(name: String) {
+      switch name {
+      case "tokens": self = .tokens
+      case "pooled": self = .pooled
+      default: return nil
+      }
+    }
+  }
+
   /// Arithmetic of the matrix products (torch.autocast-style mixed precision). Weights, AdamW
   /// moments, the loss, softmax and LayerNorm statistics and every reduction stay float32 in both.
   public enum Precision: Int32 {
@@ -56,9 +91,30 @@ public struct ModelConfig: Equatable {
   /// How the matrix products compute (training and `encode`).
   public var precision: Precision
 
+  // What pretrained encoders of other families need (the defaults are LIFT's own model).
+  /// The patch embedding has a bias (`visual.conv1.bias`; timm, DINOv2).
+  public var patchBias = false
+  /// `ln_pre` normalises the tokens before the first block (OpenCLIP, CLIP); timm's plain ViTs
+  /// and DINOv2 have none.
+  public var lnPre = true
+  /// The blocks' MLP activation.
+  public var activation = Activation.gelu
+  /// LayerScale: each residual branch is scaled per channel by a learned vector
+  /// (`ls_1.gamma`, `ls_2.gamma`; DeiT-III, DINOv2).
+  public var layerScale = false
+  /// Register tokens (learned, no positional embedding) after the class token (DINOv2 with
+  /// registers). Token order: class, registers, patches.
+  public var registers = 0
+  /// Where `ln_post` applies.
+  public var finalNorm = FinalNorm.tokens
+  /// Epsilon of every LayerNorm of the tower (1e-5 in OpenCLIP and CLIP, 1e-6 in timm and DINOv2).
+  public var layerNormEps: Float = 1e-5
+
   public var gridSize: Int { imageSize / patch }
   public var patches: Int { gridSize * gridSize }
-  public var tokens: Int { patches + 1 }
+  /// Tokens before the patches: the class token and the registers.
+  public var prefixTokens: Int { 1 + registers }
+  public var tokens: Int { patches + prefixTokens }
   public var headDim: Int { width / heads }
   public var hidden: Int { mlpRatio * width }
   public var patchDim: Int { channels * patch * patch }
@@ -127,6 +183,9 @@ public struct ModelConfig: Equatable {
     try require(headLayers >= 1 && headLayers <= 8, "head layers must be in [1, 8] (got \(headLayers))")
     try require(textDim >= 1 && textDim <= 65536, "text dim must be in [1, 65536] (got \(textDim))")
     try require(pooling != .average || patches >= 1, "average pooling needs at least one patch")
+    try require(registers >= 0 && registers <= 64, "registers must be in [0, 64] (got \(registers))")
+    try require(layerNormEps.isFinite && layerNormEps > 0 && layerNormEps <= 0.1,
+                "LayerNorm eps must be in (0, 0.1] (got \(layerNormEps))")
     try require(imageMean.count == channels && imageStd.count == channels,
                 "image mean/std need \(channels) values each")
     try require(imageMean.allSatisfy(\.isFinite), "image mean must be finite")

@@ -18,12 +18,19 @@ public struct ParameterLayout {
   struct Block {
     let ln1Weight, ln1Bias, inWeight, inBias, outWeight, outBias: Int
     let ln2Weight, ln2Bias, fcWeight, fcBias, projWeight, projBias: Int
+    /// LayerScale vectors of the attention and MLP branches (nil without LayerScale).
+    let layerScale1, layerScale2: Int?
   }
 
   public let tensors: [TensorInfo]
   /// Floats in the buffer, padding included.
   public let totalCount: Int
-  let conv1, classEmbedding, positionalEmbedding, lnPreWeight, lnPreBias: Int
+  let conv1, classEmbedding, positionalEmbedding: Int
+  let conv1Bias: Int?
+  /// Register tokens (R x W), nil without registers.
+  let registerTokens: Int?
+  /// ln_pre (nil when the model has none).
+  let lnPre: (weight: Int, bias: Int)?
   let blocks: [Block]
   let lnPostWeight, lnPostBias: Int
   /// (weight, bias) offsets of each head Linear.
@@ -42,10 +49,12 @@ public struct ParameterLayout {
     }
     let w = c.width
     conv1 = add("visual.conv1.weight", [w, c.channels, c.patch, c.patch])
+    conv1Bias = c.patchBias ? add("visual.conv1.bias", [w]) : nil
     classEmbedding = add("visual.class_embedding", [w])
-    positionalEmbedding = add("visual.positional_embedding", [c.tokens, w])
-    lnPreWeight = add("visual.ln_pre.weight", [w])
-    lnPreBias = add("visual.ln_pre.bias", [w])
+    // The class token and the patches have positions; registers have none.
+    positionalEmbedding = add("visual.positional_embedding", [1 + c.patches, w])
+    registerTokens = c.registers > 0 ? add("visual.register_tokens", [c.registers, w]) : nil
+    lnPre = c.lnPre ? (add("visual.ln_pre.weight", [w]), add("visual.ln_pre.bias", [w])) : nil
     var blocks: [Block] = []
     for i in 0..<c.depth {
       let p = "visual.transformer.resblocks.\(i)."
@@ -55,7 +64,9 @@ public struct ParameterLayout {
         outWeight: add(p + "attn.out_proj.weight", [w, w]), outBias: add(p + "attn.out_proj.bias", [w]),
         ln2Weight: add(p + "ln_2.weight", [w]), ln2Bias: add(p + "ln_2.bias", [w]),
         fcWeight: add(p + "mlp.c_fc.weight", [c.hidden, w]), fcBias: add(p + "mlp.c_fc.bias", [c.hidden]),
-        projWeight: add(p + "mlp.c_proj.weight", [w, c.hidden]), projBias: add(p + "mlp.c_proj.bias", [w])))
+        projWeight: add(p + "mlp.c_proj.weight", [w, c.hidden]), projBias: add(p + "mlp.c_proj.bias", [w]),
+        layerScale1: c.layerScale ? add(p + "ls_1.gamma", [w]) : nil,
+        layerScale2: c.layerScale ? add(p + "ls_2.gamma", [w]) : nil))
     }
     self.blocks = blocks
     lnPostWeight = add("visual.ln_post.weight", [w])

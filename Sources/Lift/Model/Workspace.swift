@@ -5,7 +5,8 @@
 /// Shapes (N = capacity * tokens, W = width, F = hidden, D = textDim, L = depth, H = heads):
 /// training workspaces keep, per block, what backward needs: xhat1, xhat2 (N x W), rstd1,
 /// rstd2 (N), qkv (N x 3W), attention output (N x W), attention log-sum-exp (capacity*H*tokens)
-/// and the MLP pre-activation (N x F). Inference workspaces keep one of each, reused per block.
+/// and the MLP pre-activation (N x F); with LayerScale also both branch outputs before their
+/// scaling (N x W each). Inference workspaces keep one of each, reused per block.
 ///
 /// Precision: buffers whose only readers are matrix products (patches, LayerNorm outputs, qkv,
 /// attention outputs, GELU outputs, dAttn) hold float32 in fp32 precision and bfloat16 in bf16
@@ -32,6 +33,8 @@ final class Workspace {
   let attnOut: [MatrixElements]                 // per block N x W
   let lse: [UnsafeMutablePointer<Float>]
   let fc: [UnsafeMutablePointer<Float>]
+  /// LayerScale only (else empty): per block, the attention and MLP branch outputs before gamma.
+  let branch1: [UnsafeMutablePointer<Float>], branch2: [UnsafeMutablePointer<Float>]
   let xhatPost: UnsafeMutablePointer<Float>?, rstdPost: UnsafeMutablePointer<Float>?
   let pooled: UnsafeMutablePointer<Float>       // capacity x W
   let headOut: [UnsafeMutablePointer<Float>]    // per head layer: capacity x D pre-activation z
@@ -86,6 +89,8 @@ final class Workspace {
     let iAttn = (0..<perBlock).map { _ in takeOperand(n * w) }
     let iLse = (0..<perBlock).map { _ in take(capacity * c.heads * c.tokens) }
     let iFc = (0..<perBlock).map { _ in take(n * f) }
+    let scaled = c.layerScale ? perBlock : 0
+    let iBranch1 = (0..<scaled).map { _ in take(n * w) }, iBranch2 = (0..<scaled).map { _ in take(n * w) }
     let iXhatPost = training ? take(n * w) : -1, iRstdPost = training ? take(n) : -1
     let iPooled = take(capacity * w)
     let iHeadOut = (0..<c.headLayers).map { _ in take(capacity * d) }
@@ -121,6 +126,7 @@ final class Workspace {
     xhatPre = opt(iXhatPre); rstdPre = opt(iRstdPre)
     xhat1 = iXhat1.map(at); rstd1 = iRstd1.map(at); xhat2 = iXhat2.map(at); rstd2 = iRstd2.map(at)
     qkv = iQkv.map(operand); attnOut = iAttn.map(operand); lse = iLse.map(at); fc = iFc.map(at)
+    branch1 = iBranch1.map(at); branch2 = iBranch2.map(at)
     xhatPost = opt(iXhatPost); rstdPost = opt(iRstdPost)
     pooled = at(iPooled); headOut = iHeadOut.map(at); headAct = iHeadAct.map(operand)
     norms = at(iNorms); embeddings = at(iEmb); attnScratch = at(iAttnScratch)
@@ -138,6 +144,11 @@ final class Workspace {
   /// Per-block buffer: training keeps one per block, inference reuses block 0's.
   @inline(__always) func perBlock<T>(_ list: [T], _ i: Int) -> T {
     training ? list[i] : list[0]
+  }
+
+  /// Block i's LayerScale branch buffer (nil without LayerScale).
+  @inline(__always) func perBlockBranch(_ list: [UnsafeMutablePointer<Float>], _ i: Int) -> UnsafeMutablePointer<Float>? {
+    list.isEmpty ? nil : perBlock(list, i)
   }
 
   var bytes: Int { floatCount * 4 }
