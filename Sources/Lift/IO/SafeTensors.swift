@@ -182,6 +182,33 @@ enum SafeTensors {
       try Reader.readAll(fd, UnsafeMutableRawPointer(out), t.end - t.begin, at: dataStart + t.begin, path)
     }
 
+    /// Reads tensor `name` of any float dtype (F32, F16, BF16, F64) into `out` as float32;
+    /// `out` must hold its element count. Pretrained weights come in all four.
+    func readConverted(_ name: String, into out: UnsafeMutablePointer<Float>) throws(LiftError) {
+      guard let t = tensors[name] else { throw .format("'\(path)' has no tensor '\(name)'") }
+      let count = t.shape.reduce(1, *)
+      switch t.dtype {
+      case "F32":
+        try Reader.readAll(fd, UnsafeMutableRawPointer(out), t.end - t.begin, at: dataStart + t.begin, path)
+      case "F16", "BF16", "F64":
+        let raw = try allocateElements(max(t.end - t.begin, 1), of: UInt8.self, what: "tensor '\(name)' of '\(path)'")
+        defer { raw.deallocate() }
+        try Reader.readAll(fd, UnsafeMutableRawPointer(raw), t.end - t.begin, at: dataStart + t.begin, path)
+        let bytes = UnsafeRawPointer(raw)
+        switch t.dtype {
+        case "F16": VectorOps.halfToFloat(bytes, out, count)
+        case "BF16":
+          for i in 0..<count {
+            out[i] = Float(bitPattern: UInt32(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+          }
+        default:
+          for i in 0..<count { out[i] = Float(bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+        }
+      default:
+        throw .format("'\(path)': tensor '\(name)' is \(t.dtype); expected a float type (F32, F16, BF16, F64)")
+      }
+    }
+
     private static func readAll(_ fd: Int32, _ dest: UnsafeMutableRawPointer, _ count: Int, at offset: Int,
                                 _ path: String) throws(LiftError) {
       var done = 0
