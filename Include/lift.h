@@ -41,7 +41,7 @@ extern "C" {
 /* Version of this header (semantic versioning). The shared library is liblift.so.MAJOR; its own
  * version is lift_version() / lift_version_number(), which a program may compare with these. */
 #define LIFT_VERSION_MAJOR 0
-#define LIFT_VERSION_MINOR 2
+#define LIFT_VERSION_MINOR 3
 #define LIFT_VERSION_PATCH 0
 #define LIFT_VERSION_NUMBER (LIFT_VERSION_MAJOR * 10000 + LIFT_VERSION_MINOR * 100 + LIFT_VERSION_PATCH)
 #define LIFT_QUOTE_(x) #x
@@ -275,7 +275,21 @@ typedef enum lift_precision {
                             * encoding is LIFT_ERR_UNSUPPORTED                                 */
 } lift_precision;
 
-/* Architecture. Fill with lift_model_config_preset, then adjust fields. */
+/* MLP activation of the residual blocks (the LIFT head always uses exact GELU). */
+typedef enum lift_activation {
+  LIFT_ACTIVATION_GELU = 0,      /* exact (erf) GELU: OpenCLIP, timm, DINOv2                  */
+  LIFT_ACTIVATION_QUICK_GELU = 1 /* x * sigmoid(1.702 x): OpenAI's CLIP weights              */
+} lift_activation;
+
+/* Where the final LayerNorm (ln_post) applies. */
+typedef enum lift_final_norm {
+  LIFT_FINAL_NORM_TOKENS = 0, /* every token, then pooling (OpenCLIP; timm's `norm`)             */
+  LIFT_FINAL_NORM_POOLED = 1  /* the pooled feature (timm's `fc_norm`, OpenCLIP final_ln_after_pool) */
+} lift_final_norm;
+
+/* Architecture. Fill with lift_model_config_preset, then adjust fields. The fields after
+ * `precision` (added in 0.3) describe pretrained encoders of other families; zero means LIFT's
+ * own model, so a 0.2 struct (which ends at `precision`) is still accepted. */
 typedef struct lift_model_config {
   size_t struct_size;  /* sizeof(lift_model_config), set by the caller                       */
   int32_t image_size;  /* square images, divisible by patch                                */
@@ -292,6 +306,13 @@ typedef struct lift_model_config {
   float image_mean[3]; /* uint8 images are normalised as (x/255 - mean[c]) / std[c]        */
   float image_std[3];  /* (first `channels` entries used)                                  */
   int32_t precision;   /* lift_precision (presets: LIFT_PRECISION_FP32); saved with the model */
+  int32_t patch_bias;  /* 1: the patch embedding has a bias (visual.conv1.bias)              */
+  int32_t no_ln_pre;   /* 1: no ln_pre before the first block                                */
+  int32_t activation;  /* lift_activation                                                    */
+  int32_t layer_scale; /* 1: LayerScale vectors on both residual branches (ls_1/ls_2.gamma)  */
+  int32_t registers;   /* register tokens after the class token, 0 .. 64                     */
+  int32_t final_norm;  /* lift_final_norm                                                    */
+  float layer_norm_eps; /* every LayerNorm's epsilon; 0 means 1e-5                           */
 } lift_model_config;
 
 /* Presets: "ViT-Ti/16", "ViT-S/16", "ViT-B/16" (224 px, RGB), "ViT-XS/7-28" and "ViT-XS/14-28"
@@ -308,6 +329,44 @@ lift_status lift_model_create(const lift_model_config *config, uint64_t seed, li
  * metadata). Corrupt, truncated or inconsistent files are LIFT_ERR_FORMAT / LIFT_ERR_SHAPE.
  * Thread-safe. */
 lift_status lift_model_load(const char *path, lift_model **out);
+
+/* Naming schemes of pretrained vision transformers that lift_model_import reads. */
+typedef enum lift_scheme {
+  LIFT_SCHEME_OPENCLIP = 0,  /* visual.conv1.weight, visual.transformer.resblocks.N... (and liblift's files) */
+  LIFT_SCHEME_TIMM = 1,      /* patch_embed.proj.weight, blocks.N..., norm / fc_norm               */
+  LIFT_SCHEME_HF_CLIP = 2,   /* vision_model.embeddings..., encoder.layers.N.self_attn.q_proj...    */
+  LIFT_SCHEME_HF_DINOV2 = 3  /* embeddings.patch_embeddings..., encoder.layer.N.attention...        */
+} lift_scheme;
+
+/* Choices of lift_model_import besides the weights. lift_import_options_default fills: 2 head
+ * layers, contrastive, fp32, and "from the source" for the rest. */
+typedef struct lift_import_options {
+  size_t struct_size;      /* sizeof(lift_import_options), set by the caller                    */
+  int32_t text_dim;        /* dimension of the text embeddings (required, >= 1)                 */
+  int32_t head_layers;     /* Linear layers of the new LIFT head                               */
+  int32_t objective;       /* lift_objective                                                    */
+  int32_t precision;       /* lift_precision                                                    */
+  int32_t image_size;      /* training image size; 0 keeps the source's (else the positional
+                            * embedding is resampled: bicubic, antialiased when shrinking)     */
+  int32_t heads;           /* 0: from the config file                                           */
+  int32_t activation;      /* -1: from the config file; else lift_activation                    */
+  int32_t pool;            /* -1: the source's pooling; else lift_pool                          */
+  const char *config_path; /* NULL: config.json / open_clip_config.json beside the weights      */
+  uint64_t seed;           /* initialisation of the new LIFT head                               */
+} lift_import_options;
+
+lift_status lift_import_options_default(lift_import_options *out);
+
+/* A model whose image tower is the pretrained encoder in `path` (safetensors; F32, F16, BF16 or
+ * F64 tensors; the scheme is detected from the tensor names, see lift_scheme) and whose LIFT
+ * head is new. Shapes give width, depth, patch, grid and MLP size; heads, activation, pooling,
+ * final norm, LayerNorm eps and image mean/std come from the config file (or `options`).
+ * Tensors outside the image tower (a text tower, a classifier head, CLIP's projection) are
+ * ignored. Errors name the tensor (missing, wrongly shaped, or unknown: LIFT_ERR_FORMAT /
+ * LIFT_ERR_SHAPE) or the option to pass when the file does not say (LIFT_ERR_ARGUMENT).
+ * *scheme (may be NULL) receives the detected scheme. Thread-safe. */
+lift_status lift_model_import(const char *path, const lift_import_options *options, lift_model **out,
+                              lift_scheme *scheme);
 
 /* Writes the weights as safetensors (PyTorch names and shapes, float32, config in the
  * metadata), atomically: a temporary file, fsync, rename. Handle-serialised. */

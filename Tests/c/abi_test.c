@@ -13,6 +13,16 @@
 
 static int failures = 0;
 
+/* lift_model_config as liblift 0.2's lift.h declared it (it ended at `precision`), followed by
+ * canary bytes where 0.3 appended fields. */
+typedef struct {
+  size_t struct_size;
+  int32_t image_size, channels, patch, width, depth, heads, mlp_ratio, head_layers, text_dim, pool, objective;
+  float image_mean[3], image_std[3];
+  int32_t precision;
+  unsigned char canary[32];
+} model_config_0_2;
+
 #define EXPECT(cond, ...)                          \
   do {                                             \
     if (!(cond)) {                                 \
@@ -57,6 +67,7 @@ static void struct_sizes(void) {
     {"lift_train_config", sizeof(lift_train_config)},     {"lift_step_stats", sizeof(lift_step_stats)},
     {"lift_dataset_info", sizeof(lift_dataset_info)},     {"lift_loader_options", sizeof(lift_loader_options)},
     {"lift_batch", sizeof(lift_batch)},                   {"lift_comm", sizeof(lift_comm)},
+    {"lift_import_options", sizeof(lift_import_options)},
   };
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
     size_t size = 0;
@@ -117,10 +128,36 @@ static void refused_sizes(void) {
   lift_model_free(model);
 }
 
+/* A program built against the 0.2 header keeps working: its smaller lift_model_config is
+ * filled (only its own bytes) and accepted (the newer fields take their defaults). */
+static void older_struct_accepted(void) {
+  model_config_0_2 old;
+  memset(&old, 0, sizeof old);
+  memset(old.canary, 0xA5, sizeof old.canary);
+  old.struct_size = offsetof(model_config_0_2, canary);
+  EXPECT(lift_model_config_preset("ViT-XS/7-28", 16, (lift_model_config *)&old) == LIFT_OK, "0.2 preset: %s",
+         lift_last_error());
+  for (size_t i = 0; i < sizeof old.canary; i++) EXPECT(old.canary[i] == 0xA5, "0.2 struct: byte %zu past it written", i);
+  EXPECT(old.width == 128 && old.text_dim == 16 && old.struct_size == offsetof(model_config_0_2, canary),
+         "0.2 preset filled width %d, text_dim %d, struct_size %zu", old.width, old.text_dim, old.struct_size);
+  lift_model *model = NULL;
+  EXPECT(lift_model_create((const lift_model_config *)&old, 0, &model) == LIFT_OK, "0.2 create: %s", lift_last_error());
+  lift_model_config now = {.struct_size = sizeof now};
+  EXPECT(lift_model_get_config(model, &now) == LIFT_OK, "get_config: %s", lift_last_error());
+  EXPECT(now.no_ln_pre == 0 && now.registers == 0 && now.layer_norm_eps == 1e-5f && now.width == 128,
+         "a 0.2 config made another model");
+  lift_model_free(model);
+  /* Smaller than any release's struct: refused. */
+  old.struct_size = 72;
+  expect_refused(lift_model_config_preset("ViT-XS/7-28", 16, (lift_model_config *)&old), "lift_model_config", 72,
+                 sizeof(lift_model_config));
+}
+
 int main(void) {
   versions();
   struct_sizes();
   refused_sizes();
+  older_struct_accepted();
   if (failures) {
     fprintf(stderr, "abi_test: %d failures\n", failures);
     return 1;

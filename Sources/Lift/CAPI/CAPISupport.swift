@@ -76,25 +76,40 @@ func requiredSize(_ n: Int, _ name: @autoclosure () -> String) throws(LiftError)
 // MARK: - Sized structs
 
 /// A lift.h struct: it begins with `size_t struct_size`, which the caller sets to the sizeof it
-/// was compiled with. This library knows one size per struct, its own (`MemoryLayout.stride`, C's
-/// sizeof); a later release that appends fields will also accept the older sizes and read or
-/// write only their prefix. Until then any other size is refused before the struct is touched.
+/// was compiled with. This library knows its own size (`MemoryLayout.stride`, C's sizeof) and the
+/// sizes of earlier releases of the same major version (`olderSizes`: fields are only ever
+/// appended): it reads such a struct's prefix (later fields take their zero defaults) and writes
+/// only that prefix back. Any other size is refused before the struct is touched.
 protocol SizedCStruct {
   static var cName: String { get }
+  /// sizeof this struct in earlier headers of this major version, oldest first.
+  static var olderSizes: [Int] { get }
   var struct_size: Int { get set }
   init()
 }
 
 extension SizedCStruct {
   static var knownSize: Int { MemoryLayout<Self>.stride }
+  static var olderSizes: [Int] { [] }
 
-  /// Checks the size field at `raw` (which every version of the struct begins with).
-  static func checkSize(at raw: UnsafeRawPointer, _ argument: String) throws(LiftError) {
+  /// The size of an earlier version of the struct that ended just before `field`.
+  static func size<V>(before field: KeyPath<Self, V>) -> Int {
+    let end = MemoryLayout<Self>.offset(of: field)!, align = MemoryLayout<Self>.alignment
+    return (end + align - 1) / align * align
+  }
+
+  /// Checks the size field at `raw` (which every version of the struct begins with) and
+  /// returns it.
+  @discardableResult
+  static func checkSize(at raw: UnsafeRawPointer, _ argument: String) throws(LiftError) -> Int {
     let declared = raw.load(as: Int.self)
-    guard declared == knownSize else {
-      throw .argument("\(argument): \(cName).struct_size is \(declared), but liblift \(liftVersion) knows only \(knownSize) "
-                      + "(sizeof(\(cName)) in its lift.h); set struct_size = sizeof(\(cName)) and build against that lift.h")
+    guard declared == knownSize || olderSizes.contains(declared) else {
+      let sizes = (olderSizes + [knownSize]).map(String.init).joined(separator: " or ")
+      throw .argument("\(argument): \(cName).struct_size is \(declared), but liblift \(liftVersion) knows only \(sizes) "
+                      + "(sizeof(\(cName)) in its lift.h and earlier ones); set struct_size = sizeof(\(cName)) and build "
+                      + "against a lift.h of this major version")
     }
+    return declared
   }
 
   /// This struct with its size field set, ready to hand back to a caller.
@@ -105,7 +120,12 @@ extension SizedCStruct {
   }
 }
 
-extension lift_model_config: SizedCStruct { static var cName: String { "lift_model_config" } }
+extension lift_model_config: SizedCStruct {
+  static var cName: String { "lift_model_config" }
+  /// 0.2 ended at `precision`.
+  static var olderSizes: [Int] { [size(before: \.patch_bias)] }
+}
+extension lift_import_options: SizedCStruct { static var cName: String { "lift_import_options" } }
 extension lift_tensor_info: SizedCStruct { static var cName: String { "lift_tensor_info" } }
 extension lift_train_config: SizedCStruct { static var cName: String { "lift_train_config" } }
 extension lift_step_stats: SizedCStruct { static var cName: String { "lift_step_stats" } }
@@ -120,29 +140,53 @@ let sizedCStructs: [(name: String, size: Int)] = [
   (lift_train_config.cName, lift_train_config.knownSize), (lift_step_stats.cName, lift_step_stats.knownSize),
   (lift_dataset_info.cName, lift_dataset_info.knownSize), (lift_loader_options.cName, lift_loader_options.knownSize),
   (lift_batch.cName, lift_batch.knownSize), (lift_comm.cName, lift_comm.knownSize),
+  (lift_import_options.cName, lift_import_options.knownSize),
 ]
 
-/// A struct the caller passes in: non-null, of a known size.
+/// A caller's struct of a known size as the library writes it: only the caller's size.
+struct SizedOutput<T: SizedCStruct> {
+  let raw: UnsafeMutableRawPointer
+  /// The caller's struct_size (at most T.knownSize).
+  let size: Int
+
+  /// Reading gives the caller's prefix (later fields zero); writing stores the first `size`
+  /// bytes of the value, with struct_size set to the caller's.
+  var pointee: T {
+    get {
+      var value = T()
+      withUnsafeMutableBytes(of: &value) { $0.baseAddress!.copyMemory(from: raw, byteCount: size) }
+      return value
+    }
+    nonmutating set {
+      var value = newValue
+      value.struct_size = size
+      withUnsafeBytes(of: &value) { raw.copyMemory(from: $0.baseAddress!, byteCount: size) }
+    }
+  }
+}
+
+/// A struct the caller passes in: non-null, of a known size; fields it does not have are zero.
 func requiredStruct<T: SizedCStruct>(_ p: UnsafePointer<T>?, _ name: @autoclosure () -> String) throws(LiftError) -> T {
   let p = try required(p, name())
-  try T.checkSize(at: UnsafeRawPointer(p), name())
-  return p.pointee
+  let size = try T.checkSize(at: UnsafeRawPointer(p), name())
+  var value = T()
+  withUnsafeMutableBytes(of: &value) { $0.baseAddress!.copyMemory(from: UnsafeRawPointer(p), byteCount: size) }
+  value.struct_size = T.knownSize
+  return value
 }
 
 /// A struct the library fills: non-null, of a known size (checked before the call does anything).
 func requiredStruct<T: SizedCStruct>(_ p: UnsafeMutablePointer<T>?,
-                                     _ name: @autoclosure () -> String) throws(LiftError) -> UnsafeMutablePointer<T> {
+                                     _ name: @autoclosure () -> String) throws(LiftError) -> SizedOutput<T> {
   let p = try required(p, name())
-  try T.checkSize(at: UnsafeRawPointer(p), name())
-  return p
+  return SizedOutput(raw: UnsafeMutableRawPointer(p), size: try T.checkSize(at: UnsafeRawPointer(p), name()))
 }
 
 /// An optional struct the library fills: NULL, or of a known size.
 func optionalStruct<T: SizedCStruct>(_ p: UnsafeMutablePointer<T>?,
-                                     _ name: @autoclosure () -> String) throws(LiftError) -> UnsafeMutablePointer<T>? {
+                                     _ name: @autoclosure () -> String) throws(LiftError) -> SizedOutput<T>? {
   guard let p else { return nil }
-  try T.checkSize(at: UnsafeRawPointer(p), name())
-  return p
+  return SizedOutput(raw: UnsafeMutableRawPointer(p), size: try T.checkSize(at: UnsafeRawPointer(p), name()))
 }
 
 // MARK: - Handles

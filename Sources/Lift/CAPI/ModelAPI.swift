@@ -20,6 +20,23 @@ extension ModelConfig {
               depth: Int(c.depth), heads: Int(c.heads), mlpRatio: Int(c.mlp_ratio), headLayers: Int(c.head_layers),
               textDim: Int(c.text_dim), pooling: pooling, objective: objective, imageMean: mean, imageStd: std,
               precision: precision)
+    guard let activation = Activation(rawValue: c.activation) else {
+      throw .argument("model config: activation must be 0 (gelu) or 1 (quick_gelu), got \(c.activation)")
+    }
+    guard let finalNorm = FinalNorm(rawValue: c.final_norm) else {
+      throw .argument("model config: final_norm must be 0 (tokens) or 1 (pooled), got \(c.final_norm)")
+    }
+    for (name, flag) in [("patch_bias", c.patch_bias), ("no_ln_pre", c.no_ln_pre), ("layer_scale", c.layer_scale)]
+      where flag != 0 && flag != 1 {
+      throw .argument("model config: \(name) must be 0 or 1, got \(flag)")
+    }
+    patchBias = c.patch_bias == 1
+    lnPre = c.no_ln_pre == 0
+    self.activation = activation
+    layerScale = c.layer_scale == 1
+    registers = Int(c.registers)
+    self.finalNorm = finalNorm
+    layerNormEps = c.layer_norm_eps == 0 ? 1e-5 : c.layer_norm_eps
     try validate()
   }
 
@@ -30,6 +47,13 @@ extension ModelConfig {
     out.head_layers = Int32(headLayers); out.text_dim = Int32(textDim); out.pool = pooling.rawValue
     out.objective = objective.rawValue
     out.precision = precision.rawValue
+    out.patch_bias = patchBias ? 1 : 0
+    out.no_ln_pre = lnPre ? 0 : 1
+    out.activation = activation.rawValue
+    out.layer_scale = layerScale ? 1 : 0
+    out.registers = Int32(registers)
+    out.final_norm = finalNorm.rawValue
+    out.layer_norm_eps = layerNormEps
     withUnsafeMutableBytes(of: &out.image_mean) { raw in
       for (i, v) in imageMean.enumerated() { raw.storeBytes(of: v, toByteOffset: 4 * i, as: Float.self) }
     }
@@ -82,6 +106,74 @@ public func cLiftModelCreate(_ config: UnsafePointer<lift_model_config>?, _ seed
   capi { () throws(LiftError) in
     let out = try required(out, "out")
     let model = try Model(config: try ModelConfig(c: try requiredStruct(config, "config")), seed: seed)
+    out.pointee = makeHandle(model)
+  }
+}
+
+@_cdecl("lift_import_options_default")
+public func cLiftImportOptionsDefault(_ out: UnsafeMutablePointer<lift_import_options>?) -> lift_status {
+  capi { () throws(LiftError) in
+    var o = lift_import_options()
+    o.head_layers = 2
+    o.activation = -1
+    o.pool = -1
+    try requiredStruct(out, "out").pointee = o
+  }
+}
+
+extension ImportOptions {
+  init(c: lift_import_options) throws(LiftError) {
+    guard c.text_dim >= 1 else { throw .argument("import options: text_dim must be >= 1 (got \(c.text_dim))") }
+    self.init(textDim: Int(c.text_dim))
+    headLayers = Int(c.head_layers)
+    guard let objective = ModelConfig.Objective(rawValue: c.objective) else {
+      throw .argument("import options: objective must be 0, 1 or 2, got \(c.objective)")
+    }
+    guard let precision = ModelConfig.Precision(rawValue: c.precision) else {
+      throw .argument("import options: precision must be 0 (fp32) or 1 (bf16), got \(c.precision)")
+    }
+    self.objective = objective
+    self.precision = precision
+    guard c.image_size >= 0, c.heads >= 0 else { throw .argument("import options: image_size and heads must be >= 0") }
+    imageSize = c.image_size == 0 ? nil : Int(c.image_size)
+    heads = c.heads == 0 ? nil : Int(c.heads)
+    if c.activation != -1 {
+      guard let a = ModelConfig.Activation(rawValue: c.activation) else {
+        throw .argument("import options: activation must be -1 (from the config file), 0 or 1, got \(c.activation)")
+      }
+      activation = a
+    }
+    if c.pool != -1 {
+      guard let p = ModelConfig.Pooling(rawValue: c.pool) else {
+        throw .argument("import options: pool must be -1 (the source's), 0 (avg) or 1 (token), got \(c.pool)")
+      }
+      pooling = p
+    }
+    configPath = c.config_path.map { String(cString: $0) }
+    seed = c.seed
+  }
+}
+
+extension ForeignScheme {
+  var c: lift_scheme {
+    switch self {
+    case .openCLIP: return LIFT_SCHEME_OPENCLIP
+    case .timm: return LIFT_SCHEME_TIMM
+    case .huggingFaceCLIP: return LIFT_SCHEME_HF_CLIP
+    case .huggingFaceDINOv2: return LIFT_SCHEME_HF_DINOV2
+    }
+  }
+}
+
+@_cdecl("lift_model_import")
+public func cLiftModelImport(_ path: UnsafePointer<CChar>?, _ options: UnsafePointer<lift_import_options>?,
+                             _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                             _ scheme: UnsafeMutablePointer<lift_scheme>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let out = try required(out, "out")
+    let o = try ImportOptions(c: try requiredStruct(options, "options"))
+    let (model, source) = try Model.importing(path: try requiredString(path, "path"), options: o)
+    scheme?.pointee = source.scheme.c
     out.pointee = makeHandle(model)
   }
 }

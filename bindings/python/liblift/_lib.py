@@ -6,7 +6,8 @@ import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_int64, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 
-__all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelConfigStruct", "TensorInfoStruct",
+__all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelConfigStruct", "ImportOptionsStruct",
+           "TensorInfoStruct",
            "TrainConfigStruct", "StepStatsStruct", "Handle", "CommStruct", "ALLGATHER_INT64",
            "ALLGATHERV_FLOAT", "ALLREDUCE_SUM_FLOAT",
            "DatasetInfoStruct", "LoaderOptionsStruct", "BatchStruct"]
@@ -112,7 +113,16 @@ class ModelConfigStruct(_Sized):
     _fields_ = _SIZE + [(name, ctypes.c_int32) for name in (
         "image_size", "channels", "patch", "width", "depth", "heads", "mlp_ratio", "head_layers", "text_dim",
         "pool", "objective")] + [("image_mean", ctypes.c_float * 3), ("image_std", ctypes.c_float * 3),
-                                 ("precision", ctypes.c_int32)]
+                                 ("precision", ctypes.c_int32)] + [(name, ctypes.c_int32) for name in (
+        "patch_bias", "no_ln_pre", "activation", "layer_scale", "registers", "final_norm")] + [
+        ("layer_norm_eps", ctypes.c_float)]
+
+
+class ImportOptionsStruct(_Sized):
+    _c_name = "lift_import_options"
+    _fields_ = _SIZE + [(name, ctypes.c_int32) for name in (
+        "text_dim", "head_layers", "objective", "precision", "image_size", "heads", "activation", "pool")] + [
+        ("config_path", ctypes.c_char_p), ("seed", ctypes.c_uint64)]
 
 
 class TensorInfoStruct(_Sized):
@@ -202,6 +212,8 @@ _PROTOTYPES = {
     "lift_model_config_preset": (c_int, [c_char_p, ctypes.c_int32, POINTER(ModelConfigStruct)]),
     "lift_model_create": (c_int, [POINTER(ModelConfigStruct), ctypes.c_uint64, POINTER(_P)]),
     "lift_model_load": (c_int, [c_char_p, POINTER(_P)]),
+    "lift_import_options_default": (c_int, [POINTER(ImportOptionsStruct)]),
+    "lift_model_import": (c_int, [c_char_p, POINTER(ImportOptionsStruct), POINTER(_P), POINTER(c_int)]),
     "lift_model_save": (c_int, [_P, c_char_p]),
     "lift_model_free": (None, [_P]),
     "lift_model_get_config": (c_int, [_P, POINTER(ModelConfigStruct)]),
@@ -272,7 +284,7 @@ def _declare() -> None:
         raise ImportError(f"{library_path} is liblift {lib.lift_version().decode()}, but these bindings are for "
                           f"liblift {ABI_MAJOR}.x")
     check_struct_sizes([ModelConfigStruct, TensorInfoStruct, TrainConfigStruct, StepStatsStruct, DatasetInfoStruct,
-                        LoaderOptionsStruct, BatchStruct, CommStruct])
+                        LoaderOptionsStruct, BatchStruct, CommStruct, ImportOptionsStruct])
 
 
 def check_struct_sizes(structs) -> None:

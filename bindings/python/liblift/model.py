@@ -9,15 +9,20 @@ from typing import Mapping
 import numpy as np
 
 from ._arrays import as_float_matrix, check_out, cstrings, fptr
-from ._lib import (Handle, LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct, TrainConfigStruct, check, lib)
+from ._lib import (Handle, ImportOptionsStruct, LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct,
+                   TrainConfigStruct, check, lib)
 
 __all__ = ["ModelConfig", "Model", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "OBJECTIVES", "POOLS",
-           "PRECISIONS"]
+           "PRECISIONS", "ACTIVATIONS", "FINAL_NORMS", "SCHEMES"]
 
 OBJECTIVES = {"contrastive": 0, "cosine": 1, "sigmoid": 2}
 POOLS = {"avg": 0, "tok": 1}
 # Arithmetic of the matrix products: float32, or bfloat16 inputs with float32 accumulation.
 PRECISIONS = {"fp32": 0, "bf16": 1}
+# Options of pretrained families (lift_activation, lift_final_norm) and the import schemes.
+ACTIVATIONS = {"gelu": 0, "quick_gelu": 1}
+FINAL_NORMS = {"tokens": 0, "pooled": 1}
+SCHEMES = {0: "openclip", 1: "timm", 2: "hf-clip", 3: "hf-dinov2"}
 _IMAGE_F32_NCHW, _IMAGE_U8_NHWC = 0, 1
 
 
@@ -38,6 +43,15 @@ class ModelConfig:
     image_mean: tuple = ()
     image_std: tuple = ()
     precision: str = "fp32"
+    # Pretrained families (the defaults are LIFT's own model): patch-embedding bias, ln_pre,
+    # MLP activation, LayerScale, register tokens, where ln_post applies, LayerNorm eps.
+    patch_bias: bool = False
+    ln_pre: bool = True
+    activation: str = "gelu"
+    layer_scale: bool = False
+    registers: int = 0
+    final_norm: str = "tokens"
+    layer_norm_eps: float = 1e-5
 
     @classmethod
     def preset(cls, name: str, text_dim: int, **changes) -> "ModelConfig":
@@ -60,7 +74,10 @@ class ModelConfig:
                    heads=c.heads, text_dim=c.text_dim, mlp_ratio=c.mlp_ratio, head_layers=c.head_layers,
                    pool=pool, objective=objective, image_mean=tuple(c.image_mean[: c.channels]),
                    image_std=tuple(c.image_std[: c.channels]),
-                   precision={v: k for k, v in PRECISIONS.items()}[c.precision])
+                   precision={v: k for k, v in PRECISIONS.items()}[c.precision], patch_bias=bool(c.patch_bias),
+                   ln_pre=not c.no_ln_pre, activation={v: k for k, v in ACTIVATIONS.items()}[c.activation],
+                   layer_scale=bool(c.layer_scale), registers=c.registers,
+                   final_norm={v: k for k, v in FINAL_NORMS.items()}[c.final_norm], layer_norm_eps=c.layer_norm_eps)
 
     def _struct(self) -> ModelConfigStruct:
         if self.pool not in POOLS:
@@ -69,10 +86,18 @@ class ModelConfig:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        c = ModelConfigStruct(precision=PRECISIONS[self.precision], image_size=self.image_size, channels=self.channels, patch=self.patch, width=self.width,
-                              depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
-                              head_layers=self.head_layers, text_dim=self.text_dim, pool=POOLS[self.pool],
-                              objective=OBJECTIVES[self.objective])
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}")
+        if self.final_norm not in FINAL_NORMS:
+            raise ValueError(f"final_norm must be one of {list(FINAL_NORMS)}, got {self.final_norm!r}")
+        c = ModelConfigStruct(precision=PRECISIONS[self.precision], image_size=self.image_size, channels=self.channels,
+                              patch=self.patch, width=self.width, depth=self.depth, heads=self.heads,
+                              mlp_ratio=self.mlp_ratio, head_layers=self.head_layers, text_dim=self.text_dim,
+                              pool=POOLS[self.pool], objective=OBJECTIVES[self.objective],
+                              patch_bias=int(self.patch_bias), no_ln_pre=int(not self.ln_pre),
+                              activation=ACTIVATIONS[self.activation], layer_scale=int(self.layer_scale),
+                              registers=self.registers, final_norm=FINAL_NORMS[self.final_norm],
+                              layer_norm_eps=self.layer_norm_eps)
         rgb = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
         mean = self.image_mean or (rgb[0] if self.channels == 3 else (0.5,) * self.channels)
         std = self.image_std or (rgb[1] if self.channels == 3 else (0.5,) * self.channels)
@@ -138,6 +163,27 @@ class Model(Handle):
         h = ctypes.c_void_p()
         check(lib.lift_model_load(os.fsencode(path), ctypes.byref(h)))
         return cls._wrap(h)
+
+    @classmethod
+    def import_pretrained(cls, path, text_dim: int, *, head_layers: int = 2, objective: str = "contrastive",
+                          precision: str = "fp32", image_size: int | None = None, heads: int | None = None,
+                          activation: str | None = None, pool: str | None = None, config_path=None,
+                          seed: int = 0) -> tuple["Model", str]:
+        """A model whose image tower is the pretrained encoder in `path` (OpenCLIP, timm, Hugging
+        Face CLIP or DINOv2 safetensors; detected from the names) and whose LIFT head is new.
+        Heads, activation and pooling come from the config file beside the weights unless given.
+        Returns (model, scheme name)."""
+        o = ImportOptionsStruct()
+        check(lib.lift_import_options_default(ctypes.byref(o)))
+        o.text_dim, o.head_layers, o.seed = int(text_dim), int(head_layers), int(seed)
+        o.objective, o.precision = OBJECTIVES[objective], PRECISIONS[precision]
+        o.image_size, o.heads = int(image_size or 0), int(heads or 0)
+        o.activation = -1 if activation is None else ACTIVATIONS[activation]
+        o.pool = -1 if pool is None else POOLS[pool]
+        o.config_path = None if config_path is None else os.fsencode(config_path)
+        h, scheme = ctypes.c_void_p(), ctypes.c_int()
+        check(lib.lift_model_import(os.fsencode(path), ctypes.byref(o), ctypes.byref(h), ctypes.byref(scheme)))
+        return cls._wrap(h), SCHEMES[scheme.value]
 
     def save(self, path) -> None:
         check(lib.lift_model_save(self._handle(), os.fsencode(path)))
