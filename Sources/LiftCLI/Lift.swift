@@ -122,13 +122,37 @@ struct Info: ParsableCommand {
     }
   }
 
-  /// A model file, or a training checkpoint (which holds a model) with its schedule and metadata.
+  /// A model file, or a training checkpoint (which holds a model) with its schedule and metadata,
+  /// or a pretrained encoder of another family (what `lift train --init` would import).
   func describeModel(_ path: String) throws {
-    let m = try cli { () throws(LiftError) in try Model.load(path: path) }
+    let loaded: Model
+    do {
+      loaded = try Model.load(path: path)
+    } catch {
+      guard let foreign = try? ForeignScheme.detect(path: path) else {
+        throw CLIError(error)
+      }
+      return try describeForeign(path, scheme: foreign)
+    }
+    let m = loaded
     Console.out("\(path): model \(describe(m.config)), \(m.layout.parameterCount) parameters, \(m.layout.tensors.count) tensors")
     guard let (t, meta) = try? Trainer.load(path: path, batchCapacity: 1) else { return }
     Console.out("  training checkpoint at step \(t.step) of \(t.config.totalSteps); lr \(t.config.learningRate), warm-up \(t.config.warmupSteps)")
     for k in meta.keys.sorted() { Console.out("  \(k): \(meta[k]!)") }
+  }
+
+  /// A pretrained encoder: its scheme, the architecture an import gives, and what it leaves out.
+  func describeForeign(_ path: String, scheme: ForeignScheme) throws {
+    do {
+      let source = try ForeignEncoder.describe(path: path, options: ImportOptions(textDim: 1))
+      Console.out("\(path): pretrained \(scheme.rawValue) encoder\(source.configFile.map { " (config \($0))" } ?? ""): "
+                  + describeTower(source.config))
+      if !source.ignored.isEmpty {
+        Console.out("  not imported (outside the image tower): \(source.ignored.count) tensors, e.g. \(source.ignored.prefix(3).joined(separator: ", "))")
+      }
+    } catch {
+      Console.out("\(path): pretrained \(scheme.rawValue) encoder; lift train --init needs more: \(error.message)")
+    }
   }
 
   func describeDataset(_ path: String) throws {

@@ -31,6 +31,8 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Fashion-MNIST caption embeddings (default: fashion-mnist-captions.h5 from $LIFT_ASSETS, the installed share/liblift, ./assets or the checkout).") var captions: String?
   @Option(name: .long, help: "Run folder: metrics.jsonl, checkpoint.safetensors, model.safetensors, eval.json (default: runs/fashion-mnist).") var out: String?
   @Option(name: .long, help: "Model preset (ViT-Ti/16, ViT-S/16, ViT-B/16, ViT-XS/7-28, ViT-XS/14-28, ViT-XS/4-32; default ViT-XS/14-28).") var preset: String?
+  @Option(name: .customLong("init"), help: "Start from a pretrained image encoder: safetensors in OpenCLIP, timm, Hugging Face CLIP or DINOv2 names (detected), with the config file beside it (heads, activation, pooling). Its architecture is kept; --heads, --activation, --image-size (resamples the positions) and --pool fill in or override; the LIFT head is new.") var initPath: String?
+  @Option(name: .long, help: "MLP activation: gelu or quick_gelu (OpenAI CLIP weights).") var activation: String?
   @Option(name: .long, help: "Override: image size.") var imageSize: Int?
   @Option(name: .long, help: "Override: patch size.") var patch: Int?
   @Option(name: .long, help: "Override: width.") var width: Int?
@@ -121,6 +123,9 @@ struct TrainSettings {
   var usesDefaultData: Bool
   /// Whether --precision was given (a resumed run must then match it).
   var precisionGiven = false
+  /// --init: the pretrained encoder and how to import it (its text dimension comes from the data).
+  var initPath: String?
+  var importOptions: ImportOptions?
 
   init(_ c: Train) throws {
     var file: JSON = .object([])
@@ -128,7 +133,7 @@ struct TrainSettings {
       file = try cli { () throws(LiftError) in try JSON.parse(try readFileLift(path), what: "config file '\(path)'") }
       guard case .object(let members) = file else { throw CLIError("config file '\(path)' must hold a JSON object") }
       let known: Set<String> = ["data", "eval-data", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
-                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "batch-size", "micro-batch", "epochs",
+                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "init", "activation", "batch-size", "micro-batch", "epochs",
                                 "steps", "lr", "warmup", "weight-decay", "beta2", "clip", "seed", "augment", "crop-scale",
                                 "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit", "stop-at"]
       for (k, _) in members where !known.contains(k) {
@@ -205,9 +210,18 @@ struct TrainSettings {
     }
     if let v = try floats(c.imageMean, "image-mean") { m.imageMean = v }
     if let v = try floats(c.imageStd, "image-std") { m.imageStd = v }
+    if let v = try str(c.activation, "activation") {
+      guard let a = ModelConfig.Activation(name: v) else { throw CLIError("--activation must be gelu or quick_gelu (got '\(v)')") }
+      m.activation = a
+    }
+    initPath = try str(c.initPath, "init")
+    if let initPath {
+      importOptions = try Self.importOptions(c, model: m, initPath: initPath, file: file)
+    }
     // Checked now, before any data is built or read, and on --resume too (where the checkpoint's
-    // model is used instead); the text dimension stays 1 until the data gives it.
-    try cli { () throws(LiftError) in try m.validate() }
+    // model is used instead); the text dimension stays 1 until the data gives it. With --init
+    // the import checks its own architecture.
+    if initPath == nil { try cli { () throws(LiftError) in try m.validate() } }
     model = m
     batchSize = try int(c.batchSize, "batch-size") ?? 256
     microBatch = try int(c.microBatch, "micro-batch") ?? batchSize
@@ -274,6 +288,30 @@ struct TrainSettings {
     tc.batchCapacity = batchCapacity
     try cli { () throws(LiftError) in try tc.validate() }
     return tc
+  }
+
+  /// The import of --init: architecture options that a pretrained file fixes are refused; heads,
+  /// activation, image size and pooling pass through. Checked now against the file's header.
+  static func importOptions(_ c: Train, model m: ModelConfig, initPath: String, file: JSON) throws -> ImportOptions {
+    let fixed: [(String, Bool)] = [("preset", c.preset != nil || file["preset"] != nil), ("patch", c.patch != nil || file["patch"] != nil),
+                                   ("width", c.width != nil || file["width"] != nil), ("depth", c.depth != nil || file["depth"] != nil),
+                                   ("mlp-ratio", c.mlpRatio != nil || file["mlp-ratio"] != nil),
+                                   ("image-mean", c.imageMean != nil || file["image-mean"] != nil),
+                                   ("image-std", c.imageStd != nil || file["image-std"] != nil)]
+    if let (name, _) = fixed.first(where: { $0.1 }) {
+      throw CLIError("--\(name) cannot be combined with --init: the pretrained encoder fixes it")
+    }
+    var o = ImportOptions(textDim: 1)
+    o.headLayers = m.headLayers
+    o.objective = m.objective
+    o.precision = m.precision
+    if c.imageSize != nil || file["image-size"] != nil { o.imageSize = m.imageSize }
+    if c.heads != nil || file["heads"] != nil { o.heads = m.heads }
+    if c.activation != nil || file["activation"] != nil { o.activation = m.activation }
+    if c.pool != nil || file["pool"] != nil { o.pooling = m.pooling }
+    let options = o
+    _ = try cli { () throws(LiftError) in try ForeignEncoder.describe(path: initPath, options: options) }
+    return o
   }
 
   /// What must match between a run and its resumption.

@@ -87,7 +87,19 @@ struct TrainingRun {
       var config = s.model
       config.textDim = train.textDim
       let tc = try s.trainConfig(batchesPerEpoch: plan.batchesPerEpoch, batchCapacity: capacity)
-      let model = try cli { () throws(LiftError) in try Model(config: config, seed: s.seed) }
+      let model: Model
+      if let initPath = s.initPath, var o = s.importOptions {
+        o.textDim = train.textDim
+        o.seed = s.seed
+        let options = o
+        let (imported, source) = try cli { () throws(LiftError) in try Model.importing(path: initPath, options: options) }
+        if leader && !s.quiet {
+          Console.line("initialised from \(initPath) (\(source.scheme.rawValue)\(source.configFile.map { ", config " + $0 } ?? ""))")
+        }
+        model = imported
+      } else {
+        model = try cli { () throws(LiftError) in try Model(config: config, seed: s.seed) }
+      }
       trainer = try cli { () throws(LiftError) in try Trainer(model: model, config: tc, seed: s.seed) }
     }
     let model = trainer.model
@@ -234,7 +246,21 @@ struct TrainingRun {
 }
 
 func describe(_ c: ModelConfig) -> String {
-  "ViT \(c.imageSize)px/\(c.patch) width \(c.width) depth \(c.depth) heads \(c.heads), \(c.headLayers)-layer head -> \(c.textDim)-d, \(c.objective.name), \(c.precision.name)"
+  describeTower(c) + ", \(c.headLayers)-layer head -> \(c.textDim)-d, \(c.objective.name), \(c.precision.name)"
+}
+
+/// The image tower, with the options of pretrained families that differ from LIFT's own model.
+func describeTower(_ c: ModelConfig) -> String {
+  var parts = ["ViT \(c.imageSize)px/\(c.patch) width \(c.width) depth \(c.depth) heads \(c.heads)"]
+  if c.pooling == .token { parts.append("class-token pooling") }
+  if c.finalNorm == .pooled { parts.append("ln_post after pooling") }
+  if !c.lnPre { parts.append("no ln_pre") }
+  if c.patchBias { parts.append("patch bias") }
+  if c.activation == .quickGELU { parts.append("QuickGELU") }
+  if c.layerScale { parts.append("LayerScale") }
+  if c.registers > 0 { parts.append("\(c.registers) registers") }
+  if c.layerNormEps != 1e-5 { parts.append("LayerNorm eps \(c.layerNormEps)") }
+  return parts.joined(separator: ", ")
 }
 
 /// Removes `NAME.tmp-PID-...` files in `folder` left by processes that no longer exist (a save

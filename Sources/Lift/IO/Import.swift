@@ -58,6 +58,22 @@ public struct ForeignEncoder {
   let plan: [(target: String, source: ForeignSource)]
 }
 
+extension ForeignScheme {
+  /// The scheme of the safetensors file at `path` (from its header's tensor names), or a format
+  /// error if it is not a vision transformer liblift can import.
+  public static func detect(path: String) throws(LiftError) -> ForeignScheme {
+    try ForeignImport.detect(Set(SafeTensors.Reader(path: path).names), path: path)
+  }
+}
+
+extension ForeignEncoder {
+  /// What the weights file at `path` holds (header and config file only; no tensor data is
+  /// read): its scheme and architecture, or the error an import would give.
+  public static func describe(path: String, options: ImportOptions) throws(LiftError) -> ForeignEncoder {
+    try ForeignImport.describe(path: path, options: options)
+  }
+}
+
 /// How one liblift tensor is made from a foreign file.
 enum ForeignSource {
   /// A tensor with the same elements (possibly another shape, e.g. (1, 1, W) -> (W)).

@@ -336,3 +336,26 @@ def test_errors_name_the_tensor_or_option(tmp_path):
     extra = dict(base, **{"blocks.0.attn.q_norm.weight": near_one(rng, W // HEADS)})
     expect(extra, "blocks.0.attn.q_norm.weight", heads=HEADS)
     expect(base, "pass heads")  # no config file, no option
+
+
+def test_lift_train_init_and_info(tmp_path):
+    """`lift info` recognises a pretrained file; `lift train --init` imports it (here resampling a
+    4x4 grid to 2x2 for 8-px images) and, with a zero learning rate, keeps its weights."""
+    from cli_helpers import lift, make_tiny
+
+    sd = timm_weights(np.random.default_rng(12), 2, True, layer_scale=True, fc_norm=True)
+    save_file(sd, str(tmp_path / "vit.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_test", "model_args": {"num_heads": HEADS},
+                                                      "global_pool": "avg"}))
+    info = lift("info", tmp_path / "vit.safetensors").stdout
+    assert "pretrained timm encoder" in info and "2 registers" in info and "LayerScale" in info, info
+    make_tiny(tmp_path)
+    lift("train", "--init", tmp_path / "vit.safetensors", "--data", tmp_path / "train.h5", "--out", tmp_path / "run",
+         "--image-size", 8, "--steps", 2, "--batch-size", 8, "--lr", 0, "--quiet")
+    model = liblift.Model.load(tmp_path / "run" / "model.safetensors")
+    c = model.config
+    assert (c.image_size, c.registers, c.layer_scale, c.final_norm) == (8, 2, True, "pooled")
+    np.testing.assert_array_equal(model.tensor("visual.transformer.resblocks.1.mlp.c_fc.weight"), sd["blocks.1.mlp.fc1.weight"])
+    np.testing.assert_array_equal(model.tensor("visual.transformer.resblocks.0.ls_2.gamma"), sd["blocks.0.ls2.gamma"])
+    r = lift("train", "--init", tmp_path / "vit.safetensors", "--depth", 3, "--out", tmp_path / "x", check=False)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "--depth cannot be combined with --init" in r.stderr
