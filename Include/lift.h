@@ -368,6 +368,13 @@ lift_status lift_import_options_default(lift_import_options *out);
 lift_status lift_model_import(const char *path, const lift_import_options *options, lift_model **out,
                               lift_scheme *scheme);
 
+/* Writes the image tower (not the LIFT head, which no scheme has) to `path` in `scheme`'s names
+ * (safetensors, float32, atomically), and the scheme's config file beside it
+ * (open_clip_config.json or config.json), so lift_model_import and the scheme's own loaders read
+ * it back. Options a scheme cannot express (e.g. registers in OpenCLIP) are LIFT_ERR_ARGUMENT;
+ * timm expresses every option. Handle-serialised. */
+lift_status lift_model_export(lift_model *model, const char *path, lift_scheme scheme);
+
 /* Writes the weights as safetensors (PyTorch names and shapes, float32, config in the
  * metadata), atomically: a temporary file, fsync, rename. Handle-serialised. */
 lift_status lift_model_save(lift_model *model, const char *path);

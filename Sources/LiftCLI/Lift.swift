@@ -195,15 +195,27 @@ func dtypeName(_ dtype: lift_dtype) -> String {
 }
 
 struct Export: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Write the model weights of a training checkpoint (PyTorch names, safetensors).")
+  static let configuration = CommandConfiguration(
+    abstract: "Write the model weights of a training checkpoint or model (PyTorch names, safetensors).",
+    discussion: "With --scheme, only the image tower, in OpenCLIP, timm, Hugging Face CLIP or DINOv2 names, with that "
+      + "scheme's config file beside it (the LIFT head belongs to none of them).")
 
-  @Option(name: .long, help: "Training checkpoint.") var checkpoint: String
+  @Option(name: .long, help: "Training checkpoint or model file.") var checkpoint: String
   @Option(name: .long, help: "Output model file.") var out: String
+  @Option(name: .long, help: "Write the image tower in this naming scheme: openclip, timm, hf-clip or hf-dinov2.") var scheme: String?
   @Flag(name: .long, help: "Replace --out if it exists.") var overwrite = false
 
   func run() throws {
     try checkOutput(out, overwrite: overwrite)
     let m = try cli { () throws(LiftError) in try Model.load(path: checkpoint) }
+    if let scheme {
+      guard let s = ForeignScheme(rawValue: scheme) else {
+        throw CLIError("--scheme must be one of \(ForeignScheme.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(scheme)')")
+      }
+      try cli { () throws(LiftError) in try m.export(path: out, scheme: s) }
+      Console.line("wrote the image tower to \(out) in \(s.rawValue) names, with its config file beside it")
+      return
+    }
     try cli { () throws(LiftError) in try m.save(path: out) }
     Console.line("wrote \(out) (\(m.layout.parameterCount) parameters)")
   }

@@ -178,6 +178,17 @@ public func cLiftModelImport(_ path: UnsafePointer<CChar>?, _ options: UnsafePoi
   }
 }
 
+@_cdecl("lift_model_export")
+public func cLiftModelExport(_ handle: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ scheme: lift_scheme) -> lift_status {
+  capi { () throws(LiftError) in
+    let model = try object(handle, as: Model.self, "model")
+    guard let s = ForeignScheme.allCases.first(where: { $0.c == scheme }) else {
+      throw .argument("unknown scheme \(scheme.rawValue)")
+    }
+    try model.export(path: try requiredString(path, "path"), scheme: s)
+  }
+}
+
 @_cdecl("lift_model_load")
 public func cLiftModelLoad(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
   capi { () throws(LiftError) in

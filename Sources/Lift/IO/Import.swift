@@ -97,6 +97,12 @@ enum ForeignImport {
     let scheme = try detect(names, path: path)
     let (configJSON, configFile) = try readConfig(beside: path, scheme: scheme, given: options.configPath)
     var build = ForeignBuild(reader: reader, path: path, options: options, config: configJSON)
+    // Hugging Face keeps the image statistics in preprocessor_config.json (image_mean, image_std).
+    if scheme == .huggingFaceCLIP || scheme == .huggingFaceDINOv2 {
+      let folder = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+      let file = folder + "/preprocessor_config.json"
+      if access(file, R_OK) == 0 { build.preprocessor = try JSON.parse(try readConfigFile(file), what: "'\(file)'") }
+    }
     switch scheme {
     case .openCLIP: try build.openCLIP()
     case .timm: try build.timm()
@@ -161,6 +167,8 @@ struct ForeignBuild {
   let path: String
   let options: ImportOptions
   let config: JSON?
+  /// Hugging Face's preprocessor_config.json, if present.
+  var preprocessor: JSON?
   var plan: [(target: String, source: ForeignSource)] = []
   var used: Set<String> = []
   /// Prefixes and names of tensors outside the image tower, left out on purpose.
@@ -256,6 +264,16 @@ struct ForeignBuild {
     guard let a = v?.array, a.count == count else { return nil }
     let values = a.compactMap { $0.number.map(Float.init) }
     return values.count == count ? values : nil
+  }
+
+  /// Image mean and std from Hugging Face's preprocessor_config.json, else `fallback`.
+  func huggingFaceStatistics(channels: Int, fallback: ([Float], [Float])) -> ([Float], [Float]) {
+    func values(_ key: String) -> [Float]? {
+      guard let a = preprocessor?[key]?.array, a.count == channels else { return nil }
+      let v = a.compactMap { $0.number.map(Float.init) }
+      return v.count == channels ? v : nil
+    }
+    return (values("image_mean") ?? fallback.0, values("image_std") ?? fallback.1)
   }
 
   /// Heads: the option, the config's value, or an error saying which option to pass.

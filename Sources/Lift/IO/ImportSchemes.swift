@@ -125,7 +125,8 @@ extension ForeignBuild {
     model!.lnPre = has("norm_pre.weight")
     model!.layerScale = has("blocks.0.ls1.gamma")
     model!.registers = registers
-    model!.layerNormEps = architecture.contains("clip") ? 1e-5 : 1e-6
+    // timm's own LayerNorm eps is 1e-6 (1e-5 in its CLIP towers); liblift's export records it.
+    model!.layerNormEps = number(["layer_norm_eps"]).map(Float.init) ?? (architecture.contains("clip") ? 1e-5 : 1e-6)
     let fcNorm = has("fc_norm.weight")
     model!.finalNorm = fcNorm ? .pooled : .tokens
     let pool = string(["global_pool"]) ?? (fcNorm ? "avg" : "token")
@@ -185,7 +186,9 @@ extension ForeignBuild {
     try begin(width: w, channels: channels, patch: patch, grid: grid, depth: depth, hidden: hidden,
               heads: try heads(fromConfig: integer(vc + ["num_attention_heads"]), width: w,
                                hint: "config.json: num_attention_heads"),
-              activation: activation, mean: channels == 3 ? openAIMean : [0.5], std: channels == 3 ? openAIStd : [0.5])
+              activation: activation,
+              mean: huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (openAIMean, openAIStd) : ([0.5], [0.5])).0,
+              std: huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (openAIMean, openAIStd) : ([0.5], [0.5])).1)
     model!.layerNormEps = Float(number(vc + ["layer_norm_eps"]) ?? 1e-5)
     model!.pooling = .token
     model!.finalNorm = .pooled
@@ -234,7 +237,9 @@ extension ForeignBuild {
     try begin(width: w, channels: channels, patch: patch, grid: grid, depth: depth, hidden: hidden,
               heads: try heads(fromConfig: integer(["num_attention_heads"]), width: w,
                                hint: "config.json: num_attention_heads"),
-              activation: activation, mean: channels == 3 ? imageNetMean : [0.5], std: channels == 3 ? imageNetStd : [0.5])
+              activation: activation,
+              mean: huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (imageNetMean, imageNetStd) : ([0.5], [0.5])).0,
+              std: huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (imageNetMean, imageNetStd) : ([0.5], [0.5])).1)
     model!.patchBias = true
     model!.lnPre = false
     model!.layerScale = true

@@ -214,6 +214,7 @@ _PROTOTYPES = {
     "lift_model_load": (c_int, [c_char_p, POINTER(_P)]),
     "lift_import_options_default": (c_int, [POINTER(ImportOptionsStruct)]),
     "lift_model_import": (c_int, [c_char_p, POINTER(ImportOptionsStruct), POINTER(_P), POINTER(c_int)]),
+    "lift_model_export": (c_int, [_P, c_char_p, c_int]),
     "lift_model_save": (c_int, [_P, c_char_p]),
     "lift_model_free": (None, [_P]),
     "lift_model_get_config": (c_int, [_P, POINTER(ModelConfigStruct)]),

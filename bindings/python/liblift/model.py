@@ -188,6 +188,14 @@ class Model(Handle):
     def save(self, path) -> None:
         check(lib.lift_model_save(self._handle(), os.fsencode(path)))
 
+    def export(self, path, scheme: str) -> None:
+        """Writes the image tower in `scheme`'s names ("openclip", "timm", "hf-clip",
+        "hf-dinov2") with the scheme's config file beside it (no LIFT head)."""
+        codes = {v: k for k, v in SCHEMES.items()}
+        if scheme not in codes:
+            raise ValueError(f"scheme must be one of {list(codes)}, got {scheme!r}")
+        check(lib.lift_model_export(self._handle(), os.fsencode(path), codes[scheme]))
+
     @property
     def config(self) -> ModelConfig:
         c = ModelConfigStruct()

@@ -359,3 +359,61 @@ def test_lift_train_init_and_info(tmp_path):
     np.testing.assert_array_equal(model.tensor("visual.transformer.resblocks.0.ls_2.gamma"), sd["blocks.0.ls2.gamma"])
     r = lift("train", "--init", tmp_path / "vit.safetensors", "--depth", 3, "--out", tmp_path / "x", check=False)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "--depth cannot be combined with --init" in r.stderr
+
+
+def tower_config(**options):
+    return liblift.ModelConfig(image_size=SIZE, channels=3, patch=PATCH, width=W, depth=DEPTH, heads=HEADS,
+                               text_dim=TEXT, mlp_ratio=HIDDEN // W, **options)
+
+
+def randomised(config, seed):
+    """A model with every tower tensor random (LayerScale included, away from 1)."""
+    model = liblift.Model(config, seed=seed)
+    rng = np.random.default_rng(seed)
+    for t in model.tensors():
+        if t.name.startswith("visual."):
+            model.tensor(t.name)[...] += rng.standard_normal(t.shape).astype(np.float32) * 0.2
+    return model
+
+
+EXPORTS = {
+    # scheme: (model options, file name to load, independent forward of the exported file)
+    "timm": (dict(patch_bias=True, ln_pre=False, layer_scale=True, registers=2, final_norm="pooled", pool="avg",
+                  layer_norm_eps=1e-6), lambda sd, im: timm_forward(sd, im, 2, True, True)),
+    "openclip": (dict(activation="quick_gelu", pool="tok"), lambda sd, im: openclip_forward(sd, im, quick_gelu, "tok")),
+    "hf-clip": (dict(activation="quick_gelu", pool="tok", final_norm="pooled"), hf_clip_forward),
+    "hf-dinov2": (dict(patch_bias=True, ln_pre=False, layer_scale=True, registers=4, pool="tok", layer_norm_eps=1e-6),
+                  lambda sd, im: dinov2_forward(sd, im, 4)),
+}
+
+
+@pytest.mark.parametrize("scheme", list(EXPORTS))
+def test_export_to_each_scheme(tmp_path, scheme):
+    """A tower written in a scheme's names computes, under that scheme's own semantics, the
+    features liblift computes; and it imports back to the same model."""
+    from safetensors.numpy import load_file
+
+    options, forward = EXPORTS[scheme]
+    model = randomised(tower_config(**options), seed=len(scheme))
+    path = tmp_path / "tower.safetensors"
+    model.export(path, scheme)
+    sd = load_file(str(path))
+    assert not any(k.startswith("mlp_projector") for k in sd), "the LIFT head is not part of a scheme"
+    images = np.random.default_rng(2).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    got = model.encode(images)
+    for b in range(2):
+        np.testing.assert_allclose(got[b], lift_head(model, forward(sd, images[b].astype(np.float64))), atol=1e-5)
+    back, detected = liblift.Model.import_pretrained(path, TEXT)
+    assert detected == scheme
+    assert back.config == model.config
+    for t in model.tensors():
+        if not t.name.startswith("visual."):
+            back.tensor(t.name)[...] = model.tensor(t.name)
+    np.testing.assert_allclose(back.encode(images), got, atol=1e-6)
+
+
+def test_export_refuses_what_a_scheme_cannot_express(tmp_path):
+    model = liblift.Model(tower_config(registers=2))
+    with pytest.raises(liblift.LiftError) as e:
+        model.export(tmp_path / "x.safetensors", "openclip")
+    assert "register tokens" in e.value.message and not (tmp_path / "x.safetensors").exists()
