@@ -275,6 +275,7 @@ extension TrainConfig {
       ("eps", .number(eps)), ("weight_decay", .number(weightDecay)),
       ("warmup_steps", .number(Double(warmupSteps))), ("total_steps", .number(Double(totalSteps))),
       ("grad_clip", .number(gradClip)), ("batch_capacity", .number(Double(batchCapacity))),
+      ("unlocked_groups", unlockedGroups.map { .number(Double($0)) } ?? .null), ("layer_decay", .number(layerDecay)),
     ])
   }
 
@@ -297,6 +298,15 @@ extension TrainConfig {
     totalSteps = try int("total_steps")
     gradClip = try number("grad_clip")
     batchCapacity = try int("batch_capacity")
+    // Checkpoints from before locking existed trained everything.
+    if let v = json["unlocked_groups"], v != .null {
+      guard let k = v.int else { throw .format("\(source): 'unlocked_groups' must be an integer or null") }
+      unlockedGroups = k
+    }
+    if let v = json["layer_decay"] {
+      guard let d = v.number else { throw .format("\(source): 'layer_decay' must be a number") }
+      layerDecay = d
+    }
     do {
       try validate()
     } catch {

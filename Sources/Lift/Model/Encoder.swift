@@ -227,8 +227,10 @@ enum Encoder {
 
   /// Given dEmb = dLoss/d(embeddings) (B x D), adds dLoss/d(parameters) into `grads`.
   /// Requires the training workspace of the matching forward call.
+  /// Layer groups below `lowestGroup` (ParameterLayout.group) are frozen: backward computes no
+  /// gradient for them and stops below the lowest group that trains.
   static func backward(_ model: Model, dEmbeddings: UnsafePointer<Float>, batch: Int, ws: Workspace,
-                       grads: UnsafeMutablePointer<Float>) throws(LiftError) {
+                       grads: UnsafeMutablePointer<Float>, lowestGroup: Int = 0) throws(LiftError) {
     precondition(ws.training, "backward needs a training workspace")
     let c = model.config, l = model.layout
     let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches, d = c.textDim, f = c.hidden
@@ -258,7 +260,10 @@ enum Encoder {
       if i > 0 { GELU.backward(ws.headOut[i - 1], dOther, dOther, count: batch * d) }
       swap(&dz, &dOther)
     }
-    // dz now holds dpooled (B x W). ln_post and pooling backward into dx (N x W).
+    // dz now holds dpooled (B x W). ln_post and pooling backward into dx (N x W), unless the
+    // whole tower is frozen.
+    let lastTowerGroup = l.towerGroups - 1
+    guard lowestGroup <= lastTowerGroup else { return }
     let prefix = c.prefixTokens
     switch c.finalNorm {
     case .tokens:
@@ -283,6 +288,8 @@ enum Encoder {
 
     let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads, bf16: ws.bf16)
     for i in stride(from: c.depth - 1, through: 0, by: -1) {
+      // Block i is in group min(i + 1, depth); below the lowest trained group, stop.
+      guard min(i + 1, c.depth) >= lowestGroup else { return }
       let blk = l.blocks[i]
       // MLP: x_out = x_mid + c_proj(GELU(c_fc(ln_2(x_mid)))).
       Profile.measure(.layerNormBackward) {
@@ -344,7 +351,8 @@ enum Encoder {
                            partials: ws.partials)
       }
     }
-    // ln_pre (if any), then the token assembly and the patch embedding.
+    // ln_pre (if any), then the token assembly and the patch embedding (group 0).
+    guard lowestGroup == 0 else { return }
     var dTokens = ws.dx
     if let lnPre = l.lnPre {
       Profile.measure(.layerNormBackward) {

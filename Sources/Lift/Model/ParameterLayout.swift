@@ -86,6 +86,28 @@ public struct ParameterLayout {
 
   public func find(_ name: String) -> TensorInfo? { tensors.first { $0.name == name } }
 
+  /// Layer groups of the image tower, OpenCLIP's `lock()` grouping without its projection:
+  /// 0 = the embeddings (patch embedding, class and positional embeddings, registers, ln_pre),
+  /// i + 1 = block i for the blocks but the last, depth = the last block with ln_post. The LIFT
+  /// head and the logit scale/bias form group depth + 1. Tensors are laid out in group order,
+  /// so the tensors of groups >= g are a suffix of the buffer.
+  public var towerGroups: Int { blocks.count + 1 }
+
+  /// The group of the tensor starting at `offset` (see towerGroups).
+  public func group(ofOffset offset: Int) -> Int {
+    let depth = blocks.count
+    if offset >= head[0].weight { return towerGroups }
+    if offset >= lnPostWeight { return towerGroups - 1 }
+    guard depth > 0, offset >= blocks[0].ln1Weight else { return 0 }
+    let block = blocks.lastIndex { $0.ln1Weight <= offset }!
+    return min(block + 1, depth)
+  }
+
+  /// Offset where the tensors of groups >= `group` begin (the buffer's end past the last).
+  public func offset(ofGroup group: Int) -> Int {
+    tensors.first { self.group(ofOffset: $0.offset) >= group }?.offset ?? totalCount
+  }
+
   /// Number of real (unpadded) parameters.
   public var parameterCount: Int { tensors.reduce(0) { $0 + $1.count } }
 }

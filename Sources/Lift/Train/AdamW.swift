@@ -7,16 +7,22 @@ import Glibc
 ///   p *= 1 - lr * wd                      (wd = 0 for tensors with fewer than 2 dimensions)
 ///   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
 ///   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+/// Tensors of layer groups below `lowestGroup` are frozen (skipped: no update, no decay); with
+/// layer decay, group g (ParameterLayout.group) learns at lr * layerDecay^(head group - g).
 enum AdamW {
   static func update(layout: ParameterLayout, params: UnsafeMutablePointer<Float>, grads: UnsafeMutablePointer<Float>,
                      gradScale: Float, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, step t: Int,
-                     lr: Double, config: TrainConfig) {
+                     lr baseLR: Double, config: TrainConfig, lowestGroup: Int = 0) {
     let b1 = Float(config.beta1), b2 = Float(config.beta2)
     let bc1 = 1 - pow(config.beta1, Double(t)), bc2 = 1 - pow(config.beta2, Double(t))
-    let stepSize = Float(lr / bc1)
     let invSqrtBc2 = Float(1 / bc2.squareRoot())
     let eps = Float(config.eps)
+    let headGroup = layout.towerGroups
     for (index, tensor) in layout.tensors.enumerated() {
+      let group = layout.group(ofOffset: tensor.offset)
+      if group < lowestGroup { continue }
+      let lr = config.layerDecay == 1 ? baseLR : baseLR * pow(config.layerDecay, Double(headGroup - group))
+      let stepSize = Float(lr / bc1)
       let decay = Float(1 - lr * (tensor.decays ? config.weightDecay : 0))
       let o = tensor.offset
       // The tensor and the padding after it (zero gradient keeps zero padding at zero).

@@ -17,6 +17,16 @@ public struct TrainConfig: Equatable {
   /// Largest number of images one forward/backward processes (sizes the activation memory).
   /// Larger batches go through gradient accumulation in micro-batches of at most this size.
   public var batchCapacity: Int = 64
+  /// Locking the image tower (LiT; OpenCLIP's --lock-image): nil trains everything; k >= 0
+  /// freezes the tower except its last k layer groups (ParameterLayout.group: the embeddings,
+  /// each block, the last block with ln_post). The LIFT head and the logit scale/bias always
+  /// train. Frozen tensors get no gradient (backward stops below the lowest trained group), no
+  /// AdamW update and no weight decay.
+  public var unlockedGroups: Int?
+  /// Layer-wise learning-rate decay (BEiT/MAE fine-tuning): layer group g (0 = embeddings,
+  /// i + 1 = block i, depth = the last block with ln_post, depth + 1 = the head and logit
+  /// scale/bias) learns at lr * layerDecay^(depth + 1 - g), MAE's rule. 1 turns it off.
+  public var layerDecay: Double = 1
 
   /// Most optimiser steps a schedule (and a checkpoint) may have: far beyond any run, far from
   /// integer overflow.
@@ -39,6 +49,8 @@ public struct TrainConfig: Equatable {
     try require(warmupSteps <= totalSteps, "warm-up steps (\(warmupSteps)) exceed total steps (\(totalSteps))")
     try require(gradClip.isFinite, "gradient clip must be finite (got \(gradClip))")
     try require(batchCapacity >= 1 && batchCapacity <= 1 << 20, "batch capacity must be in [1, 1048576] (got \(batchCapacity))")
+    if let k = unlockedGroups { try require(k >= 0 && k <= 1 << 10, "unlocked groups must be in [0, 1024] (got \(k))") }
+    try require(layerDecay.isFinite && layerDecay > 0 && layerDecay <= 1, "layer decay must be in (0, 1] (got \(layerDecay))")
   }
 
   /// OpenCLIP's cosine_lr: linear warm-up lr * (step + 1) / warmup, then

@@ -60,6 +60,12 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   /// Loss of the last `loss` call, reported by `apply`.
   private var lastLoss: Double = .nan
 
+  /// The lowest layer group that trains (ParameterLayout.group; 0 = everything): groups below
+  /// it are frozen by `config.unlockedGroups`.
+  public var lowestTrainedGroup: Int {
+    config.unlockedGroups.map { max(model.layout.towerGroups - $0, 0) } ?? 0
+  }
+
   public init(model: Model, config: TrainConfig, seed: UInt64 = 0) throws(LiftError) {
     try config.validate()
     self.model = model
@@ -194,7 +200,8 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
     if let j = VectorOps.firstNonFinite(dEmbeddings, batch * textDim) {
       throw .value("the feature gradient has a non-finite value at row \(j / textDim), column \(j % textDim)")
     }
-    try Encoder.backward(model, dEmbeddings: dEmbeddings, batch: batch, ws: workspace, grads: gradients)
+    try Encoder.backward(model, dEmbeddings: dEmbeddings, batch: batch, ws: workspace, grads: gradients,
+                         lowestGroup: lowestTrainedGroup)
     forwardBatch = nil
   }
 
@@ -225,7 +232,7 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
     let coef = config.gradClip > 0 ? Float(min(1, config.gradClip / (norm + 1e-6))) : 1
     let lr = config.learningRate(atStep: step)
     AdamW.update(layout: layout, params: model.parameters, grads: gradients, gradScale: coef, m: firstMoment,
-                 v: secondMoment, step: step + 1, lr: lr, config: config)
+                 v: secondMoment, step: step + 1, lr: lr, config: config, lowestGroup: lowestTrainedGroup)
     let s = layout.logitScale
     model.parameters[s] = min(max(model.parameters[s], 0), Float(log(100.0)))
     step += 1
