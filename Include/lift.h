@@ -450,6 +450,14 @@ typedef struct lift_train_config {
   int64_t warmup_steps;
   int64_t total_steps;
   int64_t batch_capacity; /* most images per forward; bigger steps accumulate micro-batches */
+  /* Added in 0.3 (zero = off, so a 0.2 struct, which ends at batch_capacity, still works): */
+  int32_t lock_image;      /* 1: freeze the image tower except its last `unlocked_groups` layer
+                            * groups (OpenCLIP's grouping: the embeddings, each block, the last
+                            * block with ln_post; the LIFT head always trains). Frozen tensors get
+                            * no gradient, update or weight decay; backward stops below them. */
+  int32_t unlocked_groups; /* with lock_image: tower groups that still train (0 = the head only) */
+  double layer_decay;      /* layer-wise lr decay (0 or 1 = off): group g of a depth-L tower
+                            * learns at lr * layer_decay^(L + 1 - g), the head at lr           */
 } lift_train_config;
 
 /* Fills LIFT's defaults (out->struct_size must be set). Thread-safe. */

@@ -137,7 +137,9 @@ struct Info: ParsableCommand {
     let m = loaded
     Console.out("\(path): model \(describe(m.config)), \(m.layout.parameterCount) parameters, \(m.layout.tensors.count) tensors")
     guard let (t, meta) = try? Trainer.load(path: path, batchCapacity: 1) else { return }
-    Console.out("  training checkpoint at step \(t.step) of \(t.config.totalSteps); lr \(t.config.learningRate), warm-up \(t.config.warmupSteps)")
+    Console.out("  training checkpoint at step \(t.step) of \(t.config.totalSteps); lr \(t.config.learningRate), warm-up \(t.config.warmupSteps)"
+                + (t.config.unlockedGroups.map { $0 == 0 ? "; image tower locked (head only)" : "; image tower locked but its last \($0) groups" } ?? "")
+                + (t.config.layerDecay != 1 ? "; layer decay \(t.config.layerDecay)" : ""))
     for k in meta.keys.sorted() { Console.out("  \(k): \(meta[k]!)") }
   }
 

@@ -33,6 +33,9 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Model preset (ViT-Ti/16, ViT-S/16, ViT-B/16, ViT-XS/7-28, ViT-XS/14-28, ViT-XS/4-32; default ViT-XS/14-28).") var preset: String?
   @Option(name: .customLong("init"), help: "Start from a pretrained image encoder: safetensors in OpenCLIP, timm, Hugging Face CLIP or DINOv2 names (detected), with the config file beside it (heads, activation, pooling). Its architecture is kept; --heads, --activation, --image-size (resamples the positions) and --pool fill in or override; the LIFT head is new.") var initPath: String?
   @Option(name: .long, help: "MLP activation: gelu or quick_gelu (OpenAI CLIP weights).") var activation: String?
+  @Flag(name: .long, help: "Freeze the image tower; only the LIFT head trains (LiT).") var lockImage = false
+  @Option(name: .long, help: "Freeze the image tower except its last N layer groups (the embeddings, each block, the last block with ln_post); the head always trains. OpenCLIP's --lock-image-unlocked-groups N+1.") var lockUnlockedGroups: Int?
+  @Option(name: .long, help: "Layer-wise learning-rate decay in (0, 1] (BEiT/MAE fine-tuning; default 1, off).") var layerDecay: Double?
   @Option(name: .long, help: "Override: image size.") var imageSize: Int?
   @Option(name: .long, help: "Override: patch size.") var patch: Int?
   @Option(name: .long, help: "Override: width.") var width: Int?
@@ -126,6 +129,10 @@ struct TrainSettings {
   /// --init: the pretrained encoder and how to import it (its text dimension comes from the data).
   var initPath: String?
   var importOptions: ImportOptions?
+  /// Locking and layer decay (TrainConfig.unlockedGroups, layerDecay); whether either was given.
+  var unlockedGroups: Int?
+  var layerDecay = 1.0
+  var lockingGiven = false
 
   init(_ c: Train) throws {
     var file: JSON = .object([])
@@ -133,7 +140,7 @@ struct TrainSettings {
       file = try cli { () throws(LiftError) in try JSON.parse(try readFileLift(path), what: "config file '\(path)'") }
       guard case .object(let members) = file else { throw CLIError("config file '\(path)' must hold a JSON object") }
       let known: Set<String> = ["data", "eval-data", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
-                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "init", "activation", "batch-size", "micro-batch", "epochs",
+                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "init", "activation", "lock-image", "lock-unlocked-groups", "layer-decay", "batch-size", "micro-batch", "epochs",
                                 "steps", "lr", "warmup", "weight-decay", "beta2", "clip", "seed", "augment", "crop-scale",
                                 "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit", "stop-at"]
       for (k, _) in members where !known.contains(k) {
@@ -214,6 +221,14 @@ struct TrainSettings {
       guard let a = ModelConfig.Activation(name: v) else { throw CLIError("--activation must be gelu or quick_gelu (got '\(v)')") }
       m.activation = a
     }
+    let lockImage = c.lockImage || file["lock-image"]?.bool == true
+    let unlocked = try int(c.lockUnlockedGroups, "lock-unlocked-groups")
+    guard !(lockImage && unlocked != nil) else { throw CLIError("--lock-image and --lock-unlocked-groups exclude each other") }
+    if let unlocked { guard unlocked >= 0, unlocked <= 1024 else { throw CLIError("--lock-unlocked-groups must be in [0, 1024]") } }
+    unlockedGroups = lockImage ? 0 : unlocked
+    layerDecay = try num(c.layerDecay, "layer-decay") ?? 1
+    guard layerDecay.isFinite, layerDecay > 0, layerDecay <= 1 else { throw CLIError("--layer-decay must be in (0, 1] (got \(layerDecay))") }
+    lockingGiven = unlockedGroups != nil || layerDecay != 1
     initPath = try str(c.initPath, "init")
     if let initPath {
       importOptions = try Self.importOptions(c, model: m, initPath: initPath, file: file)
@@ -286,6 +301,8 @@ struct TrainSettings {
     tc.totalSteps = total
     tc.warmupSteps = min(warmup ?? min(500, total / 10), total)
     tc.batchCapacity = batchCapacity
+    tc.unlockedGroups = unlockedGroups
+    tc.layerDecay = layerDecay
     try cli { () throws(LiftError) in try tc.validate() }
     return tc
   }

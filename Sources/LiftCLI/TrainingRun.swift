@@ -77,6 +77,9 @@ struct TrainingRun {
             waitSeconds <= trainSeconds else {
         throw CLIError("'\(checkpointPath)' records impossible times (train_seconds \(trainSeconds), wait_seconds \(waitSeconds))")
       }
+      if s.lockingGiven && (t.config.unlockedGroups != s.unlockedGroups || t.config.layerDecay != s.layerDecay) {
+        throw CLIError("'\(checkpointPath)' was trained with other locking or layer decay; resume keeps the run's own (drop those options)")
+      }
       if s.precisionGiven && t.model.config.precision != s.model.precision {
         throw CLIError("'\(checkpointPath)' trains in \(t.model.config.precision.name); resume keeps it (drop --precision \(s.model.precision.name))")
       }

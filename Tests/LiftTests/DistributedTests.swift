@@ -73,8 +73,9 @@ func onThreads(_ size: Int, _ body: @escaping (Int) -> Void) {
 }
 
 final class DistributedTests: XCTestCase {
-  func trainer(_ objective: ModelConfig.Objective, capacity: Int) throws -> Trainer {
+  func trainer(_ objective: ModelConfig.Objective, capacity: Int, unlockedGroups: Int? = nil) throws -> Trainer {
     var tc = TrainConfig()
+    tc.unlockedGroups = unlockedGroups
     tc.batchCapacity = capacity
     tc.warmupSteps = 1
     tc.totalSteps = 20
@@ -132,6 +133,45 @@ final class DistributedTests: XCTestCase {
         }
       }
     }
+  }
+
+  /// With the tower locked but its last group, 2 ranks (which all-reduce only what trains)
+  /// equal one process, and the frozen tensors stay as they were on every rank.
+  func testTwoRanksWithLockingEqualOneProcess() throws {
+    var rng = TestRNG(31)
+    let batches = (0..<3).map { _ in (rng.floats(8 * 3 * 64), rng.floats(8 * 6)) }
+    let single = try trainer(.contrastive, capacity: 8, unlockedGroups: 1)
+    let initial = Array(UnsafeBufferPointer(start: single.model.parameters, count: single.model.layout.totalCount))
+    for (images, texts) in batches {
+      _ = try images.withUnsafeBufferPointer { try single.step(images: .float32NCHW($0.baseAddress!), texts: texts, batch: 8) }
+    }
+    let group = ThreadGroup(size: 2)
+    let ranks = [try trainer(.contrastive, capacity: 4, unlockedGroups: 1), try trainer(.contrastive, capacity: 4, unlockedGroups: 1)]
+    var failures = [String](repeating: "", count: 2)
+    onThreads(2) { r in
+      let member = ThreadGroup.Member(group, rank: r)
+      do {
+        for (images, texts) in batches {
+          let mine = Array(images[(r * 4 * 192)..<((r + 1) * 4 * 192)]), myTexts = Array(texts[(r * 24)..<((r + 1) * 24)])
+          _ = try mine.withUnsafeBufferPointer {
+            try ranks[r].stepDistributed(images: .float32NCHW($0.baseAddress!), texts: myTexts, localBatch: 4, communicator: member)
+          }
+        }
+      } catch {
+        failures[r] = "\(error)"
+      }
+    }
+    XCTAssertEqual(failures, ["", ""])
+    let layout = single.model.layout, frozen = layout.offset(ofGroup: single.lowestTrainedGroup), n = layout.totalCount
+    let p0 = Array(UnsafeBufferPointer(start: ranks[0].model.parameters, count: n))
+    XCTAssertEqual(Array(p0[..<frozen]), Array(initial[..<frozen]), "frozen tensors unchanged")
+    let ref = Array(UnsafeBufferPointer(start: single.model.parameters, count: n))
+    var diff = 0.0, norm = 0.0
+    for i in frozen..<n {
+      diff += Double(p0[i] - ref[i]) * Double(p0[i] - ref[i])
+      norm += Double(ref[i]) * Double(ref[i])
+    }
+    XCTAssertLessThan((diff / norm).squareRoot(), 1e-5)
   }
 
   func testUnevenPartsAndOneRankIsTheSingleStep() throws {

@@ -147,6 +147,13 @@ static void older_struct_accepted(void) {
   EXPECT(now.no_ln_pre == 0 && now.registers == 0 && now.layer_norm_eps == 1e-5f && now.width == 128,
          "a 0.2 config made another model");
   lift_model_free(model);
+  /* 0.2's lift_train_config ended at batch_capacity: its defaults come back, locking stays off. */
+  struct { lift_train_config now; unsigned char canary[16]; } tc;
+  memset(&tc, 0xA5, sizeof tc);
+  tc.now.struct_size = offsetof(lift_train_config, lock_image);
+  EXPECT(lift_train_config_default(&tc.now) == LIFT_OK, "0.2 train config: %s", lift_last_error());
+  EXPECT(tc.now.learning_rate == 1e-3 && tc.now.batch_capacity == 64, "0.2 train config not filled");
+  EXPECT(((unsigned char *)&tc.now)[offsetof(lift_train_config, lock_image)] == 0xA5, "0.2 train config: written past its end");
   /* Smaller than any release's struct: refused. */
   old.struct_size = 72;
   expect_refused(lift_model_config_preset("ViT-XS/7-28", 16, (lift_model_config *)&old), "lift_model_config", 72,

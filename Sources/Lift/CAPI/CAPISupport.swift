@@ -127,7 +127,11 @@ extension lift_model_config: SizedCStruct {
 }
 extension lift_import_options: SizedCStruct { static var cName: String { "lift_import_options" } }
 extension lift_tensor_info: SizedCStruct { static var cName: String { "lift_tensor_info" } }
-extension lift_train_config: SizedCStruct { static var cName: String { "lift_train_config" } }
+extension lift_train_config: SizedCStruct {
+  static var cName: String { "lift_train_config" }
+  /// 0.2 ended at `batch_capacity`.
+  static var olderSizes: [Int] { [size(before: \.lock_image)] }
+}
 extension lift_step_stats: SizedCStruct { static var cName: String { "lift_step_stats" } }
 extension lift_dataset_info: SizedCStruct { static var cName: String { "lift_dataset_info" } }
 extension lift_loader_options: SizedCStruct { static var cName: String { "lift_loader_options" } }

@@ -22,13 +22,19 @@ extension TrainConfig {
       throw .argument("train config: batch capacity must be in [1, 1048576] (got \(c.batch_capacity))")
     }
     batchCapacity = Int(c.batch_capacity)
+    guard c.lock_image == 0 || c.lock_image == 1, c.unlocked_groups >= 0 else {
+      throw .argument("train config: lock_image must be 0 or 1 and unlocked_groups >= 0 (got \(c.lock_image), \(c.unlocked_groups))")
+    }
+    unlockedGroups = c.lock_image == 1 ? Int(c.unlocked_groups) : nil
+    layerDecay = c.layer_decay == 0 ? 1 : c.layer_decay
     try validate()
   }
 
   var c: lift_train_config {
     lift_train_config(struct_size: lift_train_config.knownSize, learning_rate: learningRate, beta1: beta1, beta2: beta2, eps: eps, weight_decay: weightDecay,
                       grad_clip: gradClip, warmup_steps: Int64(warmupSteps), total_steps: Int64(totalSteps),
-                      batch_capacity: Int64(batchCapacity))
+                      batch_capacity: Int64(batchCapacity), lock_image: unlockedGroups == nil ? 0 : 1,
+                      unlocked_groups: Int32(unlockedGroups ?? 0), layer_decay: layerDecay)
   }
 }
 

@@ -274,8 +274,10 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
     do throws(LiftError) {
       try accumulateLocked(images: images, texts: rawTexts, batch: batch, communicator: comm)
       if let comm, comm.size > 1 {
-        try Profile.measure(.allReduce) { () throws(LiftError) in try comm.allReduceSum(gradients, count: model.layout.totalCount) }
-        AdamW.scaleBuffer(gradients, count: model.layout.totalCount, by: 1 / Float(comm.size))
+        // Only what trains: frozen groups (a prefix of the buffer) have no gradient.
+        let start = model.layout.offset(ofGroup: lowestTrainedGroup), count = model.layout.totalCount - start
+        try Profile.measure(.allReduce) { () throws(LiftError) in try comm.allReduceSum(gradients + start, count: count) }
+        AdamW.scaleBuffer(gradients + start, count: count, by: 1 / Float(comm.size))
       }
       return try applyLocked()
     } catch {

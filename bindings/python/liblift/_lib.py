@@ -135,7 +135,8 @@ class TrainConfigStruct(_Sized):
     _c_name = "lift_train_config"
     _fields_ = _SIZE + [(name, ctypes.c_double) for name in (
         "learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip")] + [
-        ("warmup_steps", ctypes.c_int64), ("total_steps", ctypes.c_int64), ("batch_capacity", ctypes.c_int64)]
+        ("warmup_steps", ctypes.c_int64), ("total_steps", ctypes.c_int64), ("batch_capacity", ctypes.c_int64),
+        ("lock_image", ctypes.c_int32), ("unlocked_groups", ctypes.c_int32), ("layer_decay", ctypes.c_double)]
 
 
 class StepStatsStruct(_Sized):

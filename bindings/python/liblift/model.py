@@ -277,13 +277,24 @@ class TrainConfig:
     warmup_steps: int = 500
     total_steps: int = 10_000
     batch_capacity: int = 64
+    # Locking (LiT / OpenCLIP --lock-image): None trains everything; k freezes the image tower
+    # except its last k layer groups (0 = only the LIFT head trains).
+    unlocked_groups: int | None = None
+    # Layer-wise learning-rate decay (MAE's rule); 1 = off.
+    layer_decay: float = 1.0
+
+    _PLAIN = ("learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip", "warmup_steps", "total_steps",
+              "batch_capacity", "layer_decay")
 
     def _struct(self) -> TrainConfigStruct:
-        return TrainConfigStruct(**{f.name: getattr(self, f.name) for f in fields(self)})
+        locked = self.unlocked_groups is not None
+        return TrainConfigStruct(**{k: getattr(self, k) for k in self._PLAIN}, lock_image=int(locked),
+                                 unlocked_groups=int(self.unlocked_groups or 0))
 
     @classmethod
     def _from_struct(cls, c: TrainConfigStruct) -> "TrainConfig":
-        return cls(**{f.name: getattr(c, f.name) for f in fields(cls)})
+        return cls(**{k: getattr(c, k) for k in cls._PLAIN},
+                   unlocked_groups=c.unlocked_groups if c.lock_image else None)
 
 
 @dataclass(frozen=True)

@@ -417,3 +417,26 @@ def test_export_refuses_what_a_scheme_cannot_express(tmp_path):
     with pytest.raises(liblift.LiftError) as e:
         model.export(tmp_path / "x.safetensors", "openclip")
     assert "register tokens" in e.value.message and not (tmp_path / "x.safetensors").exists()
+
+
+def test_lift_train_lock_image_keeps_the_tower(tmp_path):
+    """--lock-image trains only the LIFT head: every tower tensor stays as imported."""
+    from cli_helpers import lift, make_tiny
+
+    sd = timm_weights(np.random.default_rng(13), 0, True, layer_scale=False, fc_norm=False)
+    save_file(sd, str(tmp_path / "vit.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_test", "model_args": {"num_heads": HEADS},
+                                                      "pretrained_cfg": {"input_size": [3, SIZE, SIZE]}}))
+    make_tiny(tmp_path)
+    lift("train", "--init", tmp_path / "vit.safetensors", "--data", tmp_path / "train.h5", "--out", tmp_path / "run",
+         "--image-size", 8, "--steps", 3, "--batch-size", 8, "--warmup", 0, "--lock-image", "--quiet")
+    trained = liblift.Model.load(tmp_path / "run" / "model.safetensors")
+    imported, _ = liblift.Model.import_pretrained(tmp_path / "vit.safetensors", trained.config.text_dim, image_size=8)
+    for t in trained.tensors():
+        same = np.array_equal(trained.tensor(t.name), imported.tensor(t.name))
+        assert same == t.name.startswith("visual."), t.name
+    assert "image tower locked (head only)" in lift("info", tmp_path / "run" / "checkpoint.safetensors").stdout
+    r = lift("train", "--data", tmp_path / "train.h5", "--out", tmp_path / "run", "--resume", "--batch-size", 8,
+             "--lock-unlocked-groups", 1,
+             check=False)
+    assert r.returncode != 0 and "other locking" in r.stderr
