@@ -9,7 +9,9 @@
 //   measured in the same process, their ratio, OpenBLAS sgemm on the same problem for reference
 //   (its own threads, one per core), and peak RSS. LIFT_PROFILE=1 adds a per-phase breakdown.
 // Options: --steps N (timed steps, default 7), --warmup N (default 2), --precision fp32|bf16|all,
-// --only NAME[:BATCH], and --products (GFLOP/s of every product shape of a step: OpenBLAS sgemm
+// --only NAME[:BATCH], --unlocked-groups N (lock the tower but its last N layer groups, as
+// lift train --lock-unlocked-groups; 0 = head only; the FLOP count stays the full step's, so
+// compare images/s), and --products (GFLOP/s of every product shape of a step: OpenBLAS sgemm
 // with its own threads, and liblift's oneDNN float32 and bfloat16 products on its workers).
 import CBLAS
 import Glibc
@@ -71,7 +73,7 @@ func sgemmGflops(n: Int = 4096, repeats: Int = 5) -> Double {
   return 2 * Double(n * n * n) / median(times) / 1e9
 }
 
-func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warmup: Int) throws {
+func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warmup: Int, unlockedGroups: Int?) throws {
   var config = try ModelConfig.preset(bc.preset, textDim: 4096)
   config.objective = .contrastive
   config.precision = precision
@@ -79,6 +81,7 @@ func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warm
   tc.batchCapacity = bc.batch
   tc.warmupSteps = 1
   tc.totalSteps = 1_000_000
+  tc.unlockedGroups = unlockedGroups
   let model = try Model(config: config, seed: 1)
   let trainer = try Trainer(model: model, config: tc, seed: 1)
   var rng = Xoshiro256(seed: 2)
@@ -106,7 +109,7 @@ func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warm
   print("""
     {"config": "\(bc.preset)", "precision": "\(precision.name)", "batch": \(bc.batch), "image_size": \(config.imageSize), \
     "text_dim": \(config.textDim), "objective": "contrastive", "threads": \(Parallel_workers()), "isa": "\(ProductBenchmark.isa)", \
-    "steps_timed": \(steps), \
+    "steps_timed": \(steps), "unlocked_groups": \(unlockedGroups.map(String.init) ?? "null"), \
     "step_s_median": \(r(step, 10000)), "step_s_min": \(r(times.min()!, 10000)), "step_s_max": \(r(times.max()!, 10000)), \
     "images_per_s": \(r(Double(bc.batch) / step, 100)), "gflop_per_step": \(r(flops / 1e9, 10)), \
     "achieved_gflops": \(r(achieved, 10)), "product_ceiling_gflops": \(r(ceiling, 10)), "ratio": \(r(achieved / ceiling)), \
@@ -169,6 +172,7 @@ var steps = 7, warmup = 2
 var only: String?
 var precisionArgument = "all"
 var products = false
+var unlockedGroups: Int?
 while !args.isEmpty {
   let a = args.removeFirst()
   func value(_ flag: String) -> String {
@@ -181,8 +185,9 @@ while !args.isEmpty {
   case "--only": only = value(a)
   case "--precision": precisionArgument = value(a)
   case "--products": products = true
+  case "--unlocked-groups": unlockedGroups = Int(value(a))
   case "-h", "--help":
-    print("usage: lift-bench [--steps N] [--warmup N] [--precision fp32|bf16|all] [--only PRESET:BATCH] [--products]")
+    print("usage: lift-bench [--steps N] [--warmup N] [--precision fp32|bf16|all] [--only PRESET:BATCH] [--unlocked-groups N] [--products]")
     exit(0)
   default:
     printError("lift-bench: unknown argument \(a)\n")
@@ -215,7 +220,7 @@ if products {
 }
 
 if let only, precisions.count == 1 {
-  do { try runCase(parseCase(only), precision: precisions[0], steps: steps, warmup: warmup) } catch {
+  do { try runCase(parseCase(only), precision: precisions[0], steps: steps, warmup: warmup, unlockedGroups: unlockedGroups) } catch {
     printError("lift-bench: \(error)\n")
     exit(1)
   }
@@ -228,7 +233,7 @@ for bc in only.map({ [parseCase($0)] }) ?? defaultCases {
   for precision in precisions {
     var pid = pid_t()
     let argv = [CommandLine.arguments[0], "--only", bc.name, "--precision", precision.name, "--steps", String(steps),
-                "--warmup", String(warmup)]
+                "--warmup", String(warmup)] + (unlockedGroups.map { ["--unlocked-groups", String($0)] } ?? [])
     var cargs = argv.map { strdup($0) } + [nil]
     let rc = posix_spawn(&pid, "/proc/self/exe", nil, nil, &cargs, environ)
     cargs.forEach { free($0) }
