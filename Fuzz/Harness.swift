@@ -8,7 +8,7 @@ import Glibc
 
 
 enum FuzzTarget: String, CaseIterable {
-  /// safetensors model / training checkpoint files: Model.load and Trainer.load.
+  /// safetensors files: Model.load, Trainer.load, and the import of pretrained encoders.
   case safetensors
   /// The JSON reader and the model / train config decoders fed by it.
   case json
@@ -57,8 +57,16 @@ func withFile(_ data: UnsafePointer<UInt8>, _ size: Int, _ body: (String) throws
 func fuzzSafeTensors(_ path: String) throws(LiftError) {
   // Loading is the attack surface (the header, metadata, configs, tensors); what a loaded model
   // computes is the same code as for any model.
-  _ = try Model.load(path: path)
-  _ = try Trainer.load(path: path, batchCapacity: 1)
+  _ = try? Model.load(path: path)
+  _ = try? Trainer.load(path: path, batchCapacity: 1)
+  // As a pretrained encoder of another scheme: detection, shapes, the plan, then the import
+  // itself when the model it describes is small (a header may legitimately ask for gigabytes).
+  var options = ImportOptions(textDim: 4)
+  options.heads = 1
+  options.activation = .gelu
+  let source = try ForeignEncoder.describe(path: path, options: options)
+  guard ParameterLayout(source.config, withLogitBias: false).totalCount <= 1 << 22 else { return }
+  _ = try Model.importing(path: path, options: options)
 }
 
 func fuzzJSON(_ bytes: [UInt8]) throws(LiftError) {

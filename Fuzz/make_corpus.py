@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the fuzzers' seed corpora into Fuzz/corpus/<target>/: small valid inputs of every kind
 each reader accepts (run once; the files are committed). Needs liblift's Python bindings, h5py.
-    Fuzz/make_corpus.py [TARGET...]     (default: every target)"""
+    Fuzz/make_corpus.py [TARGET...]     (default: every target; "pretrained" adds foreign-scheme
+    encoders to the safetensors corpus)"""
 import json
 import sys
 from pathlib import Path
@@ -42,9 +43,26 @@ def command_lines():
     (ROOT / "cli" / "config-legacy.txt").write_bytes(b"train\n--no-augment\x01" + json.dumps(legacy).encode())
 
 
+def pretrained():
+    """safetensors: tiny encoders in the four naming schemes liblift imports (width 8, one block)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bindings" / "python" / "tests"))
+    from safetensors.numpy import save_file
+    import test_import as schemes
+
+    schemes.W, schemes.HEADS, schemes.DEPTH, schemes.HIDDEN = 8, 1, 1, 16
+    rng = np.random.default_rng(0)
+    out = ROOT / "safetensors"
+    save_file(schemes.timm_weights(rng, 2, True, layer_scale=True, fc_norm=True), str(out / "timm.safetensors"))
+    save_file(schemes.openclip_weights(rng, layer_scale=True), str(out / "openclip.safetensors"))
+    save_file(schemes.hf_clip_weights(rng), str(out / "hf-clip.safetensors"))
+    save_file(schemes.dinov2_weights(rng, 2), str(out / "hf-dinov2.safetensors"))
+
+
 def main(targets):
     if "cli" in targets:
         command_lines()
+    if "pretrained" in targets:
+        pretrained()
     if not {"safetensors", "json", "store", "dataset"} & set(targets):
         return
     rng = np.random.default_rng(0)
@@ -87,4 +105,4 @@ def main(targets):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["cli", "safetensors", "json", "store", "dataset"])
+    main(sys.argv[1:] or ["cli", "pretrained", "safetensors", "json", "store", "dataset"])
