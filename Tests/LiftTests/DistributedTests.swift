@@ -82,6 +82,29 @@ final class DistributedTests: XCTestCase {
     return try Trainer(model: try Model(config: ModelGradientTests.tinyConfig(objective), seed: 11), config: tc)
   }
 
+  /// Steps two ranks on threads through `batches` of 8 images (3 x 8 x 8) and 8 texts (6-d),
+  /// rank r taking images and texts 4r ..< 4r + 4 of each; returns each rank's stats and error.
+  func stepOnTwoRanks(_ ranks: [Trainer], _ batches: [([Float], [Float])]) -> (results: [[StepStats]], failures: [String]) {
+    let group = ThreadGroup(size: 2)
+    var results = [[StepStats]](repeating: [], count: 2)
+    var failures = [String](repeating: "", count: 2)
+    onThreads(2) { r in
+      let member = ThreadGroup.Member(group, rank: r)
+      do {
+        for (images, texts) in batches {
+          let mine = Array(images[(r * 4 * 192)..<((r + 1) * 4 * 192)]), myTexts = Array(texts[(r * 24)..<((r + 1) * 24)])
+          let s = try mine.withUnsafeBufferPointer {
+            try ranks[r].stepDistributed(images: .float32NCHW($0.baseAddress!), texts: myTexts, localBatch: 4, communicator: member)
+          }
+          results[r].append(s)
+        }
+      } catch {
+        failures[r] = "\(error)"
+      }
+    }
+    return (results, failures)
+  }
+
   /// 2 ranks x 4 images == 1 process x 8 images, for every objective, with and without
   /// micro-batches on the ranks.
   func testTwoRanksEqualOneProcessWithTheWholeBatch() throws {
@@ -95,24 +118,8 @@ final class DistributedTests: XCTestCase {
         for (images, texts) in batches {
           reference.append(try images.withUnsafeBufferPointer { try single.step(images: .float32NCHW($0.baseAddress!), texts: texts, batch: 8) })
         }
-        let group = ThreadGroup(size: 2)
         let ranks = [try trainer(objective, capacity: rankCapacity), try trainer(objective, capacity: rankCapacity)]
-        var results = [[StepStats]](repeating: [], count: 2)
-        var failures = [String](repeating: "", count: 2)
-        onThreads(2) { r in
-          let member = ThreadGroup.Member(group, rank: r)
-          do {
-            for (images, texts) in batches {
-              let mine = Array(images[(r * 4 * 192)..<((r + 1) * 4 * 192)]), myTexts = Array(texts[(r * 24)..<((r + 1) * 24)])
-              let s = try mine.withUnsafeBufferPointer {
-                try ranks[r].stepDistributed(images: .float32NCHW($0.baseAddress!), texts: myTexts, localBatch: 4, communicator: member)
-              }
-              results[r].append(s)
-            }
-          } catch {
-            failures[r] = "\(error)"
-          }
-        }
+        let (results, failures) = stepOnTwoRanks(ranks, batches)
         XCTAssertEqual(failures, ["", ""])
         let n = single.model.layout.totalCount
         let p0 = Array(UnsafeBufferPointer(start: ranks[0].model.parameters, count: n))
@@ -145,23 +152,8 @@ final class DistributedTests: XCTestCase {
     for (images, texts) in batches {
       _ = try images.withUnsafeBufferPointer { try single.step(images: .float32NCHW($0.baseAddress!), texts: texts, batch: 8) }
     }
-    let group = ThreadGroup(size: 2)
     let ranks = [try trainer(.contrastive, capacity: 4, unlockedGroups: 1), try trainer(.contrastive, capacity: 4, unlockedGroups: 1)]
-    var failures = [String](repeating: "", count: 2)
-    onThreads(2) { r in
-      let member = ThreadGroup.Member(group, rank: r)
-      do {
-        for (images, texts) in batches {
-          let mine = Array(images[(r * 4 * 192)..<((r + 1) * 4 * 192)]), myTexts = Array(texts[(r * 24)..<((r + 1) * 24)])
-          _ = try mine.withUnsafeBufferPointer {
-            try ranks[r].stepDistributed(images: .float32NCHW($0.baseAddress!), texts: myTexts, localBatch: 4, communicator: member)
-          }
-        }
-      } catch {
-        failures[r] = "\(error)"
-      }
-    }
-    XCTAssertEqual(failures, ["", ""])
+    XCTAssertEqual(stepOnTwoRanks(ranks, batches).failures, ["", ""])
     let layout = single.model.layout, frozen = layout.offset(ofGroup: single.lowestTrainedGroup), n = layout.totalCount
     let p0 = Array(UnsafeBufferPointer(start: ranks[0].model.parameters, count: n))
     XCTAssertEqual(Array(p0[..<frozen]), Array(initial[..<frozen]), "frozen tensors unchanged")

@@ -27,15 +27,7 @@ final class ImportTests: XCTestCase {
     return Array(UnsafeBufferPointer(start: model.parameters + t.offset, count: t.count))
   }
 
-  func write(_ tensors: Tensors, to path: String, metadata: [(String, String)] = []) throws {
-    let buffers = tensors.map { $0.2 }
-    var entries: [SafeTensors.Entry] = []
-    for (i, (name, shape, _)) in tensors.enumerated() {
-      entries.append(buffers[i].withUnsafeBufferPointer { SafeTensors.Entry(name: name, shape: shape, data: $0.baseAddress!) })
-    }
-    // The entries point into `buffers`, alive until the write returns.
-    try withExtendedLifetime(buffers) { try SafeTensors.write(path: path, entries: entries, metadata: metadata) }
-  }
+  func write(_ tensors: Tensors, to path: String) throws { try ForeignExport.write(tensors, to: path) }
 
   func writeJSON(_ text: String, to path: String) {
     let f = fopen(path, "w")!
@@ -233,12 +225,12 @@ final class ImportTests: XCTestCase {
       try v.withUnsafeMutableBufferPointer { (p) throws(LiftError) in try reader.readConverted(name, into: p.baseAddress!) }
       tensors.append((name, t.shape, v))
     }
-    func expectError(_ edit: (inout Tensors) -> Void, metadata: [(String, String)] = [], _ fragment: String,
+    func expectError(_ edit: (inout Tensors) -> Void, _ fragment: String,
                      line: UInt = #line) throws {
       var copy = tensors
       edit(&copy)
       let path = dir.file("edited.safetensors")
-      try write(copy, to: path, metadata: metadata)
+      try write(copy, to: path)
       var options = ImportOptions(textDim: 8)
       options.heads = 2; options.activation = .gelu
       XCTAssertThrowsError(try Model.importing(path: path, options: options), line: line) { e in

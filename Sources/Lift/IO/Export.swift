@@ -26,6 +26,14 @@ extension Model {
       let regs = r > 0 ? v("visual.register_tokens") : []
       let convShape = [w, c.channels, c.patch, c.patch]
       func block(_ i: Int, _ suffix: String) -> [Float] { v("visual.transformer.resblocks.\(i)." + suffix) }
+      /// Block i's fused q/k/v projection as three (name, weight, bias) parts for schemes that
+      /// keep them apart.
+      func splitQKV(_ i: Int, _ names: [String]) -> [(String, [Float], [Float])] {
+        let weight = block(i, "attn.in_proj_weight"), bias = block(i, "attn.in_proj_bias")
+        return names.enumerated().map { k, name in
+          (name, Array(weight[(k * w * w)..<((k + 1) * w * w)]), Array(bias[(k * w)..<((k + 1) * w)]))
+        }
+      }
       func scale(_ i: Int, _ k: Int) -> [Float] {
         c.layerScale ? block(i, "ls_\(k).gamma") : [Float](repeating: 1, count: w)
       }
@@ -74,10 +82,8 @@ extension Model {
                     (p + "pre_layrnorm.weight", [w], v("visual.ln_pre.weight")), (p + "pre_layrnorm.bias", [w], v("visual.ln_pre.bias"))]
         for i in 0..<c.depth {
           let q = p + "encoder.layers.\(i)."
-          let qkvW = block(i, "attn.in_proj_weight"), qkvB = block(i, "attn.in_proj_bias")
-          for (k, name) in ["q_proj", "k_proj", "v_proj"].enumerated() {
-            tensors += [(q + "self_attn.\(name).weight", [w, w], Array(qkvW[(k * w * w)..<((k + 1) * w * w)])),
-                        (q + "self_attn.\(name).bias", [w], Array(qkvB[(k * w)..<((k + 1) * w)]))]
+          for (name, weight, bias) in splitQKV(i, ["q_proj", "k_proj", "v_proj"]) {
+            tensors += [(q + "self_attn.\(name).weight", [w, w], weight), (q + "self_attn.\(name).bias", [w], bias)]
           }
           tensors += [(q + "self_attn.out_proj.weight", [w, w], block(i, "attn.out_proj.weight")),
                       (q + "self_attn.out_proj.bias", [w], block(i, "attn.out_proj.bias")),
@@ -96,10 +102,9 @@ extension Model {
         if r > 0 { tensors.append(("embeddings.register_tokens", [1, r, w], regs)) }
         for i in 0..<c.depth {
           let q = "encoder.layer.\(i)."
-          let qkvW = block(i, "attn.in_proj_weight"), qkvB = block(i, "attn.in_proj_bias")
-          for (k, name) in ["query", "key", "value"].enumerated() {
-            tensors += [(q + "attention.attention.\(name).weight", [w, w], Array(qkvW[(k * w * w)..<((k + 1) * w * w)])),
-                        (q + "attention.attention.\(name).bias", [w], Array(qkvB[(k * w)..<((k + 1) * w)]))]
+          for (name, weight, bias) in splitQKV(i, ["query", "key", "value"]) {
+            tensors += [(q + "attention.attention.\(name).weight", [w, w], weight),
+                        (q + "attention.attention.\(name).bias", [w], bias)]
           }
           tensors += [(q + "attention.output.dense.weight", [w, w], block(i, "attn.out_proj.weight")),
                       (q + "attention.output.dense.bias", [w], block(i, "attn.out_proj.bias")),
@@ -143,15 +148,20 @@ enum ForeignExport {
     if c.channels != 3 && scheme != .openCLIP && scheme != .timm { try refuse("\(c.channels)-channel images") }
   }
 
+  /// Writes named float32 tensors as safetensors: their values are copied into one buffer that
+  /// the entries point into while the file is written.
   static func write(_ tensors: [(String, [Int], [Float])], to path: String) throws(LiftError) {
-    let buffers = tensors.map { $0.2 }
+    let total = tensors.reduce(0) { $0 + $1.2.count }
+    let storage = try allocateFloats(max(total, 1), what: "tensors for '\(path)'")
+    defer { storage.deallocate() }
     var entries: [SafeTensors.Entry] = []
-    for (i, t) in tensors.enumerated() {
-      entries.append(buffers[i].withUnsafeBufferPointer { SafeTensors.Entry(name: t.0, shape: t.1, data: $0.baseAddress!) })
+    var offset = 0
+    for (name, shape, values) in tensors {
+      (storage + offset).update(from: values, count: values.count)
+      entries.append(SafeTensors.Entry(name: name, shape: shape, data: storage + offset))
+      offset += values.count
     }
-    try withExtendedLifetime(buffers) { () throws(LiftError) in
-      try SafeTensors.write(path: path, entries: entries, metadata: [("format", "pt")])
-    }
+    try SafeTensors.write(path: path, entries: entries, metadata: [("format", "pt")])
   }
 
   /// The scheme's config file beside the weights, with what its loaders (and liblift's import)
@@ -209,17 +219,22 @@ enum ForeignExport {
     }
   }
 
+  /// Writes `json` to `file` as the library's other writers do: a temporary file, fsync,
+  /// rename, fsync of the folder.
   static func writeAtomically(_ json: JSON, to file: String) throws(LiftError) {
-    let bytes = Array(json.serialized.utf8)
     let temporary = "\(file).tmp-\(getpid())"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw .io("cannot create '\(temporary)': \(String(cString: strerror(errno)))") }
-    let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress!, $0.count) }
-    let synced = fsync(fd) == 0
-    close(fd)
-    guard written == bytes.count, synced, rename(temporary, file) == 0 else {
+    do throws(LiftError) {
+      try SafeTensors.writeAll(fd, Array(json.serialized.utf8), temporary)
+      guard fsync(fd) == 0 else { throw LiftError.io("cannot fsync '\(temporary)': \(String(cString: strerror(errno)))") }
+      close(fd)
+      guard rename(temporary, file) == 0 else { throw LiftError.io("cannot rename '\(temporary)' to '\(file)': \(String(cString: strerror(errno)))") }
+    } catch {
+      close(fd)
       unlink(temporary)
-      throw .io("cannot write '\(file)': \(String(cString: strerror(errno)))")
+      throw error
     }
+    try FileSystem.fsyncDirectory(of: file)
   }
 }

@@ -55,7 +55,8 @@ enum SafeTensors {
     try FileSystem.fsyncDirectory(of: path)
   }
 
-  private static func writeAll(_ fd: Int32, _ bytes: [UInt8], _ path: String) throws(LiftError) {
+  /// Writes all of `bytes` to fd (retrying short writes and EINTR).
+  static func writeAll(_ fd: Int32, _ bytes: [UInt8], _ path: String) throws(LiftError) {
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 8)
     defer { buffer.deallocate() }
     bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
