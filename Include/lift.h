@@ -423,6 +423,14 @@ typedef enum lift_image_format {
 lift_status lift_model_encode(lift_model *model, const void *images, lift_image_format format, size_t images_len,
                               int64_t count, float *out, size_t out_len);
 
+/* Pooled features (count x width) of `count` images: the image tower's output (after the final
+ * LayerNorm and pooling), which the head maps to embeddings. With the whole tower locked, these
+ * are all a step needs (lift_trainer_step_features): compute them once per image (augmentation
+ * off) and train the head on them. Formats and errors as lift_model_encode; out_len >= count *
+ * width. Handle-serialised. */
+lift_status lift_model_features(lift_model *model, const void *images, lift_image_format format, size_t images_len,
+                                int64_t count, float *out, size_t out_len);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Trainer                                                                                     */
 /*                                                                                             */
@@ -454,7 +462,10 @@ typedef struct lift_train_config {
   int32_t lock_image;      /* 1: freeze the image tower except its last `unlocked_groups` layer
                             * groups (OpenCLIP's grouping: the embeddings, each block, the last
                             * block with ln_post; the LIFT head always trains). Frozen tensors get
-                            * no gradient, update or weight decay; backward stops below them. */
+                            * no gradient, update or weight decay; backward stops below them,
+                            * and they cost no memory: no saved activations, and their part of
+                            * the gradient and moment buffers is never written (so never
+                            * backed by RAM; checkpoints hold moments of trained tensors only). */
   int32_t unlocked_groups; /* with lock_image: tower groups that still train (0 = the head only) */
   double layer_decay;      /* layer-wise lr decay (0 or 1 = off): group g of a depth-L tower
                             * learns at lr * layer_decay^(L + 1 - g), the head at lr           */
@@ -522,6 +533,14 @@ lift_status lift_trainer_step(lift_trainer *trainer, const void *images, lift_im
                               size_t images_len, const float *texts, size_t texts_len, int64_t batch,
                               lift_step_stats *stats);
 
+/* lift_trainer_step on the images' pooled features (batch x width, from lift_model_features)
+ * instead of the images: the head-only step of a trainer whose whole image tower is locked
+ * (lock_image, or unlocked_groups 0), without the tower's cost. The update equals that of
+ * lift_trainer_step on the same images up to float rounding. LIFT_ERR_STATE if any tower
+ * group trains; LIFT_ERR_VALUE for a non-finite feature. Handle-serialised. */
+lift_status lift_trainer_step_features(lift_trainer *trainer, const float *features, size_t features_len,
+                                       const float *texts, size_t texts_len, int64_t batch, lift_step_stats *stats);
+
 /* Split form. forward: training forward of `batch` (1 .. capacity) images; writes their
  * unit-norm embeddings (batch x text_dim) and keeps activations for backward. Handle-serialised. */
 lift_status lift_trainer_forward(lift_trainer *trainer, const void *images, lift_image_format format,
@@ -551,7 +570,7 @@ lift_status lift_trainer_apply(lift_trainer *trainer, lift_step_stats *stats);
 lift_status lift_trainer_zero_grad(lift_trainer *trainer);
 
 /* The gradient and AdamW moment buffers (each *count floats, laid out like the parameters;
- * any pointer may be NULL). Valid while the trainer lives; an external driver may all-reduce
+ * any pointer may be NULL; the part of locked tensors stays zero and is ignored). Valid while the trainer lives; an external driver may all-reduce
  * the gradient in place between backward and apply. Thread-safe (the call; the buffers are the
  * caller's to synchronise with steps). */
 lift_status lift_trainer_buffers(lift_trainer *trainer, float **gradients, float **exp_avg, float **exp_avg_sq,

@@ -40,7 +40,7 @@ final class LockingTests: XCTestCase {
     XCTAssertEqual(group("logit_scale"), 4)
   }
 
-  /// Frozen tensors stay bit-identical; the trained ones get exactly the update of a full run
+  /// Frozen tensors stay bit-identical; the trained ones get the update of a full run
   /// whose frozen gradients are discarded (weight decay off, so the full run's frozen tensors,
   /// whose gradient is zero, stay put too and both runs see the same forward).
   func testLockedTrainingEqualsFullTrainingWithFrozenGradientsDiscarded() throws {
@@ -68,7 +68,13 @@ final class LockingTests: XCTestCase {
       for (i, t) in locked.model.layout.tensors.enumerated() {
         let frozen = locked.model.layout.group(ofOffset: t.offset) < locked.lowestTrainedGroup
         if frozen { XCTAssertEqual(values(locked, t), initial[i], "\(unlocked): \(t.name) changed") }
-        XCTAssertEqual(values(locked, t), values(full, t), "\(unlocked): \(t.name)")
+        // The same update up to the rounding of the gradient norm (summed over the trained
+        // suffix only, in another order), which scales the clipped gradient. (The key bias has
+        // a zero gradient up to rounding noise, which Adam's normalisation turns into updates
+        // of ~1e-7 that differ between the runs: hence the absolute floor, far below lr.)
+        for (a, b) in zip(values(locked, t), values(full, t)) {
+          XCTAssertEqual(a, b, accuracy: 2e-6 * max(abs(a), 1), "\(unlocked): \(t.name)")
+        }
       }
     }
   }
@@ -147,5 +153,88 @@ final class LockingTests: XCTestCase {
     var bad = TrainConfig()
     bad.layerDecay = 1.5
     XCTAssertThrowsError(try bad.validate())
+  }
+}
+
+/// The head-only fast path and what frozen groups cost.
+extension LockingTests {
+
+  func run(_ t: Trainer, steps: Range<Int>, onFeatures: Bool) throws {
+    let w = t.model.config.width
+    for k in steps {
+      let (images, texts) = batch(k)
+      var features = [Float](repeating: 0, count: 4 * w)
+      try images.withUnsafeBufferPointer { (im) throws(LiftError) in
+        try texts.withUnsafeBufferPointer { (tx) throws(LiftError) in
+          if onFeatures {
+            try t.model.features(.float32NCHW(im.baseAddress!), count: 4, into: &features)
+            _ = try t.step(features: features, texts: tx.baseAddress!, batch: 4)
+          } else {
+            _ = try t.step(images: .float32NCHW(im.baseAddress!), texts: tx.baseAddress!, batch: 4)
+          }
+        }
+      }
+    }
+  }
+
+  func testFeatureStepsEqualImageStepsWithTheTowerFrozen() throws {
+    let onImages = try makeTrainer(unlocked: 0), onFeatures = try makeTrainer(unlocked: 0)
+    XCTAssertTrue(onFeatures.towerFrozen)
+    try run(onImages, steps: 0..<3, onFeatures: false)
+    try run(onFeatures, steps: 0..<3, onFeatures: true)
+    let a = Array(UnsafeBufferPointer(start: onImages.model.parameters, count: onImages.model.layout.totalCount))
+    let b = Array(UnsafeBufferPointer(start: onFeatures.model.parameters, count: onFeatures.model.layout.totalCount))
+    XCTAssertEqual(onFeatures.step, 3)
+    for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-6 * max(1, abs(x))) }
+    // The head did train.
+    let initial = try makeTrainer(unlocked: 0)
+    let head = initial.model.layout.find("mlp_projector.projector.0.weight")!
+    XCTAssertNotEqual(values(initial, head), values(onFeatures, head))
+  }
+
+  func testFeatureStepNeedsTheWholeTowerFrozen() throws {
+    for unlocked in [nil, 1] as [Int?] {
+      let t = try makeTrainer(unlocked: unlocked)
+      XCTAssertFalse(t.towerFrozen)
+      let features: [Float] = Array(repeating: 0.5, count: 4 * 16), texts: [Float] = Array(repeating: 1, count: 4 * 6)
+      XCTAssertThrowsError(try t.step(features: features, texts: texts, batch: 4)) {
+        XCTAssertEqual(($0 as? LiftError)?.status, LIFT_ERR_STATE)
+      }
+    }
+    let t = try makeTrainer(unlocked: 0)
+    let bad: [Float] = Array(repeating: .nan, count: 4 * 16), texts: [Float] = Array(repeating: 1, count: 4 * 6)
+    XCTAssertThrowsError(try t.step(features: bad, texts: texts, batch: 4)) {
+      XCTAssertEqual(($0 as? LiftError)?.status, LIFT_ERR_VALUE)
+    }
+    XCTAssertEqual(t.step, 0)
+  }
+
+  func testFrozenGroupsKeepNoActivationsAndNoOptimiserState() throws {
+    let full = try makeTrainer(unlocked: nil)
+    let lastBlock = try makeTrainer(unlocked: 1), headOnly = try makeTrainer(unlocked: 0)
+    XCTAssertLessThan(lastBlock.workspace.bytes, full.workspace.bytes)
+    XCTAssertLessThan(headOnly.workspace.bytes, lastBlock.workspace.bytes)
+    XCTAssertEqual(lastBlock.workspace.firstSavedBlock, 2)
+    XCTAssertNil(lastBlock.workspace.xhat1[1])
+    XCTAssertNotNil(lastBlock.workspace.xhat1[2])
+
+    // A checkpoint holds moments of the trained tensors only, and resumes bit-identically.
+    let dir = TempDir()
+    try run(lastBlock, steps: 0..<2, onFeatures: false)
+    try lastBlock.save(path: dir.file("c.safetensors"))
+    let reader = try SafeTensors.Reader(path: dir.file("c.safetensors"))
+    for t in lastBlock.model.layout.tensors {
+      let trains = t.offset >= lastBlock.trainedOffset
+      XCTAssertEqual(reader.tensors["optimizer.exp_avg." + t.name] != nil, trains, t.name)
+      XCTAssertEqual(reader.tensors["optimizer.exp_avg_sq." + t.name] != nil, trains, t.name)
+    }
+    let (resumed, _) = try Trainer.load(path: dir.file("c.safetensors"))
+    try run(lastBlock, steps: 2..<4, onFeatures: false)
+    try run(resumed, steps: 2..<4, onFeatures: false)
+    let n = lastBlock.model.layout.totalCount
+    XCTAssertEqual(Array(UnsafeBufferPointer(start: lastBlock.model.parameters, count: n)),
+                   Array(UnsafeBufferPointer(start: resumed.model.parameters, count: n)))
+    XCTAssertEqual(Array(UnsafeBufferPointer(start: lastBlock.secondMoment, count: n)),
+                   Array(UnsafeBufferPointer(start: resumed.secondMoment, count: n)))
   }
 }

@@ -285,6 +285,20 @@ public func cLiftModelEncode(_ handle: OpaquePointer?, _ images: UnsafeRawPointe
   }
 }
 
+@_cdecl("lift_model_features")
+public func cLiftModelFeatures(_ handle: OpaquePointer?, _ images: UnsafeRawPointer?, _ format: lift_image_format,
+                               _ imagesLen: Int, _ count: Int64, _ out: UnsafeMutablePointer<Float>?,
+                               _ outLen: Int) -> lift_status {
+  capi { () throws(LiftError) in
+    let model = try object(handle, as: Model.self, "model")
+    try requireNonNegative(count, "count")
+    if count == 0 { return }
+    let input = try imageInput(images, format, length: imagesLen, count: count, config: model.config)
+    try requireLength(outLen, rows: count, cols: model.config.width, "out")
+    try model.features(input, count: Int(count), into: try required(out, "out"))
+  }
+}
+
 @_cdecl("lift_model_step_flops")
 public func cLiftModelStepFlops(_ handle: OpaquePointer?, _ batch: Int64, _ flops: UnsafeMutablePointer<Double>?) -> lift_status {
   capi { () throws(LiftError) in

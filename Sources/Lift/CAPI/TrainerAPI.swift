@@ -155,6 +155,23 @@ public func cLiftTrainerStep(_ handle: OpaquePointer?, _ images: UnsafeRawPointe
   }
 }
 
+@_cdecl("lift_trainer_step_features")
+public func cLiftTrainerStepFeatures(_ handle: OpaquePointer?, _ features: UnsafePointer<Float>?, _ featuresLen: Int,
+                                     _ texts: UnsafePointer<Float>?, _ textsLen: Int, _ batch: Int64,
+                                     _ stats: UnsafeMutablePointer<lift_step_stats>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let trainer = try object(handle, as: Trainer.self, "trainer")
+    let stats = try optionalStruct(stats, "stats")
+    try requirePositive(batch, "batch")
+    let config = trainer.model.config
+    try requireLength(featuresLen, rows: batch, cols: config.width, "features")
+    try requireLength(textsLen, rows: batch, cols: config.textDim, "texts")
+    let result = try trainer.step(features: try required(features, "features"), texts: try required(texts, "texts"),
+                                  batch: Int(batch))
+    stats?.pointee = result.c
+  }
+}
+
 @_cdecl("lift_trainer_forward")
 public func cLiftTrainerForward(_ handle: OpaquePointer?, _ images: UnsafeRawPointer?, _ format: lift_image_format,
                                 _ imagesLen: Int, _ batch: Int64, _ features: UnsafeMutablePointer<Float>?,

@@ -5,7 +5,8 @@ import Glibc
 /// Model file: every tensor of the layout under its PyTorch name, float32, with metadata
 ///   "format": "pt", "lift.kind": "model", "lift.version", "lift.model_config" (JSON).
 /// Training checkpoint: the same tensors plus "optimizer.exp_avg.<name>" and
-///   "optimizer.exp_avg_sq.<name>" for every tensor, and metadata "lift.kind": "training",
+///   "optimizer.exp_avg_sq.<name>" for every tensor that trains (frozen tensors, see
+///   TrainConfig.unlockedGroups, have no optimiser state; loading ignores theirs), and metadata "lift.kind": "training",
 ///   "lift.train_config" (JSON), "lift.step", "lift.rng_state" (four hex words) and any
 ///   caller-supplied "user.<key>" entries. A training checkpoint is also a valid model file.
 enum Checkpoint {
@@ -24,8 +25,8 @@ enum Checkpoint {
   /// Checks that `reader` holds every tensor of `layout` (with the name prefix) as float32 of the
   /// layout's shape, before anything is allocated for them: the file's own size then bounds
   /// the memory a crafted config can ask for.
-  static func checkTensors(_ reader: SafeTensors.Reader, layout: ParameterLayout, prefix: String = "") throws(LiftError) {
-    for t in layout.tensors {
+  static func checkTensors(_ reader: SafeTensors.Reader, _ tensors: [TensorInfo], prefix: String = "") throws(LiftError) {
+    for t in tensors {
       guard let stored = reader.tensors[prefix + t.name] else {
         throw .format("'\(reader.path)' has no tensor '\(prefix + t.name)'")
       }
@@ -38,10 +39,10 @@ enum Checkpoint {
     }
   }
 
-  /// Index of the first non-finite value of any tensor of `layout` in `buffer`, as an error.
-  static func requireFinite(_ buffer: UnsafePointer<Float>, layout: ParameterLayout, prefix: String = "",
+  /// Index of the first non-finite value of any of `tensors` in `buffer`, as an error.
+  static func requireFinite(_ buffer: UnsafePointer<Float>, _ tensors: [TensorInfo], prefix: String = "",
                             path: String) throws(LiftError) {
-    for t in layout.tensors {
+    for t in tensors {
       if let j = VectorOps.firstNonFinite(buffer + t.offset, t.count) {
         throw .value("'\(path)': tensor '\(prefix + t.name)' has a non-finite value at element \(j)")
       }
@@ -51,10 +52,10 @@ enum Checkpoint {
   /// Largest step count a checkpoint may record.
   static let maxStep = TrainConfig.maxSteps
 
-  /// Reads the tensors of `layout` (optionally with a name prefix) from `reader` into `buffer`.
-  static func readTensors(_ reader: SafeTensors.Reader, layout: ParameterLayout, prefix: String = "",
+  /// Reads `tensors` (optionally with a name prefix) from `reader` into `buffer`.
+  static func readTensors(_ reader: SafeTensors.Reader, _ tensors: [TensorInfo], prefix: String = "",
                           into buffer: UnsafeMutablePointer<Float>) throws(LiftError) {
-    for t in layout.tensors {
+    for t in tensors {
       try reader.read(prefix + t.name, shape: t.shape, into: buffer + t.offset)
     }
   }
@@ -85,23 +86,24 @@ extension Model {
 
   static func load(_ reader: SafeTensors.Reader) throws(LiftError) -> Model {
     let config = try Checkpoint.modelConfig(reader)
-    try Checkpoint.checkTensors(reader, layout: ParameterLayout(config, withLogitBias: config.objective == .sigmoid))
+    try Checkpoint.checkTensors(reader, ParameterLayout(config, withLogitBias: config.objective == .sigmoid).tensors)
     let model = try Model(uninitialized: config)
-    try Checkpoint.readTensors(reader, layout: model.layout, into: model.parameters)
-    try Checkpoint.requireFinite(model.parameters, layout: model.layout, path: reader.path)
+    try Checkpoint.readTensors(reader, model.layout.tensors, into: model.parameters)
+    try Checkpoint.requireFinite(model.parameters, model.layout.tensors, path: reader.path)
     return model
   }
 }
 
 extension Trainer {
-  /// Writes model weights, both AdamW moments, the step, the RNG state and the train config
-  /// (atomically). `userMetadata` entries are stored as "user.<key>". Gradients are not saved:
-  /// save between steps.
+  /// Writes model weights, both AdamW moments (of the tensors that train), the step, the RNG
+  /// state and the train config (atomically). `userMetadata` entries are stored as
+  /// "user.<key>". Gradients are not saved: save between steps.
   public func save(path: String, userMetadata: [(String, String)] = []) throws(LiftError) {
     try model.lock.withLock { () throws(LiftError) in
       var entries = Checkpoint.modelEntries(model, buffer: model.parameters)
-      entries += Checkpoint.modelEntries(model, buffer: firstMoment, prefix: "optimizer.exp_avg.")
-      entries += Checkpoint.modelEntries(model, buffer: secondMoment, prefix: "optimizer.exp_avg_sq.")
+      for (prefix, moment) in [("optimizer.exp_avg.", firstMoment), ("optimizer.exp_avg_sq.", secondMoment)] {
+        entries += trainedTensors.map { SafeTensors.Entry(name: prefix + $0.name, shape: $0.shape, data: moment + $0.offset) }
+      }
       var metadata = Checkpoint.baseMetadata(model, kind: Checkpoint.trainingKind)
       let s = rng.state
       metadata += [("lift.train_config", config.json.serialized), ("lift.step", String(step)),
@@ -131,22 +133,23 @@ extension Trainer {
       throw .format("'\(path)': lift.step \(step) is outside [0, \(Checkpoint.maxStep)]")
     }
     let model = try Model.load(reader)
-    for prefix in ["optimizer.exp_avg.", "optimizer.exp_avg_sq."] {
-      try Checkpoint.checkTensors(reader, layout: model.layout, prefix: prefix)
-    }
     var config = try TrainConfig(json: try JSON.parse(Array(configText.utf8), what: "'\(path)' lift.train_config"),
                                  source: "'\(path)' lift.train_config")
     if let batchCapacity { config.batchCapacity = batchCapacity }
+    let trained = Trainer.trainedTensors(model.layout, config: config)
+    for prefix in ["optimizer.exp_avg.", "optimizer.exp_avg_sq."] {
+      try Checkpoint.checkTensors(reader, trained, prefix: prefix)
+    }
     let words = rngText.split(separator: ",").compactMap { UInt64($0, radix: 16) }
     guard words.count == 4 else { throw .format("'\(path)': lift.rng_state is not four hex words") }
     let trainer = try Trainer(model: model, config: config)
-    try Checkpoint.readTensors(reader, layout: model.layout, prefix: "optimizer.exp_avg.", into: trainer.firstMoment)
-    try Checkpoint.readTensors(reader, layout: model.layout, prefix: "optimizer.exp_avg_sq.", into: trainer.secondMoment)
+    try Checkpoint.readTensors(reader, trained, prefix: "optimizer.exp_avg.", into: trainer.firstMoment)
+    try Checkpoint.readTensors(reader, trained, prefix: "optimizer.exp_avg_sq.", into: trainer.secondMoment)
     // A NaN or infinite moment would write NaN into the parameters at the next step; a negative
     // second moment has no square root.
-    try Checkpoint.requireFinite(trainer.firstMoment, layout: model.layout, prefix: "optimizer.exp_avg.", path: path)
-    try Checkpoint.requireFinite(trainer.secondMoment, layout: model.layout, prefix: "optimizer.exp_avg_sq.", path: path)
-    for t in model.layout.tensors {
+    try Checkpoint.requireFinite(trainer.firstMoment, trained, prefix: "optimizer.exp_avg.", path: path)
+    try Checkpoint.requireFinite(trainer.secondMoment, trained, prefix: "optimizer.exp_avg_sq.", path: path)
+    for t in trained {
       let v = trainer.secondMoment + t.offset
       if let j = (0..<t.count).first(where: { v[$0] < 0 }) {
         throw .value("'\(path)': tensor 'optimizer.exp_avg_sq.\(t.name)' has a negative value at element \(j)")

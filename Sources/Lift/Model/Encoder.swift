@@ -41,12 +41,31 @@ enum Encoder {
   /// embeddings and, for training workspaces, every activation backward needs is saved.
   /// In bf16 it first rounds the current parameters into ws.weights16 (backward uses that copy).
   static func forward(_ model: Model, images: ImageInput, batch: Int, ws: Workspace) throws(LiftError) {
+    roundWeights(model, ws: ws, fromGroup: 0)
+    try forwardTower(model, images: images, batch: batch, ws: ws)
+    try forwardHead(model, batch: batch, ws: ws)
+  }
+
+  /// The head on pooled features already in ws.pooled (B x W), as the second half of `forward`:
+  /// ws.embeddings gets the unit-norm embeddings. In bf16 it rounds the head's parameters first.
+  static func forward(model: Model, pooledBatch batch: Int, ws: Workspace) throws(LiftError) {
+    roundWeights(model, ws: ws, fromGroup: model.layout.towerGroups)
+    try forwardHead(model, batch: batch, ws: ws)
+  }
+
+  /// bf16 only: rounds the parameters of groups >= `fromGroup` into ws.weights16.
+  static func roundWeights(_ model: Model, ws: Workspace, fromGroup group: Int) {
+    guard let rounded = ws.weights16 else { return }
+    let start = model.layout.offset(ofGroup: group), count = model.layout.totalCount - start
+    Profile.measure(.precision) { BF16.convertParallel(model.parameters + start, rounded + start, count: count) }
+  }
+
+  /// The image tower: patch embedding, blocks, final norm and pooling into ws.pooled (B x W)
+  /// (the features the head maps to embeddings). Expects ws.weights16 rounded in bf16.
+  static func forwardTower(_ model: Model, images: ImageInput, batch: Int, ws: Workspace) throws(LiftError) {
     let c = model.config, l = model.layout
     let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches, f = c.hidden
     let par = model.parameters, mm = ws.products
-    if let rounded = ws.weights16 {
-      Profile.measure(.precision) { BF16.convertParallel(par, rounded, count: l.totalCount) }
-    }
     let weights = ProductWeights(values: par, rounded: ws.weights16)
 
     // Patch embedding: one product of the patch matrix with conv1 as a (W x C*p*p) matrix.
@@ -77,7 +96,7 @@ enum Encoder {
       // x = x + out_proj(attention(in_proj(ln_1(x))))
       Profile.measure(.layerNormForward) {
         LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, eps: c.layerNormEps,
-                          y: ws.h, xhat: ws.training ? ws.xhat1[i] : nil, rstd: ws.training ? ws.rstd1[i] : nil)
+                          y: ws.h, xhat: ws.xhat1[i], rstd: ws.rstd1[i])
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
         try Linear.forward(ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: 3 * w,
@@ -94,7 +113,7 @@ enum Encoder {
       // x = x + c_proj(GELU(c_fc(ln_2(x))))
       Profile.measure(.layerNormForward) {
         LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, eps: c.layerNormEps,
-                          y: ws.h, xhat: ws.training ? ws.xhat2[i] : nil, rstd: ws.training ? ws.rstd2[i] : nil)
+                          y: ws.h, xhat: ws.xhat2[i], rstd: ws.rstd2[i])
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
         try Linear.forward(ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: f, weight: weights(blk.fcWeight, ld: w),
@@ -129,6 +148,12 @@ enum Encoder {
                           eps: c.layerNormEps, y: .f32(ws.pooled), xhat: ws.xhatPost, rstd: ws.rstdPost)
       }
     }
+  }
+
+  /// Head and L2 normalisation: ws.pooled (B x W) to ws.embeddings (B x D).
+  static func forwardHead(_ model: Model, batch: Int, ws: Workspace) throws(LiftError) {
+    let c = model.config
+    let weights = ProductWeights(values: model.parameters, rounded: ws.weights16)
     try Profile.measure(.gemmForward) { () throws(LiftError) in
       try headForward(model, batch: batch, ws: ws, weights: weights)
     }
@@ -231,7 +256,8 @@ enum Encoder {
   /// gradient for them and stops below the lowest group that trains.
   static func backward(_ model: Model, dEmbeddings: UnsafePointer<Float>, batch: Int, ws: Workspace,
                        grads: UnsafeMutablePointer<Float>, lowestGroup: Int = 0) throws(LiftError) {
-    precondition(ws.training, "backward needs a training workspace")
+    precondition(ws.training && lowestGroup >= ws.lowestTrainedGroup,
+                 "backward needs a training workspace that kept the activations of group \(lowestGroup) up")
     let c = model.config, l = model.layout
     let w = c.width, t = c.tokens, n = batch * t, np = batch * c.patches, d = c.textDim, f = c.hidden
     let par = model.parameters, mm = ws.products
@@ -293,7 +319,7 @@ enum Encoder {
       let blk = l.blocks[i]
       // MLP: x_out = x_mid + c_proj(GELU(c_fc(ln_2(x_mid)))).
       Profile.measure(.layerNormBackward) {
-        LayerNorm.affine(ws.xhat2[i], rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h)
+        LayerNorm.affine(ws.xhat2[i]!, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h)
       }
       Profile.measure(.geluBackward) {
         // g = GELU(fc) for c_proj's weight gradient; fc becomes GELU'(fc) (its last use).
@@ -318,7 +344,7 @@ enum Encoder {
                             dx: Matrix(ws.dh, ld: w), products: mm)
       }
       Profile.measure(.layerNormBackward) {
-        LayerNorm.backward(ws.dh, xhat: ws.xhat2[i], rstd: ws.rstd2[i], gamma: par + blk.ln2Weight, rows: n, cols: w,
+        LayerNorm.backward(ws.dh, xhat: ws.xhat2[i]!, rstd: ws.rstd2[i]!, gamma: par + blk.ln2Weight, rows: n, cols: w,
                            dx: ws.dx, accumulate: true, dgamma: grads + blk.ln2Weight, dbeta: grads + blk.ln2Bias,
                            partials: ws.partials)
       }
@@ -337,7 +363,7 @@ enum Encoder {
                                products: mm)
       }
       Profile.measure(.layerNormBackward) {
-        LayerNorm.affine(ws.xhat1[i], rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h)
+        LayerNorm.affine(ws.xhat1[i]!, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h)
       }
       let dQKV = operand(ws.dqkv, rows: n, cols: 3 * w, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
@@ -346,7 +372,7 @@ enum Encoder {
                             dx: Matrix(ws.dh, ld: w), products: mm)
       }
       Profile.measure(.layerNormBackward) {
-        LayerNorm.backward(ws.dh, xhat: ws.xhat1[i], rstd: ws.rstd1[i], gamma: par + blk.ln1Weight, rows: n, cols: w,
+        LayerNorm.backward(ws.dh, xhat: ws.xhat1[i]!, rstd: ws.rstd1[i]!, gamma: par + blk.ln1Weight, rows: n, cols: w,
                            dx: ws.dx, accumulate: true, dgamma: grads + blk.ln1Weight, dbeta: grads + blk.ln1Bias,
                            partials: ws.partials)
       }

@@ -48,6 +48,34 @@ public final class Model: @unchecked Sendable {  // every operation takes `lock`
   /// `chunk` images, without saving activations. A non-finite embedding is a value error.
   public func encode(_ images: ImageInput, count: Int, chunk: Int = 64,
                      into out: UnsafeMutablePointer<Float>) throws(LiftError) {
+    let d = config.textDim
+    try inChunks(images, count: count, chunk: chunk) { (ws, part, n, start) throws(LiftError) in
+      try Encoder.forward(self, images: part, batch: n, ws: ws)
+      try Validation.checkEmbeddings(ws, count: n, firstIndex: start)
+      (out + start * d).update(from: ws.embeddings, count: n * d)
+    }
+  }
+
+  /// Pooled features (count x width) of `count` images: the image tower's output and the
+  /// head's input, which is all a head-only step needs when the tower is frozen
+  /// (`Trainer.step(features:...)`). Chunked like `encode`. A non-finite feature is a value error.
+  public func features(_ images: ImageInput, count: Int, chunk: Int = 64,
+                       into out: UnsafeMutablePointer<Float>) throws(LiftError) {
+    let w = config.width
+    try inChunks(images, count: count, chunk: chunk) { (ws, part, n, start) throws(LiftError) in
+      Encoder.roundWeights(self, ws: ws, fromGroup: 0)
+      try Encoder.forwardTower(self, images: part, batch: n, ws: ws)
+      if let j = VectorOps.firstNonFinite(ws.pooled, n * w) {
+        throw .value("the pooled feature of image \(start + j / w) is not finite")
+      }
+      (out + start * w).update(from: ws.pooled, count: n * w)
+    }
+  }
+
+  /// Runs `body(workspace, images, n, first)` on consecutive chunks of at most `chunk` checked
+  /// images, under the lock, with the inference workspace (grown when too small).
+  private func inChunks(_ images: ImageInput, count: Int, chunk: Int,
+                        _ body: (Workspace, ImageInput, Int, Int) throws(LiftError) -> Void) throws(LiftError) {
     try lock.withLock { () throws(LiftError) in
       guard count >= 0 else { throw .argument("image count must be >= 0 (got \(count))") }
       guard chunk >= 1 else { throw .argument("chunk must be >= 1") }
@@ -57,15 +85,12 @@ public final class Model: @unchecked Sendable {  // every operation takes `lock`
                                         parameterCount: layout.totalCount)
       }
       let ws = encodeWorkspace!
-      let d = config.textDim
       var start = 0
       while start < count {
         let n = min(ws.capacity, count - start)
         let part = images.advanced(byImages: start, config: config)
         try Validation.checkImages(part, count: n, config: config, firstIndex: start)
-        try Encoder.forward(self, images: part, batch: n, ws: ws)
-        try Validation.checkEmbeddings(ws, count: n, firstIndex: start)
-        (out + start * d).update(from: ws.embeddings, count: n * d)
+        try body(ws, part, n, start)
         start += n
       }
     }

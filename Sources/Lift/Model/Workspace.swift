@@ -3,10 +3,12 @@
 /// during a forward or backward pass (product plans are made on the first pass of each shape).
 ///
 /// Shapes (N = capacity * tokens, W = width, F = hidden, D = textDim, L = depth, H = heads):
-/// training workspaces keep, per block, what backward needs: xhat1, xhat2 (N x W), rstd1,
-/// rstd2 (N), qkv (N x 3W), attention output (N x W), attention log-sum-exp (capacity*H*tokens)
-/// and the MLP pre-activation (N x F); with LayerScale also both branch outputs before their
-/// scaling (N x W each). Inference workspaces keep one of each, reused per block.
+/// training workspaces keep, per block that trains, what backward needs: xhat1, xhat2 (N x W),
+/// rstd1, rstd2 (N), qkv (N x 3W), attention output (N x W), attention log-sum-exp
+/// (capacity*H*tokens) and the MLP pre-activation (N x F); with LayerScale also both branch
+/// outputs before their scaling (N x W each). Frozen blocks (below `lowestTrainedGroup`) and
+/// inference share one set, reused block after block; a workspace whose whole tower is frozen
+/// has no tower-backward buffers either.
 ///
 /// Precision: buffers whose only readers are matrix products (patches, LayerNorm outputs, qkv,
 /// attention outputs, GELU outputs, dAttn) hold float32 in fp32 precision and bfloat16 in bf16
@@ -16,6 +18,13 @@ final class Workspace {
   let config: ModelConfig
   let capacity: Int
   let training: Bool
+  /// Layer groups below this one are frozen (ParameterLayout.group): their activations are not
+  /// kept (towerGroups + 1 for inference workspaces).
+  let lowestTrainedGroup: Int
+  /// Blocks from this one up keep their activations (depth: none).
+  let firstSavedBlock: Int
+  /// Whether any tower group trains (backward goes below the head).
+  var towerTrains: Bool { training && lowestTrainedGroup <= config.depth }
   var bf16: Bool { config.precision == .bf16 }
   private let storage: UnsafeMutablePointer<Float>
   let floatCount: Int
@@ -27,8 +36,10 @@ final class Workspace {
   let h: MatrixElements                         // N x W LayerNorm output (ln_post's goes into x, in place)
   let g: MatrixElements                         // N x F GELU output
   let xhatPre: UnsafeMutablePointer<Float>?, rstdPre: UnsafeMutablePointer<Float>?
-  let xhat1: [UnsafeMutablePointer<Float>], rstd1: [UnsafeMutablePointer<Float>]
-  let xhat2: [UnsafeMutablePointer<Float>], rstd2: [UnsafeMutablePointer<Float>]
+  /// Per block (depth entries): nil for blocks whose activations are not kept.
+  let xhat1: [UnsafeMutablePointer<Float>?], rstd1: [UnsafeMutablePointer<Float>?]
+  let xhat2: [UnsafeMutablePointer<Float>?], rstd2: [UnsafeMutablePointer<Float>?]
+  /// Per block (depth entries; blocks that keep nothing share one buffer).
   let qkv: [MatrixElements]                     // per block N x 3W
   let attnOut: [MatrixElements]                 // per block N x W
   let lse: [UnsafeMutablePointer<Float>]
@@ -62,15 +73,22 @@ final class Workspace {
   /// (workers - 1) x the largest block/patch weight (training only).
   let products: MatMul
 
-  init(config c: ModelConfig, capacity: Int, training: Bool, parameterCount: Int) throws(LiftError) {
+  /// `lowestTrainedGroup` (training only): groups below it are frozen and keep nothing.
+  init(config c: ModelConfig, capacity: Int, training: Bool, parameterCount: Int,
+       lowestTrainedGroup: Int = 0) throws(LiftError) {
     self.config = c
     self.capacity = capacity
     self.training = training
+    let lowest = training ? max(lowestTrainedGroup, 0) : c.depth + 2
+    self.lowestTrainedGroup = lowest
+    // Block i is in group min(i + 1, depth).
+    let firstSaved = min(max(lowest - 1, 0), c.depth)
+    firstSavedBlock = firstSaved
+    let savesPre = lowest == 0, towerTrains = lowest <= c.depth
     let bf16 = c.precision == .bf16
     if bf16 { try OneDNN.requireBFloat16() }
     let n = capacity * c.tokens, w = c.width, f = c.hidden, d = c.textDim
     let np = capacity * c.patches
-    let perBlock = training ? c.depth : min(c.depth, 1)
     let workers = Parallel.workers
     // Sizes in floats, in allocation order; every buffer is rounded up to 16 floats. A buffer
     // of product inputs takes half the floats in bf16.
@@ -80,32 +98,34 @@ final class Workspace {
     func takeHalves(_ count: Int) -> Int { bf16 ? take((count + 1) / 2) : -1 }
     let iPatches = takeOperand(np * c.patchDim), iPatchTokens = take(np * w), iX = take(n * w), iH = takeOperand(n * w)
     let iG = takeOperand(n * f)
-    let iXhatPre = training ? take(n * w) : -1, iRstdPre = training ? take(n) : -1
-    let iXhat1 = (0..<(training ? c.depth : 0)).map { _ in take(n * w) }
-    let iRstd1 = (0..<(training ? c.depth : 0)).map { _ in take(n) }
-    let iXhat2 = (0..<(training ? c.depth : 0)).map { _ in take(n * w) }
-    let iRstd2 = (0..<(training ? c.depth : 0)).map { _ in take(n) }
-    let iQkv = (0..<perBlock).map { _ in takeOperand(n * 3 * w) }
-    let iAttn = (0..<perBlock).map { _ in takeOperand(n * w) }
-    let iLse = (0..<perBlock).map { _ in take(capacity * c.heads * c.tokens) }
-    let iFc = (0..<perBlock).map { _ in take(n * f) }
-    let scaled = c.layerScale ? perBlock : 0
-    let iBranch1 = (0..<scaled).map { _ in take(n * w) }, iBranch2 = (0..<scaled).map { _ in take(n * w) }
-    let iXhatPost = training ? take(n * w) : -1, iRstdPost = training ? take(n) : -1
+    let iXhatPre = savesPre ? take(n * w) : -1, iRstdPre = savesPre ? take(n) : -1
+    let blocks = 0..<c.depth
+    // Kept per saved block, -1 for the others.
+    func saved(_ count: Int) -> [Int] { blocks.map { $0 >= firstSaved ? take(count) : -1 } }
+    // One buffer per saved block; the blocks that keep nothing share one (allocated if any).
+    func perBlock(_ count: Int, operand: Bool = false) -> [Int] {
+      let shared = firstSaved > 0 ? (operand ? takeOperand(count) : take(count)) : -1
+      return blocks.map { $0 >= firstSaved ? (operand ? takeOperand(count) : take(count)) : shared }
+    }
+    let iXhat1 = saved(n * w), iRstd1 = saved(n), iXhat2 = saved(n * w), iRstd2 = saved(n)
+    let iQkv = perBlock(n * 3 * w, operand: true), iAttn = perBlock(n * w, operand: true)
+    let iLse = perBlock(capacity * c.heads * c.tokens), iFc = perBlock(n * f)
+    let iBranch1 = c.layerScale ? perBlock(n * w) : [], iBranch2 = c.layerScale ? perBlock(n * w) : []
+    let iXhatPost = towerTrains ? take(n * w) : -1, iRstdPost = towerTrains ? take(n) : -1
     let iPooled = take(capacity * w)
     let iHeadOut = (0..<c.headLayers).map { _ in take(capacity * d) }
     let iHeadAct = (0..<c.headLayers).map { _ in takeOperand(capacity * d) }
     let iNorms = take(capacity), iEmb = take(capacity * d)
     let attentionShape = Attention.Shape(batch: capacity, tokens: c.tokens, width: w, heads: c.heads, bf16: bf16)
     let iAttnScratch = take(workers * attentionShape.scratchPerWorker)
-    let bn = training ? n : 1
+    let bn = towerTrains ? n : 1
     let iDx = take(bn * w), iDh = take(bn * w), iDqkv = take(bn * 3 * w), iDAttn = takeOperand(bn * w), iDg = take(bn * f)
     let iDHead = take(training ? 2 * capacity * max(d, w) : 1)
     let iPartials = take(workers * max(3 * w, f, d))
-    let gemmScratchCount = training ? (workers - 1) * max(3 * w * w, f * w, w * c.patchDim) : 0
+    let gemmScratchCount = towerTrains ? (workers - 1) * max(3 * w * w, f * w, w * c.patchDim) : 0
     let iGemmScratch = take(gemmScratchCount)
     let iWeights16 = takeHalves(parameterCount)
-    let iStage16 = training ? takeHalves(n * max(3 * w, f, c.patchDim)) : -1
+    let iStage16 = towerTrains ? takeHalves(n * max(3 * w, f, c.patchDim)) : -1
     let iHeadIn16 = takeHalves(capacity * w)
     let iHeadGrad16 = training ? takeHalves(capacity * d) : -1
     var offsets: [Int] = []
@@ -124,7 +144,7 @@ final class Workspace {
     }
     patches = operand(iPatches); patchTokens = at(iPatchTokens); x = at(iX); h = operand(iH); g = operand(iG)
     xhatPre = opt(iXhatPre); rstdPre = opt(iRstdPre)
-    xhat1 = iXhat1.map(at); rstd1 = iRstd1.map(at); xhat2 = iXhat2.map(at); rstd2 = iRstd2.map(at)
+    xhat1 = iXhat1.map(opt); rstd1 = iRstd1.map(opt); xhat2 = iXhat2.map(opt); rstd2 = iRstd2.map(opt)
     qkv = iQkv.map(operand); attnOut = iAttn.map(operand); lse = iLse.map(at); fc = iFc.map(at)
     branch1 = iBranch1.map(at); branch2 = iBranch2.map(at)
     xhatPost = opt(iXhatPost); rstdPost = opt(iRstdPost)
@@ -141,10 +161,11 @@ final class Workspace {
 
   deinit { storage.deallocate() }
 
-  /// Per-block buffer: training keeps one per block, inference reuses block 0's.
-  @inline(__always) func perBlock<T>(_ list: [T], _ i: Int) -> T {
-    training ? list[i] : list[0]
-  }
+  /// Block i's buffer (shared by the blocks that keep nothing).
+  @inline(__always) func perBlock<T>(_ list: [T], _ i: Int) -> T { list[i] }
+
+  /// Whether block i keeps its activations for backward.
+  @inline(__always) func keeps(block i: Int) -> Bool { i >= firstSavedBlock }
 
   /// Block i's LayerScale branch buffer (nil without LayerScale).
   @inline(__always) func perBlockBranch(_ list: [UnsafeMutablePointer<Float>], _ i: Int) -> UnsafeMutablePointer<Float>? {

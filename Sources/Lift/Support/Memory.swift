@@ -22,3 +22,25 @@ func allocateElements<T>(_ count: Int, of type: T.Type = T.self, what: @autoclos
 func allocateFloats(_ count: Int, what: @autoclosure () -> String) throws(LiftError) -> UnsafeMutablePointer<Float> {
   try allocateElements(count, of: Float.self, what: what())
 }
+
+/// `count` zero floats mapped on demand: pages nobody writes cost no memory (reads of them see
+/// the kernel's shared zero page). For buffers of which a run may touch only a part, such as the
+/// gradients and AdamW moments of a partly frozen model. Page-aligned; unmapped on deinit.
+final class ZeroedFloats {
+  let pointer: UnsafeMutablePointer<Float>
+  let count: Int
+  private let bytes: Int
+
+  init(_ count: Int, what: @autoclosure () -> String) throws(LiftError) {
+    guard count >= 0 else { throw .argument("\(what()): negative element count \(count)") }
+    let (bytes, overflow) = max(count, 1).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+    guard !overflow else { throw .memory("\(what()): \(count) floats is too many") }
+    let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    guard let raw, raw != MAP_FAILED else { throw .memory("cannot map \(bytes) bytes for \(what())") }
+    self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+    self.count = count
+    self.bytes = bytes
+  }
+
+  deinit { munmap(pointer, bytes) }
+}

@@ -17,11 +17,17 @@ extension Trainer {
   /// lift_trainer_step_distributed in lift.h for the contract.
   public func stepDistributed(images: ImageInput, texts rawTexts: UnsafePointer<Float>, localBatch: Int,
                               communicator comm: Communicator) throws(LiftError) -> StepStats {
+    try stepDistributed(.images(images), texts: rawTexts, localBatch: localBatch, communicator: comm)
+  }
+
+  /// `stepDistributed` on pooled features (see `step(features:texts:batch:)`).
+  public func stepDistributed(_ input: StepInput, texts rawTexts: UnsafePointer<Float>, localBatch: Int,
+                              communicator comm: Communicator) throws(LiftError) -> StepStats {
     guard comm.size >= 1, comm.rank >= 0, comm.rank < comm.size else {
       throw .argument("rank \(comm.rank) is not in [0, \(comm.size))")
     }
     return try model.lock.withLock { () throws(LiftError) in
-      try stepLocked(images: images, texts: rawTexts, batch: localBatch, communicator: comm)
+      try stepLocked(input, texts: rawTexts, batch: localBatch, communicator: comm)
     }
   }
 }

@@ -16,17 +16,35 @@ public struct StepStats: Equatable {
   public var step: Int
 }
 
+/// What a step trains on: images, or (with the whole image tower frozen) the pooled features
+/// the tower makes of them, rows of `model.config.width` floats (see `Model.features`).
+public enum StepInput {
+  case images(ImageInput)
+  case features(UnsafePointer<Float>)
+
+  func advanced(byImages n: Int, config: ModelConfig) -> StepInput {
+    switch self {
+    case .images(let images): .images(images.advanced(byImages: n, config: config))
+    case .features(let rows): .features(rows + n * config.width)
+    }
+  }
+}
+
 /// Trains a `Model` against fixed text embeddings.
 ///
 /// Buffers: gradients and the two AdamW moments are each one contiguous float buffer laid out
 /// like the parameters (`model.layout`), so an external driver can all-reduce the gradient in
 /// one call. Activations live in a workspace sized for `config.batchCapacity` images, allocated
-/// once.
+/// once. With locking (`config.unlockedGroups`), frozen groups cost no memory: their part of
+/// the three buffers is never written (mapped on demand, it stays unbacked) and the workspace
+/// keeps no activations for them.
 ///
 /// Two ways to drive it:
 /// - `step(images:texts:batch:)`: forward, loss, backward, update. Batches larger than the
 ///   capacity are split into micro-batches with cached features (OpenCLIP accum_freq): the
-///   gradient equals that of the whole batch.
+///   gradient equals that of the whole batch. With the whole tower frozen,
+///   `step(features:texts:batch:)` takes the images' pooled features instead (computed once
+///   by `Model.features`) and runs only the head: the same step, without the tower's cost.
 /// - the split form for external (e.g. multi-worker) drivers: `forward` -> `loss` (given every
 ///   worker's features) -> `backward` -> (all-reduce `gradients`) -> `apply`. The one-call step
 ///   runs exactly this sequence, so both give bit-identical results.
@@ -35,9 +53,10 @@ public struct StepStats: Equatable {
 public final class Trainer: @unchecked Sendable {  // every method takes the model's lock
   public let model: Model
   public let config: TrainConfig
-  public let gradients: UnsafeMutablePointer<Float>
-  public let firstMoment: UnsafeMutablePointer<Float>
-  public let secondMoment: UnsafeMutablePointer<Float>
+  public var gradients: UnsafeMutablePointer<Float> { gradientBuffer.pointer }
+  public var firstMoment: UnsafeMutablePointer<Float> { firstMomentBuffer.pointer }
+  public var secondMoment: UnsafeMutablePointer<Float> { secondMomentBuffer.pointer }
+  private let gradientBuffer, firstMomentBuffer, secondMomentBuffer: ZeroedFloats
   /// Updates applied so far.
   public internal(set) var step: Int = 0
   /// Seeded generator whose state travels with checkpoints (for drivers' shuffling).
@@ -62,9 +81,24 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
 
   /// The lowest layer group that trains (ParameterLayout.group; 0 = everything): groups below
   /// it are frozen by `config.unlockedGroups`.
-  public var lowestTrainedGroup: Int {
-    config.unlockedGroups.map { max(model.layout.towerGroups - $0, 0) } ?? 0
+  public let lowestTrainedGroup: Int
+  /// Where the trained tensors begin in the parameter buffer (they form its suffix).
+  public let trainedOffset: Int
+  static func lowestTrainedGroup(_ layout: ParameterLayout, config: TrainConfig) -> Int {
+    config.unlockedGroups.map { max(layout.towerGroups - $0, 0) } ?? 0
   }
+
+  /// The tensors that train under `config`'s locking (a suffix of the layout's).
+  static func trainedTensors(_ layout: ParameterLayout, config: TrainConfig) -> [TensorInfo] {
+    let start = layout.offset(ofGroup: lowestTrainedGroup(layout, config: config))
+    return layout.tensors.filter { $0.offset >= start }
+  }
+
+  /// The tensors that train (a suffix of model.layout.tensors).
+  public var trainedTensors: [TensorInfo] { model.layout.tensors.filter { $0.offset >= trainedOffset } }
+
+  /// Whether the whole tower is frozen, so that the head can train on pooled features.
+  public var towerFrozen: Bool { lowestTrainedGroup == model.layout.towerGroups }
 
   public init(model: Model, config: TrainConfig, seed: UInt64 = 0) throws(LiftError) {
     try config.validate()
@@ -72,35 +106,27 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
     self.config = config
     self.rng = Xoshiro256(seed: seed)
     let count = model.layout.totalCount
-    gradients = try allocateFloats(count, what: "gradients")
+    lowestTrainedGroup = Trainer.lowestTrainedGroup(model.layout, config: config)
+    trainedOffset = model.layout.offset(ofGroup: lowestTrainedGroup)
+    gradientBuffer = try ZeroedFloats(count, what: "gradients")
+    firstMomentBuffer = try ZeroedFloats(count, what: "AdamW first moment")
+    secondMomentBuffer = try ZeroedFloats(count, what: "AdamW second moment")
+    workspace = try Workspace(config: model.config, capacity: config.batchCapacity, training: true,
+                              parameterCount: model.layout.totalCount, lowestTrainedGroup: lowestTrainedGroup)
+    lossScratch = try Objectives.Scratch(capacity: config.batchCapacity)
+    texts = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "text embeddings")
     do {
-      firstMoment = try allocateFloats(count, what: "AdamW first moment")
-    } catch { gradients.deallocate(); throw error }
-    do {
-      secondMoment = try allocateFloats(count, what: "AdamW second moment")
-    } catch { gradients.deallocate(); firstMoment.deallocate(); throw error }
-    gradients.initialize(repeating: 0, count: count)
-    firstMoment.initialize(repeating: 0, count: count)
-    secondMoment.initialize(repeating: 0, count: count)
-    do {
-      workspace = try Workspace(config: model.config, capacity: config.batchCapacity, training: true,
-                                parameterCount: model.layout.totalCount)
-      lossScratch = try Objectives.Scratch(capacity: config.batchCapacity)
-      texts = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "text embeddings")
       featureGrads = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "feature gradients")
       cachedFeatures = try GrowableFloats(0, what: "cached features")
       gatheredFeatures = try GrowableFloats(0, what: "gathered features")
       gatheredTexts = try GrowableFloats(0, what: "gathered text embeddings")
     } catch {
-      gradients.deallocate(); firstMoment.deallocate(); secondMoment.deallocate()
+      texts.release()
       throw error
     }
   }
 
   deinit {
-    gradients.deallocate()
-    firstMoment.deallocate()
-    secondMoment.deallocate()
     texts.release()
     featureGrads.release()
     cachedFeatures.release()
@@ -115,16 +141,29 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   /// Training forward of `batch` (1...capacity) images; returns their unit-norm embeddings
   /// (batch x textDim, valid until the next call) and keeps the activations for `backward`.
   public func forward(_ images: ImageInput, batch: Int) throws(LiftError) -> UnsafePointer<Float> {
-    try model.lock.withLock { () throws(LiftError) in try forwardLocked(images, batch: batch) }
+    try model.lock.withLock { () throws(LiftError) in try forwardLocked(.images(images), batch: batch) }
   }
 
-  private func forwardLocked(_ images: ImageInput, batch: Int) throws(LiftError) -> UnsafePointer<Float> {
+  private func forwardLocked(_ input: StepInput, batch: Int) throws(LiftError) -> UnsafePointer<Float> {
     guard batch >= 1, batch <= config.batchCapacity else {
       throw .argument("batch must be in [1, \(config.batchCapacity)] (the trainer's batch capacity); got \(batch)")
     }
     forwardBatch = nil
-    try Validation.checkImages(images, count: batch, config: model.config, firstIndex: 0)
-    try Encoder.forward(model, images: images, batch: batch, ws: workspace)
+    switch input {
+    case .images(let images):
+      try Validation.checkImages(images, count: batch, config: model.config, firstIndex: 0)
+      try Encoder.forward(model, images: images, batch: batch, ws: workspace)
+    case .features(let rows):
+      guard towerFrozen else {
+        throw .state("training on pooled features needs the whole image tower frozen (unlocked groups 0, lock_image)")
+      }
+      let count = batch * model.config.width
+      if let j = VectorOps.firstNonFinite(rows, count) {
+        throw .value("the pooled features have a non-finite value at row \(j / model.config.width), column \(j % model.config.width)")
+      }
+      workspace.pooled.update(from: rows, count: count)
+      try Encoder.forward(model: model, pooledBatch: batch, ws: workspace)
+    }
     try Validation.checkEmbeddings(workspace, count: batch, firstIndex: 0)
     forwardBatch = batch
     return UnsafePointer(workspace.embeddings)
@@ -223,7 +262,8 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
       zeroGradientsLocked()
       throw .state("the trainer has taken \(step) steps, the most a checkpoint can record; the update was skipped")
     }
-    let norm = AdamW.globalNorm(gradients, count: layout.totalCount)
+    // Frozen gradients are zero: the norm over the trained suffix is the global norm.
+    let norm = AdamW.globalNorm(gradients + trainedOffset, count: layout.totalCount - trainedOffset)
     guard norm.isFinite else {
       zeroGradientsLocked()
       throw .value("the gradient is not finite (norm \(norm)); the update was skipped and the gradient zeroed")
@@ -250,8 +290,8 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   }
 
   private func zeroGradientsLocked() {
-    let g = gradients
-    Parallel.forRanges(model.layout.totalCount, grain: 1 << 16) { r in
+    let g = gradients + trainedOffset
+    Parallel.forRanges(model.layout.totalCount - trainedOffset, grain: 1 << 16) { r in
       (g + r.lowerBound).update(repeating: 0, count: r.count)
     }
   }
@@ -262,20 +302,31 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   /// Batches above the capacity run as micro-batches with cached features; the gradient is
   /// that of the whole batch. On any error nothing is updated and the gradient is zeroed.
   public func step(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int) throws(LiftError) -> StepStats {
-    try model.lock.withLock { () throws(LiftError) in try stepLocked(images: images, texts: rawTexts, batch: batch, communicator: nil) }
+    try model.lock.withLock { () throws(LiftError) in
+      try stepLocked(.images(images), texts: rawTexts, batch: batch, communicator: nil)
+    }
+  }
+
+  /// The step of `step(images:...)` on the images' pooled features (batch x width, from
+  /// `Model.features`); only for a trainer whose whole tower is frozen (`towerFrozen`). The
+  /// update equals that of the image step up to float rounding.
+  public func step(features: UnsafePointer<Float>, texts rawTexts: UnsafePointer<Float>, batch: Int) throws(LiftError) -> StepStats {
+    try model.lock.withLock { () throws(LiftError) in
+      try stepLocked(.features(features), texts: rawTexts, batch: batch, communicator: nil)
+    }
   }
 
   /// The step of `step` and `stepDistributed`: this worker's gradient of the (global) batch,
   /// with a communicator the average over the workers, then the update. On any error nothing is
   /// updated and the gradient is zeroed.
-  func stepLocked(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int,
+  func stepLocked(_ input: StepInput, texts rawTexts: UnsafePointer<Float>, batch: Int,
                   communicator comm: Communicator?) throws(LiftError) -> StepStats {
     guard batch >= 1 else { throw .argument("batch must be >= 1 (got \(batch))") }
     do throws(LiftError) {
-      try accumulateLocked(images: images, texts: rawTexts, batch: batch, communicator: comm)
+      try accumulateLocked(input, texts: rawTexts, batch: batch, communicator: comm)
       if let comm, comm.size > 1 {
         // Only what trains: frozen groups (a prefix of the buffer) have no gradient.
-        let start = model.layout.offset(ofGroup: lowestTrainedGroup), count = model.layout.totalCount - start
+        let start = trainedOffset, count = model.layout.totalCount - start
         try Profile.measure(.allReduce) { () throws(LiftError) in try comm.allReduceSum(gradients + start, count: count) }
         AdamW.scaleBuffer(gradients + start, count: count, by: 1 / Float(comm.size))
       }
@@ -294,7 +345,7 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   /// 3. the loss of the whole (global) batch and its gradient for this worker's rows;
   /// 4. backward: a single micro-batch uses its pending forward, several are forwarded again
   ///    (keeping activations) one by one.
-  private func accumulateLocked(images: ImageInput, texts rawTexts: UnsafePointer<Float>, batch: Int,
+  private func accumulateLocked(_ input: StepInput, texts rawTexts: UnsafePointer<Float>, batch: Int,
                                 communicator comm: Communicator?) throws(LiftError) {
     let d = textDim, cap = config.batchCapacity
     try cachedFeatures.reserve(batch * d)
@@ -302,7 +353,7 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
     var start = 0
     while start < batch {
       let n = min(cap, batch - start)
-      let f = try forwardLocked(images.advanced(byImages: start, config: model.config), batch: n)
+      let f = try forwardLocked(input.advanced(byImages: start, config: model.config), batch: n)
       (cachedFeatures.pointer + start * d).update(from: f, count: n * d)
       start += n
     }
@@ -339,7 +390,7 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
     start = 0
     while start < batch {
       let n = min(cap, batch - start)
-      _ = try forwardLocked(images.advanced(byImages: start, config: model.config), batch: n)
+      _ = try forwardLocked(input.advanced(byImages: start, config: model.config), batch: n)
       try backwardLocked(featureGrads.pointer + start * d, batch: n)
       start += n
     }

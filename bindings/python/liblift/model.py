@@ -244,6 +244,16 @@ class Model(Handle):
         check(lib.lift_model_encode(self._handle(), a.ctypes.data, fmt, a.size, a.shape[0], fptr(out), out.size))
         return out
 
+    def features(self, images, out: np.ndarray | None = None) -> np.ndarray:
+        """Pooled features (B, width) of images: the tower's output, the head's input. With the
+        tower locked, compute them once and train with Trainer.step_features."""
+        config = self.config
+        a, fmt = _images(images, config)
+        shape = (a.shape[0], config.width)
+        out = np.empty(shape, np.float32) if out is None else check_out(out, shape, np.float32)
+        check(lib.lift_model_features(self._handle(), a.ctypes.data, fmt, a.size, a.shape[0], fptr(out), out.size))
+        return out
+
     def step_flops(self, batch: int) -> float:
         f = ctypes.c_double()
         check(lib.lift_model_step_flops(self._handle(), int(batch), ctypes.byref(f)))
@@ -388,6 +398,16 @@ class Trainer(Handle):
         s = StepStatsStruct()
         check(lib.lift_trainer_step(self._handle(), a.ctypes.data, fmt, a.size, fptr(t), t.size, a.shape[0],
                                     ctypes.byref(s)))
+        return StepStats._from_struct(s)
+
+    def step_features(self, features, texts) -> StepStats:
+        """The step of `step` on the images' pooled features (B, width) from Model.features: the
+        head-only step of a trainer whose whole tower is locked (unlocked_groups=0)."""
+        f = as_float_matrix(features, "features", cols=self.model.config.width)
+        t = self._texts(texts, f.shape[0])
+        s = StepStatsStruct()
+        check(lib.lift_trainer_step_features(self._handle(), fptr(f), f.size, fptr(t), t.size, f.shape[0],
+                                             ctypes.byref(s)))
         return StepStats._from_struct(s)
 
     def step_distributed(self, images, texts, communicator) -> StepStats:

@@ -440,3 +440,35 @@ def test_lift_train_lock_image_keeps_the_tower(tmp_path):
              "--lock-unlocked-groups", 1,
              check=False)
     assert r.returncode != 0 and "other locking" in r.stderr
+
+
+def test_head_only_steps_on_pooled_features(tmp_path):
+    """With the tower locked, steps on Model.features equal steps on the images (to float
+    rounding), leave the tower alone, and are refused while any tower group trains."""
+    config = liblift.ModelConfig(image_size=8, channels=3, patch=4, width=16, depth=2, heads=2, mlp_ratio=2,
+                                 head_layers=1, text_dim=6)
+    rng = np.random.default_rng(5)
+    batches = [(rng.standard_normal((4, 3, 8, 8)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32))
+               for _ in range(3)]
+    runs = []
+    for on_features in (False, True):
+        model = liblift.Model(config, seed=2)
+        trainer = liblift.Trainer(model, unlocked_groups=0, warmup_steps=0, batch_capacity=4)
+        for images, texts in batches:
+            if on_features:
+                features = model.features(images)
+                assert features.shape == (4, 16)
+                trainer.step_features(features, texts)
+            else:
+                trainer.step(images, texts)
+        runs.append({t.name: model.tensor(t.name).copy() for t in model.tensors()})
+    fresh = liblift.Model(config, seed=2)
+    for name, value in runs[1].items():
+        np.testing.assert_allclose(value, runs[0][name], rtol=1e-5, atol=1e-6, err_msg=name)
+        assert np.array_equal(value, fresh.tensor(name)) == name.startswith("visual."), name
+    unlocked = liblift.Trainer(fresh, unlocked_groups=1, batch_capacity=4)
+    with pytest.raises(liblift.LiftError, match="whole image tower frozen"):
+        unlocked.step_features(np.ones((4, 16), np.float32), batches[0][1])
+    with pytest.raises(ValueError):
+        liblift.Trainer(liblift.Model(config), unlocked_groups=0).step_features(np.ones((4, 15), np.float32),
+                                                                                 batches[0][1])
