@@ -10,8 +10,10 @@
 //   (its own threads, one per core), and peak RSS. LIFT_PROFILE=1 adds a per-phase breakdown.
 // Options: --steps N (timed steps, default 7), --warmup N (default 2), --precision fp32|bf16|all,
 // --only NAME[:BATCH], --unlocked-groups N (lock the tower but its last N layer groups, as
-// lift train --lock-unlocked-groups; 0 = head only; the FLOP count stays the full step's, so
-// compare images/s), and --products (GFLOP/s of every product shape of a step: OpenBLAS sgemm
+// lift train --lock-unlocked-groups; 0 = head only; achieved GFLOP/s and the ratio are then
+// null: compare images/s), --cached-features (with the whole tower locked: the head-only step on
+// pooled features computed once, as lift train does then; also reports how fast the tower makes
+// those features, the one-time cost per image), and --products (GFLOP/s of every product shape of a step: OpenBLAS sgemm
 // with its own threads, and liblift's oneDNN float32 and bfloat16 products on its workers).
 import CBLAS
 import Glibc
@@ -73,7 +75,8 @@ func sgemmGflops(n: Int = 4096, repeats: Int = 5) -> Double {
   return 2 * Double(n * n * n) / median(times) / 1e9
 }
 
-func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warmup: Int, unlockedGroups: Int?) throws {
+func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warmup: Int, unlockedGroups: Int?,
+             cachedFeatures: Bool) throws {
   var config = try ModelConfig.preset(bc.preset, textDim: 4096)
   config.objective = .contrastive
   config.precision = precision
@@ -92,11 +95,22 @@ func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warm
   for i in 0..<texts.count { texts[i] = Float(rng.normal()) }
   let ceiling = try productCeiling(precision)
   let gemm = sgemmGflops()
+  // --cached-features: the batch's pooled features, made once (best of 3 timings).
+  var features = [Float](repeating: 0, count: cachedFeatures ? bc.batch * config.width : 0)
+  var featureSeconds = Double.infinity
+  if cachedFeatures {
+    for _ in 0..<3 {
+      let t0 = now()
+      try images.withUnsafeBufferPointer { try model.features(.uint8NHWC($0.baseAddress!), count: bc.batch, into: &features) }
+      featureSeconds = min(featureSeconds, now() - t0)
+    }
+  }
   var times: [Double] = []
   var lastLoss = 0.0
   for s in 0..<(warmup + steps) {
     let t0 = now()
-    let stats = try images.withUnsafeBufferPointer { try trainer.step(images: .uint8NHWC($0.baseAddress!), texts: texts, batch: bc.batch) }
+    let stats = cachedFeatures ? try trainer.step(features: features, texts: texts, batch: bc.batch)
+      : try images.withUnsafeBufferPointer { try trainer.step(images: .uint8NHWC($0.baseAddress!), texts: texts, batch: bc.batch) }
     let dt = now() - t0
     lastLoss = stats.loss
     if s >= warmup { times.append(dt) }
@@ -106,13 +120,17 @@ func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warm
   let flops = FlopCount.trainingStep(config, batch: bc.batch)
   let achieved = flops / step / 1e9
   func r(_ x: Double, _ digits: Double = 1000) -> Double { (x * digits).rounded() / digits }
+  // A locked step does less than the FLOP count (the full step's): no achieved rate then.
+  let locked = unlockedGroups != nil
   print("""
     {"config": "\(bc.preset)", "precision": "\(precision.name)", "batch": \(bc.batch), "image_size": \(config.imageSize), \
     "text_dim": \(config.textDim), "objective": "contrastive", "threads": \(Parallel_workers()), "isa": "\(ProductBenchmark.isa)", \
     "steps_timed": \(steps), "unlocked_groups": \(unlockedGroups.map(String.init) ?? "null"), \
+    "cached_features": \(cachedFeatures)\(cachedFeatures ? ", \"feature_images_per_s\": \(r(Double(bc.batch) / featureSeconds, 100))" : ""), \
     "step_s_median": \(r(step, 10000)), "step_s_min": \(r(times.min()!, 10000)), "step_s_max": \(r(times.max()!, 10000)), \
     "images_per_s": \(r(Double(bc.batch) / step, 100)), "gflop_per_step": \(r(flops / 1e9, 10)), \
-    "achieved_gflops": \(r(achieved, 10)), "product_ceiling_gflops": \(r(ceiling, 10)), "ratio": \(r(achieved / ceiling)), \
+    "achieved_gflops": \(locked ? "null" : String(r(achieved, 10))), "product_ceiling_gflops": \(r(ceiling, 10)), \
+    "ratio": \(locked ? "null" : String(r(achieved / ceiling))), \
     "openblas_sgemm_gflops": \(r(gemm, 10)), "openblas_core": "\(openBLASCore())", \
     "peak_rss_mb": \(peakRSS() / 1_048_576), "final_loss": \(r(lastLoss, 10000))}
     """)
@@ -173,6 +191,7 @@ var only: String?
 var precisionArgument = "all"
 var products = false
 var unlockedGroups: Int?
+var cachedFeatures = false
 while !args.isEmpty {
   let a = args.removeFirst()
   func value(_ flag: String) -> String {
@@ -186,13 +205,18 @@ while !args.isEmpty {
   case "--precision": precisionArgument = value(a)
   case "--products": products = true
   case "--unlocked-groups": unlockedGroups = Int(value(a))
+  case "--cached-features": cachedFeatures = true
   case "-h", "--help":
-    print("usage: lift-bench [--steps N] [--warmup N] [--precision fp32|bf16|all] [--only PRESET:BATCH] [--unlocked-groups N] [--products]")
+    print("usage: lift-bench [--steps N] [--warmup N] [--precision fp32|bf16|all] [--only PRESET:BATCH] [--unlocked-groups N] [--cached-features] [--products]")
     exit(0)
   default:
     printError("lift-bench: unknown argument \(a)\n")
     exit(2)
   }
+}
+if cachedFeatures {
+  guard unlockedGroups ?? 0 == 0 else { printError("lift-bench: --cached-features needs the whole tower locked (--unlocked-groups 0)\n"); exit(2) }
+  unlockedGroups = 0
 }
 let precisions: [ModelConfig.Precision]
 switch precisionArgument {
@@ -220,7 +244,10 @@ if products {
 }
 
 if let only, precisions.count == 1 {
-  do { try runCase(parseCase(only), precision: precisions[0], steps: steps, warmup: warmup, unlockedGroups: unlockedGroups) } catch {
+  do {
+    try runCase(parseCase(only), precision: precisions[0], steps: steps, warmup: warmup, unlockedGroups: unlockedGroups,
+                cachedFeatures: cachedFeatures)
+  } catch {
     printError("lift-bench: \(error)\n")
     exit(1)
   }
@@ -234,6 +261,7 @@ for bc in only.map({ [parseCase($0)] }) ?? defaultCases {
     var pid = pid_t()
     let argv = [CommandLine.arguments[0], "--only", bc.name, "--precision", precision.name, "--steps", String(steps),
                 "--warmup", String(warmup)] + (unlockedGroups.map { ["--unlocked-groups", String($0)] } ?? [])
+      + (cachedFeatures ? ["--cached-features"] : [])
     var cargs = argv.map { strdup($0) } + [nil]
     let rc = posix_spawn(&pid, "/proc/self/exe", nil, nil, &cargs, environ)
     cargs.forEach { free($0) }

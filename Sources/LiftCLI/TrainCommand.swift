@@ -36,6 +36,7 @@ struct Train: ParsableCommand {
   @Flag(name: .long, help: "Freeze the image tower; only the LIFT head trains (LiT).") var lockImage = false
   @Option(name: .long, help: "Freeze the image tower except its last N layer groups (the embeddings, each block, the last block with ln_post); the head always trains. OpenCLIP's --lock-image-unlocked-groups N+1.") var lockUnlockedGroups: Int?
   @Option(name: .long, help: "Layer-wise learning-rate decay in (0, 1] (BEiT/MAE fine-tuning; default 1, off).") var layerDecay: Double?
+  @Option(name: .long, help: "With the whole tower locked and augmentation off, each image's pooled feature is computed once and only the head runs per step: 'memory' (default), an HDF5 file to keep them in (reused by later runs with the same tower and data), or 'off' (run the tower every step).") var featureCache: String?
   @Option(name: .long, help: "Override: image size.") var imageSize: Int?
   @Option(name: .long, help: "Override: patch size.") var patch: Int?
   @Option(name: .long, help: "Override: width.") var width: Int?
@@ -133,6 +134,9 @@ struct TrainSettings {
   var unlockedGroups: Int?
   var layerDecay = 1.0
   var lockingGiven = false
+  /// --feature-cache: where the pooled features of a fully locked tower are kept.
+  enum FeatureCacheMode: Equatable { case memory, off, file(String) }
+  var featureCache = FeatureCacheMode.memory
 
   init(_ c: Train) throws {
     var file: JSON = .object([])
@@ -140,7 +144,7 @@ struct TrainSettings {
       file = try cli { () throws(LiftError) in try JSON.parse(try readFileLift(path), what: "config file '\(path)'") }
       guard case .object(let members) = file else { throw CLIError("config file '\(path)' must hold a JSON object") }
       let known: Set<String> = ["data", "eval-data", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
-                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "init", "activation", "lock-image", "lock-unlocked-groups", "layer-decay", "batch-size", "micro-batch", "epochs",
+                                "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "init", "activation", "lock-image", "lock-unlocked-groups", "layer-decay", "feature-cache", "batch-size", "micro-batch", "epochs",
                                 "steps", "lr", "warmup", "weight-decay", "beta2", "clip", "seed", "augment", "crop-scale",
                                 "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit", "stop-at"]
       for (k, _) in members where !known.contains(k) {
@@ -229,6 +233,13 @@ struct TrainSettings {
     layerDecay = try num(c.layerDecay, "layer-decay") ?? 1
     guard layerDecay.isFinite, layerDecay > 0, layerDecay <= 1 else { throw CLIError("--layer-decay must be in (0, 1] (got \(layerDecay))") }
     lockingGiven = unlockedGroups != nil || layerDecay != 1
+    switch try str(c.featureCache, "feature-cache") {
+    case nil, "memory": featureCache = .memory
+    case "off": featureCache = .off
+    case let path?:
+      guard !path.isEmpty else { throw CLIError("--feature-cache must be memory, off or a file path") }
+      featureCache = .file(path)
+    }
     initPath = try str(c.initPath, "init")
     if let initPath {
       importOptions = try Self.importOptions(c, model: m, initPath: initPath, file: file)

@@ -112,6 +112,10 @@ struct TrainingRun {
     options.rank = world?.rank ?? 0
     options.workers = ranks
     if s.augment { options.augment = Preprocess.Augment(scale: s.cropScale...1) }
+    // A fully locked tower without augmentation: its features are computed once, and each step
+    // trains the head on them (the loader then reads no pixels).
+    let cache = trainer.towerFrozen && !s.augment && s.featureCache != .off ? try makeFeatureCache(model, train) : nil
+    options.pixels = cache == nil
     let loader = try cli { () throws(LiftError) in try DataLoader(dataset: train, options: options, start: position) }
     // The log continues from the checkpoint: lines past its step (written after it, then lost
     // with the process) go, so no step appears twice; a new run starts a new log.
@@ -143,11 +147,12 @@ struct TrainingRun {
       let batch = try cli { () throws(LiftError) in try loader.next() }
       let wait = loader.lastWaitSeconds
       stats = try cli { () throws(LiftError) in
-        let images = ImageInput.uint8NHWC(UnsafePointer(batch.images))
+        let input = try cache.map { (c) throws(LiftError) in StepInput.features(try c.rows(for: batch.indices)) }
+          ?? .images(.uint8NHWC(UnsafePointer(batch.images)))
         if let world {
-          return try trainer.stepDistributed(images: images, texts: batch.texts, localBatch: batch.count, communicator: world)
+          return try trainer.stepDistributed(input, texts: batch.texts, localBatch: batch.count, communicator: world)
         }
-        return try trainer.step(images: images, texts: batch.texts, batch: batch.count)
+        return try trainer.step(input, texts: batch.texts, batch: batch.count)
       }
       let dt = now() - t0
       trainSeconds += dt
@@ -213,6 +218,28 @@ struct TrainingRun {
       Console.line("profile (ms per step): " + Profile.report().map { "\($0.0) \(fixed($0.1 / steps * 1000, 2))" }.joined(separator: ", "))
     }
     if let evalSet { try evaluate(model, evalSet, step: trainer.step, log: log, final: true) }
+  }
+
+  /// The pooled features of every training image under the frozen tower, computed (by all
+  /// ranks, each its share) or read from --feature-cache's file, with a progress line.
+  func makeFeatureCache(_ model: Model, _ train: ImageDataset) throws -> FeatureCache {
+    var path: String? = nil
+    if case .file(let p) = s.featureCache { path = p }
+    let t0 = now()
+    var pacer = ProgressPacer()
+    let (cache, computed) = try cli { () throws(LiftError) in
+      try FeatureCache.make(model: model, dataset: train, path: path, communicator: world) { done, total in
+        if !s.quiet && pacer.due(last: done == total) {
+          Console.progress("image tower frozen: pooled features of \(done)/\(total) images, \(fixed(Double(done) / max(now() - t0, 1e-9), 0)) img/s")
+        }
+      }
+    }
+    if !s.quiet {
+      let what = "\(cache.count) x \(cache.width) pooled features (\(fixed(Double(cache.count * cache.width) / 262_144, 1)) MiB)"
+      Console.line(computed ? "image tower frozen: computed \(what) in \(fixed(now() - t0, 1)) s\(path.map { ", kept in " + $0 } ?? ""); the head trains on them"
+                            : "image tower frozen: read \(what) from \(path ?? "")")
+    }
+    return cache
   }
 
   /// Whether to evaluate after `step` of `total` (besides the final evaluation): every

@@ -26,6 +26,9 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     public var rank = 0
     public var workers = 1
     public var prefetch = true
+    /// false: batches carry indices and caption embeddings only (for training on cached
+    /// features); `images` is then empty.
+    public var pixels = true
 
     public init(batchSize: Int, imageSize: Int, channels: Int) {
       self.batchSize = batchSize
@@ -116,8 +119,8 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     let capacity = (batchSize + options.workers - 1) / options.workers + 1
     let producer = try Producer(dataset: dataset, options: options, plan: plan, capacity: capacity)
     state = SharedState(producer: producer, slots: [
-      try Batch(capacity: capacity, imageBytes: producer.outBytes, textDim: dataset.textDim),
-      try Batch(capacity: capacity, imageBytes: producer.outBytes, textDim: dataset.textDim),
+      try Batch(capacity: capacity, imageBytes: options.pixels ? producer.outBytes : 0, textDim: dataset.textDim),
+      try Batch(capacity: capacity, imageBytes: options.pixels ? producer.outBytes : 0, textDim: dataset.textDim),
     ], start: start)
     if options.prefetch {
       var t = pthread_t()
@@ -188,7 +191,8 @@ private final class Producer {
     self.options = options
     self.plan = plan
     outBytes = options.imageSize * options.imageSize * options.channels
-    raw = try allocateElements(max(1, try checkedCount(Int64(capacity), Int64(dataset.imageBytes), "stored batch")),
+    let stored = options.pixels ? capacity : 0
+    raw = try allocateElements(max(1, try checkedCount(Int64(stored), Int64(dataset.imageBytes), "stored batch")),
                                of: UInt8.self, what: "\(capacity) stored images")
     do {
       scratch = try allocateElements(max(1, options.imageSize * dataset.height * max(dataset.channels, options.channels)),
@@ -229,7 +233,7 @@ private final class Producer {
     let seed = options.seed, e = UInt64(epoch)
     let first = positions.lowerBound
     try batch.indices.withUnsafeBufferPointer { (list) throws(LiftError) in
-      try dataset.readPixels(list, into: raw)
+      if options.pixels { try dataset.readPixels(list, into: raw) }
       try batch.captionRows.withUnsafeMutableBufferPointer { (rows) throws(LiftError) in
         try dataset.chooseCaptions(list, into: rows.baseAddress!) { i, count in
           Int64(mix64(seed, e, UInt64(first) + UInt64(i), 0xCA97) % UInt64(count))
@@ -240,7 +244,7 @@ private final class Producer {
       try dataset.captions.read(rows: rows, into: batch.texts, capacity: n * dataset.textDim)
     }
     let w = dataset.width, h = dataset.height, c = dataset.channels, size = options.imageSize
-    for i in 0..<n {
+    for i in 0..<(options.pixels ? n : 0) {
       var rng = Xoshiro256(seed: mix64(seed, e, UInt64(first) + UInt64(i), 0xA06))
       let box = options.augment.map { Preprocess.randomBox(width: w, height: h, augment: $0, rng: &rng) }
         ?? Preprocess.centerBox(width: w, height: h)

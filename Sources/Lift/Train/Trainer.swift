@@ -311,8 +311,13 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   /// `Model.features`); only for a trainer whose whole tower is frozen (`towerFrozen`). The
   /// update equals that of the image step up to float rounding.
   public func step(features: UnsafePointer<Float>, texts rawTexts: UnsafePointer<Float>, batch: Int) throws(LiftError) -> StepStats {
+    try step(.features(features), texts: rawTexts, batch: batch)
+  }
+
+  /// `step(images:...)` or `step(features:...)`.
+  public func step(_ input: StepInput, texts rawTexts: UnsafePointer<Float>, batch: Int) throws(LiftError) -> StepStats {
     try model.lock.withLock { () throws(LiftError) in
-      try stepLocked(.features(features), texts: rawTexts, batch: batch, communicator: nil)
+      try stepLocked(input, texts: rawTexts, batch: batch, communicator: nil)
     }
   }
 

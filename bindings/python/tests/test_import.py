@@ -472,3 +472,36 @@ def test_head_only_steps_on_pooled_features(tmp_path):
     with pytest.raises(ValueError):
         liblift.Trainer(liblift.Model(config), unlocked_groups=0).step_features(np.ones((4, 15), np.float32),
                                                                                  batches[0][1])
+
+
+def test_lift_train_caches_the_features_of_a_locked_tower(tmp_path):
+    """--lock-image without augmentation computes each image's pooled feature once: the run
+    equals one that runs the tower every step (to float rounding), a --feature-cache file is
+    reused by the next run, and a resumed run continues bit-identically."""
+    from cli_helpers import lift, make_tiny
+
+    make_tiny(tmp_path)
+    common = ["--data", tmp_path / "train.h5", "--preset", "ViT-XS/4-32", "--image-size", 8, "--patch", 4, "--width", 16,
+              "--depth", 2, "--heads", 2, "--batch-size", 16, "--warmup", 0, "--lock-image", "--eval-every", 0]
+    cached = lift("train", *common, "--steps", 8, "--out", tmp_path / "cached", "--feature-cache", tmp_path / "f.h5")
+    assert "computed 96 x 16 pooled features" in cached.stderr
+    lift("train", *common, "--steps", 8, "--out", tmp_path / "tower", "--feature-cache", "off")
+    a = liblift.Model.load(tmp_path / "cached" / "model.safetensors")
+    b = liblift.Model.load(tmp_path / "tower" / "model.safetensors")
+    for t in a.tensors():
+        np.testing.assert_allclose(a.tensor(t.name), b.tensor(t.name), rtol=1e-4, atol=1e-6, err_msg=t.name)
+
+    # The file is reused; stopping and resuming gives the uninterrupted run's model.
+    lift("train", *common, "--steps", 8, "--stop-at", 4, "--out", tmp_path / "resumed", "--feature-cache", tmp_path / "f.h5")
+    r = lift("train", *common, "--steps", 8, "--resume", "--out", tmp_path / "resumed", "--feature-cache", tmp_path / "f.h5")
+    assert "read 96 x 16 pooled features" in r.stderr
+    c = liblift.Model.load(tmp_path / "resumed" / "model.safetensors")
+    for t in a.tensors():
+        assert np.array_equal(a.tensor(t.name), c.tensor(t.name)), t.name
+
+    # Never overwrites a file that is not a cache.
+    before = (tmp_path / "train.h5").read_bytes()
+    r = lift("train", *common, "--steps", 2, "--out", tmp_path / "bad", "--feature-cache", tmp_path / "train.h5",
+             check=False)
+    assert r.returncode != 0 and "not a liblift feature cache" in r.stderr
+    assert (tmp_path / "train.h5").read_bytes() == before
