@@ -103,6 +103,31 @@ def test_bad_optimizer_moments(checkpoint, tmp_path, moment, value, status):
     run_case(f"expect_error({status!r}, {name!r}, liblift.Trainer.load, {str(path)!r})")
 
 
+@pytest.mark.parametrize("unlocked", [-2 ** 63, -1, 2 ** 62])
+def test_locking_out_of_range(checkpoint, tmp_path, unlocked):
+    def edit(header, data):
+        config = json.loads(header["__metadata__"]["lift.train_config"])
+        config["unlocked_groups"] = unlocked
+        header["__metadata__"]["lift.train_config"] = json.dumps(config)
+    path = edited(checkpoint, tmp_path, edit)
+    run_case(f"expect_error('LIFT_ERR_FORMAT', 'unlocked', liblift.Trainer.load, {str(path)!r})")
+
+
+@pytest.mark.parametrize("unlocked", [0, 1])
+def test_locked_checkpoint_lacking_a_trained_moment(tmp_path, unlocked):
+    """Frozen tensors have no moments in a checkpoint; a trained one must."""
+    config = liblift.ModelConfig.preset("ViT-XS/4-32", 8, image_size=8, patch=4, width=16, depth=2, heads=1)
+    trainer = liblift.Trainer(liblift.Model(config, seed=1), batch_capacity=4, unlocked_groups=unlocked)
+    trainer.save(tmp_path / "c.safetensors")
+    header, _ = read_safetensors(tmp_path / "c.safetensors")
+    assert "optimizer.exp_avg.visual.conv1.weight" not in header
+    name = "optimizer.exp_avg_sq.mlp_projector.projector.0.weight"
+    def edit(header, data):
+        header[name.replace("projector.0", "projector.9")] = header.pop(name)
+    path = edited(tmp_path / "c.safetensors", tmp_path, edit)
+    run_case(f"expect_error('LIFT_ERR_FORMAT', {name!r}, liblift.Trainer.load, {str(path)!r})")
+
+
 def test_config_asking_for_a_huge_model_is_refused_before_allocating(checkpoint, tmp_path):
     def edit(header, data):
         config = json.loads(header["__metadata__"]["lift.model_config"])
