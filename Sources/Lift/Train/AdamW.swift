@@ -59,30 +59,35 @@ enum AdamW {
     }
   }
 
-  /// Euclidean norm of the whole buffer (double accumulation, fixed summation order).
-  static func globalNorm(_ g: UnsafePointer<Float>, count: Int) -> Double {
-    withUnsafeTemporaryAllocation(of: Double.self, capacity: Parallel.workers) { out in
-      let outp = out.baseAddress!
-      outp.initialize(repeating: 0, count: Parallel.workers)
-      let parts = Parallel.forWorkers(count, grain: 1 << 16) { w, r in
-        var total = 0.0
-        var i = r.lowerBound
-        while i < r.upperBound {
-          let end = min(r.upperBound, i + 4096)
-          var acc = Vec16()
-          var j = i
-          while j + 16 <= end { let x = g.vload(j); acc.addProduct(x, x); j += 16 }
-          var s = Double(acc.sum())
-          while j < end { s += Double(g[j]) * Double(g[j]); j += 1 }
-          total += s
-          i = end
-        }
-        outp[w] = total
+  /// Floats per block of `globalNorm`.
+  static let normBlock = 4096
+
+  /// Doubles of scratch `globalNorm` needs for a buffer of `count` floats.
+  static func normScratchCount(_ count: Int) -> Int { count / normBlock + 1 }
+
+  /// Euclidean norm of g[0..<count] when g[0..<start] is zero, reading from the block that
+  /// holds `start` on: the squares of each block of `normBlock` floats (aligned to g[0]) summed in
+  /// float32 lanes, then the blocks' sums added in order in double. The order depends on
+  /// neither `start` nor the number of workers, so the result is bit-identical to the norm of
+  /// the whole buffer. `partials` holds normScratchCount(count) doubles.
+  static func globalNorm(_ g: UnsafePointer<Float>, from start: Int = 0, count: Int,
+                         partials: UnsafeMutablePointer<Double>) -> Double {
+    let first = start / normBlock, blocks = (count + normBlock - 1) / normBlock - first
+    guard blocks > 0 else { return 0 }
+    Parallel.forRanges(blocks, grain: 16) { r in
+      for b in r {
+        let lo = (first + b) * normBlock, hi = min(lo + normBlock, count)
+        var acc = Vec16()
+        var j = lo
+        while j + 16 <= hi { let x = g.vload(j); acc.addProduct(x, x); j += 16 }
+        var s = Double(acc.sum())
+        while j < hi { s += Double(g[j]) * Double(g[j]); j += 1 }
+        partials[b] = s
       }
-      var sum = 0.0
-      for w in 0..<parts { sum += outp[w] }
-      return sum.squareRoot()
     }
+    var sum = 0.0
+    for b in 0..<blocks { sum += partials[b] }
+    return sum.squareRoot()
   }
 
   /// g *= factor over a whole buffer.

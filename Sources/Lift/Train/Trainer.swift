@@ -57,6 +57,8 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   public var firstMoment: UnsafeMutablePointer<Float> { firstMomentBuffer.pointer }
   public var secondMoment: UnsafeMutablePointer<Float> { secondMomentBuffer.pointer }
   private let gradientBuffer, firstMomentBuffer, secondMomentBuffer: ZeroedFloats
+  /// Scratch of the gradient norm (AdamW.globalNorm).
+  private let normPartials: UnsafeMutablePointer<Double>
   /// Updates applied so far.
   public internal(set) var step: Int = 0
   /// Seeded generator whose state travels with checkpoints (for drivers' shuffling).
@@ -114,7 +116,13 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
     workspace = try Workspace(config: model.config, capacity: config.batchCapacity, training: true,
                               parameterCount: model.layout.totalCount, lowestTrainedGroup: lowestTrainedGroup)
     lossScratch = try Objectives.Scratch(capacity: config.batchCapacity)
-    texts = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "text embeddings")
+    normPartials = try allocateElements(AdamW.normScratchCount(count), of: Double.self, what: "gradient-norm partial sums")
+    do {
+      texts = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "text embeddings")
+    } catch {
+      normPartials.deallocate()
+      throw error
+    }
     do {
       featureGrads = try GrowableFloats(config.batchCapacity * model.config.textDim, what: "feature gradients")
       cachedFeatures = try GrowableFloats(0, what: "cached features")
@@ -122,11 +130,13 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
       gatheredTexts = try GrowableFloats(0, what: "gathered text embeddings")
     } catch {
       texts.release()
+      normPartials.deallocate()
       throw error
     }
   }
 
   deinit {
+    normPartials.deallocate()
     texts.release()
     featureGrads.release()
     cachedFeatures.release()
@@ -262,8 +272,9 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
       zeroGradientsLocked()
       throw .state("the trainer has taken \(step) steps, the most a checkpoint can record; the update was skipped")
     }
-    // Frozen gradients are zero: the norm over the trained suffix is the global norm.
-    let norm = AdamW.globalNorm(gradients + trainedOffset, count: layout.totalCount - trainedOffset)
+    // Frozen gradients are zero: the norm read from the trained suffix on is the global norm,
+    // bit for bit (its summation order does not depend on where the suffix starts).
+    let norm = AdamW.globalNorm(gradients, from: trainedOffset, count: layout.totalCount, partials: normPartials)
     guard norm.isFinite else {
       zeroGradientsLocked()
       throw .value("the gradient is not finite (norm \(norm)); the update was skipped and the gradient zeroed")
@@ -290,8 +301,11 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   }
 
   private func zeroGradientsLocked() {
-    let g = gradients + trainedOffset
-    Parallel.forRanges(model.layout.totalCount - trainedOffset, grain: 1 << 16) { r in
+    // From the start of the norm's block that holds the trained suffix (so that block's frozen
+    // part, which the norm reads, is zero whatever an external driver wrote there).
+    let start = trainedOffset / AdamW.normBlock * AdamW.normBlock
+    let g = gradients + start
+    Parallel.forRanges(model.layout.totalCount - start, grain: 1 << 16) { r in
       (g + r.lowerBound).update(repeating: 0, count: r.count)
     }
   }
