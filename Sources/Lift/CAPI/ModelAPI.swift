@@ -275,13 +275,24 @@ public func cLiftModelFindTensor(_ handle: OpaquePointer?, _ name: UnsafePointer
 public func cLiftModelEncode(_ handle: OpaquePointer?, _ images: UnsafeRawPointer?, _ format: lift_image_format,
                              _ imagesLen: Int, _ count: Int64, _ out: UnsafeMutablePointer<Float>?,
                              _ outLen: Int) -> lift_status {
+  perImageRows(handle, images, format, imagesLen, count, out, outLen, cols: \.textDim) { model, input, n, out throws(LiftError) in
+    try model.encode(input, count: n, into: out)
+  }
+}
+
+/// The checks of lift_model_encode and lift_model_features: `count` images in, `cols(config)`
+/// floats per image out (outLen >= count * cols), then `run(model, images, count, out)`.
+private func perImageRows(_ handle: OpaquePointer?, _ images: UnsafeRawPointer?, _ format: lift_image_format,
+                          _ imagesLen: Int, _ count: Int64, _ out: UnsafeMutablePointer<Float>?, _ outLen: Int,
+                          cols: KeyPath<ModelConfig, Int>,
+                          _ run: (Model, ImageInput, Int, UnsafeMutablePointer<Float>) throws(LiftError) -> Void) -> lift_status {
   capi { () throws(LiftError) in
     let model = try object(handle, as: Model.self, "model")
     try requireNonNegative(count, "count")
     if count == 0 { return }
     let input = try imageInput(images, format, length: imagesLen, count: count, config: model.config)
-    try requireLength(outLen, rows: count, cols: model.config.textDim, "out")
-    try model.encode(input, count: Int(count), into: try required(out, "out"))
+    try requireLength(outLen, rows: count, cols: model.config[keyPath: cols], "out")
+    try run(model, input, Int(count), try required(out, "out"))
   }
 }
 
@@ -289,13 +300,8 @@ public func cLiftModelEncode(_ handle: OpaquePointer?, _ images: UnsafeRawPointe
 public func cLiftModelFeatures(_ handle: OpaquePointer?, _ images: UnsafeRawPointer?, _ format: lift_image_format,
                                _ imagesLen: Int, _ count: Int64, _ out: UnsafeMutablePointer<Float>?,
                                _ outLen: Int) -> lift_status {
-  capi { () throws(LiftError) in
-    let model = try object(handle, as: Model.self, "model")
-    try requireNonNegative(count, "count")
-    if count == 0 { return }
-    let input = try imageInput(images, format, length: imagesLen, count: count, config: model.config)
-    try requireLength(outLen, rows: count, cols: model.config.width, "out")
-    try model.features(input, count: Int(count), into: try required(out, "out"))
+  perImageRows(handle, images, format, imagesLen, count, out, outLen, cols: \.width) { model, input, n, out throws(LiftError) in
+    try model.features(input, count: n, into: out)
   }
 }
 

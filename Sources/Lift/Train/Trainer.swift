@@ -97,7 +97,7 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
   }
 
   /// The tensors that train (a suffix of model.layout.tensors).
-  public var trainedTensors: [TensorInfo] { model.layout.tensors.filter { $0.offset >= trainedOffset } }
+  public var trainedTensors: [TensorInfo] { Trainer.trainedTensors(model.layout, config: config) }
 
   /// Whether the whole tower is frozen, so that the head can train on pooled features.
   public var towerFrozen: Bool { lowestTrainedGroup == model.layout.towerGroups }

@@ -237,21 +237,19 @@ class Model(Handle):
 
     def encode(self, images, out: np.ndarray | None = None) -> np.ndarray:
         """Unit-norm image embeddings (B, text_dim) of float32 (B, C, S, S) or uint8 (B, S, S, C) images."""
-        config = self.config
-        a, fmt = _images(images, config)
-        shape = (a.shape[0], config.text_dim)
-        out = np.empty(shape, np.float32) if out is None else check_out(out, shape, np.float32)
-        check(lib.lift_model_encode(self._handle(), a.ctypes.data, fmt, a.size, a.shape[0], fptr(out), out.size))
-        return out
+        return self._per_image_rows(lib.lift_model_encode, images, self.config.text_dim, out)
 
     def features(self, images, out: np.ndarray | None = None) -> np.ndarray:
         """Pooled features (B, width) of images: the tower's output, the head's input. With the
         tower locked, compute them once and train with Trainer.step_features."""
-        config = self.config
-        a, fmt = _images(images, config)
-        shape = (a.shape[0], config.width)
+        return self._per_image_rows(lib.lift_model_features, images, self.config.width, out)
+
+    def _per_image_rows(self, function, images, cols: int, out: np.ndarray | None) -> np.ndarray:
+        """(B, cols) float32 rows of images by `function` (lift_model_encode's signature)."""
+        a, fmt = _images(images, self.config)
+        shape = (a.shape[0], cols)
         out = np.empty(shape, np.float32) if out is None else check_out(out, shape, np.float32)
-        check(lib.lift_model_features(self._handle(), a.ctypes.data, fmt, a.size, a.shape[0], fptr(out), out.size))
+        check(function(self._handle(), a.ctypes.data, fmt, a.size, a.shape[0], fptr(out), out.size))
         return out
 
     def step_flops(self, batch: int) -> float:
