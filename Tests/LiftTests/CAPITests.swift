@@ -234,6 +234,42 @@ final class TrainerCAPITests: XCTestCase {
     XCTAssertEqual(cLiftModelEncode(m, images, LIFT_IMAGE_F32_NCHW, 10, 4, &out, out.count), LIFT_ERR_BUFFER)
   }
 
+  /// lift_model_features and lift_trainer_step_features check every buffer and the locking.
+  func testFeatureEntryPoints() {
+    var config = ModelGradientTests.tinyConfig(.contrastive).c
+    var m: OpaquePointer?, locked: OpaquePointer?, unlocked: OpaquePointer?
+    XCTAssertEqual(cLiftModelCreate(&config, 1, &m), LIFT_OK, lastError)
+    var tc = lift_train_config().sized
+    XCTAssertEqual(cLiftTrainConfigDefault(&tc), LIFT_OK)
+    tc.batch_capacity = 4
+    XCTAssertEqual(cLiftTrainerCreate(m, &tc, 1, &unlocked), LIFT_OK, lastError)
+    tc.lock_image = 1
+    XCTAssertEqual(cLiftTrainerCreate(m, &tc, 1, &locked), LIFT_OK, lastError)
+    defer { cLiftTrainerFree(locked); cLiftTrainerFree(unlocked); cLiftModelFree(m) }
+    let w = Int(config.width)
+    var rng = TestRNG(2)
+    let images = rng.floats(4 * 3 * 64), texts = rng.floats(4 * 6)
+    var features = [Float](repeating: 0, count: 4 * w)
+    XCTAssertEqual(cLiftModelFeatures(m, images, LIFT_IMAGE_F32_NCHW, images.count, 4, &features, features.count - 1), LIFT_ERR_BUFFER)
+    XCTAssertEqual(cLiftModelFeatures(m, images, LIFT_IMAGE_F32_NCHW, images.count - 1, 4, &features, features.count), LIFT_ERR_BUFFER)
+    XCTAssertEqual(cLiftModelFeatures(m, images, LIFT_IMAGE_F32_NCHW, images.count, -1, &features, features.count), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftModelFeatures(m, images, LIFT_IMAGE_F32_NCHW, images.count, 4, nil, features.count), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftModelFeatures(locked, images, LIFT_IMAGE_F32_NCHW, images.count, 4, &features, features.count), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftModelFeatures(m, images, LIFT_IMAGE_F32_NCHW, images.count, 4, &features, features.count), LIFT_OK, lastError)
+    XCTAssertTrue(features.contains { $0 != 0 })
+    var stats = lift_step_stats().sized
+    XCTAssertEqual(cLiftTrainerStepFeatures(unlocked, features, features.count, texts, texts.count, 4, &stats), LIFT_ERR_STATE)
+    XCTAssertTrue(lastError.contains("whole image tower frozen"), lastError)
+    XCTAssertEqual(cLiftTrainerStepFeatures(locked, features, features.count - 1, texts, texts.count, 4, &stats), LIFT_ERR_BUFFER)
+    XCTAssertEqual(cLiftTrainerStepFeatures(locked, features, features.count, texts, texts.count - 1, 4, &stats), LIFT_ERR_BUFFER)
+    XCTAssertEqual(cLiftTrainerStepFeatures(locked, nil, features.count, texts, texts.count, 4, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerStepFeatures(locked, features, features.count, texts, texts.count, 0, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerStepFeatures(locked, features, Int.max, texts, Int.max, Int64.max, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerStepFeatures(m, features, features.count, texts, texts.count, 4, &stats), LIFT_ERR_ARGUMENT)
+    XCTAssertEqual(cLiftTrainerStepFeatures(locked, features, features.count, texts, texts.count, 4, &stats), LIFT_OK, lastError)
+    XCTAssertEqual(stats.step, 1)
+  }
+
   func testCheckpointEntryPoints() {
     let dir = TempDir()
     let (m, t) = makeTrainer()
