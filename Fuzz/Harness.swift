@@ -12,7 +12,8 @@ enum FuzzTarget: String, CaseIterable {
   case safetensors
   /// The JSON reader and the model / train config decoders fed by it.
   case json
-  /// Embedding stores (HDF5): open, shape, read the rows.
+  /// Embedding stores (HDF5): open, shape, read the rows; the same file as a feature cache
+  /// (lift train --feature-cache) of 8 x 4 features with fingerprint "fuzz".
   case store
   /// Image-caption datasets (HDF5): open, read the images, caption rows, labels, class prompts.
   case dataset
@@ -77,6 +78,7 @@ func fuzzJSON(_ bytes: [UInt8]) throws(LiftError) {
 }
 
 func fuzzStore(_ path: String) throws(LiftError) {
+  _ = try? FeatureCache(count: 8, width: 4, fingerprint: "fuzz").read(path)
   let store = try EmbeddingStore(paths: [path], options: EmbeddingStore.Options())
   let rows = min(store.rows, 64), d = Int(store.dim)
   guard rows > 0, d <= 4096 else { return }

@@ -7,7 +7,7 @@ or inside libhdf5 (outside liblift's control; see the README's threat model).
 Prints one line per file ("libhdf5: ..." or "liblift: ...") and exits 1 if any finding is in
 liblift. A finding's place is the first stack frame that is neither the sanitizer/fuzzer runtime
 nor the C or C++ runtime library; an out-of-memory finding is libhdf5's when libhdf5 is on the
-stack.
+stack (replayed with a malloc limit, so that an oversized allocation shows where it was made).
 """
 import os
 import re
@@ -22,8 +22,10 @@ FRAME = re.compile(r"^\s*#\d+ 0x[0-9a-f]+ (?:in )?(.*)$")
 
 def place(target: str, path: str) -> str:
     env = dict(os.environ, LIFT_FUZZ_TARGET=target)
-    r = subprocess.run([str(BINARY), "-timeout=20", "-rss_limit_mb=4096", path], capture_output=True, text=True,
-                       env=env, timeout=120)
+    # -malloc_limit_mb: a single oversized allocation is reported with its stack (an RSS-limit
+    # report, by the fuzzer's watchdog thread, has none).
+    r = subprocess.run([str(BINARY), "-timeout=20", "-rss_limit_mb=4096", "-malloc_limit_mb=4096", path],
+                       capture_output=True, text=True, env=env, timeout=120)
     if r.returncode == 0:
         return "passes now"
     frames = [m.group(1) for m in map(FRAME.match, r.stderr.splitlines()) if m]

@@ -92,6 +92,11 @@ def main(targets):
     with h5py.File(ROOT / "store" / "h5py-contiguous.h5", "w") as f:
         f["embeddings"] = rng.standard_normal((3, 4)).astype(np.float32)
         f.create_dataset("keys", data=["k0", "k1", "k2"], dtype=h5py.string_dtype())
+    # A feature cache as the store target reads it (8 x 4, fingerprint "fuzz").
+    with h5py.File(ROOT / "store" / "feature-cache.h5", "w") as f:
+        f["features"] = rng.standard_normal((8, 4)).astype(np.float32)
+        f.attrs["lift.kind"] = "feature_cache"
+        f.attrs["lift.fingerprint"] = "fuzz"
     # dataset: 4 grey 4x4 images, 2 classes, compositional pairs.
     path = ROOT / "dataset" / "tiny.h5"
     emb = rng.standard_normal((4, 4)).astype(np.float32)

@@ -23,7 +23,7 @@ public final class FeatureCache {
 
   static let kind = "feature_cache"
 
-  private init(count: Int, width: Int, fingerprint: String) throws(LiftError) {
+  init(count: Int, width: Int, fingerprint: String) throws(LiftError) {
     let floats = try checkedCount(Int64(count), Int64(width), "the feature cache of \(count) images")
     rows = try allocateFloats(floats, what: "the pooled features of \(count) images (\(floats / 262_144) MiB)")
     do {
@@ -105,8 +105,8 @@ public final class FeatureCache {
     return UnsafePointer(batchRows.pointer)
   }
 
-  /// The features of image `index`.
-  public func row(_ index: Int) -> UnsafeBufferPointer<Float> {
+  /// The features of image `index` (for tests; `rows(for:)` checks its indices).
+  func row(_ index: Int) -> UnsafeBufferPointer<Float> {
     precondition(index >= 0 && index < count)
     return UnsafeBufferPointer(start: rows + index * width, count: width)
   }
@@ -154,7 +154,7 @@ public final class FeatureCache {
   /// Reads the cache at `path` if it is one with this fingerprint and shape. A missing file or
   /// another fingerprint is false; a file that is not a feature cache is an error (it is never
   /// replaced).
-  private func read(_ path: String) throws(LiftError) -> Bool {
+  func read(_ path: String) throws(LiftError) -> Bool {
     guard access(path, F_OK) == 0 else { return false }
     HDF5.prepareThread()
     let file = try HDF5.openReadOnly(path)
