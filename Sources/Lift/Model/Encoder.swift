@@ -91,8 +91,7 @@ enum Encoder {
 
     let shape = Attention.Shape(batch: batch, tokens: t, width: w, heads: c.heads, bf16: ws.bf16)
     for (i, blk) in l.blocks.enumerated() {
-      let qkv = ws.perBlock(ws.qkv, i), out = ws.perBlock(ws.attnOut, i)
-      let lse = ws.perBlock(ws.lse, i), fc = ws.perBlock(ws.fc, i)
+      let qkv = ws.qkv[i], out = ws.attnOut[i], lse = ws.lse[i], fc = ws.fc[i]
       // x = x + out_proj(attention(in_proj(ln_1(x))))
       Profile.measure(.layerNormForward) {
         LayerNorm.forward(ws.x, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, eps: c.layerNormEps,

@@ -161,15 +161,9 @@ final class Workspace {
 
   deinit { storage.deallocate() }
 
-  /// Block i's buffer (shared by the blocks that keep nothing).
-  @inline(__always) func perBlock<T>(_ list: [T], _ i: Int) -> T { list[i] }
-
-  /// Whether block i keeps its activations for backward.
-  @inline(__always) func keeps(block i: Int) -> Bool { i >= firstSavedBlock }
-
   /// Block i's LayerScale branch buffer (nil without LayerScale).
   @inline(__always) func perBlockBranch(_ list: [UnsafeMutablePointer<Float>], _ i: Int) -> UnsafeMutablePointer<Float>? {
-    list.isEmpty ? nil : perBlock(list, i)
+    list.isEmpty ? nil : list[i]
   }
 
   var bytes: Int { floatCount * 4 }
