@@ -78,7 +78,7 @@ func fuzzJSON(_ bytes: [UInt8]) throws(LiftError) {
 }
 
 func fuzzStore(_ path: String) throws(LiftError) {
-  _ = try? FeatureCache(count: 8, width: 4, fingerprint: "fuzz").read(path)
+  _ = try? FeatureCache.load(path: path)
   let store = try EmbeddingStore(paths: [path], options: EmbeddingStore.Options())
   let rows = min(store.rows, 64), d = Int(store.dim)
   guard rows > 0, d <= 4096 else { return }

@@ -120,6 +120,9 @@ struct Check: ParsableCommand {
       let store = try cli { () throws(LiftError) in try EmbeddingStore(paths: [path]) }
       try cli { () throws(LiftError) in try readStore(store) }
       return "embedding store of \(store.rows) x \(store.dim)"
+    case .featureCache:
+      let cache = try cli { () throws(LiftError) in try FeatureCache.load(path: path) }
+      return "feature cache of \(cache.count) x \(cache.width)"
     case .otherHDF5:
       throw CLIError("'\(path)' is an HDF5 file but not a liblift one (no images/pixels, captions/embeddings or embeddings dataset)")
     case .unknown:

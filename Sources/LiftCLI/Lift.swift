@@ -100,7 +100,7 @@ struct Encode: ParsableCommand {
 
 struct Info: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Describe a model, a checkpoint, a dataset, a captions file or an embedding store.",
+    abstract: "Describe a model, a checkpoint, a dataset, a captions file, an embedding store or a feature cache.",
     discussion: "What a file is comes from its content, not its name.")
 
   @Argument(help: "Files to describe.") var paths: [String]
@@ -112,6 +112,10 @@ struct Info: ParsableCommand {
       case .dataset: try describeDataset(path)
       case .captions: try describeCaptions(path)
       case .store: try describeStore(path)
+      case .featureCache:
+        let h = try cli { () throws(LiftError) in try FeatureCache.header(path: path) }
+        Console.out("\(path): feature cache of \(h.count) images x \(h.width) pooled features (fingerprint \(h.fingerprint)), "
+                    + "made by lift train --feature-cache for a locked tower")
       case .otherHDF5:
         throw CLIError("'\(path)' is an HDF5 file without liblift's datasets: expected images/pixels (an image-caption dataset), "
                        + "captions/embeddings (a captions file) or embeddings (an embedding store)")

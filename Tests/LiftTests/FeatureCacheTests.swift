@@ -41,6 +41,15 @@ final class FeatureCacheTests: XCTestCase {
     let (again, computedAgain) = try FeatureCache.make(model: model, dataset: dataset, path: dir.file("f.h5"))
     XCTAssertFalse(computedAgain)
     for i in 0..<11 { XCTAssertEqual(Array(again.row(i)), Array(cache.row(i))) }
+    // The file says what it is, and loads whatever made it (lift info, lift check).
+    XCTAssertEqual(try LiftFileKind.of(path: dir.file("f.h5")), .featureCache)
+    XCTAssertEqual(try LiftFileKind.of(path: dir.file("d.h5")), .dataset)
+    let header = try FeatureCache.header(path: dir.file("f.h5"))
+    XCTAssertEqual([header.count, header.width], [11, 16])
+    XCTAssertEqual(header.fingerprint, cache.fingerprint)
+    let loaded = try FeatureCache.load(path: dir.file("f.h5"))
+    for i in 0..<11 { XCTAssertEqual(Array(loaded.row(i)), Array(cache.row(i))) }
+    assertLiftError(LIFT_ERR_IO, ["d.h5", "not a liblift feature cache"]) { _ = try FeatureCache.load(path: dir.file("d.h5")) }
 
     // Another tower: the file does not match, so the features are computed again (and replace it).
     model.tensor("visual.transformer.resblocks.1.mlp.c_fc.bias")![0] += 1

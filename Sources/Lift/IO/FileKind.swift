@@ -14,6 +14,9 @@ public enum LiftFileKind: Sendable, Equatable {
   case captions
   /// An embedding store (`embeddings`).
   case store
+  /// Pooled features of a locked tower (`features`, root attribute `lift.kind` = "feature_cache";
+  /// see `FeatureCache`).
+  case featureCache
   /// An HDF5 file with none of those datasets.
   case otherHDF5
   /// Neither safetensors nor HDF5.
@@ -33,6 +36,10 @@ public enum LiftFileKind: Sendable, Equatable {
     for (name, kind) in [("images/pixels", LiftFileKind.dataset), ("captions/embeddings", .captions), ("embeddings", .store)]
       where HDF5.exists(file.id, name) {
       return kind
+    }
+    if HDF5.exists(file.id, "features"),
+       (try? HDF5.readStringAttribute(file.id, "lift.kind", path: path)) == FeatureCache.kind {
+      return .featureCache
     }
     return .otherHDF5
   }

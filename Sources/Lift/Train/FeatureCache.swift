@@ -156,17 +156,59 @@ public final class FeatureCache {
   /// replaced).
   func read(_ path: String) throws(LiftError) -> Bool {
     guard access(path, F_OK) == 0 else { return false }
-    HDF5.prepareThread()
-    let file = try HDF5.openReadOnly(path)
-    guard try HDF5.readStringAttribute(file.id, "lift.kind", path: path) == FeatureCache.kind else {
-      throw .io("'\(path)' exists and is not a liblift feature cache; it is left alone (choose another path)")
-    }
+    let file = try FeatureCache.openFile(path)
     guard try HDF5.readStringAttribute(file.id, "lift.fingerprint", path: path) == fingerprint else { return false }
     let dataset = try HDF5.openDataset(file.id, "features", path: path)
     let dims = try HDF5.dims(of: dataset.id)
     guard dims == [UInt64(count), UInt64(width)] else {
       throw .shape("'\(path)': features have shape \(HDF5.shapeString(dims)); expected (\(count), \(width))")
     }
+    try readRows(dataset, path)
+    return true
+  }
+
+  /// The cache file at `path` as it is, whatever made it (for `lift info` and `lift check`):
+  /// every feature read and checked finite.
+  public static func load(path: String) throws(LiftError) -> FeatureCache {
+    let (file, header) = try openAny(path)
+    let cache = try FeatureCache(count: header.count, width: header.width, fingerprint: header.fingerprint)
+    try cache.readRows(try HDF5.openDataset(file.id, "features", path: path), path)
+    return cache
+  }
+
+  /// The shape and fingerprint of the cache file at `path`, without reading its features.
+  public static func header(path: String) throws(LiftError) -> (count: Int, width: Int, fingerprint: String) {
+    try openAny(path).header
+  }
+
+  /// Opens the cache file at `path`, whatever its fingerprint, and checks its shape.
+  private static func openAny(_ path: String) throws(LiftError)
+    -> (file: H5Object, header: (count: Int, width: Int, fingerprint: String)) {
+    let file = try openFile(path)
+    guard let fingerprint = try HDF5.readStringAttribute(file.id, "lift.fingerprint", path: path) else {
+      throw .format("'\(path)': the feature cache has no 'lift.fingerprint' attribute")
+    }
+    let dataset = try HDF5.openDataset(file.id, "features", path: path)
+    let dims = try HDF5.dims(of: dataset.id)
+    guard dims.count == 2, (1...UInt64(Int32.max)).contains(dims[0]), (1...UInt64(1 << 16)).contains(dims[1]) else {
+      throw .shape("'\(path)': features have shape \(HDF5.shapeString(dims)); expected (images, width) "
+                   + "with 1 to \(Int32.max) images of width 1 to 65536")
+    }
+    return (file, (Int(dims[0]), Int(dims[1]), fingerprint))
+  }
+
+  /// Opens `path` and checks it says it is a feature cache.
+  private static func openFile(_ path: String) throws(LiftError) -> H5Object {
+    HDF5.prepareThread()
+    let file = try HDF5.openReadOnly(path)
+    guard try HDF5.readStringAttribute(file.id, "lift.kind", path: path) == FeatureCache.kind else {
+      throw .io("'\(path)' exists and is not a liblift feature cache; it is left alone (choose another path)")
+    }
+    return file
+  }
+
+  /// Reads `dataset` (count x width floats, shape already checked) into the rows, all finite.
+  private func readRows(_ dataset: H5Object, _ path: String) throws(LiftError) {
     let type = H5Object(H5Dget_type(dataset.id), .datatype)
     guard type.id >= 0, H5Tget_class(type.id) == H5T_FLOAT else {
       throw .format("'\(path)': features are not floating point")
@@ -177,7 +219,6 @@ public final class FeatureCache {
     if let j = VectorOps.firstNonFinite(rows, count * width) {
       throw .value("'\(path)': the feature of image \(j / width) is not finite")
     }
-    return true
   }
 
   /// Writes the cache to `path` (atomically), replacing an older feature cache there.

@@ -495,6 +495,8 @@ def test_lift_train_caches_the_features_of_a_locked_tower(tmp_path):
     lift("train", *common, "--steps", 8, "--stop-at", 4, "--out", tmp_path / "resumed", "--feature-cache", tmp_path / "f.h5")
     r = lift("train", *common, "--steps", 8, "--resume", "--out", tmp_path / "resumed", "--feature-cache", tmp_path / "f.h5")
     assert "read 96 x 16 pooled features" in r.stderr
+    assert "feature cache of 96 images x 16 pooled features" in lift("info", tmp_path / "f.h5").stdout
+    assert "ok: feature cache of 96 x 16" in lift("check", tmp_path / "f.h5").stdout
     c = liblift.Model.load(tmp_path / "resumed" / "model.safetensors")
     for t in a.tensors():
         assert np.array_equal(a.tensor(t.name), c.tensor(t.name)), t.name
