@@ -741,6 +741,14 @@ lift_status lift_trainer_step_distributed(lift_trainer *trainer, const void *ima
                                           size_t images_len, const float *texts, size_t texts_len, int64_t local_batch,
                                           const lift_comm *comm, lift_step_stats *stats);
 
+/* lift_trainer_step_distributed on this rank's images' pooled features (local_batch x width,
+ * from lift_model_features) instead of the images, as lift_trainer_step_features: the head-only
+ * step of a trainer whose whole image tower is locked. Errors as both; thread-safe as
+ * lift_trainer_step_distributed. */
+lift_status lift_trainer_step_features_distributed(lift_trainer *trainer, const float *features, size_t features_len,
+                                                   const float *texts, size_t texts_len, int64_t local_batch,
+                                                   const lift_comm *comm, lift_step_stats *stats);
+
 /* Matrix-product FLOPs of one training step of `batch` images (forward + backward), as
  * lift-bench counts them. Thread-safe. */
 lift_status lift_model_step_flops(lift_model *model, int64_t batch, double *flops);

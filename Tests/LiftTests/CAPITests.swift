@@ -268,6 +268,22 @@ final class TrainerCAPITests: XCTestCase {
     XCTAssertEqual(cLiftTrainerStepFeatures(m, features, features.count, texts, texts.count, 4, &stats), LIFT_ERR_ARGUMENT)
     XCTAssertEqual(cLiftTrainerStepFeatures(locked, features, features.count, texts, texts.count, 4, &stats), LIFT_OK, lastError)
     XCTAssertEqual(stats.step, 1)
+
+    // The data-parallel form, on one rank.
+    var solo = lift_comm(struct_size: lift_comm.knownSize, context: nil, rank: 0, size: 1,
+                         allgather_int64: { _, v, all in all![0] = v; return 0 },
+                         allgatherv_float: { _, send, count, recv, _ in recv!.update(from: send!, count: Int(count)); return 0 },
+                         allreduce_sum_float: { _, _, _ in 0 })
+    XCTAssertEqual(cLiftTrainerStepFeaturesDistributed(locked, features, features.count, texts, texts.count, 4, nil, &stats),
+                   LIFT_ERR_ARGUMENT)
+    XCTAssertTrue(lastError.contains("comm"), lastError)
+    XCTAssertEqual(cLiftTrainerStepFeaturesDistributed(unlocked, features, features.count, texts, texts.count, 4, &solo, &stats),
+                   LIFT_ERR_STATE)
+    XCTAssertEqual(cLiftTrainerStepFeaturesDistributed(locked, features, features.count - 1, texts, texts.count, 4, &solo, &stats),
+                   LIFT_ERR_BUFFER)
+    XCTAssertEqual(cLiftTrainerStepFeaturesDistributed(locked, features, features.count, texts, texts.count, 4, &solo, &stats),
+                   LIFT_OK, lastError)
+    XCTAssertEqual(stats.step, 2)
   }
 
   func testCheckpointEntryPoints() {

@@ -269,3 +269,22 @@ public func cLiftTrainerStepDistributed(_ handle: OpaquePointer?, _ images: Unsa
     stats?.pointee = result.c
   }
 }
+
+@_cdecl("lift_trainer_step_features_distributed")
+public func cLiftTrainerStepFeaturesDistributed(_ handle: OpaquePointer?, _ features: UnsafePointer<Float>?,
+                                                _ featuresLen: Int, _ texts: UnsafePointer<Float>?, _ textsLen: Int,
+                                                _ localBatch: Int64, _ comm: UnsafePointer<lift_comm>?,
+                                                _ stats: UnsafeMutablePointer<lift_step_stats>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let trainer = try object(handle, as: Trainer.self, "trainer")
+    let stats = try optionalStruct(stats, "stats")
+    try requirePositive(localBatch, "local_batch")
+    let config = trainer.model.config
+    try requireLength(featuresLen, rows: localBatch, cols: config.width, "features")
+    try requireLength(textsLen, rows: localBatch, cols: config.textDim, "texts")
+    let communicator = try CCommunicator(try requiredStruct(comm, "comm"))
+    let result = try trainer.stepDistributed(.features(try required(features, "features")), texts: try required(texts, "texts"),
+                                             localBatch: Int(localBatch), communicator: communicator)
+    stats?.pointee = result.c
+  }
+}

@@ -240,6 +240,8 @@ _PROTOTYPES = {
     "lift_trainer_step_features": (c_int, [_P, _F, c_size_t, _F, c_size_t, c_int64, POINTER(StepStatsStruct)]),
     "lift_trainer_step_distributed": (c_int, [_P, c_void_p, c_int, c_size_t, _F, c_size_t, c_int64,
                                               POINTER(CommStruct), POINTER(StepStatsStruct)]),
+    "lift_trainer_step_features_distributed": (c_int, [_P, _F, c_size_t, _F, c_size_t, c_int64, POINTER(CommStruct),
+                                                       POINTER(StepStatsStruct)]),
     "lift_trainer_forward": (c_int, [_P, c_void_p, c_int, c_size_t, c_int64, _F, c_size_t]),
     "lift_trainer_loss": (c_int, [_P, _F, _F, c_int64, c_int64, c_int64, c_int64, _F, c_size_t,
                                   POINTER(ctypes.c_double)]),

@@ -415,9 +415,23 @@ class Trainer(Handle):
         gets the same stats and parameters. See lift_trainer_step_distributed."""
         a, fmt = _images(images, self.model.config)
         t = self._texts(texts, a.shape[0])
+        return self._collective_step(communicator, lambda comm, s: lib.lift_trainer_step_distributed(
+            self._handle(), a.ctypes.data, fmt, a.size, fptr(t), t.size, a.shape[0], comm, s))
+
+    def step_features_distributed(self, features, texts, communicator) -> StepStats:
+        """`step_distributed` on this rank's pooled features (B, width), as `step_features`: the
+        head-only step of a trainer whose whole tower is locked."""
+        f = as_float_matrix(features, "features", cols=self.model.config.width)
+        t = self._texts(texts, f.shape[0])
+        return self._collective_step(communicator, lambda comm, s: lib.lift_trainer_step_features_distributed(
+            self._handle(), fptr(f), f.size, fptr(t), t.size, f.shape[0], comm, s))
+
+    @staticmethod
+    def _collective_step(communicator, call) -> StepStats:
+        """Runs call(comm struct, stats struct); an exception raised inside one of the
+        communicator's callbacks is re-raised before the status is checked."""
         s = StepStatsStruct()
-        status = lib.lift_trainer_step_distributed(self._handle(), a.ctypes.data, fmt, a.size, fptr(t), t.size,
-                                                   a.shape[0], ctypes.byref(communicator.struct), ctypes.byref(s))
+        status = call(ctypes.byref(communicator.struct), ctypes.byref(s))
         communicator.raise_pending()
         check(status)
         return StepStats._from_struct(s)

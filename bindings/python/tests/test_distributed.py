@@ -65,13 +65,15 @@ def test_two_ranks_equal_one_process_on_the_double_batch(tmp_path, objective, ca
     assert single["norms"].min() > 0.05
     assert rel(dist["params"], single["params"]) < 1e-5
     # The parameters moved: the comparison is not between two initial states.
-    assert rel(dist["params"], single["params"]) < 1e-3 * rel(single["params"], run_initial(tmp_path, objective))
+    assert rel(dist["params"], single["params"]) < 1e-3 * rel(single["params"], initial_model(objective).parameters)
 
 
-def run_initial(tmp_path, objective):
+def initial_model(objective="contrastive"):
+    """The workers' model before training."""
     config = liblift.ModelConfig.preset("ViT-XS/4-32", 16, image_size=8, patch=4, width=32, depth=2, heads=2,
                                         objective=objective)
-    return liblift.Model(config, seed=11).parameters.copy()
+    return liblift.Model(config, seed=11)
+
 
 
 def test_two_ranks_equal_one_process_in_bf16(tmp_path):
@@ -90,6 +92,21 @@ def test_two_ranks_equal_one_process_in_bf16(tmp_path):
     # Not float32: the bf16 run differs from the fp32 one far more than summation order does.
     fp32 = run_worker(tmp_path, 0)
     assert rel(single["params"], fp32["params"]) > 10 * rel(dist["params"], single["params"])
+
+
+def test_two_ranks_equal_one_process_on_pooled_features(tmp_path):
+    """The head-only step of a locked tower, on each rank's pooled features."""
+    single = run_worker(tmp_path, 0, "--features")
+    dist = run_worker(tmp_path, 2, "--features")
+    np.testing.assert_allclose(dist["losses"], single["losses"], rtol=1e-5)
+    np.testing.assert_allclose(dist["norms"], single["norms"], rtol=1e-5)
+    assert rel(dist["params"], single["params"]) < 1e-5
+    # Only the head trained, and it moved.
+    model = initial_model()
+    initial = model.parameters
+    head = next(t.offset for t in model.tensors() if t.name.startswith("mlp_projector"))
+    assert np.array_equal(dist["params"][:head], initial[:head])
+    assert not np.array_equal(dist["params"][head:], initial[head:])
 
 
 def test_three_ranks_with_uneven_parts(tmp_path):

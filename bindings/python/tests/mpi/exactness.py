@@ -6,8 +6,9 @@
 Every run trains the same tiny model (same seed) for --steps steps on the same global batches
 (--batch images, drawn from a seeded generator). `distributed` splits each global batch over the
 MPI ranks in near-equal contiguous parts and calls Trainer.step_distributed; `single` calls
-Trainer.step on the whole batch in one forward. Rank 0 saves per-step losses, gradient norms and
-the final parameters.
+Trainer.step on the whole batch in one forward. With --features the tower is locked and the steps
+are the head-only ones on pooled features (step_features_distributed / step_features). Rank 0
+saves per-step losses, gradient norms and the final parameters.
 """
 import argparse
 
@@ -28,6 +29,7 @@ def main():
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--grad-clip", type=float, default=0.05)
     p.add_argument("--poison-rank", type=int, default=-1, help="this rank feeds a NaN image at step 2 (failure test)")
+    p.add_argument("--features", action="store_true", help="tower locked, steps on pooled features")
     a = p.parse_args()
 
     d = 16
@@ -44,7 +46,7 @@ def main():
     capacity = a.capacity or (hi - lo if comm else a.batch)
     # Small clip threshold: clipping is active, so the global norm must be right.
     trainer = liblift.Trainer(model, seed=5, batch_capacity=capacity, warmup_steps=1, total_steps=a.steps,
-                              learning_rate=3e-3, grad_clip=a.grad_clip)
+                              learning_rate=3e-3, grad_clip=a.grad_clip, unlocked_groups=0 if a.features else None)
     data = np.random.default_rng(2024)
     losses, norms = [], []
     for step in range(a.steps):
@@ -54,7 +56,11 @@ def main():
             bad = images[lo:hi].transpose(0, 3, 1, 2).astype(np.float32)
             bad[0, 0, 0, 0] = np.nan
             trainer.step_distributed(bad, texts[lo:hi], comm)  # raises on this rank only
-        if comm:
+        if a.features and comm:
+            s = trainer.step_features_distributed(model.features(images[lo:hi]), texts[lo:hi], comm)
+        elif a.features:
+            s = trainer.step_features(model.features(images), texts)
+        elif comm:
             s = trainer.step_distributed(images[lo:hi], texts[lo:hi], comm)
         else:
             s = trainer.step(images, texts)
