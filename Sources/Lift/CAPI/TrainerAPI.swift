@@ -160,15 +160,30 @@ public func cLiftTrainerStepFeatures(_ handle: OpaquePointer?, _ features: Unsaf
                                      _ texts: UnsafePointer<Float>?, _ textsLen: Int, _ batch: Int64,
                                      _ stats: UnsafeMutablePointer<lift_step_stats>?) -> lift_status {
   capi { () throws(LiftError) in
-    let trainer = try object(handle, as: Trainer.self, "trainer")
-    let stats = try optionalStruct(stats, "stats")
-    try requirePositive(batch, "batch")
+    let a = try FeatureStepArguments(handle, features, featuresLen, texts, textsLen, batch, "batch", stats)
+    a.stats?.pointee = try a.trainer.step(features: a.features, texts: a.texts, batch: Int(batch)).c
+  }
+}
+
+/// The checked arguments of the steps on pooled features: batch x width features and
+/// batch x text_dim texts.
+private struct FeatureStepArguments {
+  let trainer: Trainer
+  let stats: SizedOutput<lift_step_stats>?
+  let features: UnsafePointer<Float>
+  let texts: UnsafePointer<Float>
+
+  init(_ handle: OpaquePointer?, _ features: UnsafePointer<Float>?, _ featuresLen: Int, _ texts: UnsafePointer<Float>?,
+       _ textsLen: Int, _ batch: Int64, _ batchName: String,
+       _ stats: UnsafeMutablePointer<lift_step_stats>?) throws(LiftError) {
+    trainer = try object(handle, as: Trainer.self, "trainer")
+    self.stats = try optionalStruct(stats, "stats")
+    try requirePositive(batch, batchName)
     let config = trainer.model.config
     try requireLength(featuresLen, rows: batch, cols: config.width, "features")
     try requireLength(textsLen, rows: batch, cols: config.textDim, "texts")
-    let result = try trainer.step(features: try required(features, "features"), texts: try required(texts, "texts"),
-                                  batch: Int(batch))
-    stats?.pointee = result.c
+    self.features = try required(features, "features")
+    self.texts = try required(texts, "texts")
   }
 }
 
@@ -276,15 +291,9 @@ public func cLiftTrainerStepFeaturesDistributed(_ handle: OpaquePointer?, _ feat
                                                 _ localBatch: Int64, _ comm: UnsafePointer<lift_comm>?,
                                                 _ stats: UnsafeMutablePointer<lift_step_stats>?) -> lift_status {
   capi { () throws(LiftError) in
-    let trainer = try object(handle, as: Trainer.self, "trainer")
-    let stats = try optionalStruct(stats, "stats")
-    try requirePositive(localBatch, "local_batch")
-    let config = trainer.model.config
-    try requireLength(featuresLen, rows: localBatch, cols: config.width, "features")
-    try requireLength(textsLen, rows: localBatch, cols: config.textDim, "texts")
+    let a = try FeatureStepArguments(handle, features, featuresLen, texts, textsLen, localBatch, "local_batch", stats)
     let communicator = try CCommunicator(try requiredStruct(comm, "comm"))
-    let result = try trainer.stepDistributed(.features(try required(features, "features")), texts: try required(texts, "texts"),
-                                             localBatch: Int(localBatch), communicator: communicator)
-    stats?.pointee = result.c
+    a.stats?.pointee = try a.trainer.stepDistributed(.features(a.features), texts: a.texts, localBatch: Int(localBatch),
+                                                     communicator: communicator).c
   }
 }
