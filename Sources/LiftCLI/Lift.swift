@@ -118,7 +118,7 @@ struct Info: ParsableCommand {
                     + "made by lift train --feature-cache for a locked tower")
       case .otherHDF5:
         throw CLIError("'\(path)' is an HDF5 file without liblift's datasets: expected images/pixels (an image-caption dataset), "
-                       + "captions/embeddings (a captions file) or embeddings (an embedding store)")
+                       + "captions/embeddings (a captions file), embeddings (an embedding store) or features (a feature cache)")
       case .unknown:
         throw CLIError("'\(path)' is not a liblift file: expected a model or checkpoint (safetensors) or a dataset, "
                        + "captions file or embedding store (HDF5)")

@@ -170,9 +170,10 @@ public final class FeatureCache {
   /// The cache file at `path` as it is, whatever made it (for `lift info` and `lift check`):
   /// every feature read and checked finite.
   public static func load(path: String) throws(LiftError) -> FeatureCache {
-    let (file, header) = try openAny(path)
-    let cache = try FeatureCache(count: header.count, width: header.width, fingerprint: header.fingerprint)
-    try cache.readRows(try HDF5.openDataset(file.id, "features", path: path), path)
+    let opened = try openAny(path)
+    let h = opened.header
+    let cache = try FeatureCache(count: h.count, width: h.width, fingerprint: h.fingerprint)
+    try cache.readRows(opened.dataset, path)
     return cache
   }
 
@@ -181,9 +182,10 @@ public final class FeatureCache {
     try openAny(path).header
   }
 
-  /// Opens the cache file at `path`, whatever its fingerprint, and checks its shape.
+  /// Opens the cache file at `path` and its features, whatever its fingerprint, and checks
+  /// their shape.
   private static func openAny(_ path: String) throws(LiftError)
-    -> (file: H5Object, header: (count: Int, width: Int, fingerprint: String)) {
+    -> (file: H5Object, dataset: H5Object, header: (count: Int, width: Int, fingerprint: String)) {
     let file = try openFile(path)
     guard let fingerprint = try HDF5.readStringAttribute(file.id, "lift.fingerprint", path: path) else {
       throw .format("'\(path)': the feature cache has no 'lift.fingerprint' attribute")
@@ -194,7 +196,7 @@ public final class FeatureCache {
       throw .shape("'\(path)': features have shape \(HDF5.shapeString(dims)); expected (images, width) "
                    + "with 1 to \(Int32.max) images of width 1 to 65536")
     }
-    return (file, (Int(dims[0]), Int(dims[1]), fingerprint))
+    return (file, dataset, (Int(dims[0]), Int(dims[1]), fingerprint))
   }
 
   /// Opens `path` and checks it says it is a feature cache.
