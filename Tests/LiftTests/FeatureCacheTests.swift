@@ -1,3 +1,4 @@
+import CHDF5
 import Glibc
 import XCTest
 @testable import Lift
@@ -96,6 +97,55 @@ final class FeatureCacheTests: XCTestCase {
       _ = try FeatureCache.make(model: model, dataset: dataset, path: dir.file("d.h5"))
     }
     XCTAssertEqual(fileBytes(dir.file("d.h5")), before)
+  }
+}
+
+extension FeatureCacheTests {
+  /// Writes a file that says it is a feature cache: `rows` x `width` values (rank 1 when width
+  /// is 0), float32 or 32-bit integers, with or without a fingerprint.
+  func writeCache(_ path: String, rows: Int, width: Int, values: [Float], integer: Bool = false,
+                  fingerprint: String? = "f") throws {
+    let writer = try H5FileWriter(path: path, overwrite: true)
+    let shape = width == 0 ? [] : [width]
+    if integer {
+      let data = try writer.createDataset("features", rowShape: shape, type: lift_h5t_std_i32le())
+      let ints = UnsafeMutablePointer<Int64>.allocate(capacity: values.count)
+      defer { ints.deallocate() }
+      for (i, v) in values.enumerated() { ints[i] = Int64(v) }
+      try data.append(UnsafeRawPointer(ints), count: Int64(rows), memType: lift_h5t_native_int64())
+    } else {
+      let data = try writer.createDataset("features", rowShape: shape, type: lift_h5t_ieee_f32le())
+      try data.append(values, count: Int64(rows), memType: lift_h5t_native_float())
+    }
+    try writer.setAttribute("lift.kind", FeatureCache.kind)
+    if let fingerprint { try writer.setAttribute("lift.fingerprint", fingerprint) }
+    try writer.finish()
+  }
+
+  /// A damaged cache file is an error naming the file and what is wrong, never a trap or a
+  /// silent use of bad features.
+  func testDamagedCacheFilesAreErrors() throws {
+    let dir = TempDir()
+    let path = dir.file("c.h5")
+    try writeCache(path, rows: 2, width: 3, values: [1, 2, 3, 4, .nan, 6])
+    assertLiftError(LIFT_ERR_VALUE, ["c.h5", "image 1", "not finite"]) { _ = try FeatureCache.load(path: path) }
+    try writeCache(path, rows: 6, width: 0, values: [1, 2, 3, 4, 5, 6])
+    assertLiftError(LIFT_ERR_SHAPE, ["c.h5", "(images, width)"]) { _ = try FeatureCache.load(path: path) }
+    try writeCache(path, rows: 2, width: 3, values: [1, 2, 3, 4, 5, 6], integer: true)
+    assertLiftError(LIFT_ERR_FORMAT, ["c.h5", "not floating point"]) { _ = try FeatureCache.load(path: path) }
+    try writeCache(path, rows: 2, width: 3, values: [1, 2, 3, 4, 5, 6], fingerprint: nil)
+    assertLiftError(LIFT_ERR_FORMAT, ["c.h5", "lift.fingerprint"]) { _ = try FeatureCache.load(path: path) }
+    try writeCache(path, rows: 2, width: 3, values: [1, 2, 3, 4, 5, 6])
+    XCTAssertEqual(Array(try FeatureCache.load(path: path).row(1)), [4, 5, 6])
+
+    // A run whose fingerprint matches a damaged file stops with the error (it does not train on it).
+    try makeDataset(dir.file("d.h5"), images: 2, height: 8, width: 8)
+    let dataset = try ImageDataset(paths: [dir.file("d.h5")])
+    let model = try Model(config: config, seed: 4)
+    var values = [Float](repeating: 0.5, count: 2 * 16)
+    values[17] = .infinity
+    try writeCache(path, rows: 2, width: 16, values: values, fingerprint: FeatureCache.fingerprint(model: model, dataset: dataset))
+    assertLiftError(LIFT_ERR_VALUE, ["c.h5", "image 1"]) { _ = try FeatureCache.make(model: model, dataset: dataset, path: path) }
   }
 }
 
