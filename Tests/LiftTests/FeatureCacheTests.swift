@@ -135,6 +135,16 @@ extension FeatureCacheTests {
     assertLiftError(LIFT_ERR_FORMAT, ["c.h5", "not floating point"]) { _ = try FeatureCache.load(path: path) }
     try writeCache(path, rows: 2, width: 3, values: [1, 2, 3, 4, 5, 6], fingerprint: nil)
     assertLiftError(LIFT_ERR_FORMAT, ["c.h5", "lift.fingerprint"]) { _ = try FeatureCache.load(path: path) }
+    // A shape the file cannot hold (grown to 2^30 rows without data) sizes no allocation.
+    try writeCache(path, rows: 2, width: 3, values: [1, 2, 3, 4, 5, 6])
+    let file = H5Fopen(path, lift_h5f_acc_rdwr(), lift_h5p_default())
+    let data = H5Dopen2(file, "features", lift_h5p_default())
+    var grown: [hsize_t] = [1 << 30, 3]
+    XCTAssertGreaterThanOrEqual(H5Dset_extent(data, &grown), 0)
+    H5Dclose(data)
+    H5Fclose(file)
+    assertLiftError(LIFT_ERR_FORMAT, ["c.h5", "more than the file holds"]) { _ = try FeatureCache.load(path: path) }
+    assertLiftError(LIFT_ERR_FORMAT, ["c.h5", "more than the file holds"]) { _ = try FeatureCache.header(path: path) }
     try writeCache(path, rows: 2, width: 3, values: [1, 2, 3, 4, 5, 6])
     XCTAssertEqual(Array(try FeatureCache.load(path: path).row(1)), [4, 5, 6])
 

@@ -196,6 +196,14 @@ public final class FeatureCache {
       throw .shape("'\(path)': features have shape \(HDF5.shapeString(dims)); expected (images, width) "
                    + "with 1 to \(Int32.max) images of width 1 to 65536")
     }
+    // liblift writes caches uncompressed: a file smaller than its features is not one (and its
+    // declared shape must not size an allocation).
+    var st = stat()
+    let bytes = dims[0] * dims[1] * 4
+    guard stat(path, &st) == 0, bytes <= UInt64(max(st.st_size, 0)) else {
+      throw .format("'\(path)': features of shape \(HDF5.shapeString(dims)) need \(bytes) bytes, more than the file holds "
+                    + "(\(st.st_size)); liblift's feature caches are stored uncompressed")
+    }
     return (file, dataset, (Int(dims[0]), Int(dims[1]), fingerprint))
   }
 
