@@ -50,9 +50,16 @@ let package = Package(
     .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
     // oneDNN (Debian's libdnnl-dev ships no pkg-config file; the module map links libdnnl).
     .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
+    // Image decoders (Debian: libturbojpeg0-dev, libpng-dev, libwebp-dev) behind a C shim, so that
+    // libpng's longjmp and every decoder error path stay in C.
+    .target(
+      name: "LiftCodecs",
+      path: "Sources/LiftCodecs",
+      linkerSettings: [.linkedLibrary("turbojpeg"), .linkedLibrary("png16"), .linkedLibrary("webp")]
+    ),
     .target(
       name: "Lift",
-      dependencies: ["CLiftABI", "CHDF5", "CZlib", "CDNNL"],
+      dependencies: ["CLiftABI", "CHDF5", "CZlib", "CDNNL", "LiftCodecs"],
       swiftSettings: cpuFlags
     ),
     // liblift.so: the C ABI only (version script), SONAME liblift.so.<major>.

@@ -41,7 +41,7 @@ extern "C" {
 /* Version of this header (semantic versioning). The shared library is liblift.so.MAJOR; its own
  * version is lift_version() / lift_version_number(), which a program may compare with these. */
 #define LIFT_VERSION_MAJOR 0
-#define LIFT_VERSION_MINOR 3
+#define LIFT_VERSION_MINOR 4
 #define LIFT_VERSION_PATCH 0
 #define LIFT_VERSION_NUMBER (LIFT_VERSION_MAJOR * 10000 + LIFT_VERSION_MINOR * 100 + LIFT_VERSION_PATCH)
 #define LIFT_QUOTE_(x) #x
@@ -679,6 +679,78 @@ void lift_loader_free(lift_loader *loader);
 lift_status lift_preprocess_image(const uint8_t *src, int32_t height, int32_t width, int32_t channels,
                                   const double *box, int32_t size, int32_t out_channels, int32_t flip, uint8_t *dst,
                                   size_t dst_len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Images: decoding (JPEG, PNG, WebP) and preprocessing, as the loader does it per sample      */
+/* ------------------------------------------------------------------------------------------ */
+/* Decoded pixels follow Pillow's Image.open(...).convert("RGB") (3 channels) or .convert("L")
+ * (1 channel): alpha dropped, palettes looked up, CMYK JPEGs converted as Pillow does, 16-bit
+ * colour keeps the high byte, 16-bit grey is clipped at 255, RGB -> grey is ITU-R 601-2 luma.
+ * A file that is not an image, is truncated or corrupt fails with LIFT_ERR_FORMAT (not a JPEG,
+ * PNG or WebP: LIFT_ERR_UNSUPPORTED; over the pixel limit: LIFT_ERR_VALUE) and a message. */
+
+typedef enum lift_codec {
+  LIFT_CODEC_JPEG = 1,
+  LIFT_CODEC_PNG = 2,
+  LIFT_CODEC_WEBP = 3
+} lift_codec;
+
+typedef struct lift_image_info {
+  size_t struct_size; /* sizeof(lift_image_info), set by the caller                        */
+  int32_t codec;      /* lift_codec                                                        */
+  int32_t width;      /* full size in pixels                                               */
+  int32_t height;
+  int32_t colour;     /* as stored: 1 grey, 3 colour, 4 CMYK                               */
+} lift_image_info;
+
+/* Resampling filters, Pillow's: bilinear (support 1) and bicubic (a = -0.5, support 2; what
+ * OpenCLIP, LIFT and pretrained encoders use). */
+typedef enum lift_filter {
+  LIFT_FILTER_BILINEAR = 0,
+  LIFT_FILTER_BICUBIC = 1
+} lift_filter;
+
+/* Which part of an image becomes the square output. */
+typedef enum lift_view {
+  LIFT_VIEW_CENTRE = 0, /* resize the short side to the output size, then crop the centre
+                           (torchvision Resize(S) + CenterCrop(S): CLIP's evaluation)         */
+  LIFT_VIEW_CROP = 1,   /* crop rect = (x, y, width, height) in whole pixels, then resize it
+                           (torchvision RandomResizedCrop's crop + resize)                     */
+  LIFT_VIEW_BOX = 2     /* Pillow resize(box = rect as (x0, y0, x1, y1)) of the whole image     */
+} lift_view;
+
+typedef struct lift_preprocess_options {
+  size_t struct_size;     /* sizeof(lift_preprocess_options), set by the caller             */
+  int32_t size;           /* output S (S x S)                                               */
+  int32_t channels;       /* output channels, 1 or 3                                        */
+  int32_t filter;         /* lift_filter                                                    */
+  int32_t view;           /* lift_view                                                      */
+  double rect[4];         /* the crop or box of LIFT_VIEW_CROP / LIFT_VIEW_BOX, full-size pixels */
+  int32_t flip;           /* 1: mirror the output horizontally                              */
+  int32_t reduced_decode; /* 1: decode a JPEG at 1/2, 1/4 or 1/8 scale in the DCT domain when
+                             the view still spans >= S decoded pixels (faster; not pixel-exact
+                             with a full decode); 0: always full size                        */
+  int64_t max_pixels;     /* images with more pixels are refused (decompression bombs)      */
+} lift_preprocess_options;
+
+/* Defaults (out->struct_size must be set): 224 px, 3 channels, bicubic, centre view, no flip,
+ * reduced decoding on, max_pixels 89478485 (Pillow's limit). Thread-safe. */
+lift_status lift_preprocess_options_default(lift_preprocess_options *out);
+/* Format and size from an encoded image's header. Thread-safe. */
+lift_status lift_image_probe(const uint8_t *data, size_t len, lift_image_info *out);
+/* Decodes a whole image to height x width x channels (1 or 3) uint8 into out (out_len bytes;
+ * lift_image_probe gives the size). Images above max_pixels (0: the default) are refused.
+ * Thread-safe. */
+lift_status lift_image_decode(const uint8_t *data, size_t len, int32_t channels, int64_t max_pixels, uint8_t *out,
+                              size_t out_len);
+/* Decodes an encoded image and renders the options' view of it into dst (size x size x channels
+ * bytes, dst_len >= that), exactly as the data loader prepares a sample. Thread-safe. */
+lift_status lift_image_preprocess(const uint8_t *data, size_t len, const lift_preprocess_options *options, uint8_t *dst,
+                                  size_t dst_len);
+/* The same for decoded pixels: an H x W x C (C = 1 or 3) uint8 image; reduced_decode is ignored.
+ * Thread-safe. */
+lift_status lift_pixels_preprocess(const uint8_t *src, int32_t height, int32_t width, int32_t channels,
+                                   const lift_preprocess_options *options, uint8_t *dst, size_t dst_len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Evaluation (protocols in docs/design.md). Embeddings need not be normalised. Thread-safe.   */

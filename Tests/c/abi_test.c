@@ -67,7 +67,8 @@ static void struct_sizes(void) {
     {"lift_train_config", sizeof(lift_train_config)},     {"lift_step_stats", sizeof(lift_step_stats)},
     {"lift_dataset_info", sizeof(lift_dataset_info)},     {"lift_loader_options", sizeof(lift_loader_options)},
     {"lift_batch", sizeof(lift_batch)},                   {"lift_comm", sizeof(lift_comm)},
-    {"lift_import_options", sizeof(lift_import_options)},
+    {"lift_import_options", sizeof(lift_import_options)}, {"lift_image_info", sizeof(lift_image_info)},
+    {"lift_preprocess_options", sizeof(lift_preprocess_options)},
   };
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
     size_t size = 0;

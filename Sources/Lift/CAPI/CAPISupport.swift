@@ -144,7 +144,8 @@ let sizedCStructs: [(name: String, size: Int)] = [
   (lift_train_config.cName, lift_train_config.knownSize), (lift_step_stats.cName, lift_step_stats.knownSize),
   (lift_dataset_info.cName, lift_dataset_info.knownSize), (lift_loader_options.cName, lift_loader_options.knownSize),
   (lift_batch.cName, lift_batch.knownSize), (lift_comm.cName, lift_comm.knownSize),
-  (lift_import_options.cName, lift_import_options.knownSize),
+  (lift_import_options.cName, lift_import_options.knownSize), (lift_image_info.cName, lift_image_info.knownSize),
+  (lift_preprocess_options.cName, lift_preprocess_options.knownSize),
 ]
 
 /// A caller's struct of a known size as the library writes it: only the caller's size.

@@ -204,11 +204,19 @@ public func cLiftPreprocessImage(_ src: UnsafePointer<UInt8>?, _ height: Int32, 
                                  _ box: UnsafePointer<Double>?, _ size: Int32, _ outChannels: Int32, _ flip: Int32,
                                  _ dst: UnsafeMutablePointer<UInt8>?, _ dstLen: Int) -> lift_status {
   capi { () throws(LiftError) in
-    let b = box.map { Preprocess.Box(x0: $0[0], y0: $0[1], x1: $0[2], y1: $0[3]) }
-    try Preprocess.image(try required(src, "src"), width: Int(width), height: Int(height), channels: Int(channels), box: b,
-                         size: Int(size), outChannels: Int(outChannels), flip: flip != 0, into: try required(dst, "dst"),
-                         dstCount: try requiredSize(dstLen, "dst_len"))
+    let view = box.map { Preprocess.View.box(Preprocess.Box(x0: $0[0], y0: $0[1], x1: $0[2], y1: $0[3])) }
+      ?? .box(centredSquare(width: Int(width), height: Int(height)))
+    try Preprocess.image(try required(src, "src"), width: Int(width), height: Int(height), channels: Int(channels), view: view,
+                         size: Int(size), filter: .bilinear, outChannels: Int(outChannels), flip: flip != 0,
+                         into: try required(dst, "dst"), dstCount: try requiredSize(dstLen, "dst_len"))
   }
+}
+
+/// The centred square of side min(width, height) (lift_preprocess_image's default box).
+private func centredSquare(width: Int, height: Int) -> Preprocess.Box {
+  let side = Double(min(width, height))
+  let x0 = ((Double(width) - side) / 2).rounded(.down), y0 = ((Double(height) - side) / 2).rounded(.down)
+  return Preprocess.Box(x0: x0, y0: y0, x1: x0 + side, y1: y0 + side)
 }
 
 // MARK: - Evaluation

@@ -23,6 +23,8 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     public var seed: UInt64 = 0
     public var shuffle = true
     public var augment: Preprocess.Augment? = nil
+    /// Resampling filter (Pillow's); bicubic is what OpenCLIP and pretrained encoders expect.
+    public var filter = ResampleFilter.bilinear
     public var rank = 0
     public var workers = 1
     public var prefetch = true
@@ -182,7 +184,7 @@ private final class Producer {
   let plan: EpochPlan
   let outBytes: Int
   private let raw: UnsafeMutablePointer<UInt8>
-  private let scratch: UnsafeMutablePointer<UInt8>
+  private let scratch = ScratchBuffer()
   private var permutationEpoch = -1
   private var permutation = RandomPermutation(count: 1, seed: 0)
 
@@ -194,18 +196,10 @@ private final class Producer {
     let stored = options.pixels ? capacity : 0
     raw = try allocateElements(max(1, try checkedCount(Int64(stored), Int64(dataset.imageBytes), "stored batch")),
                                of: UInt8.self, what: "\(capacity) stored images")
-    do {
-      scratch = try allocateElements(max(1, options.imageSize * dataset.height * max(dataset.channels, options.channels)),
-                                     of: UInt8.self, what: "resampling scratch")
-    } catch {
-      raw.deallocate()
-      throw error
-    }
   }
 
   deinit {
     raw.deallocate()
-    scratch.deallocate()
   }
 
   func fill(_ batch: DataLoader.Batch, at position: DataLoader.Position) {
@@ -243,14 +237,14 @@ private final class Producer {
     try batch.captionRows.withUnsafeBufferPointer { (rows) throws(LiftError) in
       try dataset.captions.read(rows: rows, into: batch.texts, capacity: n * dataset.textDim)
     }
-    let w = dataset.width, h = dataset.height, c = dataset.channels, size = options.imageSize
+    let w = dataset.width, h = dataset.height, c = dataset.channels
     for i in 0..<(options.pixels ? n : 0) {
       var rng = Xoshiro256(seed: mix64(seed, e, UInt64(first) + UInt64(i), 0xA06))
-      let box = options.augment.map { Preprocess.randomBox(width: w, height: h, augment: $0, rng: &rng) }
-        ?? Preprocess.centerBox(width: w, height: h)
+      let view = options.augment.map { Preprocess.randomCrop(width: w, height: h, augment: $0, rng: &rng) } ?? .centre
       let flip = (options.augment?.flip ?? false) && rng.next() & 1 == 1
-      Preprocess.resample(raw + i * dataset.imageBytes, width: w, height: h, channels: c, box: box, size: size,
-                          outChannels: options.channels, flip: flip, into: batch.images + i * outBytes, scratch: scratch)
+      let image = ImageRegion(base: raw + i * dataset.imageBytes, width: w, height: h, channels: c)
+      try Preprocess.render(image, fullWidth: w, fullHeight: h, view: view, size: options.imageSize, filter: options.filter,
+                            outChannels: options.channels, flip: flip, into: batch.images + i * outBytes, scratch: scratch)
     }
   }
 }

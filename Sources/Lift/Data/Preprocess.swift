@@ -1,27 +1,32 @@
 import Glibc
 
-/// Image preprocessing for uint8 H x W x C images, bit-exact with Pillow where Pillow defines
-/// the operation:
-/// - resampling: `Image.resize((S, S), Image.BILINEAR, box=...)` — separable triangle filter with
-///   antialiasing (support scaled by the downscale factor), 22-bit fixed-point coefficients,
-///   horizontal pass then vertical pass, each rounded to uint8;
-/// - RGB to grey: `Image.convert("L")` (ITU-R 601-2 luma, (19595 R + 38470 G + 7471 B + 2^15) >> 16);
-///   grey to RGB replicates the channel.
-/// Crops: evaluation takes the centred square of side min(H, W) (Resize of the short side +
-/// CenterCrop, as CLIP preprocesses); training can take a random-resized crop (torchvision's
-/// RandomResizedCrop sampling: area fraction and log-uniform aspect ratio, 10 attempts; unlike
-/// torchvision, sides round half away from zero and the fallback is the centred square rather
-/// than a ratio-clamped centre crop) and a horizontal flip with probability 1/2.
+/// Image preprocessing: which part of an image becomes the model's square input, and how it is
+/// resampled there, bit-exact with the Pillow + torchvision pipelines OpenCLIP and LIFT use:
+/// - `.centre` (evaluation): torchvision `Resize(S)` of the short side (the long side becomes
+///   int(S * long / short)) then `CenterCrop(S)` (offsets rounded half to even, as Python does);
+/// - `.crop` (training): torchvision `RandomResizedCrop`: crop the rectangle, then resize it to
+///   S x S (`randomCrop` draws the rectangle with torchvision's `get_params`, including its
+///   fallback); a horizontal flip with probability 1/2 if asked;
+/// - `.box`: Pillow's `resize((S, S), filter, box=...)` over the whole image (taps may reach
+///   outside the box), the behaviour of `lift_preprocess_image`.
+/// Resampling is Pillow's bilinear or bicubic (`Resample`). RGB -> grey is Pillow's
+/// `convert("L")` (ITU-R 601-2 luma, (19595 R + 38470 G + 7471 B + 2^15) >> 16); grey -> RGB
+/// replicates the channel.
+///
+/// When a JPEG is decoded at a reduced scale (`reduction`), the view, chosen on the full-size
+/// image, is mapped onto the decoded pixels: a crop keeps its fractional edges (resampled as a
+/// Pillow box inside the enclosing whole pixels), the centre view keeps its output geometry.
 public enum Preprocess {
-  public struct Box: Equatable {
+  public struct Box: Equatable, Sendable {
     public var x0: Double, y0: Double, x1: Double, y1: Double
     public init(x0: Double, y0: Double, x1: Double, y1: Double) {
       self.x0 = x0; self.y0 = y0; self.x1 = x1; self.y1 = y1
     }
   }
 
-  public struct Augment: Equatable {
-    /// Range of the crop's area as a fraction of the image (torchvision default 0.08...1).
+  public struct Augment: Equatable, Sendable {
+    /// Range of the crop's area as a fraction of the image (torchvision default 0.08...1;
+    /// OpenCLIP and LIFT train with 0.9...1).
     public var scale: ClosedRange<Double>
     /// Range of the crop's aspect ratio (width / height).
     public var ratio: ClosedRange<Double>
@@ -31,119 +36,134 @@ public enum Preprocess {
     }
   }
 
-  /// The centred square of side min(width, height).
-  public static func centerBox(width: Int, height: Int) -> Box {
-    let side = Double(min(width, height))
-    let x0 = (Double(width) - side) / 2, y0 = (Double(height) - side) / 2
-    return Box(x0: x0.rounded(.down), y0: y0.rounded(.down), x1: x0.rounded(.down) + side, y1: y0.rounded(.down) + side)
+  /// The part of an image that becomes the output, in full-resolution pixels.
+  public enum View: Equatable, Sendable {
+    case centre
+    case crop(x: Int, y: Int, width: Int, height: Int)
+    case box(Box)
   }
 
-  /// torchvision RandomResizedCrop.get_params with the generator's uniform draws.
-  public static func randomBox(width: Int, height: Int, augment: Augment, rng: inout Xoshiro256) -> Box {
-    let area = Double(width * height)
+  /// torchvision's RandomResizedCrop.get_params with the generator's uniform draws (Python's
+  /// round-half-to-even for the sides; the ratio-clamped centre crop after 10 failed attempts).
+  public static func randomCrop(width: Int, height: Int, augment: Augment, rng: inout Xoshiro256) -> View {
+    let area = Double(width) * Double(height)
     let logLow = log(augment.ratio.lowerBound), logHigh = log(augment.ratio.upperBound)
     for _ in 0..<10 {
       let target = area * (augment.scale.lowerBound + rng.unit() * (augment.scale.upperBound - augment.scale.lowerBound))
       let aspect = exp(logLow + rng.unit() * (logHigh - logLow))
-      let w = Int((target * aspect).squareRoot().rounded())
-      let h = Int((target / aspect).squareRoot().rounded())
+      let w = Int((target * aspect).squareRoot().rounded(.toNearestOrEven))
+      let h = Int((target / aspect).squareRoot().rounded(.toNearestOrEven))
       if w > 0, h > 0, w <= width, h <= height {
         let i = Int(rng.unit() * Double(height - h + 1)), j = Int(rng.unit() * Double(width - w + 1))
-        return Box(x0: Double(j), y0: Double(i), x1: Double(j + w), y1: Double(i + h))
+        return .crop(x: j, y: i, width: w, height: h)
       }
     }
-    return centerBox(width: width, height: height)
+    let inRatio = Double(width) / Double(height)
+    var w = width, h = height
+    if inRatio < augment.ratio.lowerBound {
+      h = Int((Double(w) / augment.ratio.lowerBound).rounded(.toNearestOrEven))
+    } else if inRatio > augment.ratio.upperBound {
+      w = Int((Double(h) * augment.ratio.upperBound).rounded(.toNearestOrEven))
+    }
+    w = min(max(w, 1), width)
+    h = min(max(h, 1), height)
+    return .crop(x: (width - w) / 2, y: (height - h) / 2, width: w, height: h)
   }
 
-  /// Resamples `box` of src (h x w x c) to dst (size x size x outChannels), converting channels
-  /// (1 <-> 3) and optionally mirroring horizontally. `scratch` must hold
-  /// size * h * max(c, outChannels) bytes.
-  /// Checks arguments from outside (sides in [1, 16384], channels 1 or 3, the box inside the
-  /// image), allocates the scratch fallibly and resamples one image into `dst` (`dstCount` bytes,
-  /// at least size * size * outChannels).
-  public static func image(_ src: UnsafePointer<UInt8>, width: Int, height: Int, channels: Int, box: Box?, size: Int,
-                           outChannels: Int, flip: Bool, into dst: UnsafeMutablePointer<UInt8>, dstCount: Int) throws(LiftError) {
+  /// The size torchvision's Resize(size) gives a width x height image (short side = size).
+  static func shortSideSize(width: Int, height: Int, size: Int) -> (width: Int, height: Int) {
+    if width <= height { return (size, Int(Double(size) * Double(height) / Double(width))) }
+    return (Int(Double(size) * Double(width) / Double(height)), size)
+  }
+
+  /// The view's extent in full-resolution pixels (width, height) that maps onto `size` pixels.
+  static func extent(_ view: View, width: Int, height: Int) -> (Double, Double) {
+    switch view {
+    case .centre: return (Double(min(width, height)), Double(min(width, height)))
+    case .crop(_, _, let w, let h): return (Double(w), Double(h))
+    case .box(let b): return (b.x1 - b.x0, b.y1 - b.y0)
+    }
+  }
+
+  /// The JPEG DCT-domain reduction, in eighths, to decode at: the smallest of 1/8, 1/4 and 1/2
+  /// that still leaves at least `size` decoded pixels across the view in both directions (so
+  /// the final resize still downsamples), or 8 (full size) when the view is under twice `size`.
+  public static func reduction(for view: View, width: Int, height: Int, size: Int) -> Int {
+    let (w, h) = extent(view, width: width, height: height)
+    for eighths in [1, 2, 4] where w * Double(eighths) / 8 >= Double(size) && h * Double(eighths) / 8 >= Double(size) {
+      return eighths
+    }
+    return 8
+  }
+
+  /// Checks that the view lies inside a width x height image.
+  static func validate(_ view: View, width: Int, height: Int) throws(LiftError) {
+    switch view {
+    case .centre: return
+    case .crop(let x, let y, let w, let h):
+      guard x >= 0, y >= 0, w >= 1, h >= 1, x <= width - w, y <= height - h else {
+        throw .argument("crop (x \(x), y \(y), \(w)x\(h)) is not inside the \(width)x\(height) image")
+      }
+    case .box(let b):
+      guard b.x0 >= 0, b.y0 >= 0, b.x1 <= Double(width), b.y1 <= Double(height), b.x0 < b.x1, b.y0 < b.y1 else {
+        throw .argument("box (\(b.x0), \(b.y0), \(b.x1), \(b.y1)) is not inside the \(width)x\(height) image")
+      }
+    }
+  }
+
+  /// Renders `view` of an image whose full size is fullWidth x fullHeight and whose decoded
+  /// pixels are `image` (the full size, or a JPEG's reduced decode) into dst (size x size x
+  /// outChannels). The view must lie inside the full-size image.
+  static func render(_ image: ImageRegion, fullWidth: Int, fullHeight: Int, view: View, size: Int,
+                     filter: ResampleFilter, outChannels: Int, flip: Bool, into dst: UnsafeMutablePointer<UInt8>,
+                     scratch: ScratchBuffer) throws(LiftError) {
+    let rx = Double(image.width) / Double(fullWidth), ry = Double(image.height) / Double(fullHeight)
+    let exact = image.width == fullWidth && image.height == fullHeight
+    var region = image
+    let x: ResampleAxis, y: ResampleAxis
+    switch view {
+    case .centre:
+      let (w, h) = shortSideSize(width: fullWidth, height: fullHeight, size: size)
+      let left = Int((Double(w - size) / 2).rounded(.toNearestOrEven))
+      let top = Int((Double(h - size) / 2).rounded(.toNearestOrEven))
+      x = ResampleAxis(start: 0, end: Double(image.width), outSize: w, window: left)
+      y = ResampleAxis(start: 0, end: Double(image.height), outSize: h, window: top)
+    case .crop(let cx, let cy, let cw, let ch) where exact:
+      region = image.cropped(x: cx, y: cy, width: cw, height: ch)
+      x = ResampleAxis(start: 0, end: Double(cw), outSize: size, window: 0)
+      y = ResampleAxis(start: 0, end: Double(ch), outSize: size, window: 0)
+    case .crop(let cx, let cy, let cw, let ch):
+      // The crop's edges on the reduced image, inside the whole pixels that enclose them.
+      let (x0, x1) = (Double(cx) * rx, Double(cx + cw) * rx), (y0, y1) = (Double(cy) * ry, Double(cy + ch) * ry)
+      let px = max(0, Int(x0.rounded(.down))), py = max(0, Int(y0.rounded(.down)))
+      let qx = min(image.width, Int(x1.rounded(.up))), qy = min(image.height, Int(y1.rounded(.up)))
+      region = image.cropped(x: px, y: py, width: max(qx - px, 1), height: max(qy - py, 1))
+      x = ResampleAxis(start: x0 - Double(px), end: min(x1, Double(qx)) - Double(px), outSize: size, window: 0)
+      y = ResampleAxis(start: y0 - Double(py), end: min(y1, Double(qy)) - Double(py), outSize: size, window: 0)
+    case .box(let b):
+      x = ResampleAxis(start: b.x0 * rx, end: min(b.x1 * rx, Double(image.width)), outSize: size, window: 0)
+      y = ResampleAxis(start: b.y0 * ry, end: min(b.y1 * ry, Double(image.height)), outSize: size, window: 0)
+    }
+    try Resample.run(region, x: x, y: y, size: size, filter: filter, outChannels: outChannels, flip: flip,
+                     into: dst, scratch: scratch)
+  }
+
+  /// Checks arguments from outside (sides in [1, 16384], channels 1 or 3, the view inside the
+  /// image) and renders one uint8 image (height x width x channels) into `dst` (`dstCount`
+  /// bytes, at least size * size * outChannels).
+  public static func image(_ src: UnsafePointer<UInt8>, width: Int, height: Int, channels: Int, view: View, size: Int,
+                           filter: ResampleFilter, outChannels: Int, flip: Bool, into dst: UnsafeMutablePointer<UInt8>,
+                           dstCount: Int) throws(LiftError) {
     let side = 1 << 14
     guard height >= 1, width >= 1, height <= side, width <= side else { throw .argument("image size must be in [1, \(side)]") }
     guard channels == 1 || channels == 3, outChannels == 1 || outChannels == 3 else { throw .argument("channels must be 1 or 3") }
     guard size >= 1, size <= side else { throw .argument("size must be in [1, \(side)]") }
     let needed = size * size * outChannels
     guard dstCount >= needed else { throw .buffer("dst holds \(dstCount) bytes; \(needed) needed") }
-    let b = box ?? centerBox(width: width, height: height)
-    guard b.x0 >= 0, b.y0 >= 0, b.x1 <= Double(width), b.y1 <= Double(height), b.x0 < b.x1, b.y0 < b.y1 else {
-      throw .argument("box (\(b.x0), \(b.y0), \(b.x1), \(b.y1)) is not inside the \(width)x\(height) image")
-    }
-    let scratch = try allocateElements(size * height * 3, of: UInt8.self, what: "resampling scratch")
-    defer { scratch.deallocate() }
-    resample(src, width: width, height: height, channels: channels, box: b, size: size, outChannels: outChannels,
-             flip: flip, into: dst, scratch: scratch)
-  }
-
-  public static func resample(_ src: UnsafePointer<UInt8>, width w: Int, height h: Int, channels c: Int, box: Box,
-                              size: Int, outChannels: Int, flip: Bool, into dst: UnsafeMutablePointer<UInt8>,
-                              scratch: UnsafeMutablePointer<UInt8>) {
-    // Resampling runs in the source's channels; grey <-> RGB conversion is applied per output
-    // pixel afterwards (both are linear per pixel except the rounding, which Pillow also does last).
-    let needsH = size != w || box.x0 != 0 || box.x1 != Double(w)
-    let needsV = size != h || box.y0 != 0 || box.y1 != Double(h)
-    let cols = Coefficients(inSize: w, outSize: size, start: box.x0, end: box.x1)
-    let rows = Coefficients(inSize: h, outSize: size, start: box.y0, end: box.y1)
-    // Horizontal pass over the rows the vertical pass needs: (rows used) x size x c.
-    let firstRow = needsV ? rows.firstInput : 0
-    let lastRow = needsV ? rows.lastInput : h
-    let midRows = lastRow - firstRow
-    let mid: UnsafeMutablePointer<UInt8>
-    let midWidth: Int
-    if needsH {
-      mid = scratch
-      midWidth = size
-      for y in 0..<midRows {
-        let srcRow = src + (firstRow + y) * w * c, midRow = mid + y * size * c
-        for x in 0..<size {
-          let (lo, n, k) = cols.taps(x)
-          for ch in 0..<c {
-            var acc: Int32 = 1 << (Coefficients.precision - 1)
-            for t in 0..<n { acc &+= Int32(srcRow[(lo + t) * c + ch]) &* cols.weights[k + t] }
-            midRow[x * c + ch] = clip8(acc)
-          }
-        }
-      }
-    } else {
-      mid = UnsafeMutablePointer(mutating: src + firstRow * w * c)
-      midWidth = w
-    }
-    // Vertical pass (or copy), channel conversion and flip, straight into dst.
-    for y in 0..<size {
-      for x in 0..<size {
-        let sx = flip ? size - 1 - x : x
-        var pixel: (UInt8, UInt8, UInt8) = (0, 0, 0)
-        func sample(_ ch: Int) -> UInt8 {
-          if !needsV { return mid[(y * midWidth + sx) * c + ch] }
-          let (lo, n, k) = rows.taps(y)
-          var acc: Int32 = 1 << (Coefficients.precision - 1)
-          for t in 0..<n { acc &+= Int32(mid[((lo - firstRow + t) * midWidth + sx) * c + ch]) &* rows.weights[k + t] }
-          return clip8(acc)
-        }
-        if c == 1 {
-          let v = sample(0)
-          pixel = (v, v, v)
-        } else {
-          pixel = (sample(0), sample(1), sample(2))
-        }
-        let out = dst + (y * size + x) * outChannels
-        if outChannels == 1 {
-          out[0] = c == 1 ? pixel.0 : luma(pixel.0, pixel.1, pixel.2)
-        } else {
-          out[0] = pixel.0; out[1] = pixel.1; out[2] = pixel.2
-        }
-      }
-    }
-  }
-
-  @inline(__always)
-  static func clip8(_ acc: Int32) -> UInt8 {
-    let v = acc >> Coefficients.precision
-    return v < 0 ? 0 : v > 255 ? 255 : UInt8(v)
+    try validate(view, width: width, height: height)
+    try render(ImageRegion(base: src, width: width, height: height, channels: channels), fullWidth: width,
+               fullHeight: height, view: view, size: size, filter: filter, outChannels: outChannels, flip: flip,
+               into: dst, scratch: ScratchBuffer())
   }
 
   /// Pillow's RGB -> L.
@@ -154,63 +174,4 @@ public enum Preprocess {
     let blue: UInt32 = UInt32(b) * 7471
     return UInt8((red + green + blue + 0x8000) >> 16)
   }
-
-  /// Pillow's bilinear resampling coefficients for one axis (Resample.c precompute_coeffs and
-  /// normalize_coeffs_8bpc).
-  struct Coefficients {
-    static let precision: Int32 = 22
-    let ksize: Int
-    let bounds: [(Int, Int)]
-    let weights: [Int32]
-    let firstInput: Int
-    let lastInput: Int
-
-    init(inSize: Int, outSize: Int, start: Double, end: Double) {
-      let scale = (end - start) / Double(outSize)
-      let filterScale = max(scale, 1)
-      let support = 1.0 * filterScale
-      ksize = Int(support.rounded(.up)) * 2 + 1
-      var bounds: [(Int, Int)] = []
-      var weights = [Int32](repeating: 0, count: outSize * ksize)
-      var first = inSize, last = 0
-      for xx in 0..<outSize {
-        let center = start + (Double(xx) + 0.5) * scale
-        let ss = 1 / filterScale
-        var xmin = Int(center - support + 0.5)
-        if xmin < 0 { xmin = 0 }
-        var xmax = Int(center + support + 0.5)
-        if xmax > inSize { xmax = inSize }
-        xmax -= xmin
-        var k = [Double](repeating: 0, count: max(xmax, 0))
-        var ww = 0.0
-        for x in 0..<max(xmax, 0) {
-          var t = (Double(x + xmin) - center + 0.5) * ss
-          if t < 0 { t = -t }
-          let wgt = t < 1 ? 1 - t : 0
-          k[x] = wgt
-          ww += wgt
-        }
-        for x in 0..<max(xmax, 0) {
-          let v = ww != 0 ? k[x] / ww : k[x]
-          let scaled = v * Double(1 << Coefficients.precision)
-          weights[xx * ksize + x] = Int32(v < 0 ? scaled - 0.5 : scaled + 0.5)
-        }
-        bounds.append((xmin, max(xmax, 0)))
-        first = min(first, xmin)
-        last = max(last, xmin + max(xmax, 0))
-      }
-      self.bounds = bounds
-      self.weights = weights
-      self.firstInput = min(first, last)
-      self.lastInput = last
-    }
-
-    /// (first input, tap count, offset of its weights in `weights`) of output position x.
-    @inline(__always)
-    func taps(_ x: Int) -> (Int, Int, Int) {
-      let (lo, n) = bounds[x]
-      return (lo, n, x * ksize)
-    }
-  }
 }
-

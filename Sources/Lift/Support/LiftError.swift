@@ -6,10 +6,14 @@
 public struct LiftError: Error, CustomStringConvertible, Equatable {
   public var status: lift_status
   public var message: String
+  /// Set when the error concerns one sample of a data source (an image that does not decode, a
+  /// missing embedding): the loader skips such samples and counts them by kind.
+  public var sampleProblem: SampleProblem? = nil
 
-  public init(_ status: lift_status, _ message: String) {
+  public init(_ status: lift_status, _ message: String, sampleProblem: SampleProblem? = nil) {
     self.status = status
     self.message = message
+    self.sampleProblem = sampleProblem
   }
 
   public var description: String { "\(statusName(status)): \(message)" }

@@ -7,13 +7,14 @@ package); never from the current directory or its parents.
 from ._lib import LiftError, library_path, lib
 from .data import (Batch, Dataset, Loader, class_embeddings, pairwise, preprocess, retrieval, write_dataset,
                    zero_shot)
+from .images import decode_image, image_info
 from .model import Model, ModelConfig, StepStats, TensorInfo, TrainConfig, Trainer
 from .similarity import cosine_similarity, topk
 from .store import DEFAULT_DATASET, Store, StoreWriter
 
 __all__ = ["LiftError", "Store", "StoreWriter", "DEFAULT_DATASET", "cosine_similarity", "topk",
            "Model", "ModelConfig", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "Dataset", "Loader", "Batch",
-           "preprocess", "write_dataset", "class_embeddings", "zero_shot", "retrieval", "pairwise", "version",
+           "preprocess", "decode_image", "image_info", "write_dataset", "class_embeddings", "zero_shot", "retrieval", "pairwise", "version",
            "library_path", "__version__"]
 
 

@@ -10,7 +10,7 @@ __all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelCo
            "TensorInfoStruct",
            "TrainConfigStruct", "StepStatsStruct", "Handle", "CommStruct", "ALLGATHER_INT64",
            "ALLGATHERV_FLOAT", "ALLREDUCE_SUM_FLOAT",
-           "DatasetInfoStruct", "LoaderOptionsStruct", "BatchStruct"]
+           "DatasetInfoStruct", "LoaderOptionsStruct", "BatchStruct", "ImageInfoStruct", "PreprocessOptionsStruct"]
 
 _ENV = "LIBLIFT_PATH"
 
@@ -169,6 +169,19 @@ class BatchStruct(_Sized):
                 ("batch", ctypes.c_int64), ("wait_seconds", ctypes.c_double)]
 
 
+class ImageInfoStruct(_Sized):
+    _c_name = "lift_image_info"
+    _fields_ = _SIZE + [("codec", ctypes.c_int32), ("width", ctypes.c_int32), ("height", ctypes.c_int32),
+                ("colour", ctypes.c_int32)]
+
+
+class PreprocessOptionsStruct(_Sized):
+    _c_name = "lift_preprocess_options"
+    _fields_ = _SIZE + [("size", ctypes.c_int32), ("channels", ctypes.c_int32), ("filter", ctypes.c_int32),
+                ("view", ctypes.c_int32), ("rect", ctypes.c_double * 4), ("flip", ctypes.c_int32),
+                ("reduced_decode", ctypes.c_int32), ("max_pixels", ctypes.c_int64)]
+
+
 _P = c_void_p
 _F = POINTER(c_float)
 _I64 = POINTER(c_int64)
@@ -266,6 +279,12 @@ _PROTOTYPES = {
     "lift_preprocess_image": (c_int, [c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                       POINTER(ctypes.c_double), ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                       c_void_p, c_size_t]),
+    "lift_preprocess_options_default": (c_int, [POINTER(PreprocessOptionsStruct)]),
+    "lift_image_probe": (c_int, [c_void_p, c_size_t, POINTER(ImageInfoStruct)]),
+    "lift_image_decode": (c_int, [c_void_p, c_size_t, ctypes.c_int32, c_int64, c_void_p, c_size_t]),
+    "lift_image_preprocess": (c_int, [c_void_p, c_size_t, POINTER(PreprocessOptionsStruct), c_void_p, c_size_t]),
+    "lift_pixels_preprocess": (c_int, [c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                       POINTER(PreprocessOptionsStruct), c_void_p, c_size_t]),
     "lift_eval_class_embeddings": (c_int, [_F, c_int64, c_int64, _I64, _I64, c_int64, _F]),
     "lift_eval_zero_shot": (c_int, [_F, c_int64, _F, c_int64, c_int64, _I64, POINTER(ctypes.c_double),
                                     POINTER(ctypes.c_double)]),
@@ -290,7 +309,8 @@ def _declare() -> None:
         raise ImportError(f"{library_path} is liblift {lib.lift_version().decode()}, but these bindings are for "
                           f"liblift {ABI_MAJOR}.x")
     check_struct_sizes([ModelConfigStruct, TensorInfoStruct, TrainConfigStruct, StepStatsStruct, DatasetInfoStruct,
-                        LoaderOptionsStruct, BatchStruct, CommStruct, ImportOptionsStruct])
+                        LoaderOptionsStruct, BatchStruct, CommStruct, ImportOptionsStruct, ImageInfoStruct,
+                        PreprocessOptionsStruct])
 
 
 def check_struct_sizes(structs) -> None:

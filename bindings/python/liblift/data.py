@@ -11,6 +11,7 @@ import numpy as np
 
 from ._arrays import as_float_matrix, fptr, i64ptr
 from ._lib import (BatchStruct, DatasetInfoStruct, Handle, LoaderOptionsStruct, check, lib)
+from .images import preprocess
 from .store import Store
 
 __all__ = ["Dataset", "Loader", "Batch", "preprocess", "write_dataset", "class_embeddings", "zero_shot",
@@ -157,24 +158,6 @@ class Loader(Handle):
     def __iter__(self):
         while True:
             yield self.next()
-
-
-def preprocess(image: np.ndarray, size: int, channels: int | None = None, box=None, flip: bool = False) -> np.ndarray:
-    """Resample an (H, W, C) or (H, W) uint8 image to (size, size, channels): Pillow-exact
-    bilinear resize of `box` (x0, y0, x1, y1; default the centred square), grey/RGB conversion as
-    Pillow's convert(), optional horizontal flip."""
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {a.dtype}")
-    if a.ndim == 2:
-        a = a[..., None]
-    a = np.ascontiguousarray(a)
-    h, w, c = a.shape
-    channels = channels or c
-    out = np.empty((size, size, channels), np.uint8)
-    b = None if box is None else (ctypes.c_double * 4)(*[float(v) for v in box])
-    check(lib.lift_preprocess_image(a.ctypes.data, h, w, c, b, size, channels, int(flip), out.ctypes.data, out.size))
-    return out
 
 
 def write_dataset(path, images: np.ndarray, caption_embeddings: np.ndarray, image_captions: Sequence[Sequence[int]],

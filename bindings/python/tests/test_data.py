@@ -62,7 +62,7 @@ def test_malformed_datasets(tmp_path, rng):
 @pytest.mark.parametrize("src_shape,size,channels,box", [
     ((28, 28, 1), 28, 1, None),            # identity
     ((28, 28, 1), 56, 3, None),            # upscale, grey -> RGB
-    ((64, 48, 3), 20, 3, None),            # downscale with antialias, centre square
+    ((64, 48, 3), 20, 3, None),            # downscale with antialias, centre view
     ((64, 48, 3), 20, 1, None),            # ... and RGB -> grey
     ((33, 50, 3), 32, 3, (5.0, 2.0, 40.0, 31.0)),   # an arbitrary crop box
     ((7, 300, 3), 16, 3, (100.0, 0.0, 107.0, 7.0)),
@@ -76,10 +76,12 @@ def test_preprocessing_matches_pillow(rng, src_shape, size, channels, box):
         pil = pil.convert("L")
     elif channels == 3 and c == 1:
         pil = pil.convert("RGB")
-    if box is None:
-        side = min(h, w)
-        box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-    ref = np.asarray(pil.resize((size, size), Image.BILINEAR, box=box))
+    if box is None:  # the centre view: Resize(size) of the short side, then CenterCrop(size)
+        nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+        left, top = int(round((nw - size) / 2)), int(round((nh - size) / 2))
+        ref = np.asarray(pil.resize((nw, nh), Image.BILINEAR).crop((left, top, left + size, top + size)))
+    else:
+        ref = np.asarray(pil.resize((size, size), Image.BILINEAR, box=box))
     ref = ref.reshape(size, size, channels)
     # Pillow converts channels before resizing, liblift after: identical for grey->RGB; for
     # RGB->grey the two orders may differ by rounding, at most 1.
