@@ -21,6 +21,9 @@ enum FuzzTarget: String, CaseIterable {
   /// types). libhdf5 1.10 itself crashes and hangs on some corrupted string heaps (found by this
   /// target, inside H5HG_read); Fuzz/run counts those apart from liblift's own findings.
   case strings
+  /// Encoded images (JPEG, PNG, WebP, anything): the header, a full decode, and the loader's
+  /// per-sample work (decode at full and reduced scale + centre view and a crop, bicubic).
+  case image
   /// The `lift` command line: arguments (separated by newlines or NUL bytes) through the
   /// command's parser and the checks of `lift train`'s settings; bytes after a 0x01 byte become
   /// a --config JSON file.
@@ -140,6 +143,22 @@ func fuzzCommandLine(_ bytes: [UInt8]) {
   } catch {}
 }
 
+func fuzzImage(_ data: UnsafePointer<UInt8>, _ size: Int) throws(LiftError) {
+  let bytes = UnsafeRawBufferPointer(start: data, count: size)
+  let header = try ImageDecoder.header(bytes)
+  // At most 2^22 pixels: a declared size is legitimate up to the limit, but fuzzing is about
+  // the decoders' handling of damaged data, not about decoding large images.
+  let limit: Int64 = 1 << 22
+  _ = try? ImageDecoder.decode(bytes, header: header, channels: 1, maxPixels: limit, into: ScratchBuffer())
+  var out = [UInt8](repeating: 0, count: 24 * 24 * 3)
+  for (reduced, view) in [(false, Preprocess.View.centre), (true, .crop(x: 0, y: 0, width: header.width, height: header.height))] {
+    let pipeline = ImagePipeline(size: 24, channels: 3, filter: .bicubic, reducedDecode: reduced, maxPixels: limit)
+    try? out.withUnsafeMutableBufferPointer { (o) throws(LiftError) in
+      try pipeline.render(bytes, what: "input", choose: { _, _ in (view, reduced) }, into: o.baseAddress!)
+    }
+  }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   switch target {
@@ -148,6 +167,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   case .store: withFile(data, size, fuzzStore)
   case .dataset: withFile(data, size, fuzzDataset)
   case .strings: withFile(data, size, fuzzStrings)
+  case .image: try? fuzzImage(data, size)
   case .cli: fuzzCommandLine(Array(UnsafeBufferPointer(start: data, count: size)))
   }
   return 0

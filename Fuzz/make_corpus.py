@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the fuzzers' seed corpora into Fuzz/corpus/<target>/: small valid inputs of every kind
-each reader accepts (run once; the files are committed). Needs liblift's Python bindings, h5py.
+each reader accepts (run once; the files are committed). Needs liblift's Python bindings, h5py,
+Pillow and pypng.
     Fuzz/make_corpus.py [TARGET...]     (default: every target; "pretrained" adds foreign-scheme
     encoders to the safetensors corpus)"""
 import json
@@ -58,9 +59,43 @@ def pretrained():
     save_file(schemes.dinov2_weights(rng, 2), str(out / "hf-dinov2.safetensors"))
 
 
+def images():
+    """image: small JPEG (baseline, progressive, grey, CMYK), PNG (RGB, palette, 16-bit grey,
+    interlaced) and WebP (lossy, lossless) files written by Pillow and pypng."""
+    import io
+
+    import png
+    from PIL import Image
+
+    out = ROOT / "image"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (12, 17, 3), dtype=np.uint8))
+
+    def save(name, image, fmt, **options):
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
+        (out / name).write_bytes(buffer.getvalue())
+
+    save("baseline.jpg", rgb, "JPEG", quality=80)
+    save("progressive.jpg", rgb, "JPEG", progressive=True, subsampling=0)
+    save("grey.jpg", rgb.convert("L"), "JPEG")
+    save("cmyk.jpg", rgb.convert("CMYK"), "JPEG")
+    save("rgb.png", rgb, "PNG")
+    save("palette.png", rgb.convert("P", palette=Image.ADAPTIVE, colors=8), "PNG", transparency=2)
+    save("grey16.png", Image.fromarray(rng.integers(0, 1000, (9, 7)).astype(np.uint16)), "PNG")
+    buffer = io.BytesIO()
+    png.Writer(17, 12, greyscale=False, interlace=True).write(buffer, np.asarray(rgb).reshape(12, -1))
+    (out / "interlaced.png").write_bytes(buffer.getvalue())
+    save("lossy.webp", rgb, "WEBP", quality=50)
+    save("lossless.webp", rgb.convert("RGBA"), "WEBP", lossless=True)
+
+
 def main(targets):
     if "cli" in targets:
         command_lines()
+    if "image" in targets:
+        images()
     if "pretrained" in targets:
         pretrained()
     if not {"safetensors", "json", "store", "dataset"} & set(targets):
@@ -110,4 +145,4 @@ def main(targets):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["cli", "pretrained", "safetensors", "json", "store", "dataset"])
+    main(sys.argv[1:] or ["cli", "pretrained", "image", "safetensors", "json", "store", "dataset"])
