@@ -178,6 +178,15 @@ lift_status lift_store_has_strings(lift_store *store, const char *name, int *pre
 lift_status lift_store_read_string(lift_store *store, const char *name, int64_t row, char *buf,
                                    size_t cap, size_t *len);
 
+/* Rows whose key (the "keys" dataset) is `key`, compared without a trailing image extension
+ * (".jpg", ".jpeg", ".png", ".webp", any case: "0001.jpg" and "0001" match). Several rows under
+ * one key are alternative captions of one sample. The rows go to rows[0 .. *count) in increasing
+ * order; *count is set (0 if no row has the key) and LIFT_ERR_BUFFER returned if cap is smaller.
+ * Lookups use the file's key index (written by lift_store_writer_finish; one block read per
+ * lookup); a file with keys but no index is indexed in memory on first use. LIFT_ERR_NOT_FOUND
+ * if the store has no keys. Handle-serialised. */
+lift_status lift_store_rows_for_key(lift_store *store, const char *key, int64_t *rows, size_t cap, size_t *count);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Embedding store (write)                                                                     */
 /*                                                                                             */
@@ -211,7 +220,9 @@ lift_status lift_store_writer_append(lift_store_writer *writer, const float *row
 /* Rows appended so far. Handle-serialised. */
 lift_status lift_store_writer_rows(lift_store_writer *writer, int64_t *rows);
 
-/* Flushes, fsyncs and atomically renames the file into place. Afterwards the writer accepts no
+/* Writes the key index of LIFT_WRITER_KEYS (sorted 64-bit key hashes, built in memory bounded by
+ * 16 MiB whatever the row count, spilling sorted runs next to the file and merging them), then
+ * flushes, fsyncs and atomically renames the file into place. Afterwards the writer accepts no
  * more appends (LIFT_ERR_STATE) and must still be freed. Without LIFT_WRITER_OVERWRITE, finishing
  * fails with LIFT_ERR_IO if `path` appeared in the meantime; the data stays in the temporary
  * file, whose name the message gives. Handle-serialised. */

@@ -7,6 +7,10 @@ static inline hid_t lift_h5t_native_float(void) { return H5T_NATIVE_FLOAT; }
 static inline hid_t lift_h5t_native_double(void) { return H5T_NATIVE_DOUBLE; }
 static inline hid_t lift_h5t_native_int64(void) { return H5T_NATIVE_INT64; }
 static inline hid_t lift_h5t_native_uint8(void) { return H5T_NATIVE_UINT8; }
+static inline hid_t lift_h5t_native_uint64(void) { return H5T_NATIVE_UINT64; }
+static inline hid_t lift_h5t_std_u64le(void) { return H5T_STD_U64LE; }
+static inline hid_t lift_h5t_std_i64le(void) { return H5T_STD_I64LE; }
+static inline hid_t lift_h5t_std_u8le(void) { return H5T_STD_U8LE; }
 static inline hid_t lift_h5t_ieee_f32le(void) { return H5T_IEEE_F32LE; }
 static inline hid_t lift_h5t_ieee_f32be(void) { return H5T_IEEE_F32BE; }
 static inline hid_t lift_h5t_ieee_f64le(void) { return H5T_IEEE_F64LE; }

@@ -111,6 +111,22 @@ public func cLiftStoreHasStrings(_ handle: OpaquePointer?, _ name: UnsafePointer
   }
 }
 
+@_cdecl("lift_store_rows_for_key")
+public func cLiftStoreRowsForKey(_ handle: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ rows: UnsafeMutablePointer<Int64>?,
+                                 _ capacity: Int, _ count: UnsafeMutablePointer<Int>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let store = try object(handle, as: EmbeddingStore.self, "store")
+    let key = try requiredString(key, "key")
+    let count = try required(count, "count")
+    let found = try store.rows(forKey: Array(key.utf8))
+    count.pointee = found.count
+    guard try requiredSize(capacity, "cap") >= found.count else {
+      throw .buffer("key '\(key)' has \(found.count) rows; the buffer holds \(capacity)")
+    }
+    if !found.isEmpty { try required(rows, "rows").update(from: found, count: found.count) }
+  }
+}
+
 @_cdecl("lift_store_read_string")
 public func cLiftStoreReadString(_ handle: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ row: Int64,
                                  _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int,

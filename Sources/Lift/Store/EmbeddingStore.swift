@@ -52,6 +52,8 @@ public final class EmbeddingStore: @unchecked Sendable {  // every method takes 
   var directReads = true
   /// String datasets opened so far, by name: one dataset per shard.
   var stringDatasets: [String: [H5Object]] = [:]
+  /// Each shard's key index, opened on first lookup.
+  var keyIndexes: [KeyIndex?] = []
 
   deinit { staging.release() }
 
@@ -80,6 +82,7 @@ public final class EmbeddingStore: @unchecked Sendable {  // every method takes 
     self.paths = paths
     self.shards = shards
     self.sharded = ShardedRows(shards.map(\.source))
+    self.keyIndexes = Array(repeating: nil, count: shards.count)
     self.rows = total
     self.dim = dim
   }

@@ -3,7 +3,8 @@ import CLiftABI
 import Glibc
 
 /// Builds an embedding store file by appending float32 rows, stored as float32 or float16, with
-/// optional "keys" / "captions" string datasets (variable-length UTF-8, one per row).
+/// optional "keys" / "captions" string datasets (variable-length UTF-8, one per row). With keys,
+/// `finish` also writes the key index (`KeyIndex`) that finds rows by key in bounded memory.
 ///
 /// The file is written under a temporary name next to `path` and moved into place by `finish()`
 /// (flush, fsync, rename, fsync of the directory): readers never see a partial file, and a
@@ -26,11 +27,16 @@ public final class EmbeddingStoreWriter: @unchecked Sendable {  // every method 
   private let embeddings: ExtensibleDataset
   private let keys: ExtensibleDataset?
   private let captions: ExtensibleDataset?
+  /// The `key_index` of the keys (written by `finish`).
+  private let keyIndex: KeyIndexBuilder?
   private let lock = Lock()
   private var staging = StagingBuffer()
 
+  /// `keyRunLimit`: key-index entries held in memory before a sorted run is spilled (tests
+  /// lower it to exercise the merge).
   public init(path: String, dataset: String = "embeddings", dim: Int64, dtype: lift_dtype,
-              keys: Bool = false, captions: Bool = false, overwrite: Bool = false) throws(LiftError) {
+              keys: Bool = false, captions: Bool = false, overwrite: Bool = false,
+              keyRunLimit: Int = 1 << 20) throws(LiftError) {
     guard !path.isEmpty else { throw .argument("store path is empty") }
     guard !dataset.isEmpty else { throw .argument("dataset name is empty") }
     guard dim >= 1, dim <= 1 << 24 else { throw .argument("dim must be in [1, 16777216] (got \(dim))") }
@@ -51,6 +57,7 @@ public final class EmbeddingStoreWriter: @unchecked Sendable {  // every method 
                                           type: dtype == LIFT_DTYPE_FLOAT16 ? HDF5.halfLE : lift_h5t_ieee_f32le())
     self.keys = keys ? try writer.createDataset("keys", rowShape: [], type: HDF5.variableUTF8) : nil
     self.captions = captions ? try writer.createDataset("captions", rowShape: [], type: HDF5.variableUTF8) : nil
+    keyIndex = keys ? KeyIndexBuilder(temporaryBase: writer.temporaryPath, runLimit: keyRunLimit) : nil
   }
 
   deinit { staging.release() }
@@ -73,6 +80,7 @@ public final class EmbeddingStoreWriter: @unchecked Sendable {  // every method 
         try Self.appendRows(data, rows: n, total: total, dtype: dtype, to: embeddings, staging: &staging)
         if let newKeys { try keys!.append(strings: newKeys) }
         if let newCaptions { try captions!.append(strings: newCaptions) }
+        if let newKeys { try keyIndex!.add(newKeys, firstRow: old) }
       } catch {
         // Leave every dataset as it was before this call.
         for ds in [embeddings, keys, captions].compactMap({ $0 }) { ds.truncate(to: old) }
@@ -121,9 +129,15 @@ public final class EmbeddingStoreWriter: @unchecked Sendable {  // every method 
     }
   }
 
-  /// Flushes, fsyncs and renames the file into place; the writer then refuses appends.
+  /// Writes the key index (if keys were written), flushes, fsyncs and renames the file into
+  /// place; the writer then refuses appends.
   public func finish() throws(LiftError) {
-    try lock.withLock { () throws(LiftError) in try writer.finish() }
+    try lock.withLock { () throws(LiftError) in
+      guard !finished else { throw .state("the writer for '\(path)' is already finished") }
+      HDF5.prepareThread()
+      try keyIndex?.write(into: writer)
+      try writer.finish()
+    }
   }
 }
 

@@ -60,3 +60,25 @@ extension EmbeddingStore {
     return opened
   }
 }
+
+extension EmbeddingStore {
+  /// Global rows whose key is `key` (with or without an image extension: see `SampleKey`), in
+  /// increasing order; empty if no row has it. Several rows under one key are alternative
+  /// captions of one sample. The first lookup in a shard opens (or builds) its key index.
+  public func rows(forKey key: some Collection<UInt8>) throws(LiftError) -> [Int64] {
+    try rows(forHash: SampleKey.hash(key))
+  }
+
+  /// Global rows whose key hashes to `hash` (SampleKey.hash).
+  func rows(forHash hash: UInt64) throws(LiftError) -> [Int64] {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      var found: [Int64] = []
+      for (s, shard) in shards.enumerated() {
+        if keyIndexes[s] == nil { keyIndexes[s] = try KeyIndex(file: shard.file, path: shard.path, storeRows: shard.rows) }
+        found += try keyIndexes[s]!.rows(forHash: hash).map { $0 + shard.firstRow }
+      }
+      return found
+    }
+  }
+}

@@ -215,6 +215,7 @@ _PROTOTYPES = {
     "lift_store_validate": (c_int, [_P]),
     "lift_store_has_strings": (c_int, [_P, c_char_p, POINTER(c_int)]),
     "lift_store_read_string": (c_int, [_P, c_char_p, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "lift_store_rows_for_key": (c_int, [_P, c_char_p, _I64, c_size_t, POINTER(c_size_t)]),
     "lift_store_search": (c_int, [_P, _F, c_int64, c_int64, c_int64, _I64, _F]),
     "lift_store_writer_create": (c_int, [c_char_p, c_char_p, c_int64, c_int, c_uint32, POINTER(_P)]),
     "lift_store_writer_append": (c_int, [_P, _F, c_int64, POINTER(c_char_p), POINTER(c_char_p)]),

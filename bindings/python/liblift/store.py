@@ -141,6 +141,21 @@ class Store(Handle):
         check(lib.lift_store_has_strings(self._handle(), name.encode("utf-8"), ctypes.byref(present)))
         return bool(present.value)
 
+    def rows_for_key(self, key) -> list:
+        """Rows whose key is `key` (str or bytes), compared without a trailing image extension
+        ("0001.jpg" matches "0001"); several rows are alternative captions. [] if none."""
+        k = key.encode() if isinstance(key, str) else bytes(key)
+        n = ctypes.c_size_t()
+        status = lib.lift_store_rows_for_key(self._handle(), k, None, 0, ctypes.byref(n))
+        if status != 9:
+            check(status)
+        if n.value == 0:
+            return []
+        out = np.empty(n.value, np.int64)
+        check(lib.lift_store_rows_for_key(self._handle(), k, out.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)), n.value,
+                                          ctypes.byref(n)))
+        return out[: n.value].tolist()
+
     def string(self, name: str, row: int) -> str:
         """Entry `row` of the per-row string dataset `name` ("keys", "captions", ...)."""
         return self.string_bytes(name, row).decode("utf-8", "replace")
