@@ -122,7 +122,7 @@ final class LoaderHandle {
   init(_ loader: DataLoader) throws(LiftError) {
     self.loader = loader
     // >= any rank's part of a batch (a batch never exceeds the dataset).
-    let capacity = Int(min(Int64(loader.options.batchSize), loader.dataset.count)) + 1
+    let capacity = loader.capacity + 1
     indices = try allocateElements(capacity, of: Int64.self, what: "batch indices")
     do {
       captionRows = try allocateElements(capacity, of: Int64.self, what: "batch caption rows")

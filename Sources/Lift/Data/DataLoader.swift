@@ -1,17 +1,24 @@
+import Dispatch
 import Glibc
 
-/// Training batches from an `ImageDataset`: seeded shuffling that visits every image exactly
-/// once per epoch (a computed permutation, no index array), each image paired with one of its
-/// captions drawn afresh at every visit, images brought to the model's size and channels
-/// (optionally with random-resized-crop and flip), caption embeddings read alongside.
+/// Training batches from a `SampleSource`: the samples of each step (`SampleOrder`: a seeded
+/// permutation per epoch for indexed sources, shuffled shards and blocks for sharded ones), each
+/// paired with one caption embedding, decoded (JPEG/PNG/WebP) or read as stored pixels, and
+/// brought to the model's size and channels (centre view, or random-resized crop and flip).
 ///
 /// `batchSize` is the global batch: with `workers` > 1 the loader yields rank `rank`'s disjoint
-/// part of each global batch (see `EpochPlan`), and the ranks together cover every image once
-/// per epoch. The sequence of global batches depends only on the seed and the global batch size,
-/// not on the number of workers, so a run can resume on a different number of ranks.
+/// part of each global batch. For indexed sources the sequence of global batches depends only on
+/// the seed and batch size (a run can resume on another number of ranks); a sharded source's
+/// stream also depends on the number of ranks.
 ///
 /// Everything random is a pure function of (seed, epoch, position), so a loader started at
-/// `Position(epoch:batch:)` reproduces the batches of one that ran up to there.
+/// `Position(epoch:batch:)` reproduces the batches of one that ran up to there. Decoding runs on
+/// `decodeThreads` threads and is deterministic whatever their number.
+///
+/// Bad samples (an image that does not decode, a missing or non-finite embedding, ...) are left
+/// out of their batch and counted by kind (`badSamples`); when more than `maxBadFraction` of the
+/// samples seen are bad, `next()` throws, naming the kinds and examples.
+///
 /// With `prefetch`, a background thread prepares the next batch while the caller trains on the
 /// current one; `waitSeconds` says how long `next()` had to block.
 public final class DataLoader: @unchecked Sendable {  // next() and close() take `lock`
@@ -25,6 +32,17 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     public var augment: Preprocess.Augment? = nil
     /// Resampling filter (Pillow's); bicubic is what OpenCLIP and pretrained encoders expect.
     public var filter = ResampleFilter.bilinear
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale when the view allows (see `Preprocess.reduction`).
+    public var reducedDecode = true
+    /// Images with more pixels are bad samples (decompression bombs).
+    public var maxPixels = ImageDecoder.defaultMaxPixels
+    /// Threads decoding a batch (the producer thread counts as one).
+    public var decodeThreads = 1
+    /// Sharded sources: samples shuffled together in a block (OpenCLIP's buffer is 5000).
+    public var shuffleBlock = 5000
+    /// More bad samples than this fraction of those seen stops the loader (checked from 1000
+    /// samples on, and at the end of every epoch); 1 never stops.
+    public var maxBadFraction = 0.01
     public var rank = 0
     public var workers = 1
     public var prefetch = true
@@ -46,16 +64,42 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     public init(epoch: Int, batch: Int) { self.epoch = epoch; self.batch = batch }
   }
 
+  /// Samples left out so far, by kind, with the first few of each kind named.
+  public struct BadSamples: Equatable {
+    public var seen: Int64 = 0
+    public var counts: [SampleProblem: Int64] = [:]
+    public var examples: [SampleProblem: [String]] = [:]
+    public var total: Int64 { counts.values.reduce(0, +) }
+
+    mutating func add(_ problem: SampleProblem, _ example: String) {
+      counts[problem, default: 0] += 1
+      if examples[problem, default: []].count < 3 { examples[problem, default: []].append(example) }
+    }
+
+    /// "3 corrupt (a.jpg: JPEG: ..., ...), 1 missing_embedding (b)".
+    public var description: String {
+      SampleProblem.allCases.compactMap { p in
+        counts[p].map { "\($0) \(p.rawValue) (\(examples[p, default: []].joined(separator: "; ")))" }
+      }.joined(separator: ", ")
+    }
+  }
+
   /// One batch. Its buffers stay valid until the following `next()` call.
   public final class Batch {
     public let images: UnsafeMutablePointer<UInt8>
     public let texts: UnsafeMutablePointer<Float>
     public fileprivate(set) var indices: [Int64] = []
     public fileprivate(set) var captionRows: [Int64] = []
+    public fileprivate(set) var keys: [String] = []
+    /// Usable samples (bad ones are left out).
     public fileprivate(set) var count = 0
     public fileprivate(set) var position = Position(epoch: 0, batch: 0)
     /// Size of the global batch this is part of (all ranks).
     public fileprivate(set) var globalCount = 0
+    /// Samples of this part left out as bad.
+    public fileprivate(set) var skipped = 0
+    /// The loader's bad-sample totals up to and including this batch.
+    public fileprivate(set) var badSamples = BadSamples()
     fileprivate var error: LiftError?
 
     init(capacity: Int, imageBytes: Int, textDim: Int) throws(LiftError) {
@@ -76,53 +120,75 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     }
   }
 
-  public let dataset: ImageDataset
+  public let source: SampleSource
   public let options: Options
-  public let plan: EpochPlan
+  /// The source as a liblift HDF5 dataset (nil for other kinds).
+  public var dataset: ImageDataset? { source as? ImageDataset }
   /// Seconds the last `next()` waited for its batch, and the total so far.
   public private(set) var lastWaitSeconds = 0.0
   public private(set) var waitSeconds = 0.0
+  /// Largest part of a global batch this rank receives.
+  public let capacity: Int
 
   private let state: SharedState
   private var thread: pthread_t?
   /// Serialises next() and close() (several threads may share a loader).
   private let lock = Lock()
 
-  public var batchesPerEpoch: Int { plan.batchesPerEpoch }
+  public var batchesPerEpoch: Int { state.producer.order.batchesPerEpoch }
 
   /// Largest epoch a loader may start at (or reach): far beyond any run, far from overflow.
   public static let maxEpoch = 1 << 40
 
-  public init(dataset: ImageDataset, options: Options, start: Position = Position(epoch: 0, batch: 0)) throws(LiftError) {
+  public convenience init(dataset: ImageDataset, options: Options, start: Position = Position(epoch: 0, batch: 0)) throws(LiftError) {
+    try self.init(source: dataset, options: options, start: start)
+  }
+
+  public init(source: SampleSource, options: Options, start: Position = Position(epoch: 0, batch: 0)) throws(LiftError) {
     guard options.batchSize >= 1 else { throw .argument("batch size must be >= 1 (got \(options.batchSize))") }
     guard options.workers >= 1, options.rank >= 0, options.rank < options.workers else {
       throw .argument("rank \(options.rank) is not in [0, \(options.workers))")
     }
     guard options.channels == 1 || options.channels == 3 else { throw .argument("channels must be 1 or 3") }
     guard options.imageSize >= 1, options.imageSize <= 4096 else { throw .argument("image size must be in [1, 4096]") }
-    guard dataset.count >= Int64(options.workers) else {
-      throw .argument("the dataset has \(dataset.count) images, fewer than the \(options.workers) workers")
+    guard options.decodeThreads >= 1, options.decodeThreads <= 256 else { throw .argument("decode threads must be in [1, 256]") }
+    guard options.maxBadFraction >= 0, options.maxBadFraction <= 1 else { throw .argument("max bad fraction must be in [0, 1]") }
+    guard options.maxPixels >= 1 else { throw .argument("max pixels must be >= 1") }
+    guard source.sampleCount >= Int64(options.workers) else {
+      throw .argument("the data has \(source.sampleCount) samples, fewer than the \(options.workers) workers")
     }
-    // A batch never holds more than the dataset: a larger batch size is the whole dataset.
-    let batchSize = Int(min(Int64(options.batchSize), dataset.count))
-    let plan = EpochPlan(count: dataset.count, globalBatch: batchSize, workers: options.workers)
-    guard dataset.count / Int64(plan.batchesPerEpoch) >= Int64(options.workers) else {
-      throw .argument("\(dataset.count) images make global batches too small to give each of the \(options.workers) workers an image; use a smaller batch size or fewer workers")
+    let order: SampleOrder
+    if let counts = source.shardSampleCounts {
+      let batch = Int(min(Int64(options.batchSize), source.sampleCount))
+      guard batch >= options.workers else {
+        throw .argument("a global batch of \(batch) cannot give each of the \(options.workers) workers a sample")
+      }
+      order = try ShardStream(source: source, counts: counts, globalBatch: batch, rank: options.rank,
+                              workers: options.workers, seed: options.seed, block: options.shuffle ? options.shuffleBlock : 1)
+    } else {
+      // A batch never holds more than the dataset: a larger batch size is the whole dataset.
+      let batchSize = Int(min(Int64(options.batchSize), source.sampleCount))
+      let plan = EpochPlan(count: source.sampleCount, globalBatch: batchSize, workers: options.workers)
+      guard source.sampleCount / Int64(plan.batchesPerEpoch) >= Int64(options.workers) else {
+        throw .argument("\(source.sampleCount) images make global batches too small to give each of the \(options.workers) workers an image; use a smaller batch size or fewer workers")
+      }
+      order = IndexedOrder(source: source, plan: plan, rank: options.rank, seed: options.seed, shuffle: options.shuffle)
     }
     // Checked before the producer thread starts (it advances from here).
-    guard start.epoch >= 0, start.epoch <= DataLoader.maxEpoch, start.batch >= 0, start.batch < plan.batchesPerEpoch else {
+    guard start.epoch >= 0, start.epoch <= DataLoader.maxEpoch, start.batch >= 0, start.batch < order.batchesPerEpoch else {
       throw .argument("start position (epoch \(start.epoch), batch \(start.batch)) is outside the data: epochs are "
-                      + "in [0, \(DataLoader.maxEpoch)] and hold \(plan.batchesPerEpoch) batches")
+                      + "in [0, \(DataLoader.maxEpoch)] and hold \(order.batchesPerEpoch) batches")
     }
-    self.dataset = dataset
+    self.source = source
     self.options = options
-    self.plan = plan
     // A local part is at most ceil(batch / workers) (+1 from the near-equal splits).
-    let capacity = (batchSize + options.workers - 1) / options.workers + 1
-    let producer = try Producer(dataset: dataset, options: options, plan: plan, capacity: capacity)
+    let batchSize = Int(min(Int64(options.batchSize), source.sampleCount))
+    capacity = (batchSize + options.workers - 1) / options.workers + 1
+    let producer = try Producer(source: source, options: options, order: order)
+    let imageBytes = options.pixels ? producer.outBytes : 0
     state = SharedState(producer: producer, slots: [
-      try Batch(capacity: capacity, imageBytes: options.pixels ? producer.outBytes : 0, textDim: dataset.textDim),
-      try Batch(capacity: capacity, imageBytes: options.pixels ? producer.outBytes : 0, textDim: dataset.textDim),
+      try Batch(capacity: capacity, imageBytes: imageBytes, textDim: source.textDim),
+      try Batch(capacity: capacity, imageBytes: imageBytes, textDim: source.textDim),
     ], start: start)
     if options.prefetch {
       var t = pthread_t()
@@ -179,27 +245,27 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
 
 /// Builds batches; used by exactly one thread at a time.
 private final class Producer {
-  let dataset: ImageDataset
+  let source: SampleSource
   let options: DataLoader.Options
-  let plan: EpochPlan
+  let order: SampleOrder
   let outBytes: Int
-  private let raw: UnsafeMutablePointer<UInt8>
-  private let scratch = ScratchBuffer()
-  private var permutationEpoch = -1
-  private var permutation = RandomPermutation(count: 1, seed: 0)
+  private let arena: ByteArena
+  /// Per decode thread: its pipeline (decoder buffers) and resampling scratch.
+  private let pipelines: [ImagePipeline]
+  private let scratches: [ScratchBuffer]
+  private var bad = DataLoader.BadSamples()
 
-  init(dataset: ImageDataset, options: DataLoader.Options, plan: EpochPlan, capacity: Int) throws(LiftError) {
-    self.dataset = dataset
+  init(source: SampleSource, options: DataLoader.Options, order: SampleOrder) throws(LiftError) {
+    self.source = source
     self.options = options
-    self.plan = plan
+    self.order = order
     outBytes = options.imageSize * options.imageSize * options.channels
-    let stored = options.pixels ? capacity : 0
-    raw = try allocateElements(max(1, try checkedCount(Int64(stored), Int64(dataset.imageBytes), "stored batch")),
-                               of: UInt8.self, what: "\(capacity) stored images")
-  }
-
-  deinit {
-    raw.deallocate()
+    arena = try ByteArena()
+    pipelines = (0..<options.decodeThreads).map { _ in
+      ImagePipeline(size: options.imageSize, channels: options.channels, filter: options.filter,
+                    reducedDecode: options.reducedDecode, maxPixels: options.maxPixels)
+    }
+    scratches = (0..<options.decodeThreads).map { _ in ScratchBuffer() }
   }
 
   func fill(_ batch: DataLoader.Batch, at position: DataLoader.Position) {
@@ -213,38 +279,130 @@ private final class Producer {
   }
 
   private func build(_ batch: DataLoader.Batch, epoch: Int, index: Int) throws(LiftError) {
-    if epoch != permutationEpoch {
-      permutation = RandomPermutation(count: UInt64(dataset.count), seed: mix64(options.seed, UInt64(epoch)))
-      permutationEpoch = epoch
-    }
-    let positions = plan.localRange(index, rank: options.rank)
-    let global = plan.globalRange(index)
-    batch.globalCount = Int(global.upperBound - global.lowerBound)
-    let n = Int(positions.upperBound - positions.lowerBound)
-    batch.count = n
-    batch.indices = positions.map { options.shuffle ? Int64(permutation(UInt64($0))) : $0 }
-    batch.captionRows = [Int64](repeating: 0, count: n)
-    let seed = options.seed, e = UInt64(epoch)
-    let first = positions.lowerBound
-    try batch.indices.withUnsafeBufferPointer { (list) throws(LiftError) in
-      if options.pixels { try dataset.readPixels(list, into: raw) }
-      try batch.captionRows.withUnsafeMutableBufferPointer { (rows) throws(LiftError) in
-        try dataset.chooseCaptions(list, into: rows.baseAddress!) { i, count in
-          Int64(mix64(seed, e, UInt64(first) + UInt64(i), 0xCA97) % UInt64(count))
-        }
+    let draws = try order.draws(epoch: epoch, batch: index)
+    let n = draws.count
+    batch.globalCount = order.globalCount(batch: index)
+    let seed = options.seed
+    arena.reset()
+    let fetched: [FetchedSample]
+    if let dataset = source as? ImageDataset {
+      fetched = try dataset.fetch(draws.map(\.ref), images: options.pixels, into: arena, texts: batch.texts) { i, count in
+        Int64(mix64(seed, draws[i].epoch, draws[i].position, 0xCA97) % UInt64(count))
+      }
+    } else {
+      fetched = try source.fetch(draws.map(\.ref), into: arena, texts: batch.texts) { i, count in
+        Int64(mix64(seed, draws[i].epoch, draws[i].position, 0xCA97) % UInt64(count))
       }
     }
-    try batch.captionRows.withUnsafeBufferPointer { (rows) throws(LiftError) in
-      try dataset.captions.read(rows: rows, into: batch.texts, capacity: n * dataset.textDim)
+    var problems: [LiftError?] = fetched.map { f in f.problem.map { LiftError(LIFT_ERR_FORMAT, f.detail, sampleProblem: $0) } }
+    if options.pixels { try render(draws, fetched, into: batch, problems: &problems) }
+    keepUsable(draws, fetched, problems, in: batch)
+    batch.badSamples = bad
+    guard batch.count > 0 else {
+      throw .value("every sample of epoch \(epoch) batch \(index) was unusable: \(bad.description)")
     }
-    let w = dataset.width, h = dataset.height, c = dataset.channels
-    for i in 0..<(options.pixels ? n : 0) {
-      var rng = Xoshiro256(seed: mix64(seed, e, UInt64(first) + UInt64(i), 0xA06))
-      let view = options.augment.map { Preprocess.randomCrop(width: w, height: h, augment: $0, rng: &rng) } ?? .centre
-      let flip = (options.augment?.flip ?? false) && rng.next() & 1 == 1
-      let image = ImageRegion(base: raw + i * dataset.imageBytes, width: w, height: h, channels: c)
-      try Preprocess.render(image, fullWidth: w, fullHeight: h, view: view, size: options.imageSize, filter: options.filter,
-                            outChannels: options.channels, flip: flip, into: batch.images + i * outBytes, scratch: scratch)
+    let epochEnd = index == order.batchesPerEpoch - 1
+    if options.maxBadFraction < 1, bad.seen >= 1000 || epochEnd, Double(bad.total) > options.maxBadFraction * Double(bad.seen) {
+      throw .value("\(bad.total) of \(bad.seen) samples (\(Int((Double(bad.total) / Double(bad.seen) * 1000).rounded()) / 10) %) "
+                   + "could not be used, more than the allowed \(options.maxBadFraction * 100) %: \(bad.description)")
+    }
+  }
+
+  /// Decodes (or takes the stored pixels of) every usable sample and renders its view into its
+  /// batch slot, on `decodeThreads` threads; a sample that fails gets its problem.
+  private func render(_ draws: [Draw], _ fetched: [FetchedSample], into batch: DataLoader.Batch,
+                      problems: inout [LiftError?]) throws(LiftError) {
+    let n = draws.count, threads = min(options.decodeThreads, max(n, 1))
+    let results = UnsafeMutableBufferPointer<LiftError?>.allocate(capacity: max(n, 1))
+    defer { results.deallocate() }
+    _ = results.initialize(from: problems)
+    let work = RenderWork(producer: self, draws: draws, fetched: fetched, images: batch.images, results: results)
+    if threads == 1 {
+      work.run(thread: 0, of: 1)
+    } else {
+      DispatchQueue.concurrentPerform(iterations: threads) { t in work.run(thread: t, of: threads) }
+    }
+    for i in 0..<n {
+      problems[i] = results[i]
+      // A failure that is not about the sample (memory, a bug) fails the batch.
+      if let e = results[i], e.sampleProblem == nil { throw e }
+    }
+  }
+
+  /// Renders sample i into its slot (the view and flip drawn from its own seed).
+  fileprivate func render(_ i: Int, draw: Draw, sample: FetchedSample, thread: Int,
+                          into dst: UnsafeMutablePointer<UInt8>) throws(LiftError) {
+    var rng = Xoshiro256(seed: mix64(options.seed, draw.epoch, draw.position, 0xA06))
+    let augment = options.augment
+    let choose = { (w: Int, h: Int) -> (Preprocess.View, Bool) in
+      let view = augment.map { Preprocess.randomCrop(width: w, height: h, augment: $0, rng: &rng) } ?? .centre
+      return (view, (augment?.flip ?? false) && rng.next() & 1 == 1)
+    }
+    switch sample.payload {
+    case .pixels(let start, let w, let h, let c):
+      let (view, flip) = choose(w, h)
+      try Preprocess.render(ImageRegion(base: arena.base + start, width: w, height: h, channels: c), fullWidth: w,
+                            fullHeight: h, view: view, size: options.imageSize, filter: options.filter,
+                            outChannels: options.channels, flip: flip, into: dst, scratch: scratches[thread])
+    case .encoded(let start, let count):
+      try pipelines[thread].render(arena.bytes(start, count), what: describe(draw.ref), choose: choose, into: dst)
+    case .none:
+      throw .internal("sample \(draw.ref.id) has no image")
+    }
+  }
+
+  /// Moves usable samples to the front of the batch, in order, and counts the others.
+  private func keepUsable(_ draws: [Draw], _ fetched: [FetchedSample], _ problems: [LiftError?], in batch: DataLoader.Batch) {
+    let d = source.textDim
+    var kept = 0
+    batch.indices = []
+    batch.captionRows = []
+    batch.keys = []
+    for i in draws.indices {
+      bad.seen += 1
+      if let e = problems[i], let kind = e.sampleProblem {
+        bad.add(kind, "\(describe(draws[i].ref)): \(e.message)")
+        continue
+      }
+      if kept != i {
+        if options.pixels { (batch.images + kept * outBytes).update(from: batch.images + i * outBytes, count: outBytes) }
+        (batch.texts + kept * d).update(from: batch.texts + i * d, count: d)
+      }
+      batch.indices.append(draws[i].ref.id)
+      batch.captionRows.append(fetched[i].captionRow)
+      batch.keys.append(draws[i].ref.key)
+      kept += 1
+    }
+    batch.count = kept
+    batch.skipped = draws.count - kept
+  }
+
+  private func describe(_ ref: SampleRef) -> String { ref.key.isEmpty ? "sample \(ref.id)" : ref.key }
+}
+
+/// What the decode threads share for one batch: each writes only its own samples' slots and
+/// result entries (disjoint), and reads the rest. That is the invariant that makes handing it to
+/// several threads safe.
+private struct RenderWork: @unchecked Sendable {
+  let producer: Producer
+  let draws: [Draw]
+  let fetched: [FetchedSample]
+  let images: UnsafeMutablePointer<UInt8>
+  let results: UnsafeMutableBufferPointer<LiftError?>
+
+  /// Thread t of `threads` renders samples t, t + threads, ... that have no problem yet.
+  func run(thread t: Int, of threads: Int) {
+    for i in stride(from: t, to: draws.count, by: threads) where results[i] == nil {
+      results[i] = renderCatching(i, thread: t)
+    }
+  }
+
+  func renderCatching(_ i: Int, thread: Int) -> LiftError? {
+    do throws(LiftError) {
+      try producer.render(i, draw: draws[i], sample: fetched[i], thread: thread, into: images + i * producer.outBytes)
+      return nil
+    } catch {
+      return error
     }
   }
 }
@@ -281,7 +439,7 @@ private final class SharedState: @unchecked Sendable {
   }
 
   func advance(_ p: DataLoader.Position) -> DataLoader.Position {
-    p.batch + 1 >= producer.plan.batchesPerEpoch ? DataLoader.Position(epoch: p.epoch + 1, batch: 0)
+    p.batch + 1 >= producer.order.batchesPerEpoch ? DataLoader.Position(epoch: p.epoch + 1, batch: 0)
       : DataLoader.Position(epoch: p.epoch, batch: p.batch + 1)
   }
 

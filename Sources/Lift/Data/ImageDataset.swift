@@ -5,7 +5,9 @@ import Glibc
 /// (memory does not grow with the number of images or captions).
 ///
 /// Layout of each file (see README):
-///   images/pixels           uint8 (N, H, W, C), C = 1 or 3
+///   images/pixels           uint8 (N, H, W, C), C = 1 or 3           stored pixels, or
+///   images/encoded          uint8 (B)       the encoded files (JPEG, PNG, WebP) back to back
+///   images/encoded_offsets  int   (N + 1)   image i's bytes: encoded[offsets[i] ..< offsets[i+1]]
 ///   images/caption_offsets  int   (N + 1)   captions of image i: caption_rows[offsets[i] ..< offsets[i+1]]
 ///   images/caption_rows     int   (R)       rows of captions/embeddings in the same file
 ///   images/labels           int   (N)       optional, class index per image
@@ -16,14 +18,28 @@ import Glibc
 ///   classes/prompt_offsets  int   (L + 1)   prompts of class k: prompt_rows[offsets[k] ..< offsets[k+1]]
 ///   classes/prompt_rows     int   (P)       rows of captions/embeddings
 /// Image indices run over the shards in order; caption rows are local to their file. Classes
-/// come from the first shard.
+/// come from the first shard. All shards store images the same way (pixels or encoded).
 ///
 /// Thread safety: methods take the dataset's lock.
 public final class ImageDataset: @unchecked Sendable {  // every method takes `lock`
+  /// How a file stores its images.
+  enum Storage {
+    /// uint8 (N, H, W, C) pixels.
+    case pixels(RowSource)
+    /// Encoded files back to back, with N + 1 offsets.
+    case encoded(bytes: RowSource, offsets: RowSource)
+
+    var isEncoded: Bool {
+      if case .encoded = self { return true }
+      return false
+    }
+  }
+
   /// Per-file readers.
   struct Shard {
     let path: String
-    let pixels: RowSource
+    let storage: Storage
+    let imageCount: Int64
     let offsets: RowSource
     let captionRows: RowSource
     let labels: RowSource?
@@ -33,8 +49,12 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
 
   public let paths: [String]
   public let count: Int64
+  /// Whether images are stored encoded (JPEG/PNG/WebP files of any size) rather than as pixels.
+  public let encoded: Bool
+  /// Size of stored pixel images; 0 x 0 for encoded images (each has its own size).
   public let height: Int
   public let width: Int
+  /// Channels of stored pixels; for encoded images, 3 (or 1 if the file says so).
   public let channels: Int
   /// The caption embeddings of all shards, as one store (rows in shard order).
   public let captions: EmbeddingStore
@@ -47,7 +67,10 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
   public let classPrompts: [[Int64]]
 
   let shards: [Shard]
-  let images: ShardedRows
+  /// Where each shard's images start.
+  let imageStarts: ShardStarts
+  /// Stored pixels as one sequence of rows (pixel datasets only).
+  let pixelRows: ShardedRows?
   private let lock = Lock()
   private var staging = StagingBuffer()
   private let stagingBudget = 8 << 20
@@ -64,52 +87,97 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
     var shape: [UInt64]? = nil
     for (s, path) in paths.enumerated() {
       let file = captions.shards[s].file
-      let pixels = try RowSource(file: file, path: path, name: "images/pixels", memType: lift_h5t_native_uint8())
-      try Self.requireInteger(pixels, unsigned8: true)
-      guard pixels.dims.count == 4, pixels.dims[3] == 1 || pixels.dims[3] == 3 else {
-        throw .format("'images/pixels' in '\(path)' has shape \(HDF5.shapeString(pixels.dims)); expected (N, H, W, C) with C = 1 or 3")
+      let (storage, imageCount) = try Self.openImages(file: file, path: path)
+      if case .pixels(let pixels) = storage {
+        let imageShape = Array(pixels.dims.dropFirst())
+        if let shape, shape != imageShape {
+          throw .shape("'\(path)' holds \(HDF5.shapeString(imageShape)) images but '\(paths[0])' holds \(HDF5.shapeString(shape))")
+        }
+        shape = imageShape
       }
-      let imageShape = Array(pixels.dims.dropFirst())
-      guard imageShape[0] >= 1, imageShape[1] >= 1, imageShape[0] <= UInt64(Self.maxImageSide),
-            imageShape[1] <= UInt64(Self.maxImageSide) else {
-        throw .format("'images/pixels' in '\(path)' holds \(HDF5.shapeString(imageShape)) images; height and width must be "
-                      + "in [1, \(Self.maxImageSide)]")
+      if let first = shards.first, first.storage.isEncoded != storage.isEncoded {
+        let kind = { (e: Bool) in e ? "encoded images" : "pixels" }
+        throw .format("'\(path)' holds \(kind(storage.isEncoded)) but '\(paths[0])' holds \(kind(first.storage.isEncoded)); "
+                      + "a dataset's files store images one way")
       }
-      if let shape, shape != imageShape {
-        throw .shape("'\(path)' holds \(HDF5.shapeString(imageShape)) images but '\(paths[0])' holds \(HDF5.shapeString(shape))")
-      }
-      shape = imageShape
       let offsets = try RowSource(file: file, path: path, name: "images/caption_offsets", memType: lift_h5t_native_int64())
       let rows = try RowSource(file: file, path: path, name: "images/caption_rows", memType: lift_h5t_native_int64())
       try Self.requireInteger(offsets)
       try Self.requireInteger(rows)
-      guard offsets.dims == [pixels.dims[0] + 1] else {
-        throw .shape("'images/caption_offsets' in '\(path)' has \(HDF5.shapeString(offsets.dims)) entries; expected N + 1 = \(pixels.dims[0] + 1)")
+      guard offsets.dims == [UInt64(imageCount) + 1] else {
+        throw .shape("'images/caption_offsets' in '\(path)' has \(HDF5.shapeString(offsets.dims)) entries; expected N + 1 = \(imageCount + 1)")
       }
       guard rows.dims.count == 1 else { throw .format("'images/caption_rows' in '\(path)' must have rank 1") }
       var labels: RowSource? = nil
       if HDF5.exists(file.id, "images/labels") {
         let l = try RowSource(file: file, path: path, name: "images/labels", memType: lift_h5t_native_int64())
         try Self.requireInteger(l)
-        guard l.dims == [pixels.dims[0]] else {
-          throw .shape("'images/labels' in '\(path)' has \(HDF5.shapeString(l.dims)) entries; expected N = \(pixels.dims[0])")
+        guard l.dims == [UInt64(imageCount)] else {
+          throw .shape("'images/labels' in '\(path)' has \(HDF5.shapeString(l.dims)) entries; expected N = \(imageCount)")
         }
         labels = l
       }
-      shards.append(Shard(path: path, pixels: pixels, offsets: offsets, captionRows: rows, labels: labels,
-                          firstCaption: captions.shards[s].firstRow))
+      shards.append(Shard(path: path, storage: storage, imageCount: imageCount, offsets: offsets, captionRows: rows,
+                          labels: labels, firstCaption: captions.shards[s].firstRow))
     }
     self.paths = paths
     self.shards = shards
-    self.images = ShardedRows(shards.map(\.pixels))
-    self.count = images.rows
-    self.height = Int(shape![0])
-    self.width = Int(shape![1])
-    self.channels = Int(shape![2])
+    self.imageStarts = ShardStarts(counts: shards.map(\.imageCount))
+    self.count = imageStarts.total
+    if let shape {
+      encoded = false
+      pixelRows = ShardedRows(shards.map { shard -> RowSource in
+        if case .pixels(let p) = shard.storage { return p }
+        fatalError("unreachable: every shard stores pixels")
+      })
+      self.height = Int(shape[0])
+      self.width = Int(shape[1])
+      self.channels = Int(shape[2])
+    } else {
+      encoded = true
+      pixelRows = nil
+      self.height = 0
+      self.width = 0
+      let stated = try HDF5.readStringAttribute(captions.shards[0].file.id, "channels", path: paths[0])
+      self.channels = stated == "1" ? 1 : 3
+    }
     self.hasLabels = shards.allSatisfy { $0.labels != nil }
     classPrompts = try Self.readClasses(file: captions.shards[0].file, path: paths[0], captionCount: captions.shards[0].rows)
     classCount = classPrompts.count
   }
+
+  /// A file's images: `images/encoded` + `images/encoded_offsets` if present, else
+  /// `images/pixels`; checked for type, rank and sizes. Returns the storage and image count.
+  private static func openImages(file: H5Object, path: String) throws(LiftError) -> (Storage, Int64) {
+    if HDF5.exists(file.id, "images/encoded") {
+      let bytes = try RowSource(file: file, path: path, name: "images/encoded", memType: lift_h5t_native_uint8())
+      try requireInteger(bytes, unsigned8: true)
+      guard bytes.dims.count == 1 else {
+        throw .format("'images/encoded' in '\(path)' has shape \(HDF5.shapeString(bytes.dims)); expected (bytes,)")
+      }
+      let offsets = try RowSource(file: file, path: path, name: "images/encoded_offsets", memType: lift_h5t_native_int64())
+      try requireInteger(offsets)
+      guard offsets.dims.count == 1, offsets.rows >= 1 else {
+        throw .format("'images/encoded_offsets' in '\(path)' has shape \(HDF5.shapeString(offsets.dims)); expected (N + 1,)")
+      }
+      return (.encoded(bytes: bytes, offsets: offsets), offsets.rows - 1)
+    }
+    let pixels = try RowSource(file: file, path: path, name: "images/pixels", memType: lift_h5t_native_uint8())
+    try requireInteger(pixels, unsigned8: true)
+    guard pixels.dims.count == 4, pixels.dims[3] == 1 || pixels.dims[3] == 3 else {
+      throw .format("'images/pixels' in '\(path)' has shape \(HDF5.shapeString(pixels.dims)); expected (N, H, W, C) with C = 1 or 3")
+    }
+    let imageShape = Array(pixels.dims.dropFirst())
+    guard imageShape[0] >= 1, imageShape[1] >= 1, imageShape[0] <= UInt64(Self.maxImageSide),
+          imageShape[1] <= UInt64(Self.maxImageSide) else {
+      throw .format("'images/pixels' in '\(path)' holds \(HDF5.shapeString(imageShape)) images; height and width must be "
+                    + "in [1, \(Self.maxImageSide)]")
+    }
+    return (.pixels(pixels), pixels.rows)
+  }
+
+  /// Largest encoded image liblift reads (bytes): a bound on what a file's offsets can make it allocate.
+  public static let maxEncodedBytes: Int64 = 1 << 28
 
   private static func requireInteger(_ source: RowSource, unsigned8: Bool = false) throws(LiftError) {
     let type = H5Object(H5Dget_type(source.dataset.id), .datatype)
@@ -191,28 +259,75 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
     return Array(UnsafeBufferPointer(start: buffer, count: n))
   }
 
+  /// Bytes of one stored pixel image (0 for encoded images).
   public var imageBytes: Int { height * width * channels }
 
   // MARK: Reading
 
+  private func validate(_ list: UnsafeBufferPointer<Int64>) throws(LiftError) {
+    for (i, r) in list.enumerated() where r < 0 || r >= count {
+      throw .argument("images[\(i)] = \(r) is out of range: there are \(count) images")
+    }
+  }
+
   /// Stored pixels (H x W x C uint8 each) of the listed images into `out`, in list order.
   public func readPixels(_ list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<UInt8>) throws(LiftError) {
     try lock.withLock { () throws(LiftError) in
+      guard let pixelRows else {
+        throw .unsupported("'\(paths[0])' stores encoded images (each its own size); read them with readEncoded / lift_dataset_read_image")
+      }
       HDF5.prepareThread()
-      try images.validate(list, what: "images")
+      try validate(list)
       let bytes = imageBytes
-      try images.read(rows: list, staging: &staging, budget: stagingBudget, allowDirect: true) { slot, _, staged in
+      try pixelRows.read(rows: list, staging: &staging, budget: stagingBudget, allowDirect: true) { slot, _, staged in
         (out + slot * bytes).update(from: staged.assumingMemoryBound(to: UInt8.self), count: bytes)
       }
     }
   }
 
+  /// The encoded bytes of image `image` appended to `arena`; returns (start, count).
+  func readEncoded(_ image: Int64, into arena: ByteArena) throws(LiftError) -> (start: Int, count: Int) {
+    try lock.withLock { () throws(LiftError) in try readEncodedLocked(image, into: arena) }
+  }
+
+  private func readEncodedLocked(_ image: Int64, into arena: ByteArena) throws(LiftError) -> (start: Int, count: Int) {
+    guard image >= 0, image < count else { throw .argument("image \(image) is out of range: there are \(count) images") }
+    HDF5.prepareThread()
+    let s = imageStarts.shardIndex(of: image)
+    guard case .encoded(let bytes, let offsets) = shards[s].storage else {
+      throw .unsupported("'\(paths[s])' stores pixels, not encoded images")
+    }
+    let local = image - imageStarts.starts[s]
+    var pair = (Int64(0), Int64(0))
+    try withUnsafeMutableBytes(of: &pair) { (raw) throws(LiftError) in
+      try offsets.read(runs: [(local, 2)], rows: 2, into: raw.baseAddress!, allowDirect: true)
+    }
+    let (begin, end) = pair
+    guard begin >= 0, end >= begin, end <= bytes.rows, end - begin <= Self.maxEncodedBytes else {
+      throw .format("image \(local) of '\(paths[s])' has encoded offsets [\(begin), \(end)); they must increase within the "
+                    + "\(bytes.rows) bytes of 'images/encoded', at most \(Self.maxEncodedBytes) per image")
+    }
+    let start = try arena.append(Int(end - begin))
+    if end > begin {
+      try bytes.read(runs: [(begin, end - begin)], rows: end - begin, into: UnsafeMutableRawPointer(arena.base + start),
+                     allowDirect: true)
+    }
+    return (start, Int(end - begin))
+  }
+
+  /// The encoded bytes of one image (encoded datasets).
+  public func encodedImage(_ image: Int64) throws(LiftError) -> [UInt8] {
+    let arena = try ByteArena(capacity: 1 << 16)
+    let (start, n) = try readEncoded(image, into: arena)
+    return Array(arena.bytes(start, n))
+  }
+
   /// Shard and [begin, end) range of caption_rows positions of global image `image`
   /// (validated). Caller holds the lock.
   private func captionRange(_ image: Int64) throws(LiftError) -> (shard: Int, begin: Int64, end: Int64) {
-    let s = images.shardIndex(of: image)
+    let s = imageStarts.shardIndex(of: image)
     let shard = shards[s]
-    let local = image - images.starts[s]
+    let local = image - imageStarts.starts[s]
     var pair = (Int64(0), Int64(0))
     try withUnsafeMutableBytes(of: &pair) { (raw) throws(LiftError) in
       try shard.offsets.read(runs: [(local, 2)], rows: 2, into: raw.baseAddress!, allowDirect: true)
@@ -244,7 +359,7 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
                              choose: (Int, Int64) -> Int64) throws(LiftError) {
     try lock.withLock { () throws(LiftError) in
       HDF5.prepareThread()
-      try images.validate(list, what: "images")
+      try validate(list)
       for (i, image) in list.enumerated() {
         let (s, begin, end) = try captionRange(image)
         let pick = choose(i, end - begin)
@@ -295,8 +410,8 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
           pairs.append(Array(UnsafeBufferPointer(start: buffer, count: imgs.count * textDim)))
         }
         guard t.count == imgs.count else { throw .shape("'compositional/type' in '\(shard.path)' has \(t.count) entries for \(imgs.count) pairs") }
-        for i in imgs where i < 0 || i >= shard.pixels.rows {
-          throw .format("'compositional/image' in '\(shard.path)' refers to image \(i); the file has \(shard.pixels.rows)")
+        for i in imgs where i < 0 || i >= shard.imageCount {
+          throw .format("'compositional/image' in '\(shard.path)' refers to image \(i); the file has \(shard.imageCount)")
         }
         images += imgs.map { $0 + imageStart(s) }
         positives += pairs[0]
@@ -307,18 +422,75 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
     }
   }
 
-  private func imageStart(_ shard: Int) -> Int64 { images.starts[shard] }
+  private func imageStart(_ shard: Int) -> Int64 { imageStarts.starts[shard] }
 
   /// Labels of the listed images (the dataset must have labels).
   public func readLabels(_ list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<Int64>) throws(LiftError) {
     try lock.withLock { () throws(LiftError) in
       guard hasLabels else { throw .notFound("the dataset has no 'images/labels'") }
       HDF5.prepareThread()
-      try images.validate(list, what: "images")
+      try validate(list)
       let labelRows = ShardedRows(shards.map { $0.labels! })
       try labelRows.read(rows: list, staging: &staging, budget: stagingBudget, allowDirect: true) { slot, _, staged in
         out[slot] = staged.load(as: Int64.self)
       }
     }
+  }
+}
+
+// MARK: - As a data source
+
+extension ImageDataset: SampleSource {
+  public var sampleCount: Int64 { count }
+  public var shardSampleCounts: [Int64]? { nil }
+
+  public var summary: String {
+    let images = encoded ? "encoded images" : "\(height)x\(width)x\(channels) pixel images"
+    return "liblift dataset (\(paths.count) file\(paths.count == 1 ? "" : "s")): \(count) \(images), \(captions.rows) captions (\(textDim)-d)"
+  }
+
+  public func listShard(_ s: Int) throws(LiftError) -> [SampleRef] {
+    throw .internal("a liblift dataset is read by index, not listed by shard")
+  }
+
+  public func ref(index: Int64) -> SampleRef { SampleRef(shard: 0, id: index) }
+
+  /// Images (stored pixels in one read, or each image's encoded bytes) and one caption per
+  /// image drawn by `pick`; a caption embedding that is not finite makes its sample unusable.
+  public func fetch(_ refs: [SampleRef], into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
+                    pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
+    try fetch(refs, images: true, into: arena, texts: texts, pick: pick)
+  }
+
+  func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
+             pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
+    let list = refs.map(\.id)
+    var out = [FetchedSample](repeating: FetchedSample(), count: list.count)
+    try list.withUnsafeBufferPointer { (l) throws(LiftError) in
+      if images && !encoded {
+        let bytes = imageBytes
+        let start = try arena.append(try checkedCount(Int64(l.count), Int64(bytes), "a batch's pixels"))
+        try readPixels(l, into: arena.base + start)
+        for i in out.indices { out[i].payload = .pixels(start: start + i * bytes, width: width, height: height, channels: channels) }
+      } else if images {
+        for (i, image) in l.enumerated() {
+          let (start, n) = try readEncoded(image, into: arena)
+          out[i].payload = .encoded(start: start, count: n)
+        }
+      }
+      var rows = [Int64](repeating: 0, count: l.count)
+      try rows.withUnsafeMutableBufferPointer { (r) throws(LiftError) in
+        try chooseCaptions(l, into: r.baseAddress!, choose: pick)
+        try captions.readUnchecked(rows: UnsafeBufferPointer(r), into: texts, capacity: l.count * textDim)
+      }
+      for i in out.indices {
+        out[i].captionRow = rows[i]
+        if let c = VectorOps.firstNonFinite(texts + i * textDim, textDim) {
+          out[i].problem = .nonFiniteEmbedding
+          out[i].detail = "caption embedding \(captions.describeRow(rows[i])) has \(texts[i * textDim + c]) at column \(c)"
+        }
+      }
+    }
+    return out
   }
 }

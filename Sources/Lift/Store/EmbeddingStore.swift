@@ -167,24 +167,42 @@ public final class EmbeddingStore: @unchecked Sendable {  // every method takes 
   public func read(rows list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<Float>,
                    capacity: Int) throws(LiftError) {
     try lock.withLock { () throws(LiftError) in
-      HDF5.prepareThread()
-      let count = list.count
-      let needed = try checkedCount(Int64(count), dim, "output")
-      guard capacity >= needed else {
-        throw .buffer("output holds \(capacity) floats but \(count) rows x \(dim) need \(needed)")
-      }
-      try sharded.validate(list)
-      let d = Int(dim)
-      try sharded.read(rows: list, staging: &staging, budget: bufferBytes, allowDirect: directReads) { slot, row, staged in
-        let dst = out + slot * d
-        if shards[shardIndex(of: row)].stagedSize == 2 {
-          VectorOps.halfToFloat(staged, dst, d)
-        } else {
-          dst.update(from: staged.assumingMemoryBound(to: Float.self), count: d)
-        }
-      }
-      try postprocess(out, count: count) { list[$0] }
+      try readRowsLocked(list, into: out, capacity: capacity)
+      try postprocess(out, count: list.count) { list[$0] }
     }
+  }
+
+  /// `read(rows:)` without the finite check or normalisation: the caller checks each row (the
+  /// data loader skips a sample whose embedding is not finite instead of failing the batch).
+  func readUnchecked(rows list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<Float>,
+                     capacity: Int) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in try readRowsLocked(list, into: out, capacity: capacity) }
+  }
+
+  private func readRowsLocked(_ list: UnsafeBufferPointer<Int64>, into out: UnsafeMutablePointer<Float>,
+                              capacity: Int) throws(LiftError) {
+    HDF5.prepareThread()
+    let count = list.count
+    let needed = try checkedCount(Int64(count), dim, "output")
+    guard capacity >= needed else {
+      throw .buffer("output holds \(capacity) floats but \(count) rows x \(dim) need \(needed)")
+    }
+    try sharded.validate(list)
+    let d = Int(dim)
+    try sharded.read(rows: list, staging: &staging, budget: bufferBytes, allowDirect: directReads) { slot, row, staged in
+      let dst = out + slot * d
+      if shards[shardIndex(of: row)].stagedSize == 2 {
+        VectorOps.halfToFloat(staged, dst, d)
+      } else {
+        dst.update(from: staged.assumingMemoryBound(to: Float.self), count: d)
+      }
+    }
+  }
+
+  /// Where global row `row` lives, for messages ("row 7 of 'a.h5'").
+  func describeRow(_ row: Int64) -> String {
+    let shard = shards[shardIndex(of: row)]
+    return "row \(row - shard.firstRow) of '\(shard.path)'"
   }
 
   /// Reads `count` rows of one shard starting at shard-local row `local` into `out`.

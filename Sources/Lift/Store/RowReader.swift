@@ -102,35 +102,51 @@ final class RowSource {
   }
 }
 
+/// Where each shard's items start when shards of `counts` items are concatenated.
+struct ShardStarts {
+  let starts: [Int64]
+  let counts: [Int64]
+  let total: Int64
+
+  init(counts: [Int64]) {
+    var starts: [Int64] = []
+    var total: Int64 = 0
+    for c in counts { starts.append(total); total += c }
+    self.starts = starts
+    self.counts = counts
+    self.total = total
+  }
+
+  /// Index of the shard holding global item `index` (0 <= index < total).
+  func shardIndex(of index: Int64) -> Int {
+    var lo = 0, hi = starts.count - 1
+    while lo < hi {
+      let mid = (lo + hi + 1) / 2
+      if starts[mid] <= index { lo = mid } else { hi = mid - 1 }
+    }
+    // Empty shards share a start with their successor: skip to the one that holds the item.
+    while counts[lo] == 0 || index >= starts[lo] + counts[lo] { lo += 1 }
+    return lo
+  }
+}
+
 /// Several `RowSource`s (one per shard file) as one sequence of rows, with the bookkeeping for
 /// scattered reads: sort the requested rows, group them by shard within a staging budget,
 /// coalesce runs, one read per group, then hand each staged row to the caller.
 struct ShardedRows {
   let sources: [RowSource]
+  let layout: ShardStarts
   /// Global index of each shard's row 0.
-  let starts: [Int64]
-  let rows: Int64
+  var starts: [Int64] { layout.starts }
+  var rows: Int64 { layout.total }
 
   init(_ sources: [RowSource]) {
     self.sources = sources
-    var starts: [Int64] = []
-    var total: Int64 = 0
-    for s in sources { starts.append(total); total += s.rows }
-    self.starts = starts
-    self.rows = total
+    layout = ShardStarts(counts: sources.map(\.rows))
   }
 
   /// Index of the shard holding global row `row` (0 <= row < rows).
-  func shardIndex(of row: Int64) -> Int {
-    var lo = 0, hi = starts.count - 1
-    while lo < hi {
-      let mid = (lo + hi + 1) / 2
-      if starts[mid] <= row { lo = mid } else { hi = mid - 1 }
-    }
-    // Empty shards share a start with their successor: skip to the one that holds rows.
-    while sources[lo].rows == 0 || row >= starts[lo] + sources[lo].rows { lo += 1 }
-    return lo
-  }
+  func shardIndex(of row: Int64) -> Int { layout.shardIndex(of: row) }
 
   /// Throws an argument error for the first entry of `list` outside [0, rows).
   func validate(_ list: UnsafeBufferPointer<Int64>, what: String = "rows") throws(LiftError) {
