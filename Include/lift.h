@@ -649,6 +649,14 @@ typedef struct lift_loader_options {
   int32_t prefetch;      /* 1: prepare the next batch on a background thread                */
   int64_t start_epoch;   /* resume position: the first batch returned                       */
   int64_t start_batch;
+  /* Since 0.4: */
+  int32_t filter;           /* lift_filter of the resampling (default bicubic)              */
+  int32_t reduced_decode;   /* 1: decode large JPEGs at 1/2, 1/4, 1/8 scale when the view allows */
+  int64_t max_pixels;       /* images with more pixels are bad samples (0: 89478485)        */
+  int32_t decode_threads;   /* threads decoding a batch (default 1, the loader's own thread) */
+  int32_t shuffle_block;    /* sharded sources: samples shuffled together (default 5000)     */
+  double max_bad_fraction;  /* stop when more of the samples seen were bad (default 0.01;
+                               checked from 1000 samples on and at each epoch's end; 1: never) */
 } lift_loader_options;
 
 /* One batch; pointers stay valid until the next lift_loader_next or lift_loader_free. */
@@ -663,10 +671,14 @@ typedef struct lift_batch {
   int64_t epoch;
   int64_t batch;               /* index within the epoch                                       */
   double wait_seconds;         /* how long this call waited for the batch                      */
+  /* Since 0.4: */
+  int64_t skipped;             /* samples of this part left out as bad (count excludes them)   */
+  const char *const *keys;     /* count sample keys (file names, tar keys; "" if none)         */
 } lift_batch;
 
 /* Default options (out->struct_size must be set): batch 128, 224 px, 3 channels, seed 0,
- * shuffled, no augmentation (when on: crop scale 0.08 .. 1 with flips), one worker, prefetching.
+ * shuffled, no augmentation (when on: crop scale 0.08 .. 1 with flips), one worker, prefetching,
+ * bicubic, reduced decoding, Pillow's pixel limit, one decode thread, blocks of 5000, 1 % bad.
  * Thread-safe. */
 lift_status lift_loader_options_default(lift_loader_options *out);
 /* Every image is used exactly once per epoch; epochs have ceil(N / batch_size) global batches
@@ -679,6 +691,72 @@ lift_status lift_loader_create(lift_dataset *dataset, const lift_loader_options 
 lift_status lift_loader_next(lift_loader *loader, lift_batch *out);
 /* Global batches per epoch. Thread-safe. */
 lift_status lift_loader_batches_per_epoch(lift_loader *loader, int64_t *count);
+
+/* Why a sample was left out of its batch. */
+typedef enum lift_sample_problem {
+  LIFT_SAMPLE_EMPTY = 0,                /* the image has no bytes                                */
+  LIFT_SAMPLE_UNSUPPORTED = 1,          /* not a JPEG, PNG or WebP image (or no image at all)   */
+  LIFT_SAMPLE_CORRUPT = 2,              /* the decoder found invalid data                       */
+  LIFT_SAMPLE_TRUNCATED = 3,            /* the data ends before the image does                  */
+  LIFT_SAMPLE_TOO_LARGE = 4,            /* more pixels than max_pixels (a decompression bomb)   */
+  LIFT_SAMPLE_MISSING_EMBEDDING = 5,    /* no caption embedding under the sample's key          */
+  LIFT_SAMPLE_NON_FINITE_EMBEDDING = 6, /* the caption embedding holds NaN or infinity          */
+  LIFT_SAMPLE_DUPLICATE_KEY = 7,        /* the key was seen before in the same shard or index   */
+  LIFT_SAMPLE_PROBLEM_COUNT = 8
+} lift_sample_problem;
+
+/* The loader's bad samples up to the last batch lift_loader_next returned: *seen samples read,
+ * counts[k] left out for problem k (n_counts entries are written, at most
+ * LIFT_SAMPLE_PROBLEM_COUNT). Handle-serialised. */
+lift_status lift_loader_bad_samples(lift_loader *loader, int64_t *seen, int64_t *counts, size_t n_counts);
+/* The same as text naming the first samples of each kind ("2 corrupt (a.jpg: JPEG: ...), ...");
+ * "" if none. Size query as lift_store_read_string. Handle-serialised. */
+lift_status lift_loader_bad_report(lift_loader *loader, char *buf, size_t cap, size_t *len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Data sources: image-caption data as it is on disk                                           */
+/* ------------------------------------------------------------------------------------------ */
+/* The kind is detected from the content: liblift HDF5 datasets (which carry their captions);
+ * webdataset tar shards (.tar files, brace patterns such as "shards/{00000..00099}.tar", or a
+ * folder of .tar files); image folders (the LIFT repository's images/<shard>/<key>.<ext>, also
+ * found as <root>/images, or a flat folder of images); an image folder with an index file
+ * (CSV with an "image" column and an optional "key" column, or JSONL). All but the first pair
+ * each sample with the rows of an embedding store under its key (compared without image
+ * extensions); tar samples may carry their own .npy / .emb embedding instead. */
+
+typedef struct lift_source lift_source;
+
+typedef enum lift_source_kind {
+  LIFT_SOURCE_DATASET = 0,
+  LIFT_SOURCE_TAR = 1,
+  LIFT_SOURCE_FOLDERS = 2,
+  LIFT_SOURCE_INDEX = 3
+} lift_source_kind;
+
+typedef struct lift_source_info {
+  size_t struct_size; /* sizeof(lift_source_info), set by the caller                       */
+  int32_t kind;       /* lift_source_kind                                                   */
+  int32_t text_dim;   /* caption embedding dimension                                        */
+  int64_t samples;    /* samples counted when opened                                        */
+  int64_t shards;     /* shards streamed (tar files, image folders); 0 for indexed sources  */
+} lift_source_info;
+
+/* Opens n_paths paths (files, folders or brace patterns) as one source; embeddings names the
+ * store files (n_embeddings, may be 0), index the index file of an image folder (NULL if none).
+ * Opening counts the samples (a tar shard's headers are read; a folder is listed). Thread-safe. */
+lift_status lift_source_open(const char *const *paths, size_t n_paths, const char *const *embeddings,
+                             size_t n_embeddings, const char *index, lift_source **out);
+lift_status lift_source_get_info(lift_source *source, lift_source_info *out);
+/* A one-line description ("webdataset tar shards: 12 files, ..."). Size query as
+ * lift_store_read_string. Thread-safe. */
+lift_status lift_source_summary(lift_source *source, char *buf, size_t cap, size_t *len);
+/* Releases the caller's reference (loaders keep their own). NULL is a no-op. */
+void lift_source_free(lift_source *source);
+/* A loader over any source (lift_loader_create is this for a dataset). Sharded sources stream:
+ * each epoch shuffles the shards and deals them to the workers (each reads only its own; at
+ * least as many shards as workers), and shuffles samples in blocks of shuffle_block; every
+ * worker runs the same batches per epoch (floor(samples / batch_size)). Thread-safe. */
+lift_status lift_loader_create_from_source(lift_source *source, const lift_loader_options *options, lift_loader **out);
 /* Stops the background thread and releases the loader. NULL is a no-op. Not thread-safe with
  * other calls on the same handle. */
 void lift_loader_free(lift_loader *loader);

@@ -64,11 +64,18 @@ int lc_scaled(int dimension, int eighths) { return (int)(((long long)dimension *
 
 /* ---------------------------------------------------------------------------------------- JPEG */
 
+/* Whether a JPEG stream ends with its EOI marker (FF D9, trailing zero padding allowed): a
+ * stream that fails to decode without one was most likely cut short. */
+static int jpeg_complete(const uint8_t *data, size_t len) {
+  while (len > 2 && data[len - 1] == 0) len--;
+  return len >= 2 && data[len - 2] == 0xFF && data[len - 1] == 0xD9;
+}
+
 static int jpeg_header(tjhandle tj, const uint8_t *data, size_t len, lc_info *info, char *msg, size_t cap) {
   int w = 0, h = 0, subsamp = 0, cs = 0;
   if (tjDecompressHeader3(tj, data, (unsigned long)len, &w, &h, &subsamp, &cs) != 0) {
     set_msg(msg, cap, "JPEG header: %s", tjGetErrorStr2(tj));
-    return LC_CORRUPT;
+    return jpeg_complete(data, len) ? LC_CORRUPT : LC_TRUNCATED;
   }
   info->format = LC_FORMAT_JPEG;
   info->width = w;
@@ -122,7 +129,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, int channels, int eighth
     const char *text = tjGetErrorStr2(tj);
     if (tjGetErrorCode(tj) == TJERR_FATAL) {
       set_msg(msg, cap, "JPEG: %s", text);
-      status = LC_CORRUPT;
+      status = jpeg_complete(data, len) ? LC_CORRUPT : LC_TRUNCATED;
       goto done;
     }
     if (strstr(text, "Premature end") != NULL) {

@@ -68,7 +68,7 @@ static void struct_sizes(void) {
     {"lift_dataset_info", sizeof(lift_dataset_info)},     {"lift_loader_options", sizeof(lift_loader_options)},
     {"lift_batch", sizeof(lift_batch)},                   {"lift_comm", sizeof(lift_comm)},
     {"lift_import_options", sizeof(lift_import_options)}, {"lift_image_info", sizeof(lift_image_info)},
-    {"lift_preprocess_options", sizeof(lift_preprocess_options)},
+    {"lift_preprocess_options", sizeof(lift_preprocess_options)}, {"lift_source_info", sizeof(lift_source_info)},
   };
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
     size_t size = 0;

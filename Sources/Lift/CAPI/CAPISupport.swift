@@ -134,8 +134,17 @@ extension lift_train_config: SizedCStruct {
 }
 extension lift_step_stats: SizedCStruct { static var cName: String { "lift_step_stats" } }
 extension lift_dataset_info: SizedCStruct { static var cName: String { "lift_dataset_info" } }
-extension lift_loader_options: SizedCStruct { static var cName: String { "lift_loader_options" } }
-extension lift_batch: SizedCStruct { static var cName: String { "lift_batch" } }
+extension lift_loader_options: SizedCStruct {
+  static var cName: String { "lift_loader_options" }
+  /// 0.3 ended at `start_batch`.
+  static var olderSizes: [Int] { [size(before: \.filter)] }
+}
+extension lift_batch: SizedCStruct {
+  static var cName: String { "lift_batch" }
+  /// 0.3 ended at `wait_seconds`.
+  static var olderSizes: [Int] { [size(before: \.skipped)] }
+}
+extension lift_source_info: SizedCStruct { static var cName: String { "lift_source_info" } }
 extension lift_comm: SizedCStruct { static var cName: String { "lift_comm" } }
 
 /// Name and size of every struct of lift.h (what lift_struct_size answers).
@@ -145,7 +154,7 @@ let sizedCStructs: [(name: String, size: Int)] = [
   (lift_dataset_info.cName, lift_dataset_info.knownSize), (lift_loader_options.cName, lift_loader_options.knownSize),
   (lift_batch.cName, lift_batch.knownSize), (lift_comm.cName, lift_comm.knownSize),
   (lift_import_options.cName, lift_import_options.knownSize), (lift_image_info.cName, lift_image_info.knownSize),
-  (lift_preprocess_options.cName, lift_preprocess_options.knownSize),
+  (lift_preprocess_options.cName, lift_preprocess_options.knownSize), (lift_source_info.cName, lift_source_info.knownSize),
 ]
 
 /// A caller's struct of a known size as the library writes it: only the caller's size.

@@ -112,16 +112,21 @@ public func cLiftDatasetCaptions(_ handle: OpaquePointer?, _ out: UnsafeMutableP
 
 // MARK: - Loader
 
-/// The loader and stable copies of the batch's index arrays handed to C (valid until the next
-/// call; the image and text buffers are the batch's own).
+/// The loader and stable copies of the batch's arrays handed to C (valid until the next call;
+/// the image and text buffers are the batch's own).
 final class LoaderHandle {
   let loader: DataLoader
   let indices: UnsafeMutablePointer<Int64>
   let captionRows: UnsafeMutablePointer<Int64>
+  /// The batch's keys as C strings (owned here, replaced at each call).
+  private var keyStrings: [UnsafeMutablePointer<CChar>] = []
+  let keys: UnsafeMutablePointer<UnsafePointer<CChar>?>
+  /// Bad samples as of the last batch returned.
+  var bad = DataLoader.BadSamples()
 
   init(_ loader: DataLoader) throws(LiftError) {
     self.loader = loader
-    // >= any rank's part of a batch (a batch never exceeds the dataset).
+    // >= any rank's part of a batch.
     let capacity = loader.capacity + 1
     indices = try allocateElements(capacity, of: Int64.self, what: "batch indices")
     do {
@@ -130,46 +135,108 @@ final class LoaderHandle {
       indices.deallocate()
       throw error
     }
+    keys = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: capacity)
   }
 
   deinit {
     indices.deallocate()
     captionRows.deallocate()
+    keyStrings.forEach { free($0) }
+    keys.deallocate()
+  }
+
+  func setKeys(_ values: [String]) throws(LiftError) {
+    keyStrings.forEach { free($0) }
+    keyStrings = []
+    for (i, k) in values.enumerated() {
+      guard let copy = strdup(k) else { throw .memory("cannot copy the batch's keys") }
+      keyStrings.append(copy)
+      keys[i] = UnsafePointer(copy)
+    }
   }
 }
 
 @_cdecl("lift_loader_options_default")
 public func cLiftLoaderOptionsDefault(_ out: UnsafeMutablePointer<lift_loader_options>?) -> lift_status {
   capi { () throws(LiftError) in
-    try requiredStruct(out, "out").pointee = lift_loader_options(
-      struct_size: lift_loader_options.knownSize, batch_size: 128, image_size: 224, channels: 3, seed: 0, shuffle: 1, augment: 0, crop_scale_min: 0.08,
-      crop_scale_max: 1, flip: 1, rank: 0, workers: 1, prefetch: 1, start_epoch: 0, start_batch: 0)
+    var o = lift_loader_options()
+    o.batch_size = 128
+    o.image_size = 224
+    o.channels = 3
+    o.shuffle = 1
+    o.crop_scale_min = 0.08
+    o.crop_scale_max = 1
+    o.flip = 1
+    o.workers = 1
+    o.prefetch = 1
+    o.filter = ResampleFilter.bicubic.c
+    o.reduced_decode = 1
+    o.max_pixels = ImageDecoder.defaultMaxPixels
+    o.decode_threads = 1
+    o.shuffle_block = 5000
+    o.max_bad_fraction = 0.01
+    try requiredStruct(out, "out").pointee = o.sized
   }
+}
+
+/// Loader options from C, checked; fields an older caller's struct lacks take their defaults.
+private func loaderOptions(_ c: lift_loader_options, callerSize: Int) throws(LiftError) -> DataLoader.Options {
+  guard c.batch_size >= 1, c.batch_size <= 1 << 20 else { throw .argument("batch_size must be in [1, 1048576] (got \(c.batch_size))") }
+  var o = DataLoader.Options(batchSize: Int(c.batch_size), imageSize: Int(c.image_size), channels: Int(c.channels))
+  o.seed = c.seed
+  o.shuffle = c.shuffle != 0
+  if c.augment != 0 {
+    guard c.crop_scale_min > 0, c.crop_scale_min <= c.crop_scale_max, c.crop_scale_max <= 1 else {
+      throw .argument("crop scale must satisfy 0 < min <= max <= 1 (got \(c.crop_scale_min) .. \(c.crop_scale_max))")
+    }
+    o.augment = Preprocess.Augment(scale: c.crop_scale_min...c.crop_scale_max, flip: c.flip != 0)
+  }
+  o.rank = Int(c.rank)
+  o.workers = Int(c.workers)
+  o.prefetch = c.prefetch != 0
+  guard callerSize > lift_loader_options.size(before: \.filter) else {
+    o.filter = .bilinear  // what 0.3 resampled with
+    return o
+  }
+  o.filter = try ResampleFilter(c: c.filter)
+  o.reducedDecode = c.reduced_decode != 0
+  guard c.max_pixels >= 0 else { throw .argument("max_pixels must be >= 0 (0: the default; got \(c.max_pixels))") }
+  o.maxPixels = c.max_pixels == 0 ? ImageDecoder.defaultMaxPixels : c.max_pixels
+  guard c.decode_threads >= 1, c.decode_threads <= 256 else { throw .argument("decode_threads must be in [1, 256] (got \(c.decode_threads))") }
+  o.decodeThreads = Int(c.decode_threads)
+  guard c.shuffle_block >= 1 else { throw .argument("shuffle_block must be >= 1 (got \(c.shuffle_block))") }
+  o.shuffleBlock = Int(c.shuffle_block)
+  guard c.max_bad_fraction >= 0, c.max_bad_fraction <= 1 else {
+    throw .argument("max_bad_fraction must be in [0, 1] (got \(c.max_bad_fraction))")
+  }
+  o.maxBadFraction = c.max_bad_fraction
+  return o
+}
+
+private func createLoader(_ source: SampleSource, _ options: UnsafePointer<lift_loader_options>?,
+                          _ out: UnsafeMutablePointer<OpaquePointer?>?) throws(LiftError) {
+  let out = try required(out, "out")
+  let c = try requiredStruct(options, "options")
+  let size = try lift_loader_options.checkSize(at: UnsafeRawPointer(options!), "options")
+  let o = try loaderOptions(c, callerSize: size)
+  // The loader checks the position (against the data) before its thread starts.
+  let loader = try DataLoader(source: source, options: o, start: .init(epoch: Int(c.start_epoch), batch: Int(c.start_batch)))
+  out.pointee = makeHandle(try LoaderHandle(loader))
 }
 
 @_cdecl("lift_loader_create")
 public func cLiftLoaderCreate(_ datasetHandle: OpaquePointer?, _ options: UnsafePointer<lift_loader_options>?,
                               _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
   capi { () throws(LiftError) in
-    let out = try required(out, "out")
-    let ds = try object(datasetHandle, as: ImageDataset.self, "dataset")
-    let c = try requiredStruct(options, "options")
-    guard c.batch_size >= 1, c.batch_size <= 1 << 20 else { throw .argument("batch_size must be in [1, 1048576] (got \(c.batch_size))") }
-    var o = DataLoader.Options(batchSize: Int(c.batch_size), imageSize: Int(c.image_size), channels: Int(c.channels))
-    o.seed = c.seed
-    o.shuffle = c.shuffle != 0
-    if c.augment != 0 {
-      guard c.crop_scale_min > 0, c.crop_scale_min <= c.crop_scale_max, c.crop_scale_max <= 1 else {
-        throw .argument("crop scale must satisfy 0 < min <= max <= 1 (got \(c.crop_scale_min) .. \(c.crop_scale_max))")
-      }
-      o.augment = Preprocess.Augment(scale: c.crop_scale_min...c.crop_scale_max, flip: c.flip != 0)
-    }
-    o.rank = Int(c.rank)
-    o.workers = Int(c.workers)
-    o.prefetch = c.prefetch != 0
-    // The loader checks the position (against the data) before its thread starts.
-    let loader = try DataLoader(dataset: ds, options: o, start: .init(epoch: Int(c.start_epoch), batch: Int(c.start_batch)))
-    out.pointee = makeHandle(try LoaderHandle(loader))
+    try createLoader(try object(datasetHandle, as: ImageDataset.self, "dataset"), options, out)
+  }
+}
+
+@_cdecl("lift_loader_create_from_source")
+public func cLiftLoaderCreateFromSource(_ sourceHandle: OpaquePointer?, _ options: UnsafePointer<lift_loader_options>?,
+                                        _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
+  capi { () throws(LiftError) in
+    try createLoader(try object(sourceHandle, as: SourceHandle.self, "source").source, options, out)
   }
 }
 
@@ -181,10 +248,21 @@ public func cLiftLoaderNext(_ handle: OpaquePointer?, _ out: UnsafeMutablePointe
     let b = try h.loader.next()
     h.indices.update(from: b.indices, count: b.count)
     h.captionRows.update(from: b.captionRows, count: b.count)
-    out.pointee = lift_batch(struct_size: lift_batch.knownSize, images: UnsafePointer(b.images), texts: UnsafePointer(b.texts), indices: h.indices,
-                             caption_rows: h.captionRows, count: Int64(b.count), global_count: Int64(b.globalCount),
-                             epoch: Int64(b.position.epoch), batch: Int64(b.position.batch),
-                             wait_seconds: h.loader.lastWaitSeconds)
+    try h.setKeys(b.keys)
+    h.bad = b.badSamples
+    var batch = lift_batch()
+    batch.images = UnsafePointer(b.images)
+    batch.texts = UnsafePointer(b.texts)
+    batch.indices = UnsafePointer(h.indices)
+    batch.caption_rows = UnsafePointer(h.captionRows)
+    batch.count = Int64(b.count)
+    batch.global_count = Int64(b.globalCount)
+    batch.epoch = Int64(b.position.epoch)
+    batch.batch = Int64(b.position.batch)
+    batch.wait_seconds = h.loader.lastWaitSeconds
+    batch.skipped = Int64(b.skipped)
+    batch.keys = UnsafePointer(h.keys)
+    out.pointee = batch
   }
 }
 
@@ -195,6 +273,91 @@ public func cLiftLoaderBatchesPerEpoch(_ handle: OpaquePointer?, _ count: Unsafe
     try required(count, "count").pointee = Int64(h.loader.batchesPerEpoch)
   }
 }
+
+@_cdecl("lift_loader_bad_samples")
+public func cLiftLoaderBadSamples(_ handle: OpaquePointer?, _ seen: UnsafeMutablePointer<Int64>?,
+                                  _ counts: UnsafeMutablePointer<Int64>?, _ n: Int) -> lift_status {
+  capi { () throws(LiftError) in
+    let h = try object(handle, as: LoaderHandle.self, "loader")
+    seen?.pointee = h.bad.seen
+    let n = min(try requiredSize(n, "n_counts"), SampleProblem.allCases.count)
+    if n > 0 {
+      let counts = try required(counts, "counts")
+      for (k, p) in SampleProblem.allCases.prefix(n).enumerated() { counts[k] = h.bad.counts[p] ?? 0 }
+    }
+  }
+}
+
+@_cdecl("lift_loader_bad_report")
+public func cLiftLoaderBadReport(_ handle: OpaquePointer?, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int,
+                                 _ length: UnsafeMutablePointer<Int>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let h = try object(handle, as: LoaderHandle.self, "loader")
+    try copyCString(Array(h.bad.description.utf8), into: buffer, capacity: capacity, length: length, what: "the bad-sample report")
+  }
+}
+
+// MARK: - Sources
+
+/// A data source handed to C (a dataset opened this way is a source too).
+final class SourceHandle {
+  let source: SampleSource
+  let kind: DataSources.Kind
+  init(_ source: SampleSource, kind: DataSources.Kind) {
+    self.source = source
+    self.kind = kind
+  }
+}
+
+private func stringList(_ list: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int, _ name: String) throws(LiftError) -> [String] {
+  let n = try requiredSize(count, "n_\(name)")
+  guard n > 0 else { return [] }
+  let list = try required(list, name)
+  var out: [String] = []
+  for i in 0..<n { out.append(try requiredString(list[i], "\(name)[\(i)]")) }
+  return out
+}
+
+@_cdecl("lift_source_open")
+public func cLiftSourceOpen(_ paths: UnsafePointer<UnsafePointer<CChar>?>?, _ nPaths: Int,
+                            _ embeddings: UnsafePointer<UnsafePointer<CChar>?>?, _ nEmbeddings: Int,
+                            _ index: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let out = try required(out, "out")
+    let request = DataSources.Request(paths: try stringList(paths, nPaths, "paths"),
+                                      embeddings: try stringList(embeddings, nEmbeddings, "embeddings"),
+                                      index: index.map { String(cString: $0) })
+    guard !request.paths.isEmpty else { throw .argument("n_paths must be >= 1") }
+    let (kind, _) = try DataSources.detect(request)
+    out.pointee = makeHandle(SourceHandle(try DataSources.open(request), kind: kind))
+  }
+}
+
+@_cdecl("lift_source_get_info")
+public func cLiftSourceGetInfo(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<lift_source_info>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let h = try object(handle, as: SourceHandle.self, "source")
+    let out = try requiredStruct(out, "out")
+    var info = lift_source_info()
+    info.kind = Int32([DataSources.Kind.dataset, .tarShards, .imageFolders, .indexedFolder].firstIndex(of: h.kind)!)
+    info.text_dim = Int32(h.source.textDim)
+    info.samples = h.source.sampleCount
+    info.shards = Int64(h.source.shardSampleCounts?.count ?? 0)
+    out.pointee = info.sized
+  }
+}
+
+@_cdecl("lift_source_summary")
+public func cLiftSourceSummary(_ handle: OpaquePointer?, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int,
+                               _ length: UnsafeMutablePointer<Int>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let h = try object(handle, as: SourceHandle.self, "source")
+    try copyCString(Array(h.source.summary.utf8), into: buffer, capacity: capacity, length: length, what: "the summary")
+  }
+}
+
+@_cdecl("lift_source_free")
+public func cLiftSourceFree(_ handle: OpaquePointer?) { releaseHandle(handle) }
 
 @_cdecl("lift_loader_free")
 public func cLiftLoaderFree(_ handle: OpaquePointer?) { releaseHandle(handle) }

@@ -31,7 +31,7 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     public var shuffle = true
     public var augment: Preprocess.Augment? = nil
     /// Resampling filter (Pillow's); bicubic is what OpenCLIP and pretrained encoders expect.
-    public var filter = ResampleFilter.bilinear
+    public var filter = ResampleFilter.bicubic
     /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale when the view allows (see `Preprocess.reduction`).
     public var reducedDecode = true
     /// Images with more pixels are bad samples (decompression bombs).
@@ -345,7 +345,7 @@ private final class Producer {
                             fullHeight: h, view: view, size: options.imageSize, filter: options.filter,
                             outChannels: options.channels, flip: flip, into: dst, scratch: scratches[thread])
     case .encoded(let start, let count):
-      try pipelines[thread].render(arena.bytes(start, count), what: describe(draw.ref), choose: choose, into: dst)
+      try pipelines[thread].render(arena.bytes(start, count), what: "image", choose: choose, into: dst)
     case .none:
       throw .internal("sample \(draw.ref.id) has no image")
     }

@@ -5,7 +5,7 @@ copy inside this package (wheels carry one), else the system's liblift.so.<major
 package); never from the current directory or its parents.
 """
 from ._lib import LiftError, library_path, lib
-from .data import (Batch, Dataset, Loader, class_embeddings, pairwise, preprocess, retrieval, write_dataset,
+from .data import (Batch, Dataset, Loader, Source, class_embeddings, pairwise, preprocess, retrieval, write_dataset,
                    zero_shot)
 from .images import decode_image, image_info
 from .model import Model, ModelConfig, StepStats, TensorInfo, TrainConfig, Trainer
@@ -13,7 +13,7 @@ from .similarity import cosine_similarity, topk
 from .store import DEFAULT_DATASET, Store, StoreWriter
 
 __all__ = ["LiftError", "Store", "StoreWriter", "DEFAULT_DATASET", "cosine_similarity", "topk",
-           "Model", "ModelConfig", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "Dataset", "Loader", "Batch",
+           "Model", "ModelConfig", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "Dataset", "Source", "Loader", "Batch",
            "preprocess", "decode_image", "image_info", "write_dataset", "class_embeddings", "zero_shot", "retrieval", "pairwise", "version",
            "library_path", "__version__"]
 

@@ -10,7 +10,8 @@ __all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelCo
            "TensorInfoStruct",
            "TrainConfigStruct", "StepStatsStruct", "Handle", "CommStruct", "ALLGATHER_INT64",
            "ALLGATHERV_FLOAT", "ALLREDUCE_SUM_FLOAT",
-           "DatasetInfoStruct", "LoaderOptionsStruct", "BatchStruct", "ImageInfoStruct", "PreprocessOptionsStruct"]
+           "DatasetInfoStruct", "LoaderOptionsStruct", "BatchStruct", "ImageInfoStruct", "PreprocessOptionsStruct",
+           "SourceInfoStruct"]
 
 _ENV = "LIBLIFT_PATH"
 
@@ -158,7 +159,9 @@ class LoaderOptionsStruct(_Sized):
                 ("seed", ctypes.c_uint64), ("shuffle", ctypes.c_int32), ("augment", ctypes.c_int32),
                 ("crop_scale_min", ctypes.c_double), ("crop_scale_max", ctypes.c_double), ("flip", ctypes.c_int32),
                 ("rank", ctypes.c_int32), ("workers", ctypes.c_int32), ("prefetch", ctypes.c_int32),
-                ("start_epoch", ctypes.c_int64), ("start_batch", ctypes.c_int64)]
+                ("start_epoch", ctypes.c_int64), ("start_batch", ctypes.c_int64), ("filter", ctypes.c_int32),
+                ("reduced_decode", ctypes.c_int32), ("max_pixels", ctypes.c_int64), ("decode_threads", ctypes.c_int32),
+                ("shuffle_block", ctypes.c_int32), ("max_bad_fraction", ctypes.c_double)]
 
 
 class BatchStruct(_Sized):
@@ -166,7 +169,14 @@ class BatchStruct(_Sized):
     _fields_ = _SIZE + [("images", ctypes.POINTER(ctypes.c_uint8)), ("texts", ctypes.POINTER(ctypes.c_float)),
                 ("indices", ctypes.POINTER(ctypes.c_int64)), ("caption_rows", ctypes.POINTER(ctypes.c_int64)),
                 ("count", ctypes.c_int64), ("global_count", ctypes.c_int64), ("epoch", ctypes.c_int64),
-                ("batch", ctypes.c_int64), ("wait_seconds", ctypes.c_double)]
+                ("batch", ctypes.c_int64), ("wait_seconds", ctypes.c_double), ("skipped", ctypes.c_int64),
+                ("keys", ctypes.POINTER(ctypes.c_char_p))]
+
+
+class SourceInfoStruct(_Sized):
+    _c_name = "lift_source_info"
+    _fields_ = _SIZE + [("kind", ctypes.c_int32), ("text_dim", ctypes.c_int32), ("samples", ctypes.c_int64),
+                ("shards", ctypes.c_int64)]
 
 
 class ImageInfoStruct(_Sized):
@@ -277,6 +287,13 @@ _PROTOTYPES = {
     "lift_loader_next": (c_int, [_P, POINTER(BatchStruct)]),
     "lift_loader_batches_per_epoch": (c_int, [_P, _I64]),
     "lift_loader_free": (None, [_P]),
+    "lift_loader_bad_samples": (c_int, [_P, _I64, _I64, c_size_t]),
+    "lift_loader_bad_report": (c_int, [_P, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "lift_loader_create_from_source": (c_int, [_P, POINTER(LoaderOptionsStruct), POINTER(_P)]),
+    "lift_source_open": (c_int, [POINTER(c_char_p), c_size_t, POINTER(c_char_p), c_size_t, c_char_p, POINTER(_P)]),
+    "lift_source_get_info": (c_int, [_P, POINTER(SourceInfoStruct)]),
+    "lift_source_summary": (c_int, [_P, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "lift_source_free": (None, [_P]),
     "lift_preprocess_image": (c_int, [c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                       POINTER(ctypes.c_double), ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                       c_void_p, c_size_t]),
@@ -311,7 +328,7 @@ def _declare() -> None:
                           f"liblift {ABI_MAJOR}.x")
     check_struct_sizes([ModelConfigStruct, TensorInfoStruct, TrainConfigStruct, StepStatsStruct, DatasetInfoStruct,
                         LoaderOptionsStruct, BatchStruct, CommStruct, ImportOptionsStruct, ImageInfoStruct,
-                        PreprocessOptionsStruct])
+                        PreprocessOptionsStruct, SourceInfoStruct])
 
 
 def check_struct_sizes(structs) -> None:

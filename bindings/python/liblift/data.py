@@ -10,12 +10,17 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ._arrays import as_float_matrix, fptr, i64ptr
-from ._lib import (BatchStruct, DatasetInfoStruct, Handle, LoaderOptionsStruct, check, lib)
+from ._lib import (BatchStruct, DatasetInfoStruct, Handle, LoaderOptionsStruct, SourceInfoStruct, check, lib)
 from .images import preprocess
 from .store import Store
 
-__all__ = ["Dataset", "Loader", "Batch", "preprocess", "write_dataset", "class_embeddings", "zero_shot",
-           "retrieval", "pairwise", "FORMAT_VERSION"]
+__all__ = ["Dataset", "Source", "Loader", "Batch", "preprocess", "write_dataset", "class_embeddings", "zero_shot",
+           "retrieval", "pairwise", "FORMAT_VERSION", "SAMPLE_PROBLEMS"]
+
+# lift_sample_problem, in order.
+SAMPLE_PROBLEMS = ["empty", "unsupported", "corrupt", "truncated", "too_large", "missing_embedding",
+                   "non_finite_embedding", "duplicate_key"]
+_SOURCE_KINDS = ["dataset", "tar", "folders", "index"]
 
 FORMAT_VERSION = 1
 
@@ -101,6 +106,54 @@ class Dataset(Handle):
         return Store._wrap(h, self.paths, "captions/embeddings")
 
 
+def _paths(value) -> list:
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return [os.fsencode(value)]
+    return [os.fsencode(p) for p in value]
+
+
+class Source(Handle):
+    """Image-caption data as it is on disk (README: "Data sources"): a liblift dataset, webdataset
+    tar shards (files, a folder of them, or a brace pattern such as "shards/{00000..00099}.tar"),
+    image folders (the LIFT layout images/<shard>/<key>.<ext>) or an image folder with an `index`
+    file. `embeddings` names the store(s) holding each sample's caption embedding under its key."""
+
+    _free = "lift_source_free"
+    _kind = "source"
+
+    def __init__(self, paths, embeddings=(), index=None):
+        encoded = _paths(paths)
+        stores = _paths(embeddings) if embeddings else []
+        if not encoded:
+            raise ValueError("Source needs at least one path")
+        h = ctypes.c_void_p()
+        check(lib.lift_source_open((ctypes.c_char_p * len(encoded))(*encoded), len(encoded),
+                                   (ctypes.c_char_p * max(len(stores), 1))(*stores) if stores else None, len(stores),
+                                   os.fsencode(index) if index is not None else None, ctypes.byref(h)))
+        self._h = h
+        info = SourceInfoStruct()
+        check(lib.lift_source_get_info(h, ctypes.byref(info)))
+        self.kind, self.text_dim = _SOURCE_KINDS[info.kind], info.text_dim
+        self.count, self.shards = info.samples, info.shards
+
+    def __len__(self):
+        return self.count
+
+    @property
+    def summary(self) -> str:
+        return _string(lib.lift_source_summary, self._handle())
+
+
+def _string(fn, *args) -> str:
+    n = ctypes.c_size_t()
+    status = fn(*args, None, 0, ctypes.byref(n))
+    if status != 9:
+        check(status)
+    buf = ctypes.create_string_buffer(n.value + 1)
+    check(fn(*args, buf, n.value + 1, ctypes.byref(n)))
+    return buf.raw[: n.value].decode("utf-8", "replace")
+
+
 @dataclass
 class Batch:
     images: np.ndarray        # (count, S, S, C) uint8
@@ -111,33 +164,57 @@ class Batch:
     epoch: int
     batch: int
     wait_seconds: float
+    skipped: int = 0          # samples of this part left out as bad
+    keys: list = None         # sample keys ("" where a source has none)
+
+    @property
+    def count(self) -> int:
+        """Samples in this part of the batch."""
+        return len(self.indices)
 
 
 class Loader(Handle):
-    """Shuffled, preprocessed batches; see lift_loader_create. `batch_size` is the global batch,
-    split over `workers` ranks (this loader yields rank `rank`'s part). Iterating yields Batch objects
-    with arrays copied out of the loader (set copy=False for zero-copy views that are only valid
-    until the next batch)."""
+    """Shuffled, preprocessed batches from a Dataset or a Source; see lift_loader_create.
+    `batch_size` is the global batch, split over `workers` ranks (this loader yields rank `rank`'s
+    part). Iterating yields one epoch of Batch objects with arrays copied out of the loader (set
+    copy=False for zero-copy views that are only valid until the next batch); `next()` goes on
+    forever. Bad samples are left out and counted (`bad_samples()`); past `max_bad_fraction` the
+    loader raises."""
 
     _free = "lift_loader_free"
     _kind = "loader"
 
-    def __init__(self, dataset: Dataset, batch_size: int, image_size: int | None = None, channels: int | None = None, *,
+    def __init__(self, data, batch_size: int, image_size: int | None = None, channels: int | None = None, *,
                  seed: int = 0, shuffle: bool = True, augment: bool = False, crop_scale=(0.08, 1.0), flip: bool = True,
-                 rank: int = 0, workers: int = 1, prefetch: bool = True, start=(0, 0), copy: bool = True):
+                 rank: int = 0, workers: int = 1, prefetch: bool = True, start=(0, 0), copy: bool = True,
+                 filter: str = "bicubic", reduced_decode: bool = True, max_pixels: int = 0, decode_threads: int = 1,
+                 shuffle_block: int = 5000, max_bad_fraction: float = 0.01):
+        from .images import FILTERS
+
         o = LoaderOptionsStruct()
         check(lib.lift_loader_options_default(ctypes.byref(o)))
+        shape = getattr(data, "image_shape", (224, 224, 3))
         o.batch_size = int(batch_size)
-        o.image_size = int(image_size or dataset.image_shape[0])
-        o.channels = int(channels or dataset.image_shape[2])
+        o.image_size = int(image_size or shape[0] or 224)
+        o.channels = int(channels or shape[2] or 3)
         o.seed, o.shuffle, o.augment = int(seed), int(shuffle), int(augment)
         o.crop_scale_min, o.crop_scale_max, o.flip = float(crop_scale[0]), float(crop_scale[1]), int(flip)
         o.rank, o.workers, o.prefetch = int(rank), int(workers), int(prefetch)
         o.start_epoch, o.start_batch = int(start[0]), int(start[1])
+        if filter not in FILTERS:
+            raise ValueError(f"filter must be one of {', '.join(FILTERS)} (got {filter!r})")
+        o.filter, o.reduced_decode, o.max_pixels = FILTERS[filter], int(reduced_decode), int(max_pixels)
+        o.decode_threads, o.shuffle_block, o.max_bad_fraction = int(decode_threads), int(shuffle_block), float(max_bad_fraction)
         h = ctypes.c_void_p()
-        check(lib.lift_loader_create(dataset._handle(), ctypes.byref(o), ctypes.byref(h)))
+        if isinstance(data, Dataset):
+            check(lib.lift_loader_create(data._handle(), ctypes.byref(o), ctypes.byref(h)))
+        elif isinstance(data, Source):
+            check(lib.lift_loader_create_from_source(data._handle(), ctypes.byref(o), ctypes.byref(h)))
+        else:
+            raise TypeError(f"Loader reads a Dataset or a Source, not {type(data).__name__}")
         self._h = h
-        self.dataset = dataset
+        self.dataset = data
+        self.text_dim = data.text_dim
         self.image_shape = (o.image_size, o.image_size, o.channels)
         self.copy = copy
         n = ctypes.c_int64()
@@ -149,15 +226,25 @@ class Loader(Handle):
         check(lib.lift_loader_next(self._handle(), ctypes.byref(b)))
         n = b.count
         wrap = (lambda a: a.copy()) if self.copy else (lambda a: a)
-        images = np.ctypeslib.as_array(b.images, shape=(n, *self.image_shape))
-        texts = np.ctypeslib.as_array(b.texts, shape=(n, self.dataset.text_dim))
+        images = np.ctypeslib.as_array(b.images, shape=(n, *self.image_shape)) if n else np.empty((0, *self.image_shape), np.uint8)
+        texts = np.ctypeslib.as_array(b.texts, shape=(n, self.text_dim)) if n else np.empty((0, self.text_dim), np.float32)
+        keys = [b.keys[i].decode("utf-8", "replace") for i in range(n)]
         return Batch(wrap(images), wrap(texts), np.ctypeslib.as_array(b.indices, shape=(n,)).copy(),
                      np.ctypeslib.as_array(b.caption_rows, shape=(n,)).copy(), b.global_count, b.epoch, b.batch,
-                     b.wait_seconds)
+                     b.wait_seconds, b.skipped, keys)
 
     def __iter__(self):
-        while True:
+        """One epoch's batches (from wherever the loader stands)."""
+        for _ in range(self.batches_per_epoch):
             yield self.next()
+
+    def bad_samples(self) -> dict:
+        """{"seen": n, "counts": {problem: n}, "report": text} up to the last batch returned."""
+        seen = ctypes.c_int64()
+        counts = np.zeros(len(SAMPLE_PROBLEMS), np.int64)
+        check(lib.lift_loader_bad_samples(self._handle(), ctypes.byref(seen), i64ptr(counts), counts.size))
+        return {"seen": seen.value, "counts": {k: int(v) for k, v in zip(SAMPLE_PROBLEMS, counts) if v},
+                "report": _string(lib.lift_loader_bad_report, self._handle())}
 
 
 def write_dataset(path, images: np.ndarray, caption_embeddings: np.ndarray, image_captions: Sequence[Sequence[int]],
