@@ -1,93 +1,176 @@
 import Lift
 
-/// Runs the evaluation protocols a dataset supports on a model: zero-shot classification (if
-/// it has classes and labels), image<->text retrieval over its captions, and pairwise
-/// compositional accuracy per negative type (if it has compositional pairs).
+/// Runs the evaluation protocols a data source supports on a model: zero-shot classification
+/// (a liblift dataset with classes and labels), image<->text retrieval over its captions (a
+/// dataset's caption lists, or a keyed source's store rows under each sample's key), and pairwise
+/// compositional accuracy per negative type (a dataset with compositional pairs). Samples that
+/// cannot be read (an undecodable image, a missing embedding) are left out and counted.
 struct Evaluation {
   var zeroShot: Metrics.ZeroShot?
   var retrieval: Metrics.Retrieval?
   /// (type, correct, total) sorted by type, plus the overall accuracy.
   var compositional: [(type: String, correct: Int, total: Int)]?
+  /// Samples left out, and why (empty if none).
+  var skipped: Int64 = 0
+  var skippedReport = ""
   var seconds = 0.0
 
-  static func run(model: Model, dataset: ImageDataset, batch: Int = 256, retrieval wantRetrieval: Bool = true,
-                  progress: Bool = true) throws -> Evaluation {
+  /// Image embeddings of every sample in order (rows of samples left out stay zero), which
+  /// samples they are, and each sample's key.
+  struct Encoded {
+    var images: [Float]
+    var kept: [Int]
+    var keys: [String]
+    var bad = DataLoader.BadSamples()
+  }
+
+  static func encodeAll(model: Model, source: SampleSource, batch: Int, filter: ResampleFilter,
+                        progress: Bool, what: String) throws -> Encoded {
     let config = model.config
-    guard dataset.textDim == config.textDim else {
-      throw CLIError("the model makes \(config.textDim)-d embeddings but '\(dataset.paths[0])' has \(dataset.textDim)-d captions")
-    }
-    let start = now()
-    let n = Int(dataset.count), d = config.textDim
-    // Image embeddings in file order, through the same preprocessing as training (no augmentation).
+    let n = Int(source.sampleCount), d = config.textDim
+    // Through the same preprocessing as training (no augmentation), every sample once, in order.
     var options = DataLoader.Options(batchSize: batch, imageSize: config.imageSize, channels: config.channels)
     options.shuffle = false
-    let loader = try cli { () throws(LiftError) in try DataLoader(dataset: dataset, options: options) }
-    var images = [Float](repeating: 0, count: n * d)
-    var done = 0
+    options.filter = filter
+    options.maxBadFraction = 1
+    let loader = try cli { () throws(LiftError) in try DataLoader(source: source, options: options) }
+    defer { loader.close() }
+    var out = Encoded(images: [Float](repeating: 0, count: n * d), kept: [], keys: [String](repeating: "", count: n))
+    var embeddings = [Float](repeating: 0, count: loader.capacity * d)
     var pacer = ProgressPacer()
-    while done < n {
+    for step in 0..<loader.batchesPerEpoch {
       let b = try cli { () throws(LiftError) in try loader.next() }
-      try images.withUnsafeMutableBufferPointer { (out) in
+      try embeddings.withUnsafeMutableBufferPointer { (e) in
         try cli { () throws(LiftError) in
-          try model.encode(.uint8NHWC(UnsafePointer(b.images)), count: b.count, chunk: batch,
-                           into: out.baseAddress! + done * d)
+          try model.encode(.uint8NHWC(UnsafePointer(b.images)), count: b.count, chunk: batch, into: e.baseAddress!)
         }
       }
-      done += b.count
-      if progress && pacer.due(last: done == n) { Console.progress("evaluating: encoded \(done)/\(n) images") }
+      for (i, index) in b.indices.enumerated() {
+        let row = Int(index)
+        for j in 0..<d { out.images[row * d + j] = embeddings[i * d + j] }
+        out.kept.append(row)
+        out.keys[row] = b.keys[i]
+      }
+      out.bad = b.badSamples
+      if progress && pacer.due(last: step == loader.batchesPerEpoch - 1) {
+        Console.progress("\(what.isEmpty ? "" : what + ": ")encoded \(out.kept.count)/\(n) images")
+      }
     }
-    loader.close()
+    out.kept.sort()
+    return out
+  }
+
+  static func run(model: Model, source: SampleSource, batch: Int = 256, filter: ResampleFilter = .bicubic,
+                  retrieval wantRetrieval: Bool = true, progress: Bool = true) throws -> Evaluation {
+    let d = model.config.textDim
+    guard source.textDim == d else {
+      throw CLIError("the model makes \(d)-d embeddings but the evaluation data has \(source.textDim)-d captions")
+    }
+    let start = now()
+    let encoded = try encodeAll(model: model, source: source, batch: batch, filter: filter, progress: progress, what: "evaluating")
     var result = Evaluation()
+    result.skipped = encoded.bad.total
+    result.skippedReport = encoded.bad.description
+    let kept = encoded.kept
+    var images = [Float](repeating: 0, count: kept.count * d)
+    for (k, row) in kept.enumerated() { for j in 0..<d { images[k * d + j] = encoded.images[row * d + j] } }
+    let dataset = source as? ImageDataset
+    if let dataset, dataset.classCount > 0, dataset.hasLabels {
+      result.zeroShot = try zeroShot(dataset, images: images, kept: kept, d: d)
+    }
+    if wantRetrieval {
+      result.retrieval = try retrievalOf(source, keys: encoded.keys, images: images, kept: kept, d: d)
+    }
+    if let dataset { result.compositional = try compositional(dataset, encoded: encoded.images, kept: kept, d: d) }
+    result.seconds = now() - start
+    Console.clearProgress()
+    return result
+  }
+
+  private static func zeroShot(_ dataset: ImageDataset, images: [Float], kept: [Int], d: Int) throws -> Metrics.ZeroShot {
     let captionCount = Int(dataset.captions.rows)
     var captions = [Float](repeating: 0, count: captionCount * d)
     try captions.withUnsafeMutableBufferPointer { (b) in
       try cli { () throws(LiftError) in try dataset.captions.read(range: 0, count: Int64(captionCount), into: b.baseAddress!, capacity: b.count) }
     }
-    if dataset.classCount > 0 && dataset.hasLabels {
-      let prompts = dataset.classPrompts.map { $0.map { Int($0) } }
-      let classes = try captions.withUnsafeBufferPointer { (c) in
-        try cli { () throws(LiftError) in try Metrics.classEmbeddings(prompts: c.baseAddress!, d: d, classes: prompts) }
-      }
-      var labels = [Int64](repeating: 0, count: n)
-      let all = (0..<Int64(n)).map { $0 }
-      try all.withUnsafeBufferPointer { (list) in
-        try labels.withUnsafeMutableBufferPointer { (out) in
-          try cli { () throws(LiftError) in try dataset.readLabels(list, into: out.baseAddress!) }
-        }
-      }
-      result.zeroShot = try cli { () throws(LiftError) in
-        try Metrics.zeroShot(images: images, n: n, classes: classes, classCount: dataset.classCount, d: d, labels: labels)
+    let prompts = dataset.classPrompts.map { $0.map { Int($0) } }
+    let classes = try captions.withUnsafeBufferPointer { (c) in
+      try cli { () throws(LiftError) in try Metrics.classEmbeddings(prompts: c.baseAddress!, d: d, classes: prompts) }
+    }
+    var labels = [Int64](repeating: 0, count: kept.count)
+    let list = kept.map { Int64($0) }
+    try list.withUnsafeBufferPointer { (l) in
+      try labels.withUnsafeMutableBufferPointer { (out) in
+        try cli { () throws(LiftError) in try dataset.readLabels(l, into: out.baseAddress!) }
       }
     }
-    if wantRetrieval {
-      var offsets: [Int64] = [0]
-      var rows: [Int64] = []
-      for i in 0..<Int64(n) {
-        rows += try cli { () throws(LiftError) in try dataset.captionRows(of: i) }
-        offsets.append(Int64(rows.count))
-      }
-      result.retrieval = try cli { () throws(LiftError) in
-        try Metrics.retrieval(images: images, n: n, texts: captions, m: captionCount, d: d, captionOffsets: offsets, captionRows: rows)
+    return try cli { () throws(LiftError) in
+      try Metrics.zeroShot(images: images, n: kept.count, classes: classes, classCount: dataset.classCount, d: d, labels: labels)
+    }
+  }
+
+  /// Retrieval over each kept sample's captions: a dataset's caption lists, or a keyed source's
+  /// store rows under the sample's key. The text side holds exactly the captions of kept samples.
+  private static func retrievalOf(_ source: SampleSource, keys: [String], images: [Float], kept: [Int], d: Int) throws -> Metrics.Retrieval? {
+    let store: EmbeddingStore
+    var lists: [[Int64]] = []
+    var rows: [Int64]
+    if let dataset = source as? ImageDataset {
+      // A dataset's text set is all its captions (class prompts included).
+      store = dataset.captions
+      for row in kept { lists.append(try cli { () throws(LiftError) in try dataset.captionRows(of: Int64(row)) }) }
+      rows = Array(0..<store.rows)
+    } else if let keyed = (source as? TarShardSource)?.store ?? (source as? ImageFolderSource)?.store ?? (source as? IndexedFolderSource)?.store {
+      store = keyed
+      for row in kept { lists.append(try cli { () throws(LiftError) in try keyed.rows(forKey: Array(keys[row].utf8)) }) }
+      // A keyed store's text set is the captions of the evaluated samples.
+      rows = Array(Set(lists.joined())).sorted()
+    } else {
+      return nil
+    }
+    guard !rows.isEmpty, !kept.isEmpty else { return nil }
+    let position = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($1, Int64($0)) })
+    var texts = [Float](repeating: 0, count: rows.count * d)
+    try rows.withUnsafeBufferPointer { (r) in
+      try texts.withUnsafeMutableBufferPointer { (t) in
+        try cli { () throws(LiftError) in try store.read(rows: r, into: t.baseAddress!, capacity: t.count) }
       }
     }
-    if let pairs = try cli({ () throws(LiftError) in try dataset.compositionalPairs() }) {
-      var pairImages = [Float](repeating: 0, count: pairs.images.count * d)
-      for (i, image) in pairs.images.enumerated() {
-        for j in 0..<d { pairImages[i * d + j] = images[Int(image) * d + j] }
-      }
-      let correct = try cli { () throws(LiftError) in
-        try Metrics.pairwise(images: pairImages, positives: pairs.positives, negatives: pairs.negatives, n: pairs.images.count, d: d)
-      }
-      var byType: [String: (Int, Int)] = [:]
-      for (i, t) in pairs.types.enumerated() {
-        let c = byType[t] ?? (0, 0)
-        byType[t] = (c.0 + (correct[i] ? 1 : 0), c.1 + 1)
-      }
-      result.compositional = byType.keys.sorted().map { ($0, byType[$0]!.0, byType[$0]!.1) }
+    var offsets: [Int64] = [0], flat: [Int64] = []
+    for list in lists {
+      flat += list.map { position[$0]! }
+      offsets.append(Int64(flat.count))
     }
-    result.seconds = now() - start
-    Console.clearProgress()
-    return result
+    return try cli { () throws(LiftError) in
+      try Metrics.retrieval(images: images, n: kept.count, texts: texts, m: rows.count, d: d, captionOffsets: offsets, captionRows: flat)
+    }
+  }
+
+  /// Pairwise accuracy per negative type, over the pairs whose image was kept.
+  private static func compositional(_ dataset: ImageDataset, encoded: [Float], kept: [Int], d: Int) throws
+    -> [(type: String, correct: Int, total: Int)]? {
+    guard let pairs = try cli({ () throws(LiftError) in try dataset.compositionalPairs() }) else { return nil }
+    let keptSet = Set(kept)
+    let use = pairs.images.indices.filter { keptSet.contains(Int(pairs.images[$0])) }
+    guard !use.isEmpty else { return nil }
+    var pairImages = [Float](repeating: 0, count: use.count * d)
+    var positives = [Float](repeating: 0, count: use.count * d), negatives = positives
+    for (k, i) in use.enumerated() {
+      for j in 0..<d {
+        pairImages[k * d + j] = encoded[Int(pairs.images[i]) * d + j]
+        positives[k * d + j] = pairs.positives[i * d + j]
+        negatives[k * d + j] = pairs.negatives[i * d + j]
+      }
+    }
+    let correct = try cli { () throws(LiftError) in
+      try Metrics.pairwise(images: pairImages, positives: positives, negatives: negatives, n: use.count, d: d)
+    }
+    var byType: [String: (Int, Int)] = [:]
+    for (k, i) in use.enumerated() {
+      let c = byType[pairs.types[i]] ?? (0, 0)
+      byType[pairs.types[i]] = (c.0 + (correct[k] ? 1 : 0), c.1 + 1)
+    }
+    return byType.keys.sorted().map { ($0, byType[$0]!.0, byType[$0]!.1) }
   }
 
   var json: JSON {
@@ -105,6 +188,7 @@ struct Evaluation {
       members.append(("compositional", .object(
         c.map { ($0.type, .number(Double($0.correct) / Double($0.total))) } + [("overall", .number(Double(correct) / Double(max(total, 1))))])))
     }
+    if skipped > 0 { members.append(("skipped", .object([("samples", .number(Double(skipped))), ("report", .string(skippedReport))]))) }
     members.append(("seconds", .number(seconds)))
     return .object(members)
   }
@@ -125,6 +209,7 @@ struct Evaluation {
       lines.append("compositional (pairwise accuracy)")
       for row in c { lines.append("  \(row.type.padding(16))  \(percent(Double(row.correct) / Double(row.total)))  (\(row.total) pairs)") }
     }
+    if skipped > 0 { lines.append("left out \(skipped) samples that could not be read: \(skippedReport)") }
     return lines.joined(separator: "\n")
   }
 }

@@ -36,7 +36,10 @@ struct Eval: ParsableCommand {
     discussion: "Zero-shot needs classes and labels in the data; compositional accuracy needs compositional/* pairs.")
 
   @Option(name: .long, help: "Model weights or training checkpoint (safetensors).") var model: String
-  @Option(name: .long, help: "Dataset files.") var data: [String]
+  @Option(name: .long, help: "Data: liblift dataset files, tar shards, or an image folder (as lift train --data).") var data: [String]
+  @Option(name: .long, help: "Caption embedding store(s) keyed by sample (data other than liblift datasets).") var embeddings: [String] = []
+  @Option(name: .long, help: "Index file (CSV/JSONL) of an image folder.") var index: String?
+  @Option(name: .long, help: "Resampling filter: bicubic (default) or bilinear.") var filter = "bicubic"
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Also write the results here as JSON.") var json: String?
   @Flag(name: .long, help: "Replace the --json file if it exists.") var overwrite = false
@@ -46,8 +49,10 @@ struct Eval: ParsableCommand {
     guard !data.isEmpty else { throw CLIError("--data needs at least one dataset file") }
     if let json { try checkOutput(json, overwrite: overwrite) }
     let m = try loadModel(model, precision: precision)
-    let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
-    let result = try Evaluation.run(model: m, dataset: ds, retrieval: !noRetrieval)
+    let source = try cli { () throws(LiftError) in
+      try DataSources.open(DataSources.Request(paths: data, embeddings: embeddings, index: index))
+    }
+    let result = try Evaluation.run(model: m, source: source, filter: try parseFilter(filter), retrieval: !noRetrieval)
     if let json {
       try checkOutput(json, overwrite: overwrite)  // again: it may have appeared meanwhile
       try writeFileAtomically(json, result.json.serialized + "\n")
@@ -57,10 +62,13 @@ struct Eval: ParsableCommand {
 }
 
 struct Encode: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Write the image embeddings of a dataset to an embedding store (HDF5).")
+  static let configuration = CommandConfiguration(abstract: "Write the image embeddings of a dataset, tar shards or image folder to an embedding store (HDF5).")
 
   @Option(name: .long, help: "Model weights or training checkpoint.") var model: String
-  @Option(name: .long, help: "Dataset files.") var data: [String]
+  @Option(name: .long, help: "Data: liblift dataset files, tar shards, or an image folder (as lift train --data).") var data: [String]
+  @Option(name: .long, help: "Caption embedding store(s) keyed by sample, if the data needs one to be read.") var embeddings: [String] = []
+  @Option(name: .long, help: "Index file (CSV/JSONL) of an image folder.") var index: String?
+  @Option(name: .long, help: "Resampling filter: bicubic (default) or bilinear.") var filter = "bicubic"
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Output embedding store (HDF5).") var out: String
   @Flag(name: .long, help: "Replace --out if it exists.") var overwrite = false
@@ -70,32 +78,37 @@ struct Encode: ParsableCommand {
     guard dtype == "float16" || dtype == "float32" else { throw CLIError("--dtype must be float16 or float32") }
     try checkOutput(out, overwrite: overwrite)
     let m = try loadModel(model, precision: precision)
-    let ds = try cli { () throws(LiftError) in try ImageDataset(paths: data) }
-    let config = m.config
+    let source = try cli { () throws(LiftError) in
+      try DataSources.open(DataSources.Request(paths: data, embeddings: embeddings, index: index))
+    }
+    let encoded = try Evaluation.encodeAll(model: m, source: source, batch: 256, filter: try parseFilter(filter),
+                                           progress: true, what: "")
+    let d = m.config.textDim
     let writer = try cli { () throws(LiftError) in
-      try EmbeddingStoreWriter(path: out, dim: Int64(config.textDim), dtype: dtype == "float16" ? LIFT_DTYPE_FLOAT16 : LIFT_DTYPE_FLOAT32,
+      try EmbeddingStoreWriter(path: out, dim: Int64(d), dtype: dtype == "float16" ? LIFT_DTYPE_FLOAT16 : LIFT_DTYPE_FLOAT32,
                                keys: true, overwrite: overwrite)
     }
-    var options = DataLoader.Options(batchSize: 256, imageSize: config.imageSize, channels: config.channels)
-    options.shuffle = false
-    let loader = try cli { () throws(LiftError) in try DataLoader(dataset: ds, options: options) }
-    var emb = [Float](repeating: 0, count: 257 * config.textDim)
-    var done = 0
-    var pacer = ProgressPacer()
-    while done < Int(ds.count) {
-      let b = try cli { () throws(LiftError) in try loader.next() }
-      try emb.withUnsafeMutableBufferPointer { (e) in
-        try cli { () throws(LiftError) in
-          try m.encode(.uint8NHWC(UnsafePointer(b.images)), count: b.count, into: e.baseAddress!)
-          try writer.append(e.baseAddress!, rows: Int64(b.count), keys: b.indices.map { Array(String($0).utf8) })
-        }
+    // Keys: the samples' own (file names, tar keys), or their index in the data.
+    for chunk in stride(from: 0, to: encoded.kept.count, by: 1024) {
+      let rows = Array(encoded.kept[chunk..<min(chunk + 1024, encoded.kept.count)])
+      var block = [Float](repeating: 0, count: rows.count * d)
+      for (k, row) in rows.enumerated() { for j in 0..<d { block[k * d + j] = encoded.images[row * d + j] } }
+      let keys = rows.map { Array((encoded.keys[$0].isEmpty ? String($0) : encoded.keys[$0]).utf8) }
+      try block.withUnsafeBufferPointer { (b) in
+        try cli { () throws(LiftError) in try writer.append(b.baseAddress!, rows: Int64(rows.count), keys: keys) }
       }
-      done += b.count
-      if pacer.due(last: done == Int(ds.count)) { Console.progress("encoded \(done)/\(ds.count) images") }
     }
     try cli { () throws(LiftError) in try writer.finish() }
-    Console.line("wrote \(done) embeddings (\(config.textDim)-d, \(dtype)) to \(out); keys are image indices")
+    Console.clearProgress()
+    let skipped = encoded.bad.total > 0 ? "; left out \(encoded.bad.total) that could not be read: \(encoded.bad.description)" : ""
+    Console.line("wrote \(encoded.kept.count) embeddings (\(d)-d, \(dtype)) to \(out); keys are the samples' keys (or indices)\(skipped)")
   }
+}
+
+/// --filter's value.
+func parseFilter(_ name: String) throws -> ResampleFilter {
+  guard let f = ResampleFilter(rawValue: name) else { throw CLIError("--filter must be bicubic or bilinear (got '\(name)')") }
+  return f
 }
 
 struct Info: ParsableCommand {
@@ -107,6 +120,10 @@ struct Info: ParsableCommand {
 
   func run() throws {
     for path in paths {
+      if DataSources.isDirectory(path) || path.contains("{") || path.lowercased().hasSuffix(".tar") {
+        Console.out(try cli { () throws(LiftError) in try DataSources.census(path) })
+        continue
+      }
       switch try cli({ () throws(LiftError) in try LiftFileKind.of(path: path) }) {
       case .safetensors: try describeModel(path)
       case .dataset: try describeDataset(path)
@@ -163,7 +180,8 @@ struct Info: ParsableCommand {
 
   func describeDataset(_ path: String) throws {
     let ds = try cli { () throws(LiftError) in try ImageDataset(paths: [path]) }
-    Console.out("\(path): dataset of \(ds.count) images \(ds.height)x\(ds.width)x\(ds.channels), \(ds.captions.rows) captions (\(ds.textDim)-d)\(ds.hasLabels ? ", labels" : "")")
+    let images = ds.encoded ? "encoded images (JPEG/PNG/WebP, each its own size)" : "images \(ds.height)x\(ds.width)x\(ds.channels)"
+    Console.out("\(path): dataset of \(ds.count) \(images), \(ds.captions.rows) captions (\(ds.textDim)-d)\(ds.hasLabels ? ", labels" : "")")
     if ds.classCount > 0 {
       let names = try cli { () throws(LiftError) in try ds.classNames() }
       Console.out("  classes: \(names.joined(separator: ", "))")

@@ -24,8 +24,17 @@ struct Train: ParsableCommand {
       the machine's cores divided by its ranks.
       """)
 
-  @Option(name: .long, help: "Training dataset files (default: Fashion-MNIST train).") var data: [String] = []
-  @Option(name: .long, help: "Evaluation dataset files (default: Fashion-MNIST test when training on it).") var evalData: [String] = []
+  @Option(name: .long, help: "Training data (default: Fashion-MNIST train): liblift dataset files, webdataset tar shards (files, a folder, or a pattern such as 'shards/{00000..00099}.tar'), or an image folder (the LIFT layout images/<shard>/<key>.<ext>); the kind is detected.") var data: [String] = []
+  @Option(name: .long, help: "Caption embedding store(s) keyed by sample, for --data that is not a liblift dataset.") var embeddings: [String] = []
+  @Option(name: .long, help: "Index file (CSV with an 'image' column, or JSONL) of the --data image folder.") var index: String?
+  @Option(name: .long, help: "Evaluation data, any kind --data takes (default: Fashion-MNIST test when training on it).") var evalData: [String] = []
+  @Option(name: .long, help: "Embedding store(s) of --eval-data (default: --embeddings).") var evalEmbeddings: [String] = []
+  @Option(name: .long, help: "Resampling filter: bicubic (OpenCLIP's and pretrained encoders', default) or bilinear.") var filter: String?
+  @Option(name: .long, help: "Stop when more than this fraction of the samples read could not be used (default 0.01).") var maxBadFraction: Double?
+  @Option(name: .long, help: "Threads decoding images (default 1, the loader's own thread).") var decodeThreads: Int?
+  @Option(name: .long, help: "Images with more pixels are skipped as decompression bombs (default 89478485).") var maxPixels: Int?
+  @Flag(inversion: .prefixedNo, help: "Decode large JPEGs at 1/2, 1/4 or 1/8 scale when the crop allows (default on).") var reducedDecode: Bool?
+  @Option(name: .long, help: "Tar shards and image folders: samples shuffled together in each rank's stream (default 5000).") var shuffleBlock: Int?
   @Option(name: .long, help: "JSON file of option values.") var config: String?
   @Option(name: .long, help: "Folder for the default dataset (default: data).") var dataDir: String?
   @Option(name: .long, help: "Fashion-MNIST caption embeddings (default: fashion-mnist-captions.h5 from $LIFT_ASSETS, the installed share/liblift, ./assets or the checkout).") var captions: String?
@@ -99,7 +108,17 @@ struct Train: ParsableCommand {
 /// Every training option resolved from: command line, then --config JSON, then the defaults.
 struct TrainSettings {
   var data: [String]
+  var embeddings: [String]
+  var index: String?
   var evalData: [String]
+  var evalEmbeddings: [String]
+  /// How images become model inputs, and how bad samples are handled (DataLoader.Options).
+  var filter: ResampleFilter
+  var maxBadFraction: Double
+  var decodeThreads: Int
+  var maxPixels: Int64
+  var reducedDecode: Bool
+  var shuffleBlock: Int
   var dataDir: String
   var captions: String?
   var out: String
@@ -143,7 +162,8 @@ struct TrainSettings {
     if let path = c.config {
       file = try cli { () throws(LiftError) in try JSON.parse(try readFileLift(path), what: "config file '\(path)'") }
       guard case .object(let members) = file else { throw CLIError("config file '\(path)' must hold a JSON object") }
-      let known: Set<String> = ["data", "eval-data", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
+      let known: Set<String> = ["data", "embeddings", "index", "eval-data", "eval-embeddings", "filter", "max-bad-fraction",
+                                "decode-threads", "max-pixels", "reduced-decode", "shuffle-block", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
                                 "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "init", "activation", "lock-image", "lock-unlocked-groups", "layer-decay", "feature-cache", "batch-size", "micro-batch", "epochs",
                                 "steps", "lr", "warmup", "weight-decay", "beta2", "clip", "seed", "augment", "crop-scale",
                                 "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit", "stop-at"]
@@ -191,7 +211,23 @@ struct TrainSettings {
       return parts.map { $0! }
     }
     data = try list(c.data, "data")
+    embeddings = try list(c.embeddings, "embeddings")
+    index = try str(c.index, "index")
     evalData = try list(c.evalData, "eval-data")
+    evalEmbeddings = try list(c.evalEmbeddings, "eval-embeddings")
+    let filterName = try str(c.filter, "filter") ?? "bicubic"
+    guard let f = ResampleFilter(rawValue: filterName) else { throw CLIError("--filter must be bicubic or bilinear (got '\(filterName)')") }
+    filter = f
+    maxBadFraction = try num(c.maxBadFraction, "max-bad-fraction") ?? 0.01
+    guard maxBadFraction.isFinite, maxBadFraction >= 0, maxBadFraction <= 1 else { throw CLIError("--max-bad-fraction must be in [0, 1]") }
+    decodeThreads = try int(c.decodeThreads, "decode-threads") ?? 1
+    guard decodeThreads >= 1, decodeThreads <= 256 else { throw CLIError("--decode-threads must be in [1, 256]") }
+    maxPixels = Int64(try int(c.maxPixels, "max-pixels") ?? Int(ImageDecoder.defaultMaxPixels))
+    guard maxPixels >= 1 else { throw CLIError("--max-pixels must be >= 1") }
+    reducedDecode = try bool(c.reducedDecode, "reduced-decode") ?? true
+    shuffleBlock = try int(c.shuffleBlock, "shuffle-block") ?? 5000
+    guard shuffleBlock >= 1, shuffleBlock <= 1 << 24 else { throw CLIError("--shuffle-block must be in [1, 16777216]") }
+    guard index == nil || !data.isEmpty else { throw CLIError("--index goes with --data (the image folder it lists)") }
     usesDefaultData = data.isEmpty
     dataDir = try str(c.dataDir, "data-dir") ?? "data"
     captions = try str(c.captions, "captions")
@@ -342,10 +378,33 @@ struct TrainSettings {
     return o
   }
 
-  /// What must match between a run and its resumption.
-  var identity: JSON {
-    .object([("data", .array(data.map { .string($0) })), ("batch_size", .number(Double(batchSize))),
-             ("seed", .number(Double(seed))), ("augment", .bool(augment)), ("crop_scale", .number(cropScale))])
+  /// What must match between a run and its resumption. A stream of tar shards or image folders
+  /// also depends on the number of ranks (`streamRanks`); keys are added only when they apply,
+  /// so runs on liblift datasets keep their identity.
+  func identity(streamRanks: Int?) -> JSON {
+    var members: [(String, JSON)] = [("data", .array(data.map { .string($0) })), ("batch_size", .number(Double(batchSize))),
+                                     ("seed", .number(Double(seed))), ("augment", .bool(augment)), ("crop_scale", .number(cropScale))]
+    if !embeddings.isEmpty { members.append(("embeddings", .array(embeddings.map { .string($0) }))) }
+    if let index { members.append(("index", .string(index))) }
+    if let streamRanks {
+      members.append(("ranks", .number(Double(streamRanks))))
+      members.append(("shuffle_block", .number(Double(shuffleBlock))))
+    }
+    return .object(members)
+  }
+
+  /// Loader options of this run for a model taking `size` x `size` x `channels` images.
+  func loaderOptions(size: Int, channels: Int) -> DataLoader.Options {
+    var o = DataLoader.Options(batchSize: batchSize, imageSize: size, channels: channels)
+    o.seed = seed
+    o.filter = filter
+    o.maxBadFraction = maxBadFraction
+    o.decodeThreads = decodeThreads
+    o.maxPixels = maxPixels
+    o.reducedDecode = reducedDecode
+    o.shuffleBlock = shuffleBlock
+    if augment { o.augment = Preprocess.Augment(scale: cropScale...1) }
+    return o
   }
 }
 

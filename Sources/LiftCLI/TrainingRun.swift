@@ -32,9 +32,15 @@ struct TrainingRun {
       trainPaths = [train]
       if evalPaths.isEmpty { evalPaths = [test] }
     }
-    let train = try cli { () throws(LiftError) in try ImageDataset(paths: trainPaths) }
-    guard train.count >= 1 else { throw CLIError("the training data (\(trainPaths.joined(separator: ", "))) holds no images") }
-    let evalSet = evalPaths.isEmpty ? nil : try cli { () throws(LiftError) in try ImageDataset(paths: evalPaths) }
+    let train = try cli { () throws(LiftError) in
+      try DataSources.open(DataSources.Request(paths: trainPaths, embeddings: s.embeddings, index: s.index))
+    }
+    guard train.sampleCount >= 1 else { throw CLIError("the training data (\(trainPaths.joined(separator: ", "))) holds no images") }
+    let evalSet = evalPaths.isEmpty ? nil : try cli { () throws(LiftError) in
+      try DataSources.open(DataSources.Request(paths: evalPaths, embeddings: s.evalEmbeddings.isEmpty ? s.embeddings : s.evalEmbeddings))
+    }
+    let streamed = train.shardSampleCounts != nil
+    let identity = s.identity(streamRanks: streamed ? world?.size ?? 1 : nil).serialized
 
     let ranks = world?.size ?? 1
     if leader {
@@ -50,8 +56,8 @@ struct TrainingRun {
     }
     // Each rank's part of a global batch is at most ceil(batch / ranks) images; every part of
     // every batch (the smallest batch of an epoch included) must hold at least one.
-    let plan = EpochPlan(count: train.count, globalBatch: s.batchSize)
-    let smallestBatch = Int(train.count) / plan.batchesPerEpoch
+    let batchesPerEpoch = DataLoader.batchesPerEpoch(source: train, batchSize: s.batchSize)
+    let smallestBatch = streamed ? min(s.batchSize, Int(train.sampleCount)) : Int(train.sampleCount) / batchesPerEpoch
     guard smallestBatch >= ranks else {
       throw CLIError("\(ranks) ranks need global batches of at least \(ranks) images (the smallest batch of an epoch holds \(smallestBatch))")
     }
@@ -63,8 +69,8 @@ struct TrainingRun {
     var trainSeconds = 0.0, waitSeconds = 0.0
     if s.resume {
       let (t, meta) = try cli { () throws(LiftError) in try Trainer.load(path: checkpointPath, batchCapacity: capacity) }
-      guard meta["identity"] == s.identity.serialized else {
-        throw CLIError("'\(checkpointPath)' was made with other data settings (\(meta["identity"] ?? "none")); resume with the same --data, --batch-size, --seed and augmentation")
+      guard meta["identity"] == identity else {
+        throw CLIError("'\(checkpointPath)' was made with other data settings (\(meta["identity"] ?? "none")); resume with the same --data, --embeddings, --batch-size, --seed and augmentation\(streamed ? ", and as many ranks (tar shards and image folders are streamed per rank)" : "")")
       }
       guard let e = meta["epoch"].flatMap({ Int($0) }), let b = meta["batch"].flatMap({ Int($0) }) else {
         throw CLIError("'\(checkpointPath)' lacks the data position (not written by lift train)")
@@ -89,7 +95,7 @@ struct TrainingRun {
     } else {
       var config = s.model
       config.textDim = train.textDim
-      let tc = try s.trainConfig(batchesPerEpoch: plan.batchesPerEpoch, batchCapacity: capacity)
+      let tc = try s.trainConfig(batchesPerEpoch: batchesPerEpoch, batchCapacity: capacity)
       let model: Model
       if let initPath = s.initPath, var o = s.importOptions {
         o.textDim = train.textDim
@@ -107,16 +113,21 @@ struct TrainingRun {
     }
     let model = trainer.model
     let config = model.config
-    var options = DataLoader.Options(batchSize: s.batchSize, imageSize: config.imageSize, channels: config.channels)
-    options.seed = s.seed
+    var options = s.loaderOptions(size: config.imageSize, channels: config.channels)
     options.rank = world?.rank ?? 0
     options.workers = ranks
-    if s.augment { options.augment = Preprocess.Augment(scale: s.cropScale...1) }
     // A fully locked tower without augmentation: its features are computed once, and each step
-    // trains the head on them (the loader then reads no pixels).
-    let cache = trainer.towerFrozen && !s.augment && s.featureCache != .off ? try makeFeatureCache(model, train) : nil
+    // trains the head on them (the loader then reads no pixels). Needs indexed images (a dataset).
+    var cache: FeatureCache? = nil
+    if trainer.towerFrozen && !s.augment && s.featureCache != .off {
+      if let dataset = train as? ImageDataset {
+        cache = try makeFeatureCache(model, dataset)
+      } else if leader && !s.quiet {
+        Console.line("image tower frozen: features are cached for liblift datasets only; the tower runs every step")
+      }
+    }
     options.pixels = cache == nil
-    let loader = try cli { () throws(LiftError) in try DataLoader(dataset: train, options: options, start: position) }
+    let loader = try cli { () throws(LiftError) in try DataLoader(source: train, options: options, start: position) }
     // The log continues from the checkpoint: lines past its step (written after it, then lost
     // with the process) go, so no step appears twice; a new run starts a new log.
     if leader { try trimLog(s.out + "/metrics.jsonl", toStep: s.resume ? trainer.step : nil) }
@@ -126,7 +137,8 @@ struct TrainingRun {
 
     if !s.quiet {
       let params = model.layout.parameterCount
-      Console.line("model \(describe(config)), \(params) parameters; \(train.count) training images, batch \(s.batchSize), \(perEpoch) steps/epoch, \(total) steps")
+      Console.line("data: \(train.summary)")
+      Console.line("model \(describe(config)), \(params) parameters; \(train.sampleCount) training images, batch \(s.batchSize), \(perEpoch) steps/epoch, \(total) steps")
       if let world { Console.line("data-parallel over \(world.size) MPI ranks, LIFT_NUM_THREADS=\(getenv("LIFT_NUM_THREADS").map { String(cString: $0) } ?? "all cores") per rank, \(capacity) images per rank per forward") }
       if s.resume { Console.line("resuming \(checkpointPath) at step \(trainer.step) (epoch \(position.epoch), batch \(position.batch))") }
     }
@@ -142,9 +154,11 @@ struct TrainingRun {
     var windowImages = 0, windowSeconds = 0.0
     var stats: StepStats? = nil
     var stoppedEarly = false
+    var lastBad: DataLoader.BadSamples? = nil
     while trainer.step < end {
       let t0 = now()
       let batch = try cli { () throws(LiftError) in try loader.next() }
+      lastBad = batch.badSamples
       let wait = loader.lastWaitSeconds
       stats = try cli { () throws(LiftError) in
         let input = try cache.map { (c) throws(LiftError) in StepInput.features(try c.rows(for: batch.indices)) }
@@ -168,6 +182,7 @@ struct TrainingRun {
           ("lr", .number(stats!.learningRate)), ("logit_scale", .number(stats!.logitScale)),
           ("grad_norm", .number(stats!.gradNorm)), ("images_per_s", .number(Double(windowImages) / windowSeconds)),
           ("data_wait_fraction", .number(waitSeconds / trainSeconds)), ("train_seconds", .number(trainSeconds)),
+          ("bad_samples", .number(Double(batch.badSamples.total))),
         ]))
       }
       if !s.quiet && pacer.due(last: step == total) {
@@ -179,7 +194,7 @@ struct TrainingRun {
       }
       let checkpointDue = s.checkpointEvery.map { step % $0 == 0 } ?? (position.batch == 0)
       if checkpointDue && step < end {
-        try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds)
+        try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds, identity: identity)
       }
       if evaluationDue(afterStep: step, of: total), step < end, let evalSet {
         if let log { try evaluate(model, evalSet, step: step, log: log, final: false) }
@@ -192,7 +207,7 @@ struct TrainingRun {
         stop = (agreed[0], agreed[1])
       }
       if stop.interrupt {
-        try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds)
+        try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds, identity: identity)
         if leader { Console.line("interrupted at step \(step): checkpoint saved to \(checkpointPath); continue with --resume") }
         throw ExitCode(130)
       }
@@ -203,7 +218,7 @@ struct TrainingRun {
       }
     }
     stoppedEarly = stoppedEarly || trainer.step < total
-    try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds)
+    try saveCheckpoint(trainer, position: position, trainSeconds: trainSeconds, waitSeconds: waitSeconds, identity: identity)
     guard leader, let log else {
       try world?.barrier()  // sleeps while rank 0 saves and evaluates
       return
@@ -212,6 +227,9 @@ struct TrainingRun {
     try cli { () throws(LiftError) in try model.save(path: s.out + "/model.safetensors") }
     if !s.quiet {
       Console.line("trained \(trainer.step) steps in \(fixed(trainSeconds, 1)) s (\(fixed(Double(trainer.step * s.batchSize) / max(trainSeconds, 1e-9), 0)) img/s, data wait \(percent(waitSeconds / max(trainSeconds, 1e-9))) of step time)\(stoppedEarly ? ", stopped early" : ""); model: \(s.out)/model.safetensors")
+    }
+    if let bad = lastBad, bad.total > 0 {
+      Console.line("left out \(bad.total) of \(bad.seen) samples read that could not be used: \(bad.description)")
     }
     if Profile.enabled {
       let steps = Double(max(trainer.step - startStep, 1))
@@ -253,18 +271,19 @@ struct TrainingRun {
   }
 
   /// Rank 0 writes (atomically: a temporary file renamed into place); the other ranks return.
-  func saveCheckpoint(_ trainer: Trainer, position: DataLoader.Position, trainSeconds: Double, waitSeconds: Double) throws {
+  func saveCheckpoint(_ trainer: Trainer, position: DataLoader.Position, trainSeconds: Double, waitSeconds: Double,
+                      identity: String) throws {
     guard leader else { return }
     try cli { () throws(LiftError) in
       try trainer.save(path: checkpointPath, userMetadata: [
         ("epoch", String(position.epoch)), ("batch", String(position.batch)), ("train_seconds", String(trainSeconds)),
-        ("wait_seconds", String(waitSeconds)), ("identity", s.identity.serialized),
+        ("wait_seconds", String(waitSeconds)), ("identity", identity),
       ])
     }
   }
 
-  func evaluate(_ model: Model, _ dataset: ImageDataset, step: Int, log: LineLog, final: Bool) throws {
-    let result = try Evaluation.run(model: model, dataset: dataset, retrieval: final, progress: !s.quiet)
+  func evaluate(_ model: Model, _ source: SampleSource, step: Int, log: LineLog, final: Bool) throws {
+    let result = try Evaluation.run(model: model, source: source, filter: s.filter, retrieval: final, progress: !s.quiet)
     log.write(.object([("step", .number(Double(step))), ("eval", result.json)]))
     if final {
       try writeFileAtomically(s.out + "/eval.json", result.json.serialized + "\n")

@@ -9,7 +9,8 @@ import Glibc
 /// `batchSize` is the global batch: with `workers` > 1 the loader yields rank `rank`'s disjoint
 /// part of each global batch. For indexed sources the sequence of global batches depends only on
 /// the seed and batch size (a run can resume on another number of ranks); a sharded source's
-/// stream also depends on the number of ranks.
+/// stream also depends on the number of ranks. Unshuffled, any source is read in order, every
+/// sample once per epoch (evaluation, encoding).
 ///
 /// Everything random is a pure function of (seed, epoch, position), so a loader started at
 /// `Position(epoch:batch:)` reproduces the batches of one that ran up to there. Decoding runs on
@@ -70,6 +71,8 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     public var counts: [SampleProblem: Int64] = [:]
     public var examples: [SampleProblem: [String]] = [:]
     public var total: Int64 { counts.values.reduce(0, +) }
+
+    public init() {}
 
     mutating func add(_ problem: SampleProblem, _ example: String) {
       counts[problem, default: 0] += 1
@@ -137,6 +140,15 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
 
   public var batchesPerEpoch: Int { state.producer.order.batchesPerEpoch }
 
+  /// Batches per epoch a loader over `source` with these options has (before creating one):
+  /// a shuffled sharded source streams floor(samples / batch) steps, anything else
+  /// ceil(samples / batch).
+  public static func batchesPerEpoch(source: SampleSource, batchSize: Int, shuffle: Bool = true) -> Int {
+    let batch = Int64(max(1, min(Int64(batchSize), source.sampleCount)))
+    if source.shardSampleCounts != nil && shuffle { return max(1, Int(source.sampleCount / batch)) }
+    return EpochPlan(count: source.sampleCount, globalBatch: Int(batch)).batchesPerEpoch
+  }
+
   /// Largest epoch a loader may start at (or reach): far beyond any run, far from overflow.
   public static let maxEpoch = 1 << 40
 
@@ -158,7 +170,7 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
       throw .argument("the data has \(source.sampleCount) samples, fewer than the \(options.workers) workers")
     }
     let order: SampleOrder
-    if let counts = source.shardSampleCounts {
+    if let counts = source.shardSampleCounts, options.shuffle {
       let batch = Int(min(Int64(options.batchSize), source.sampleCount))
       guard batch >= options.workers else {
         throw .argument("a global batch of \(batch) cannot give each of the \(options.workers) workers a sample")

@@ -453,7 +453,7 @@ extension ImageDataset: SampleSource {
     throw .internal("a liblift dataset is read by index, not listed by shard")
   }
 
-  public func ref(index: Int64) -> SampleRef { SampleRef(shard: 0, id: index) }
+  public func ref(index: Int64) throws(LiftError) -> SampleRef { SampleRef(shard: 0, id: index) }
 
   /// Images (stored pixels in one read, or each image's encoded bytes) and one caption per
   /// image drawn by `pick`; a caption embedding that is not finite makes its sample unusable.

@@ -15,7 +15,8 @@ protocol SampleOrder {
   func globalCount(batch: Int) -> Int
 }
 
-/// An indexed source: every epoch is a seeded permutation of all samples, cut into global batches
+/// An indexed source (or any source read in order, unshuffled: evaluation, encoding): every
+/// epoch is a seeded permutation of all samples (or their order), cut into global batches
 /// (`EpochPlan`), each split over the ranks; every sample is seen exactly once per epoch.
 struct IndexedOrder: SampleOrder {
   let source: SampleSource
@@ -28,10 +29,12 @@ struct IndexedOrder: SampleOrder {
 
   func draws(epoch: Int, batch: Int) throws(LiftError) -> [Draw] {
     let permutation = RandomPermutation(count: UInt64(plan.count), seed: mix64(seed, UInt64(epoch)))
-    return plan.localRange(batch, rank: rank).map { p in
+    var out: [Draw] = []
+    for p in plan.localRange(batch, rank: rank) {
       let index = shuffle ? Int64(permutation(UInt64(p))) : p
-      return Draw(ref: source.ref(index: index), epoch: UInt64(epoch), position: UInt64(p))
+      out.append(Draw(ref: try source.ref(index: index), epoch: UInt64(epoch), position: UInt64(p)))
     }
+    return out
   }
 
   func globalCount(batch: Int) -> Int {

@@ -20,8 +20,8 @@ public protocol SampleSource: AnyObject {
   var summary: String { get }
   /// The samples of shard `s` in file order (sharded sources).
   func listShard(_ s: Int) throws(LiftError) -> [SampleRef]
-  /// The sample at `index` (indexed sources).
-  func ref(index: Int64) -> SampleRef
+  /// The sample at `index` (0 ..< sampleCount; a sharded source lists the shard holding it).
+  func ref(index: Int64) throws(LiftError) -> SampleRef
   /// Reads the listed samples: each image's bytes or pixels into `arena` and one caption
   /// embedding into texts[i * textDim ..< (i + 1) * textDim], `pick(i, count)` choosing among
   /// a sample's `count` captions. A sample that cannot be used gets a `problem` (and no payload);

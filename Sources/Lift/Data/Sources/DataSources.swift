@@ -128,7 +128,45 @@ public enum DataSources {
     return (0..<choices.count).flatMap { c in (0..<restCount).map { r in out[r * choices.count + c] } }
   }
 
-  static func isDirectory(_ path: String) -> Bool {
+  /// What tar shards or image folders hold, from their listings alone (no embeddings needed):
+  /// files, samples, samples with their own embedding, and problems the listing shows.
+  public static func census(_ path: String) throws(LiftError) -> String {
+    let (kind, paths) = try detect(Request(paths: [path]))
+    var problems: [SampleProblem: Int] = [:]
+    func note(_ refs: [SampleRef]) { for r in refs { if let p = r.problem { problems[p, default: 0] += 1 } } }
+    var text: String
+    switch kind {
+    case .tarShards:
+      var samples = 0, embedded = 0
+      for p in paths {
+        let refs = try TarListing.samples(path: p, shard: 0, firstID: 0)
+        samples += refs.count
+        embedded += refs.filter { $0.embeddingOffset >= 0 }.count
+        note(refs)
+      }
+      text = "\(path): webdataset tar shards: \(paths.count) file\(paths.count == 1 ? "" : "s"), \(samples) samples"
+        + (embedded > 0 ? ", \(embedded) with their own npy/emb embedding" : "; caption embeddings come from a store keyed by sample")
+    case .imageFolders:
+      let root = paths[0]
+      let (files, folders) = try ImageFolderSource.entries(root)
+      var shards = 0, images = 0
+      for (i, folder) in ([""] + folders).enumerated() {
+        let names = i == 0 ? files : try ImageFolderSource.entries(root + "/" + folder).files
+        let refs = imageRefs(names.filter { ImageFolderSource.isImageName($0) }, shard: 0, firstID: 0, where: folder)
+        if !refs.isEmpty { shards += 1 }
+        images += refs.count
+        note(refs)
+      }
+      text = "\(path): image folders under '\(root)': \(shards) shard\(shards == 1 ? "" : "s"), \(images) images; "
+        + "caption embeddings come from a store keyed by file name"
+    case .dataset, .indexedFolder:
+      return "\(path): \(kind.rawValue)"
+    }
+    let found = SampleProblem.allCases.compactMap { p in problems[p].map { "\($0) \(p.rawValue)" } }
+    return text + (found.isEmpty ? "" : "; the listing shows " + found.joined(separator: ", "))
+  }
+
+  public static func isDirectory(_ path: String) -> Bool {
     var st = stat()
     return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
   }

@@ -75,7 +75,13 @@ public final class ImageFolderSource: SampleSource {
     return imageRefs(names, shard: s, firstID: firstIDs.starts[s], where: folder)
   }
 
-  public func ref(index: Int64) -> SampleRef { SampleRef(shard: 0, id: index) }
+  private var lastListed: (shard: Int, refs: [SampleRef])? = nil
+
+  public func ref(index: Int64) throws(LiftError) -> SampleRef {
+    try lock.withLock { () throws(LiftError) in
+      try refByIndex(index, starts: firstIDs, cache: &lastListed) { (s) throws(LiftError) in try listShard(s) }
+    }
+  }
 
   /// The file of a sample: <root>/<shard>/<key>.
   func file(_ ref: SampleRef) -> String {
@@ -105,6 +111,21 @@ func imageRefs(_ names: [String], shard: Int, firstID: Int64, where folder: Stri
     }
     return ref
   }
+}
+
+/// Sample `index` of a sharded source, listing its shard (the last listing is kept: in-order
+/// reads list each shard once).
+func refByIndex(_ index: Int64, starts: ShardStarts, cache: inout (shard: Int, refs: [SampleRef])?,
+                list: (Int) throws(LiftError) -> [SampleRef]) throws(LiftError) -> SampleRef {
+  guard index >= 0, index < starts.total else { throw .argument("sample \(index) is out of range: there are \(starts.total)") }
+  let s = starts.shardIndex(of: index)
+  if cache?.shard != s { cache = (s, try list(s)) }
+  let refs = cache!.refs
+  let position = Int(index - starts.starts[s])
+  guard position < refs.count else {
+    throw .state("shard \(s) now lists \(refs.count) samples but held \(starts.counts[s]) when the data was opened: was it changed during the run?")
+  }
+  return refs[position]
 }
 
 /// Reads each sample's image file into the arena and its caption embedding from the store by key.
@@ -184,7 +205,8 @@ public final class IndexedFolderSource: SampleSource {
     throw .internal("an indexed image folder is read by index, not listed by shard")
   }
 
-  public func ref(index: Int64) -> SampleRef {
+  public func ref(index: Int64) throws(LiftError) -> SampleRef {
+    guard index >= 0, index < sampleCount else { throw .argument("sample \(index) is out of range: there are \(sampleCount)") }
     var ref = SampleRef(shard: 0, id: index, key: keys[Int(index)])
     if let ext = ImageFolderSource.extensionOf(images[Int(index)]), ImageFolderSource.otherImages.contains(ext) {
       ref.problem = .unsupported

@@ -74,7 +74,13 @@ public final class TarShardSource: SampleSource {
     try TarListing.samples(path: paths[s], shard: s, firstID: firstIDs.starts[s])
   }
 
-  public func ref(index: Int64) -> SampleRef { SampleRef(shard: 0, id: index) }
+  private var lastListed: (shard: Int, refs: [SampleRef])? = nil
+
+  public func ref(index: Int64) throws(LiftError) -> SampleRef {
+    try lock.withLock { () throws(LiftError) in
+      try refByIndex(index, starts: firstIDs, cache: &lastListed) { (s) throws(LiftError) in try listShard(s) }
+    }
+  }
 
   public func fetch(_ refs: [SampleRef], into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
                     pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
