@@ -76,7 +76,8 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
 
     mutating func add(_ problem: SampleProblem, _ example: String) {
       counts[problem, default: 0] += 1
-      if examples[problem, default: []].count < 3 { examples[problem, default: []].append(example) }
+      let named = examples[problem, default: []]
+      if named.count < 3 && !named.contains(example) { examples[problem, default: []].append(example) }
     }
 
     /// "3 corrupt (a.jpg: JPEG: ..., ...), 1 missing_embedding (b)".
