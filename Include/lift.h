@@ -617,6 +617,10 @@ lift_status lift_dataset_read_pixels(lift_dataset *dataset, const int64_t *image
                                      size_t out_len);
 /* Labels of the listed images (LIFT_ERR_NOT_FOUND without labels). Handle-serialised. */
 lift_status lift_dataset_read_labels(lift_dataset *dataset, const int64_t *images, int64_t n, int64_t *out);
+/* The encoded file (JPEG, PNG or WebP bytes) of image `image` of a dataset that stores encoded
+ * images: *len receives its size; if cap < size nothing is copied and LIFT_ERR_BUFFER returned,
+ * so cap 0 queries the size. LIFT_ERR_UNSUPPORTED for a dataset of stored pixels. Handle-serialised. */
+lift_status lift_dataset_read_image(lift_dataset *dataset, int64_t image, uint8_t *buf, size_t cap, size_t *len);
 /* Global caption rows of one image: *count receives how many; up to cap are copied (a cap
  * smaller than the count is LIFT_ERR_BUFFER, so cap 0 queries the count). Handle-serialised. */
 lift_status lift_dataset_caption_rows(lift_dataset *dataset, int64_t image, int64_t *rows, size_t cap, size_t *count);

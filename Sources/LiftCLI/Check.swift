@@ -124,7 +124,7 @@ struct Check: ParsableCommand {
       let cache = try cli { () throws(LiftError) in try FeatureCache.load(path: path) }
       return "feature cache of \(cache.count) x \(cache.width)"
     case .otherHDF5:
-      throw CLIError("'\(path)' is an HDF5 file but not a liblift one (no images/pixels, captions/embeddings, embeddings or feature-cache features dataset)")
+      throw CLIError("'\(path)' is an HDF5 file but not a liblift one (no images/pixels, images/encoded, captions/embeddings, embeddings or feature-cache features dataset)")
     case .unknown:
       throw CLIError("'\(path)' is neither safetensors nor HDF5")
     }

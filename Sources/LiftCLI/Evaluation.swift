@@ -120,7 +120,7 @@ struct Evaluation {
       store = dataset.captions
       for row in kept { lists.append(try cli { () throws(LiftError) in try dataset.captionRows(of: Int64(row)) }) }
       rows = Array(0..<store.rows)
-    } else if let keyed = (source as? TarShardSource)?.store ?? (source as? ImageFolderSource)?.store ?? (source as? IndexedFolderSource)?.store {
+    } else if let keyed = source.keyedStore {
       store = keyed
       for row in kept { lists.append(try cli { () throws(LiftError) in try keyed.rows(forKey: Array(keys[row].utf8)) }) }
       // A keyed store's text set is the captions of the evaluated samples.

@@ -8,7 +8,7 @@ struct LiftCLI: ParsableCommand {
     commandName: "lift",
     abstract: "Train and evaluate LIFT image encoders (images aligned to fixed caption embeddings).",
     version: liftVersion,
-    subcommands: [Train.self, Eval.self, Encode.self, Info.self, Export.self, Check.self, PrepareFashionMNIST.self],
+    subcommands: [Train.self, Eval.self, Encode.self, Build.self, Info.self, Export.self, Check.self, PrepareFashionMNIST.self],
     defaultSubcommand: nil)
 
   /// Runs the command; every error is one line on stderr (the parser's usage block is left to

@@ -67,6 +67,21 @@ public func cLiftDatasetReadLabels(_ handle: OpaquePointer?, _ images: UnsafePoi
   }
 }
 
+@_cdecl("lift_dataset_read_image")
+public func cLiftDatasetReadImage(_ handle: OpaquePointer?, _ image: Int64, _ buffer: UnsafeMutablePointer<UInt8>?,
+                                  _ capacity: Int, _ length: UnsafeMutablePointer<Int>?) -> lift_status {
+  capi { () throws(LiftError) in
+    let ds = try object(handle, as: ImageDataset.self, "dataset")
+    let bytes = try ds.encodedImage(image)
+    let length = try required(length, "len")
+    length.pointee = bytes.count
+    guard try requiredSize(capacity, "cap") >= bytes.count else {
+      throw .buffer("image \(image) has \(bytes.count) bytes; the buffer holds \(capacity)")
+    }
+    if !bytes.isEmpty { try required(buffer, "buf").update(from: bytes, count: bytes.count) }
+  }
+}
+
 @_cdecl("lift_dataset_caption_rows")
 public func cLiftDatasetCaptionRows(_ handle: OpaquePointer?, _ image: Int64, _ rows: UnsafeMutablePointer<Int64>?,
                                     _ capacity: Int, _ count: UnsafeMutablePointer<Int>?) -> lift_status {

@@ -74,7 +74,7 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
 
     public init() {}
 
-    mutating func add(_ problem: SampleProblem, _ example: String) {
+    public mutating func add(_ problem: SampleProblem, _ example: String) {
       counts[problem, default: 0] += 1
       let named = examples[problem, default: []]
       if named.count < 3 && !named.contains(example) { examples[problem, default: []].append(example) }

@@ -443,6 +443,7 @@ public final class ImageDataset: @unchecked Sendable {  // every method takes `l
 extension ImageDataset: SampleSource {
   public var sampleCount: Int64 { count }
   public var shardSampleCounts: [Int64]? { nil }
+  public var keyedStore: EmbeddingStore? { nil }
 
   public var summary: String {
     let images = encoded ? "encoded images" : "\(height)x\(width)x\(channels) pixel images"

@@ -18,6 +18,8 @@ public protocol SampleSource: AnyObject {
   var shardSampleCounts: [Int64]? { get }
   /// A one-line description ("webdataset tar shards: 12 files, 10000 samples").
   var summary: String { get }
+  /// The store holding caption embeddings by sample key (nil for a liblift dataset).
+  var keyedStore: EmbeddingStore? { get }
   /// The samples of shard `s` in file order (sharded sources).
   func listShard(_ s: Int) throws(LiftError) -> [SampleRef]
   /// The sample at `index` (0 ..< sampleCount; a sharded source lists the shard holding it).
@@ -92,14 +94,14 @@ public final class ByteArena {
   /// allocate.
   static let limit = 1 << 34
 
-  init(capacity: Int = 1 << 20) throws(LiftError) {
+  public init(capacity: Int = 1 << 20) throws(LiftError) {
     base = try allocateElements(max(capacity, 64), of: UInt8.self, what: "the batch's image bytes")
     self.capacity = max(capacity, 64)
   }
 
   deinit { base.deallocate() }
 
-  func reset() { used = 0 }
+  public func reset() { used = 0 }
 
   /// Room for `count` more bytes (growing, keeping what is there); returns their start.
   func append(_ count: Int) throws(LiftError) -> Int {
@@ -119,7 +121,7 @@ public final class ByteArena {
     return start
   }
 
-  func bytes(_ start: Int, _ count: Int) -> UnsafeRawBufferPointer {
+  public func bytes(_ start: Int, _ count: Int) -> UnsafeRawBufferPointer {
     UnsafeRawBufferPointer(start: base + start, count: count)
   }
 }

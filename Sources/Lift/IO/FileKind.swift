@@ -7,7 +7,7 @@ import Glibc
 public enum LiftFileKind: Sendable, Equatable {
   /// A model or a training checkpoint.
   case safetensors
-  /// An image-caption dataset (`images/pixels`).
+  /// An image-caption dataset (`images/pixels` or `images/encoded`).
   case dataset
   /// Caption embeddings and class prompts without images (`captions/embeddings`), the layout of
   /// assets/fashion-mnist-captions.h5 (see `CaptionsFile`).
@@ -33,7 +33,8 @@ public enum LiftFileKind: Sendable, Equatable {
     }
     let file = try HDF5.openReadOnly(path)
     // An image-caption dataset also holds captions/embeddings: look for the images first.
-    for (name, kind) in [("images/pixels", LiftFileKind.dataset), ("captions/embeddings", .captions), ("embeddings", .store)]
+    for (name, kind) in [("images/pixels", LiftFileKind.dataset), ("images/encoded", .dataset), ("captions/embeddings", .captions),
+                         ("embeddings", .store)]
       where HDF5.exists(file.id, name) {
       return kind
     }

@@ -282,6 +282,7 @@ _PROTOTYPES = {
     "lift_dataset_class_name": (c_int, [_P, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
     "lift_dataset_class_prompts": (c_int, [_P, c_int64, _I64, c_size_t, POINTER(c_size_t)]),
     "lift_dataset_captions": (c_int, [_P, POINTER(_P)]),
+    "lift_dataset_read_image": (c_int, [_P, c_int64, c_void_p, c_size_t, POINTER(c_size_t)]),
     "lift_loader_options_default": (c_int, [POINTER(LoaderOptionsStruct)]),
     "lift_loader_create": (c_int, [_P, POINTER(LoaderOptionsStruct), POINTER(_P)]),
     "lift_loader_next": (c_int, [_P, POINTER(BatchStruct)]),

@@ -5,9 +5,14 @@
 The captions file is CSV (a header with `image` and `caption` columns) or JSONL (one
 {"image": ..., "caption": ...} object per line); image paths are relative to --images and an
 image may appear on several lines (several captions). Each distinct caption is embedded once
-with the model (see liblift.embedder); images are decoded with Pillow, converted to RGB or grey,
-and resized to --image-size with liblift's own preprocessing (centred square, Pillow-exact
-bilinear), so training sees exactly what the builder stored.
+with the model (see liblift.embedder).
+
+Images are stored as they are (--store encoded, the default): the file's own JPEG, PNG or WebP
+bytes, checked by decoding them once with liblift, and decoded by the data loader at training
+time at whatever size the model takes (random-resized crops work on the full image). Images in
+other formats (GIF, BMP, TIFF, ...) are converted to PNG with Pillow (lossless). --store pixels
+keeps the older layout instead: decoded, converted to RGB or grey and resized to --image-size
+with liblift's preprocessing (centre view, bicubic), 10-20x the disk of JPEG.
 
 The build is resumable: work goes to OUT.partial (an HDF5 file that grows as captions are
 embedded and images stored); rerun with --resume after an interruption to continue where it
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -91,10 +97,34 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _encoded_image(path: Path):
+    """The bytes to store for an image file: its own if liblift decodes it (JPEG, PNG, WebP), else
+    a lossless PNG made with Pillow. Raises OSError/ValueError for files that are not images."""
+    from PIL import Image
+
+    from ._lib import LiftError
+    from .images import decode_image
+
+    data = path.read_bytes()
+    try:
+        decode_image(data)
+        return data
+    except LiftError as e:
+        if e.status_name != "LIFT_ERR_UNSUPPORTED":
+            raise ValueError(str(e)) from None
+    with Image.open(path) as im:  # another format Pillow reads: stored as PNG
+        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+        out = io.BytesIO()
+        im.save(out, format="PNG")
+        return out.getvalue()
+
+
 def build(images_dir, captions_file, model_dir, out, image_size: int = 224, channels: int = 3, dtype: str = "float16",
           on_error: str = "skip", resume: bool = False, overwrite: bool = False, backend: str = "auto",
-          label_column: str | None = None, templates=(), batch_size: int = 64, quiet: bool = False) -> dict:
-    """Builds the dataset; returns a report {images, captions, skipped: [(path, reason)], classes}."""
+          label_column: str | None = None, templates=(), batch_size: int = 64, quiet: bool = False,
+          store: str = "encoded") -> dict:
+    """Builds the dataset; returns a report {images, captions, skipped: [(path, reason)], classes}.
+    `store` is "encoded" (the images' own bytes) or "pixels" (resized to image_size)."""
     import h5py
     from PIL import Image, UnidentifiedImageError
 
@@ -105,6 +135,8 @@ def build(images_dir, captions_file, model_dir, out, image_size: int = 224, chan
     partial = Path(str(out) + ".partial")
     if on_error not in ("skip", "fail"):
         raise ValueError("on_error must be skip or fail")
+    if store not in ("encoded", "pixels"):
+        raise ValueError("store must be encoded or pixels")
     if channels not in (1, 3):
         raise ValueError("channels must be 1 or 3")
     if out.exists() and not overwrite:
@@ -140,12 +172,19 @@ def build(images_dir, captions_file, model_dir, out, image_size: int = 224, chan
             f.create_dataset("captions/embeddings", shape=(0, embedder.dim), maxshape=(None, embedder.dim),
                              dtype=dtype, chunks=(max(1, 32768 // embedder.dim), embedder.dim))
             f.create_dataset("captions/text", data=distinct, dtype=h5py.string_dtype())
-            f.create_dataset("images/pixels", shape=(0, image_size, image_size, channels),
-                             maxshape=(None, image_size, image_size, channels), dtype=np.uint8,
-                             chunks=(max(1, 65536 // (image_size * image_size * channels)), image_size, image_size, channels))
+            f.attrs["store"] = store
+            if store == "encoded":
+                f.attrs["channels"] = str(channels)
+                f.create_dataset("images/encoded", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(1 << 16,))
+                f.create_dataset("images/encoded_offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,))
+            else:
+                f.create_dataset("images/pixels", shape=(0, image_size, image_size, channels),
+                                 maxshape=(None, image_size, image_size, channels), dtype=np.uint8,
+                                 chunks=(max(1, 65536 // (image_size * image_size * channels)), image_size, image_size, channels))
             for name in ("images/caption_rows", "images/caption_counts", "images/source_index"):
                 f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-        elif (f.attrs.get("caption_count") != len(distinct) or f["images/pixels"].shape[1:] != (image_size, image_size, channels)
+        elif (f.attrs.get("caption_count") != len(distinct) or f.attrs.get("store", "pixels") != store
+              or (store == "pixels" and f["images/pixels"].shape[1:] != (image_size, image_size, channels))
               or f["captions/embeddings"].shape[1] != embedder.dim):
             raise BuildError(f"{partial} was started with other inputs or settings; delete it to start over")
         emb = f["captions/embeddings"]
@@ -162,32 +201,28 @@ def build(images_dir, captions_file, model_dir, out, image_size: int = 224, chan
             bar.update(emb.shape[0])
         bar.update(len(distinct), force=True)
 
-        pixels, crow = f["images/pixels"], f["images/caption_rows"]
+        crow = f["images/caption_rows"]
         counts, source = f["images/caption_counts"], f["images/source_index"]
+        sink = _EncodedSink(f) if store == "encoded" else _PixelSink(f, image_size, channels)
         skipped = json.loads(f.attrs.get("skipped", "[]"))
         done = int(f.attrs.get("images_done", 0))
         bar = _Progress("storing images", len(image_order), quiet)
         while done < len(image_order):
             block = image_order[done:done + 256]
-            px, lists, kept = [], [], []
+            items, lists, kept = [], [], []
             for k, name in enumerate(block):
                 path = images_dir / name
                 try:
-                    with Image.open(path) as im:
-                        im = im.convert("RGB" if channels == 3 else "L")
-                        arr = np.asarray(im, np.uint8)
+                    items.append(sink.prepare(path))
                 except (OSError, UnidentifiedImageError, ValueError) as e:
                     if on_error == "fail":
                         raise BuildError(f"cannot read image {path}: {e}") from None
                     skipped.append([name, str(e)])
                     continue
-                px.append(preprocess(arr, image_size, channels))
                 lists.append([row_of[c] for c in captions_of[name]])
                 kept.append(done + k)
-            n0 = pixels.shape[0]
-            if px:
-                pixels.resize(n0 + len(px), axis=0)
-                pixels[n0:] = np.stack(px)
+            if items:
+                sink.append(items)
                 flat = [r for lst in lists for r in lst]
                 c0 = crow.shape[0]
                 crow.resize(c0 + len(flat), axis=0)
@@ -204,7 +239,7 @@ def build(images_dir, captions_file, model_dir, out, image_size: int = 224, chan
         bar.update(len(image_order), force=True)
 
         # Finish: offsets, keys, labels, classes.
-        n = pixels.shape[0]
+        n = sink.count
         if n == 0:
             raise BuildError("no image could be read")
         if "images/caption_offsets" not in f:
@@ -224,11 +259,59 @@ def build(images_dir, captions_file, model_dir, out, image_size: int = 224, chan
         report = {"images": n, "captions": len(distinct), "skipped": skipped, "classes": class_names}
     os.replace(partial, out)
     if not quiet:
-        print(f"wrote {out}: {report['images']} images ({image_size}x{image_size}x{channels}), "
+        stored = "as encoded files" if store == "encoded" else f"({image_size}x{image_size}x{channels})"
+        print(f"wrote {out}: {report['images']} images {stored}, "
               f"{report['captions']} distinct captions ({embedder.dim}-d {dtype}), {len(skipped)} skipped", file=sys.stderr)
         for name, reason in skipped[:20]:
             print(f"  skipped {name}: {reason}", file=sys.stderr)
     return report
+
+
+class _EncodedSink:
+    """images/encoded + images/encoded_offsets: each image's file bytes, back to back."""
+
+    def __init__(self, f):
+        self.bytes, self.offsets = f["images/encoded"], f["images/encoded_offsets"]
+
+    @property
+    def count(self):
+        return self.offsets.shape[0] - 1
+
+    def prepare(self, path):
+        return _encoded_image(path)
+
+    def append(self, items):
+        sizes = np.array([len(b) for b in items], np.int64)
+        b0, o0 = self.bytes.shape[0], self.offsets.shape[0]
+        self.bytes.resize(b0 + int(sizes.sum()), axis=0)
+        self.bytes[b0:] = np.frombuffer(b"".join(items), np.uint8)
+        self.offsets.resize(o0 + len(items), axis=0)
+        self.offsets[o0:] = b0 + np.cumsum(sizes)
+
+
+class _PixelSink:
+    """images/pixels: decoded with Pillow, resized with liblift's preprocessing."""
+
+    def __init__(self, f, image_size, channels):
+        self.pixels, self.size, self.channels = f["images/pixels"], image_size, channels
+
+    @property
+    def count(self):
+        return self.pixels.shape[0]
+
+    def prepare(self, path):
+        from PIL import Image
+
+        from .images import preprocess
+
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB" if self.channels == 3 else "L"), np.uint8)
+        return preprocess(arr, self.size, self.channels, filter="bicubic")
+
+    def append(self, items):
+        n0 = self.pixels.shape[0]
+        self.pixels.resize(n0 + len(items), axis=0)
+        self.pixels[n0:] = np.stack(items)
 
 
 def main(argv=None):
@@ -237,7 +320,9 @@ def main(argv=None):
     ap.add_argument("--captions", required=True, help="CSV (image,caption columns) or JSONL file")
     ap.add_argument("--model", required=True, help="local sentence-transformers model folder")
     ap.add_argument("--out", required=True, help="output dataset file (.h5)")
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--store", default="encoded", choices=("encoded", "pixels"),
+                    help="encoded: the images' own JPEG/PNG/WebP bytes (default); pixels: decoded and resized to --image-size")
+    ap.add_argument("--image-size", type=int, default=224, help="with --store pixels: the stored size")
     ap.add_argument("--channels", type=int, default=3, choices=(1, 3))
     ap.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     ap.add_argument("--on-error", default="skip", choices=("skip", "fail"), help="unreadable images: skip and list, or stop")
@@ -252,7 +337,7 @@ def main(argv=None):
     try:
         build(a.images, a.captions, a.model, a.out, image_size=a.image_size, channels=a.channels, dtype=a.dtype,
               on_error=a.on_error, resume=a.resume, overwrite=a.overwrite, backend=a.backend,
-              label_column=a.label_column, templates=a.template, batch_size=a.batch_size, quiet=a.quiet)
+              label_column=a.label_column, templates=a.template, batch_size=a.batch_size, quiet=a.quiet, store=a.store)
     except (BuildError, OSError, ValueError) as e:
         print(f"build_dataset: error: {e}", file=sys.stderr)
         return 1

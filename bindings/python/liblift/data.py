@@ -64,6 +64,16 @@ class Dataset(Handle):
         check(lib.lift_dataset_read_pixels(self._handle(), i64ptr(idx), idx.size, out.ctypes.data, out.size))
         return out
 
+    def encoded_image(self, image: int) -> bytes:
+        """The stored file (JPEG, PNG or WebP bytes) of one image of an encoded dataset."""
+        n = ctypes.c_size_t()
+        status = lib.lift_dataset_read_image(self._handle(), int(image), None, 0, ctypes.byref(n))
+        if status != 9:
+            check(status)
+        buf = ctypes.create_string_buffer(max(n.value, 1))
+        check(lib.lift_dataset_read_image(self._handle(), int(image), buf, n.value, ctypes.byref(n)))
+        return buf.raw[: n.value]
+
     def labels(self, images) -> np.ndarray:
         idx = np.ascontiguousarray(np.asarray(images, np.int64).reshape(-1))
         out = np.empty(idx.size, np.int64)
@@ -247,15 +257,19 @@ class Loader(Handle):
                 "report": _string(lib.lift_loader_bad_report, self._handle())}
 
 
-def write_dataset(path, images: np.ndarray, caption_embeddings: np.ndarray, image_captions: Sequence[Sequence[int]],
+def write_dataset(path, images, caption_embeddings: np.ndarray, image_captions: Sequence[Sequence[int]],
                   labels=None, class_names=None, class_prompts=None, caption_texts=None, keys=None,
                   dtype: str = "float16", overwrite: bool = False) -> None:
-    """Write a dataset file with h5py (same layout liblift writes; README "Datasets")."""
+    """Write a dataset file with h5py (same layout liblift writes; README "Datasets"). `images` is
+    a uint8 (N, H, W, C) array of pixels, or a list of N encoded files (JPEG, PNG or WebP bytes)."""
     import h5py
 
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
-        raise ValueError(f"images must be uint8 (N, H, W, C) with C = 1 or 3, got {images.dtype} {images.shape}")
+    encoded = isinstance(images, (list, tuple)) and all(isinstance(b, (bytes, bytearray)) for b in images)
+    if not encoded:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
+            raise ValueError(f"images must be uint8 (N, H, W, C) with C = 1 or 3, or a list of encoded files; "
+                             f"got {images.dtype} {images.shape}")
     emb = np.asarray(caption_embeddings, np.float32)
     if emb.ndim != 2 or not np.isfinite(emb).all():
         raise ValueError("caption embeddings must be a finite 2-D array")
@@ -272,8 +286,14 @@ def write_dataset(path, images: np.ndarray, caption_embeddings: np.ndarray, imag
     with h5py.File(tmp, "w") as f:
         f.attrs["liblift_format"] = "dataset"
         f.attrs["liblift_version"] = str(FORMAT_VERSION)
-        per_chunk = max(1, min(len(images), 65536 // int(np.prod(images.shape[1:]))))
-        f.create_dataset("images/pixels", data=images, chunks=(per_chunk, *images.shape[1:]) if len(images) else None)
+        if encoded:
+            sizes = np.array([len(b) for b in images], np.int64)
+            f.create_dataset("images/encoded", data=np.frombuffer(b"".join(images), np.uint8), maxshape=(None,),
+                             chunks=(1 << 16,))
+            f["images/encoded_offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        else:
+            per_chunk = max(1, min(len(images), 65536 // int(np.prod(images.shape[1:]))))
+            f.create_dataset("images/pixels", data=images, chunks=(per_chunk, *images.shape[1:]) if len(images) else None)
         f["images/caption_offsets"] = offsets
         f["images/caption_rows"] = rows
         if labels is not None:

@@ -41,7 +41,7 @@ def test_build_read_back_and_report(tmp_path):
                    label_column="kind", templates=["a photo of a {} thing.", "a {} object."])
     assert report["images"] == 39 and sorted(name for name, _ in report["skipped"]) == ["img0005.png", "missing.png"]
     ds = liblift.Dataset(tmp_path / "d.h5")
-    assert ds.count == 39 and ds.image_shape == (8, 8, 3) and ds.text_dim == 384
+    assert ds.count == 39 and ds.image_shape == (0, 0, 3) and ds.text_dim == 384  # encoded: each its own size
     assert ds.class_names == ["round", "square"] and len(ds.class_prompts(0)) == 2
     caps = ds.captions
     texts = [caps.string("captions/text", r) for r in range(caps.rows)]
@@ -56,9 +56,13 @@ def test_build_read_back_and_report(tmp_path):
         np.testing.assert_allclose(got, want, atol=2e-3)  # stored as float16
     assert [texts[r] for r in ds.caption_rows(0)] == ["a round thing number 0", "another caption, shared by many"]
     np.testing.assert_array_equal(ds.labels([0, 1]), [0, 1])
-    # Pixels are liblift's preprocessing of the decoded image (image 5 was skipped: index 5 is img0006).
-    src = np.asarray(Image.open(folder / "img0006.png").convert("RGB"))
-    np.testing.assert_array_equal(ds.pixels([5])[0], liblift.preprocess(src, 8, 3))
+    # The stored image is the file itself (image 5 was skipped: index 5 is img0006), and the loader
+    # decodes it exactly as liblift.preprocess does.
+    assert ds.encoded_image(5) == (folder / "img0006.png").read_bytes()
+    batch = liblift.Loader(ds, batch_size=39, image_size=8, shuffle=False).next()
+    np.testing.assert_array_equal(batch.images[5], liblift.preprocess((folder / "img0006.png").read_bytes(), 8, filter="bicubic"))
+    with pytest.raises(liblift.LiftError, match="stores encoded images"):
+        ds.pixels([0])
     with pytest.raises(BuildError, match="exists"):
         build(folder, tmp_path / "captions.csv", MODEL, tmp_path / "d.h5", image_size=8, quiet=True)
 
@@ -66,19 +70,34 @@ def test_build_read_back_and_report(tmp_path):
 def test_fail_then_resume(tmp_path):
     folder = make_folder(tmp_path, 300, corrupt={290})
     out = tmp_path / "r.h5"
+    # The older layout: pixels resized at build time.
     with pytest.raises(BuildError, match="img0290.png"):
-        build(folder, tmp_path / "captions.csv", MODEL, out, image_size=6, on_error="fail", quiet=True)
+        build(folder, tmp_path / "captions.csv", MODEL, out, image_size=6, on_error="fail", quiet=True, store="pixels")
     assert not out.exists() and (tmp_path / "r.h5.partial").exists()
     with pytest.raises(BuildError, match="--resume"):
-        build(folder, tmp_path / "captions.csv", MODEL, out, image_size=6, on_error="fail", quiet=True)
+        build(folder, tmp_path / "captions.csv", MODEL, out, image_size=6, on_error="fail", quiet=True, store="pixels")
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(folder / "img0290.png")
-    report = build(folder, tmp_path / "captions.csv", MODEL, out, image_size=6, on_error="fail", resume=True, quiet=True)
+    report = build(folder, tmp_path / "captions.csv", MODEL, out, image_size=6, on_error="fail", resume=True, quiet=True,
+                   store="pixels")
     assert report["images"] == 300 and report["skipped"] == []
     ds = liblift.Dataset(out)
     assert ds.count == 300
     np.testing.assert_array_equal(ds.pixels([290])[0], np.zeros((6, 6, 3), np.uint8))
     src = np.asarray(Image.open(folder / "img0017.png").convert("RGB"))
-    np.testing.assert_array_equal(ds.pixels([17])[0], liblift.preprocess(src, 6, 3))
+    np.testing.assert_array_equal(ds.pixels([17])[0], liblift.preprocess(src, 6, 3, filter="bicubic"))
+
+
+def test_images_in_other_formats_become_png(tmp_path):
+    folder = make_folder(tmp_path, 4)
+    Image.fromarray(np.full((7, 9, 3), 90, np.uint8)).save(folder / "img0002.png".replace(".png", ".gif"))
+    text = (tmp_path / "captions.csv").read_text().replace("img0002.png", "img0002.gif")
+    (tmp_path / "captions.csv").write_text(text)
+    report = build(folder, tmp_path / "captions.csv", MODEL, tmp_path / "g.h5", quiet=True)
+    assert report["images"] == 4 and report["skipped"] == []
+    ds = liblift.Dataset(tmp_path / "g.h5")
+    stored = ds.encoded_image(2)
+    assert stored.startswith(b"\x89PNG") and liblift.image_info(stored)["width"] == 9
+    np.testing.assert_array_equal(liblift.decode_image(stored), np.asarray(Image.open(folder / "img0002.gif").convert("RGB")))
 
 
 def test_command_line_errors(tmp_path, capsys):

@@ -130,3 +130,36 @@ def test_an_image_folder_in_the_lift_layout(shards, tmp_path):
              "--preset", "ViT-XS/7-28", "--image-size", 12, "--patch", 4, "--width", 32, "--depth", 1, "--heads", 2,
              "--batch-size", 8, "--steps", 3)
     assert "image folders under" in r.stderr and "2 shards, 24 images" in r.stderr
+
+
+def test_lift_build_writes_encoded_dataset_shards(shards, tmp_path):
+    out = tmp_path / "built"
+    r = lift("build", "--data", shards / "train", "--embeddings", shards / "captions.h5", "--out", out, "--shard-size", 40)
+    assert "wrote 96 samples in 3 shards" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["00000.h5", "00001.h5", "00002.h5"]
+    originals = {}
+    for tar_path in sorted((shards / "train").iterdir()):
+        with tarfile.open(tar_path) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".png"):
+                    originals[m.name[:-4]] = tar.extractfile(m).read()
+    store = liblift.Store(shards / "captions.h5")
+    ds = liblift.Dataset(out / "00001.h5")
+    assert ds.count == 40 and ds.image_shape == (0, 0, 3)
+    import h5py
+    with h5py.File(out / "00001.h5") as f:
+        keys = [k.decode() for k in f["images/keys"][:]]
+    for i, key in enumerate(keys):
+        assert ds.encoded_image(i) == originals[key]  # the file's own bytes
+        np.testing.assert_allclose(ds.captions.read_rows(ds.caption_rows(i)), store.read_rows(store.rows_for_key(key)), atol=1e-2)
+    # A folder of built shards is a dataset: lift train reads it.
+    lift("train", "--data", out, "--out", tmp_path / "run", "--preset", "ViT-XS/7-28", "--image-size", 12, "--patch", 4,
+         "--width", 32, "--depth", 1, "--heads", 2, "--batch-size", 16, "--steps", 2, "--quiet")
+    # --resume keeps complete shards and writes the missing ones.
+    (out / "00002.h5").unlink()
+    before = (out / "00000.h5").stat().st_mtime_ns
+    assert lift("build", "--data", shards / "train", "--embeddings", shards / "captions.h5", "--out", out,
+                "--shard-size", 40, check=False).returncode != 0
+    lift("build", "--data", shards / "train", "--embeddings", shards / "captions.h5", "--out", out, "--shard-size", 40,
+         "--resume", "--quiet")
+    assert (out / "00000.h5").stat().st_mtime_ns == before and liblift.Dataset(out / "00002.h5").count == 16

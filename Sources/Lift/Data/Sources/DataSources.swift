@@ -1,7 +1,8 @@
 import Glibc
 
 /// Opening image-caption data as users have it, with its kind detected from the content:
-/// - liblift HDF5 datasets (files starting with HDF5's signature; they carry their captions);
+/// - liblift HDF5 datasets (files starting with HDF5's signature, or a folder of .h5 shards; they
+///   carry their captions);
 /// - webdataset tar shards: .tar files, brace patterns (`shards/{00000..00099}.tar`), or a folder
 ///   holding .tar files;
 /// - image folders: a folder of shard subfolders of images (the LIFT repository's `images/`,
@@ -73,6 +74,11 @@ public enum DataSources {
       let (files, folders) = try ImageFolderSource.entries(folder)
       let tars = files.filter { $0.lowercased().hasSuffix(".tar") }
       if !tars.isEmpty { return (.tarShards, tars.map { folder + "/" + $0 }) }
+      // A folder of liblift dataset shards (what `lift build` writes).
+      let h5 = files.filter { $0.lowercased().hasSuffix(".h5") || $0.lowercased().hasSuffix(".hdf5") }
+      if !h5.isEmpty, !files.contains(where: ImageFolderSource.isImageName), folders.isEmpty {
+        return (.dataset, h5.map { folder + "/" + $0 })
+      }
       if folders.contains("images"), !files.contains(where: ImageFolderSource.isImageName) {
         return (.imageFolders, [folder + "/images"])
       }

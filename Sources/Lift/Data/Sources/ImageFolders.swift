@@ -17,6 +17,7 @@ public final class ImageFolderSource: SampleSource {
 
   public var sampleCount: Int64 { firstIDs.total }
   public var shardSampleCounts: [Int64]? { counts }
+  public var keyedStore: EmbeddingStore? { store }
   public var summary: String {
     "image folders under '\(root)': \(shards.count) shard\(shards.count == 1 ? "" : "s"), \(sampleCount) images; "
       + "caption embeddings from '\(store.paths[0])' by file name"
@@ -182,6 +183,7 @@ public final class IndexedFolderSource: SampleSource {
 
   public var sampleCount: Int64 { Int64(images.count) }
   public var shardSampleCounts: [Int64]? { nil }
+  public var keyedStore: EmbeddingStore? { store }
   public var summary: String {
     "images under '\(root)' listed by '\(index)': \(images.count) images; caption embeddings from '\(store.paths[0])' by key"
   }

@@ -23,6 +23,7 @@ public final class TarShardSource: SampleSource {
 
   public var sampleCount: Int64 { firstIDs.total }
   public var shardSampleCounts: [Int64]? { counts }
+  public var keyedStore: EmbeddingStore? { store }
   public var summary: String {
     "webdataset tar shards: \(paths.count) file\(paths.count == 1 ? "" : "s"), \(sampleCount) samples; caption embeddings "
       + (store.map { "from '\($0.paths[0])'\($0.paths.count > 1 ? " and \($0.paths.count - 1) more" : "") by key" } ?? "from the samples' npy/emb members")
