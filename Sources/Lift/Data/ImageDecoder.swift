@@ -140,7 +140,7 @@ public final class ImagePipeline {
     let eighths = reducedDecode && header.scalable ? Preprocess.reduction(for: view, width: header.width, height: header.height, size: size) : 8
     let image = try ImageDecoder.decode(bytes, header: header, channels: channels, eighths: eighths, maxPixels: maxPixels,
                                         into: decoded, what: what())
-    try Preprocess.render(image, fullWidth: header.width, fullHeight: header.height, view: view, size: size, filter: filter,
-                          outChannels: channels, flip: flip, into: dst, scratch: scratch)
+    try Preprocess.render(image, fullWidth: header.width, fullHeight: header.height, scale: Double(eighths) / 8, view: view,
+                          size: size, filter: filter, outChannels: channels, flip: flip, into: dst, scratch: scratch)
   }
 }

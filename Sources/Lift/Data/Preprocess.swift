@@ -112,13 +112,14 @@ public enum Preprocess {
   }
 
   /// Renders `view` of an image whose full size is fullWidth x fullHeight and whose decoded
-  /// pixels are `image` (the full size, or a JPEG's reduced decode) into dst (size x size x
-  /// outChannels). The view must lie inside the full-size image.
-  static func render(_ image: ImageRegion, fullWidth: Int, fullHeight: Int, view: View, size: Int,
+  /// pixels are `image` (the full size, or a JPEG's decode at `scale` = n/8 of it, whose last
+  /// row and column may be partial) into dst (size x size x outChannels). The view must lie
+  /// inside the full-size image.
+  static func render(_ image: ImageRegion, fullWidth: Int, fullHeight: Int, scale: Double = 1, view: View, size: Int,
                      filter: ResampleFilter, outChannels: Int, flip: Bool, into dst: UnsafeMutablePointer<UInt8>,
                      scratch: ScratchBuffer) throws(LiftError) {
-    let rx = Double(image.width) / Double(fullWidth), ry = Double(image.height) / Double(fullHeight)
-    let exact = image.width == fullWidth && image.height == fullHeight
+    let rx = scale, ry = scale
+    let exact = scale == 1
     var region = image
     let x: ResampleAxis, y: ResampleAxis
     switch view {
@@ -126,8 +127,9 @@ public enum Preprocess {
       let (w, h) = shortSideSize(width: fullWidth, height: fullHeight, size: size)
       let left = Int((Double(w - size) / 2).rounded(.toNearestOrEven))
       let top = Int((Double(h - size) / 2).rounded(.toNearestOrEven))
-      x = ResampleAxis(start: 0, end: Double(image.width), outSize: w, window: left)
-      y = ResampleAxis(start: 0, end: Double(image.height), outSize: h, window: top)
+      // The full image's extent in decoded pixels (a partial last block counts by its share).
+      x = ResampleAxis(start: 0, end: min(Double(fullWidth) * rx, Double(image.width)), outSize: w, window: left)
+      y = ResampleAxis(start: 0, end: min(Double(fullHeight) * ry, Double(image.height)), outSize: h, window: top)
     case .crop(let cx, let cy, let cw, let ch) where exact:
       region = image.cropped(x: cx, y: cy, width: cw, height: ch)
       x = ResampleAxis(start: 0, end: Double(cw), outSize: size, window: 0)

@@ -114,6 +114,86 @@ public struct ImageRegion {
   }
 }
 
+/// The horizontal weights of RGB rows arranged for SIMD: outputs in groups of eight; per tap,
+/// one 4-byte load per output (R, G, B and the next byte, which is masked off) gives eight words,
+/// split into R, G and B lanes by shifts and masks and weighted by the eight outputs' weights of
+/// that tap. Built once per image and used for every row. Groups are used while every load stays
+/// inside the row (the last pixel's fourth byte would not): `groups` x 8 outputs are done here,
+/// the rest by the scalar loop, with the same sums in the same integer arithmetic.
+struct PackedHorizontal {
+  /// Groups done with SIMD (a prefix of the outputs).
+  let groups: Int
+  /// Per group: the 8 outputs' first input pixel (relative to the row), and the group's taps.
+  private let starts: [Int32]
+  private let taps: [Int]
+  /// Per group and tap (ksize slots): the 8 outputs' weights (0 past an output's own taps).
+  private let weights: [SIMD8<Int32>]
+  private let ksize: Int
+
+  init(_ w: AxisWeights, size: Int, channels: Int, origin: Int, available: Int) {
+    ksize = w.ksize
+    var starts: [Int32] = [], taps: [Int] = [], weights: [SIMD8<Int32>] = []
+    var groups = 0
+    if channels == 3 {
+      for g in 0..<(size / 8) {
+        let outs = (8 * g)..<(8 * g + 8)
+        let n = outs.map { w.count[$0] }.max() ?? 0
+        // Every load of pixel first + t (4 bytes) for t < n stays inside the row.
+        guard outs.allSatisfy({ w.first[$0] - origin + n <= available - 1 }) else { break }
+        starts += outs.map { Int32(w.first[$0] - origin) }
+        taps.append(n)
+        for t in 0..<ksize {
+          var v = SIMD8<Int32>(repeating: 0)
+          for (k, o) in outs.enumerated() where t < w.count[o] { v[k] = w.weights[o * w.ksize + t] }
+          weights.append(v)
+        }
+        groups += 1
+      }
+    }
+    self.groups = groups
+    self.starts = starts
+    self.taps = taps
+    self.weights = weights
+  }
+
+  /// Computes the first `groups` x 8 outputs of one row; returns how many.
+  @inline(__always)
+  func run(_ src: UnsafePointer<UInt8>, into out: UnsafeMutablePointer<UInt8>) -> Int {
+    let half = SIMD8<Int32>(repeating: 1 << Int32(AxisWeights.precision - 1))
+    let mask = SIMD8<UInt32>(repeating: 0xFF)
+    let raw = UnsafeRawPointer(src)
+    starts.withUnsafeBufferPointer { s in
+      weights.withUnsafeBufferPointer { wt in
+        for g in 0..<groups {
+          var r = half, gr = half, b = half
+          var offsets = SIMD8<Int32>(repeating: 0)
+          for k in 0..<8 { offsets[k] = s[8 * g + k] &* 3 }
+          for t in 0..<taps[g] {
+            let o = offsets &+ Int32(t * 3)
+            var words = SIMD8<UInt32>(repeating: 0)
+            for k in 0..<8 { words[k] = raw.loadUnaligned(fromByteOffset: Int(o[k]), as: UInt32.self) }
+            let w = wt[g * ksize + t]
+            r &+= SIMD8<Int32>(truncatingIfNeeded: words & mask) &* w
+            gr &+= SIMD8<Int32>(truncatingIfNeeded: (words &>> 8) & mask) &* w
+            b &+= SIMD8<Int32>(truncatingIfNeeded: (words &>> 16) & mask) &* w
+          }
+          let lo = SIMD8<Int32>(repeating: 0), hi = SIMD8<Int32>(repeating: 255)
+          let rv = (r &>> Int32(AxisWeights.precision)).clamped(lowerBound: lo, upperBound: hi)
+          let gv = (gr &>> Int32(AxisWeights.precision)).clamped(lowerBound: lo, upperBound: hi)
+          let bv = (b &>> Int32(AxisWeights.precision)).clamped(lowerBound: lo, upperBound: hi)
+          let q = out + g * 24
+          for k in 0..<8 {
+            q[k * 3] = UInt8(truncatingIfNeeded: rv[k])
+            q[k * 3 + 1] = UInt8(truncatingIfNeeded: gv[k])
+            q[k * 3 + 2] = UInt8(truncatingIfNeeded: bv[k])
+          }
+        }
+      }
+    }
+    return groups * 8
+  }
+}
+
 /// Scratch memory (decoded pixels, resampling rows), grown on demand (fallibly) and reused.
 public final class ScratchBuffer {
   private(set) var bytes: UnsafeMutablePointer<UInt8>? = nil
@@ -190,9 +270,10 @@ enum Resample {
     let rowBuffer = memory + midBytes
     let mid: UnsafePointer<UInt8>, midStride: Int
     if let cols {
+      let packed = PackedHorizontal(cols, size: size, channels: c, origin: 0, available: region.width)
       for r in 0..<rowCount {
-        horizontal(region.base + (firstRow + r) * region.stride, origin: 0, weights: cols, size: size, channels: c,
-                   into: memory + r * rowBytes)
+        horizontal(region.base + (firstRow + r) * region.stride, origin: 0, weights: cols, packed: packed, size: size,
+                   channels: c, into: memory + r * rowBytes)
       }
       mid = UnsafePointer(memory)
       midStride = rowBytes
@@ -230,10 +311,12 @@ enum Resample {
                  weights: w.baseAddress! + oy * rows.ksize, count: midRowBytes, into: memory + oy * midRowBytes)
       }
     }
+    let packed = cols.map { PackedHorizontal($0, size: size, channels: c, origin: firstCol, available: midRowBytes / c) }
     for oy in 0..<size {
       let target = output.target(oy, rowBuffer: rowBuffer)
       if let cols {
-        horizontal(memory + oy * midRowBytes, origin: firstCol, weights: cols, size: size, channels: c, into: target)
+        horizontal(memory + oy * midRowBytes, origin: firstCol, weights: cols, packed: packed!, size: size, channels: c,
+                   into: target)
       } else {
         target.update(from: memory + oy * midRowBytes + (x.window - firstCol) * c, count: rowBytes)
       }
@@ -242,14 +325,16 @@ enum Resample {
   }
 
   /// One row of the horizontal pass: size output pixels of `channels` bytes; `src` holds the
-  /// row's input pixels from column `origin` on.
+  /// row's input pixels from column `origin` on. RGB outputs go four at a time through `packed`
+  /// where it allows, the rest one at a time (the same sums in the same integer arithmetic).
   @inline(__always)
-  private static func horizontal(_ src: UnsafePointer<UInt8>, origin: Int, weights: AxisWeights, size: Int, channels c: Int,
-                                 into out: UnsafeMutablePointer<UInt8>) {
+  private static func horizontal(_ src: UnsafePointer<UInt8>, origin: Int, weights: AxisWeights, packed: PackedHorizontal,
+                                 size: Int, channels c: Int, into out: UnsafeMutablePointer<UInt8>) {
     let half = Int32(1) << Int32(AxisWeights.precision - 1)
+    let simdDone = c == 3 ? packed.run(src, into: out) : 0
     weights.weights.withUnsafeBufferPointer { wb in
       let w = wb.baseAddress!
-      for ox in 0..<size {
+      for ox in simdDone..<size {
         let lo = weights.first[ox] - origin, n = weights.count[ox], k = w + ox * weights.ksize
         if c == 3 {
           var a0 = half, a1 = half, a2 = half
