@@ -21,6 +21,9 @@ enum FuzzTarget: String, CaseIterable {
   /// types). libhdf5 1.10 itself crashes and hangs on some corrupted string heaps (found by this
   /// target, inside H5HG_read); Fuzz/run counts those apart from liblift's own findings.
   case strings
+  /// webdataset tar shards: the header walk (ustar, GNU long names, pax), grouping by key, and
+  /// reading each sample's image and embedding member as the loader does.
+  case tar
   /// Encoded images (JPEG, PNG, WebP, anything): the header, a full decode, and the loader's
   /// per-sample work (decode at full and reduced scale + centre view and a crop, bicubic).
   case image
@@ -93,6 +96,20 @@ func fuzzStore(_ path: String) throws(LiftError) {
 
 func fuzzDataset(_ path: String) throws(LiftError) {
   let ds = try ImageDataset(paths: [path])
+  if ds.encoded {
+    let pipeline = ImagePipeline(size: 8, channels: 3, filter: .bicubic, maxPixels: 1 << 20)
+    var out = [UInt8](repeating: 0, count: 8 * 8 * 3)
+    for i in 0..<min(ds.count, 16) {
+      let bytes = try ds.encodedImage(i)
+      try? bytes.withUnsafeBytes { (b) throws(LiftError) in
+        try out.withUnsafeMutableBufferPointer { (o) throws(LiftError) in
+          try pipeline.render(b, what: "image", choose: { _, _ in (.centre, false) }, into: o.baseAddress!)
+        }
+      }
+      _ = try ds.captionRows(of: i)
+    }
+    return
+  }
   let n = min(ds.count, 16)
   guard n > 0, ds.imageBytes <= 1 << 20 else { return }
   let list = (0..<n).map { $0 }
@@ -159,6 +176,16 @@ func fuzzImage(_ data: UnsafePointer<UInt8>, _ size: Int) throws(LiftError) {
   }
 }
 
+func fuzzTar(_ path: String) throws(LiftError) {
+  let source = try TarShardSource(paths: [path], store: nil)
+  let refs = try source.listShard(0)
+  let arena = try ByteArena()
+  let texts = try allocateFloats(max(refs.count, 1) * source.textDim, what: "texts")
+  defer { texts.deallocate() }
+  _ = try source.fetch(Array(refs.prefix(64)), into: arena, texts: texts) { _, n in n - 1 }
+  _ = try DataSources.census(path)
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   switch target {
@@ -168,6 +195,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   case .dataset: withFile(data, size, fuzzDataset)
   case .strings: withFile(data, size, fuzzStrings)
   case .image: try? fuzzImage(data, size)
+  case .tar: withFile(data, size, fuzzTar)
   case .cli: fuzzCommandLine(Array(UnsafeBufferPointer(start: data, count: size)))
   }
   return 0

@@ -91,11 +91,49 @@ def images():
     save("lossless.webp", rgb.convert("RGBA"), "WEBP", lossless=True)
 
 
+def tars():
+    """tar: webdataset shards written by Python's tarfile (ustar, GNU and pax headers), samples
+    with an image and an .npy or .emb embedding, one long key, one truncated member."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    out = ROOT / "tar"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    png = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(png, format="PNG")
+
+    def member(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    for fmt, name in ((tarfile.USTAR_FORMAT, "ustar"), (tarfile.GNU_FORMAT, "gnu"), (tarfile.PAX_FORMAT, "pax")):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+            for i, key in enumerate(["a", "b", "dir/" + "long" * (10 if fmt != tarfile.USTAR_FORMAT else 1)]):
+                member(tar, f"{key}.png", png.getvalue())
+                member(tar, f"{key}.txt", b"caption")
+                vec = rng.standard_normal(4).astype(np.float32)
+                if i % 2:
+                    npy = io.BytesIO()
+                    np.save(npy, vec)
+                    member(tar, f"{key}.npy", npy.getvalue())
+                else:
+                    member(tar, f"{key}.emb", vec.tobytes())
+        (out / f"{name}.tar").write_bytes(buffer.getvalue())
+    (out / "truncated.tar").write_bytes((out / "pax.tar").read_bytes()[:1500])
+
+
 def main(targets):
     if "cli" in targets:
         command_lines()
     if "image" in targets:
         images()
+    if "tar" in targets:
+        tars()
     if "pretrained" in targets:
         pretrained()
     if not {"safetensors", "json", "store", "dataset"} & set(targets):
@@ -145,4 +183,4 @@ def main(targets):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["cli", "pretrained", "image", "safetensors", "json", "store", "dataset"])
+    main(sys.argv[1:] or ["cli", "pretrained", "image", "tar", "safetensors", "json", "store", "dataset"])

@@ -253,3 +253,20 @@ def test_sources_explain_what_is_missing(tmp_path, rng):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LiftError, match="holds no image files"):
         Source(tmp_path / "empty", embeddings=tmp_path / "k.h5")
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_long_member_names_in_gnu_and_pax_headers(tmp_path, rng, fmt):
+    keys = ["deep/" + "x" * 120 + f"{i:03d}" for i in range(3)] + ["caf\u00e9-\u00fcml\u00e4ut"]
+    with tarfile.open(tmp_path / "long.tar", "w", format=fmt) as tar:
+        for key in keys:
+            data = photo(rng, 20, 24, "PNG")
+            info = tarfile.TarInfo(f"{key}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    emb = keyed_store(tmp_path / "e.h5", keys, rng)
+    loader = Loader(Source(tmp_path / "long.tar", embeddings=tmp_path / "e.h5"), batch_size=4, image_size=8, shuffle=False)
+    b = loader.next()
+    assert b.keys == keys
+    for text, key in zip(b.texts, b.keys):
+        np.testing.assert_array_equal(text, emb[key])
