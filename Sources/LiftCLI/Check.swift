@@ -10,8 +10,9 @@ struct Check: ParsableCommand {
     abstract: "Read files in full in a separate process: is it safe to open them in-process?",
     discussion: """
       For each file (a model or checkpoint .safetensors, an embedding store or an image-caption \
-      dataset .h5), a child process opens it and reads everything liblift can read from it: every \
-      tensor, row, image, caption, label, class name and string. A file passes when that ends \
+      dataset .h5, tar shards or an image folder), a child process opens it and reads everything \
+      liblift can read from it: every tensor, row, image (decoded), caption, label, class name \
+      and string. A file passes when that ends \
       without error; a LiftError is reported as the reason the file is unusable; a crash or a \
       hang (--timeout) of the child means the file trips a fault below liblift (in libhdf5) and \
       must not be opened in-process. Exit status 0 only if every file passes.
@@ -87,6 +88,9 @@ struct Check: ParsableCommand {
   /// Opens `path` as what it is (judged from its content) and reads all of it; returns a
   /// one-line summary.
   func readEverything(_ path: String) throws -> String {
+    if DataSources.isDirectory(path) || path.contains("{") || path.lowercased().hasSuffix(".tar") {
+      return try cli { () throws(LiftError) in try DataSources.decodeAll(path) }
+    }
     switch try cli({ () throws(LiftError) in try LiftFileKind.of(path: path) }) {
     case .safetensors:
       let model = try cli { () throws(LiftError) in try Model.load(path: path) }
@@ -96,11 +100,29 @@ struct Check: ParsableCommand {
       return "model, \(model.layout.parameterCount) parameters"
     case .dataset:
       let ds = try cli { () throws(LiftError) in try ImageDataset(paths: [path]) }
+      var undecodable = DataLoader.BadSamples()
       try cli { () throws(LiftError) in
         var pixels = [UInt8](repeating: 0, count: ds.imageBytes)
+        let scratch = ScratchBuffer()
         for i in 0..<ds.count {
-          try [i].withUnsafeBufferPointer { (l) throws(LiftError) in
-            try pixels.withUnsafeMutableBufferPointer { (p) throws(LiftError) in try ds.readPixels(l, into: p.baseAddress!) }
+          if ds.encoded {
+            let bytes = try ds.encodedImage(i)
+            let failure = bytes.withUnsafeBytes { (b) -> LiftError? in
+              do throws(LiftError) {
+                _ = try ImageDecoder.decode(b, header: try ImageDecoder.header(b), channels: 3, into: scratch)
+                return nil
+              } catch {
+                return error
+              }
+            }
+            if let failure {
+              guard let problem = failure.sampleProblem else { throw failure }
+              undecodable.add(problem, "image \(i): \(failure.message)")
+            }
+          } else {
+            try [i].withUnsafeBufferPointer { (l) throws(LiftError) in
+              try pixels.withUnsafeMutableBufferPointer { (p) throws(LiftError) in try ds.readPixels(l, into: p.baseAddress!) }
+            }
           }
           _ = try ds.captionRows(of: i)
         }
@@ -108,7 +130,8 @@ struct Check: ParsableCommand {
         _ = try ds.compositionalPairs()
         try readStore(ds.captions)
       }
-      return "dataset of \(ds.count) images, \(ds.captions.rows) captions, \(ds.classCount) classes"
+      return "dataset of \(ds.count) \(ds.encoded ? "encoded " : "")images, \(ds.captions.rows) captions, \(ds.classCount) classes"
+        + (undecodable.total > 0 ? "; \(undecodable.total) images do not decode (training skips them): \(undecodable.description)" : "")
     case .captions:
       let file = try cli { () throws(LiftError) in try CaptionsFile(path: path) }
       try cli { () throws(LiftError) in

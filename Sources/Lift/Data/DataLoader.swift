@@ -293,7 +293,6 @@ private final class Producer {
 
   private func build(_ batch: DataLoader.Batch, epoch: Int, index: Int) throws(LiftError) {
     let draws = try order.draws(epoch: epoch, batch: index)
-    let n = draws.count
     batch.globalCount = order.globalCount(batch: index)
     let seed = options.seed
     arena.reset()

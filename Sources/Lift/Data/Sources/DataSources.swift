@@ -172,6 +172,58 @@ public enum DataSources {
     return text + (found.isEmpty ? "" : "; the listing shows " + found.joined(separator: ", "))
   }
 
+  /// Reads and decodes every image of tar shards or image folders (no embeddings needed): a
+  /// one-line summary with the samples that cannot be used, by kind.
+  public static func decodeAll(_ path: String) throws(LiftError) -> String {
+    let (kind, paths) = try detect(Request(paths: [path]))
+    var bad = DataLoader.BadSamples()
+    var samples = 0
+    let scratch = ScratchBuffer()
+    func check(_ name: String, _ bytes: [UInt8]) {
+      bytes.withUnsafeBytes { b in
+        do throws(LiftError) {
+          _ = try ImageDecoder.decode(b, header: try ImageDecoder.header(b), channels: 3, into: scratch)
+        } catch {
+          bad.add(error.sampleProblem ?? .corrupt, "\(name): \(error.message)")
+        }
+      }
+    }
+    switch kind {
+    case .tarShards:
+      for p in paths {
+        let refs = try TarListing.samples(path: p, shard: 0, firstID: 0)
+        let files = OpenFiles()
+        for ref in refs {
+          samples += 1
+          if let problem = ref.problem { bad.add(problem, "\(ref.key): \(ref.problemDetail)"); continue }
+          var bytes = [UInt8](repeating: 0, count: Int(ref.imageLength))
+          let fd = try files.descriptor(p)
+          let short = try bytes.withUnsafeMutableBufferPointer { (b) throws(LiftError) in
+            try preadAll(fd, b.baseAddress!, count: b.count, at: ref.imageOffset)
+          }
+          if short != nil { bad.add(.truncated, "\(ref.key): the file ends inside the image"); continue }
+          check(ref.key, bytes)
+        }
+      }
+    case .imageFolders:
+      let root = paths[0]
+      let (files, folders) = try ImageFolderSource.entries(root)
+      for (i, folder) in ([""] + folders).enumerated() {
+        let dir = i == 0 ? root : root + "/" + folder
+        let names = (i == 0 ? files : try ImageFolderSource.entries(dir).files).filter { ImageFolderSource.isImageName($0) }
+        for ref in imageRefs(names, shard: 0, firstID: 0, where: dir) {
+          samples += 1
+          if let problem = ref.problem { bad.add(problem, "\(ref.key): \(ref.problemDetail)"); continue }
+          check(ref.key, try readWholeFile(dir + "/" + ref.key, limit: Int(ImageDataset.maxEncodedBytes)))
+        }
+      }
+    case .dataset, .indexedFolder:
+      throw .argument("'\(path)' is not tar shards or an image folder")
+    }
+    return "\(kind == .tarShards ? "tar shards" : "image folders"): \(samples) samples read and decoded"
+      + (bad.total > 0 ? "; \(bad.total) cannot be used (training skips them): \(bad.description)" : ", all usable")
+  }
+
   public static func isDirectory(_ path: String) -> Bool {
     var st = stat()
     return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR

@@ -58,7 +58,7 @@ public final class TarShardSource: SampleSource {
   private static func countAll(_ paths: [String]) throws(LiftError) -> [(samples: Int64, memberDim: Int?)] {
     let results = UnsafeMutableBufferPointer<Result<(Int64, Int?), LiftError>>.allocate(capacity: paths.count)
     defer { results.deallocate() }
-    _ = results.initialize(repeating: .success((0, nil)))
+    results.initialize(repeating: .success((0, nil)))
     let work = CountWork(paths: paths, results: results)
     DispatchQueue.concurrentPerform(iterations: min(paths.count, 4)) { t in work.run(thread: t, of: min(paths.count, 4)) }
     var out: [(Int64, Int?)] = []
