@@ -840,9 +840,9 @@ lift_status lift_image_decode(const uint8_t *data, size_t len, int32_t channels,
  * bytes, dst_len >= that), exactly as the data loader prepares a sample. Thread-safe. */
 lift_status lift_image_preprocess(const uint8_t *data, size_t len, const lift_preprocess_options *options, uint8_t *dst,
                                   size_t dst_len);
-/* The same for decoded pixels: an H x W x C (C = 1 or 3) uint8 image; reduced_decode is ignored.
- * Thread-safe. */
-lift_status lift_pixels_preprocess(const uint8_t *src, int32_t height, int32_t width, int32_t channels,
+/* The same for decoded pixels: an H x W x C (C = 1 or 3) uint8 image of src_len >= H * W * C
+ * bytes; reduced_decode is ignored. Thread-safe. */
+lift_status lift_pixels_preprocess(const uint8_t *src, size_t src_len, int32_t height, int32_t width, int32_t channels,
                                    const lift_preprocess_options *options, uint8_t *dst, size_t dst_len);
 
 /* ------------------------------------------------------------------------------------------ */

@@ -130,11 +130,18 @@ public func cLiftImagePreprocess(_ data: UnsafePointer<UInt8>?, _ len: Int, _ op
 }
 
 @_cdecl("lift_pixels_preprocess")
-public func cLiftPixelsPreprocess(_ src: UnsafePointer<UInt8>?, _ height: Int32, _ width: Int32, _ channels: Int32,
+public func cLiftPixelsPreprocess(_ src: UnsafePointer<UInt8>?, _ srcLen: Int, _ height: Int32, _ width: Int32, _ channels: Int32,
                                   _ options: UnsafePointer<lift_preprocess_options>?, _ dst: UnsafeMutablePointer<UInt8>?,
                                   _ dstLen: Int) -> lift_status {
   capi { () throws(LiftError) in
     let r = try PreprocessRequest(try requiredStruct(options, "options"), dstLen: dstLen)
+    guard height >= 1, width >= 1, channels >= 1 else {
+      throw .argument("height, width and channels must be positive (got \(height), \(width), \(channels))")
+    }
+    let needed = try checkedCount(Int64(height) * Int64(width), Int64(channels), "src")
+    guard try requiredSize(srcLen, "src_len") >= needed else {
+      throw .buffer("src holds \(srcLen) bytes; a \(height)x\(width)x\(channels) image needs \(needed)")
+    }
     try Preprocess.image(try required(src, "src"), width: Int(width), height: Int(height), channels: Int(channels),
                          view: r.view, size: r.size, filter: r.filter, outChannels: r.channels, flip: r.flip,
                          into: try required(dst, "dst"), dstCount: dstLen)

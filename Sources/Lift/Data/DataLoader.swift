@@ -326,8 +326,11 @@ private final class Producer {
                       problems: inout [LiftError?]) throws(LiftError) {
     let n = draws.count, threads = min(options.decodeThreads, max(n, 1))
     let results = UnsafeMutableBufferPointer<LiftError?>.allocate(capacity: max(n, 1))
-    defer { results.deallocate() }
-    _ = results.initialize(from: problems)
+    _ = results.initialize(from: problems + (n == 0 ? [nil] : []))
+    defer {
+      results.deinitialize()  // errors hold messages: released before the memory goes
+      results.deallocate()
+    }
     let work = RenderWork(producer: self, draws: draws, fetched: fetched, images: batch.images, results: results)
     if threads == 1 {
       work.run(thread: 0, of: 1)

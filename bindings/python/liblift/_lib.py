@@ -302,7 +302,7 @@ _PROTOTYPES = {
     "lift_image_probe": (c_int, [c_void_p, c_size_t, POINTER(ImageInfoStruct)]),
     "lift_image_decode": (c_int, [c_void_p, c_size_t, ctypes.c_int32, c_int64, c_void_p, c_size_t]),
     "lift_image_preprocess": (c_int, [c_void_p, c_size_t, POINTER(PreprocessOptionsStruct), c_void_p, c_size_t]),
-    "lift_pixels_preprocess": (c_int, [c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+    "lift_pixels_preprocess": (c_int, [c_void_p, c_size_t, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                        POINTER(PreprocessOptionsStruct), c_void_p, c_size_t]),
     "lift_eval_class_embeddings": (c_int, [_F, c_int64, c_int64, _I64, _I64, c_int64, _F]),
     "lift_eval_zero_shot": (c_int, [_F, c_int64, _F, c_int64, c_int64, _I64, POINTER(ctypes.c_double),

@@ -96,5 +96,5 @@ def preprocess(image, size: int, channels: int | None = None, box=None, flip: bo
     h, w, c = a.shape
     o = _options(size, channels or c, filter, crop, box, flip, False, max_pixels)
     out = np.empty((o.size, o.size, o.channels), np.uint8)
-    check(lib.lift_pixels_preprocess(a.ctypes.data, h, w, c, ctypes.byref(o), out.ctypes.data, out.size))
+    check(lib.lift_pixels_preprocess(a.ctypes.data, a.size, h, w, c, ctypes.byref(o), out.ctypes.data, out.size))
     return out

@@ -57,8 +57,11 @@ public final class TarShardSource: SampleSource {
   /// Samples (and, from the first sample with one, an embedding member's dimension) of each shard.
   private static func countAll(_ paths: [String]) throws(LiftError) -> [(samples: Int64, memberDim: Int?)] {
     let results = UnsafeMutableBufferPointer<Result<(Int64, Int?), LiftError>>.allocate(capacity: paths.count)
-    defer { results.deallocate() }
     results.initialize(repeating: .success((0, nil)))
+    defer {
+      results.deinitialize()  // a failure holds a message: released before the memory goes
+      results.deallocate()
+    }
     let work = CountWork(paths: paths, results: results)
     DispatchQueue.concurrentPerform(iterations: min(paths.count, 4)) { t in work.run(thread: t, of: min(paths.count, 4)) }
     var out: [(Int64, Int?)] = []
