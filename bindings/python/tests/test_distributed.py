@@ -245,3 +245,21 @@ def test_lift_train_under_mpirun_time_limit_stops_every_rank(tiny, tmp_path):
     step = liblift.Trainer.load(out / "checkpoint.safetensors").step_count
     assert 1 <= step < 100000
     assert liblift.Model.load(out / "model.safetensors").parameters.size > 0
+
+
+from test_cli_sources import shards, train as train_on_shards  # noqa: E402,F401  (the tar-shard fixture)
+
+
+def test_lift_train_from_tar_shards_under_mpirun_resumes_exactly_on_as_many_ranks(shards, tmp_path):  # noqa: F811
+    """Two ranks stream disjoint tar shards; a run stopped and resumed on two ranks equals one that
+    ran through; resuming on another number of ranks is refused (the stream depends on it)."""
+    run = ("--steps", 10, "--eval-every", 0, "--shuffle-block", 8)
+    r = lift_mpi(2, *train_on_shards(shards, tmp_path / "whole", *run))
+    assert r.returncode == 0, r.stderr
+    r = lift_mpi(2, *train_on_shards(shards, tmp_path / "parts", *run, "--stop-at", 4))
+    assert r.returncode == 0, r.stderr
+    refused = lift(*train_on_shards(shards, tmp_path / "parts", *run, "--resume"), check=False)
+    assert refused.returncode != 0 and "as many ranks" in refused.stderr
+    r = lift_mpi(2, *train_on_shards(shards, tmp_path / "parts", *run, "--resume"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (tmp_path / "parts" / "model.safetensors").read_bytes()
