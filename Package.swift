@@ -52,9 +52,11 @@ let package = Package(
     .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
     // Image decoders (Debian: libturbojpeg0-dev, libpng-dev, libwebp-dev) behind a C shim, so that
     // libpng's longjmp and every decoder error path stay in C.
+    // DWARF 4: valgrind 3.19 (Debian 12, the examples' memcheck) cannot read clang's default DWARF 5.
     .target(
       name: "LiftCodecs",
       path: "Sources/LiftCodecs",
+      cSettings: [.unsafeFlags(["-gdwarf-4"])],
       linkerSettings: [.linkedLibrary("turbojpeg"), .linkedLibrary("png16"), .linkedLibrary("webp")]
     ),
     .target(
