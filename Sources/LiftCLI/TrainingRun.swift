@@ -183,7 +183,7 @@ struct TrainingRun {
           ("grad_norm", .number(stats!.gradNorm)), ("images_per_s", .number(Double(windowImages) / windowSeconds)),
           ("data_wait_fraction", .number(waitSeconds / trainSeconds)), ("train_seconds", .number(trainSeconds)),
           ("bad_samples", .number(Double(batch.badSamples.total))),
-        ]))
+        ] + badSampleDetail(batch.badSamples)))
       }
       if !s.quiet && pacer.due(last: step == total) {
         let rate = Double(windowImages) / windowSeconds
@@ -292,6 +292,15 @@ struct TrainingRun {
       Console.line("step \(step): zero-shot top-1 \(percent(z.top1)), top-5 \(percent(z.top5))")
     }
   }
+}
+
+/// The log's detail of bad samples so far (nothing while there are none): counts by kind and the
+/// first samples of each kind by name.
+func badSampleDetail(_ bad: DataLoader.BadSamples) -> [(String, JSON)] {
+  guard bad.total > 0 else { return [] }
+  let kinds = SampleProblem.allCases.filter { bad.counts[$0] != nil }
+  return [("bad_by_kind", .object(kinds.map { ($0.rawValue, .number(Double(bad.counts[$0]!))) })),
+          ("bad_examples", .object(kinds.map { ($0.rawValue, .array(bad.examples[$0, default: []].map { .string($0) })) }))]
 }
 
 func describe(_ c: ModelConfig) -> String {

@@ -113,6 +113,8 @@ def test_bad_samples_are_skipped_counted_and_stop_the_run_past_the_limit(shards,
                      r.stderr), r.stderr
     lines = [json.loads(l) for l in (tmp_path / "lenient" / "metrics.jsonl").read_text().splitlines() if "loss" in l]
     assert lines[-1]["bad_samples"] >= 2
+    assert set(lines[-1]["bad_by_kind"]) == {"corrupt", "missing_embedding"}
+    assert lines[-1]["bad_examples"]["corrupt"][0].startswith("broken: image: PNG")
     r = lift(*common, "--out", tmp_path / "strict", "--quiet", check=False)
     assert r.returncode != 0
     assert "could not be used, more than the allowed 1.0 %" in r.stderr and "corrupt" in r.stderr
