@@ -10,9 +10,10 @@ import Glibc
 enum FuzzTarget: String, CaseIterable {
   /// safetensors files: Model.load, Trainer.load, and the import of pretrained encoders.
   case safetensors
-  /// The JSON reader and the model / train config decoders fed by it.
+  /// The JSON reader and the model / train config decoders fed by it; the same bytes as a CSV
+  /// index file of an image folder.
   case json
-  /// Embedding stores (HDF5): open, shape, read the rows; the same file as a feature cache
+  /// Embedding stores (HDF5): open, shape, read the rows, look a key up; the same file as a feature cache
   /// (lift train --feature-cache) of 8 x 4 features with fingerprint "fuzz".
   case store
   /// Image-caption datasets (HDF5): open, read the images, caption rows, labels, class prompts.
@@ -77,6 +78,7 @@ func fuzzSafeTensors(_ path: String) throws(LiftError) {
 }
 
 func fuzzJSON(_ bytes: [UInt8]) throws(LiftError) {
+  _ = try? IndexFile.csvRows(bytes, path: "input")  // image folders' CSV index files
   let json = try JSON.parse(bytes, what: "input")
   _ = json.serialized
   _ = try? ModelConfig(json: json, source: "input")
@@ -86,6 +88,7 @@ func fuzzJSON(_ bytes: [UInt8]) throws(LiftError) {
 func fuzzStore(_ path: String) throws(LiftError) {
   _ = try? FeatureCache.load(path: path)
   let store = try EmbeddingStore(paths: [path], options: EmbeddingStore.Options())
+  _ = try? store.rows(forKey: Array("a.jpg".utf8))  // the key index (or the keys, indexed in memory)
   let rows = min(store.rows, 64), d = Int(store.dim)
   guard rows > 0, d <= 4096 else { return }
   var buffer = [Float](repeating: 0, count: Int(rows) * d)
@@ -182,7 +185,7 @@ func fuzzTar(_ path: String) throws(LiftError) {
   let arena = try ByteArena()
   let texts = try allocateFloats(max(refs.count, 1) * source.textDim, what: "texts")
   defer { texts.deallocate() }
-  _ = try source.fetch(Array(refs.prefix(64)), into: arena, texts: texts) { _, n in n - 1 }
+  _ = try source.fetch(Array(refs.prefix(64)), images: true, into: arena, texts: texts) { _, n in n - 1 }
   _ = try DataSources.census(path)
 }
 

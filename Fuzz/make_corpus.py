@@ -162,6 +162,9 @@ def main(targets):
     for dtype in ("float16", "float32"):
         with liblift.StoreWriter(ROOT / "store" / f"liblift-{dtype}.h5", dim=4, dtype=dtype, keys=True, captions=True) as w:
             w.append(rng.standard_normal((3, 4)).astype(np.float32), keys=["a", "b", "c"], captions=["x", "yy", "zzz"])
+    # A store with a key index (keys with and without image extensions, one repeated).
+    with liblift.StoreWriter(ROOT / "store" / "keyed.h5", dim=4, dtype="float16", keys=True) as w:
+        w.append(rng.standard_normal((5, 4)).astype(np.float32), keys=["a.jpg", "b", "c.png", "a", "e"])
     with h5py.File(ROOT / "store" / "h5py-contiguous.h5", "w") as f:
         f["embeddings"] = rng.standard_normal((3, 4)).astype(np.float32)
         f.create_dataset("keys", data=["k0", "k1", "k2"], dtype=h5py.string_dtype())

@@ -75,7 +75,7 @@ struct Build: ParsableCommand {
         let refs = try indices.map { (i) throws(LiftError) in try source.ref(index: i) }
         arena.reset()
         let fetched = try texts.withUnsafeMutableBufferPointer { (t) throws(LiftError) in
-          try source.fetch(refs, into: arena, texts: t.baseAddress!) { _, _ in 0 }
+          try source.fetch(refs, images: true, into: arena, texts: t.baseAddress!) { _, _ in 0 }
         }
         for (i, f) in fetched.enumerated() {
           let name = refs[i].key.isEmpty ? "sample \(refs[i].id)" : refs[i].key
@@ -113,21 +113,20 @@ private func captionRows(_ source: SampleSource, key: String, fromStore: Bool, o
                          writer: ImageDatasetWriter) throws(LiftError) -> [Int64] {
   if let store = source.keyedStore, fromStore {
     let all = try store.rows(forKey: Array(key.utf8))
-    let vectors = try allocateFloatsForBuild(all.count * d)
-    defer { vectors.deallocate() }
-    try all.withUnsafeBufferPointer { (list) throws(LiftError) in
-      try store.read(rows: list, into: vectors.baseAddress!, capacity: vectors.count)
+    guard all.count * d <= 1 << 28 else {
+      throw LiftError(LIFT_ERR_VALUE, "key '\(key)' has \(all.count) caption rows; at most \((1 << 28) / d) are copied")
     }
-    let first = try writer.addCaptions(vectors.baseAddress!, count: all.count)
+    var vectors = [Float](repeating: 0, count: max(all.count * d, 1))
+    try all.withUnsafeBufferPointer { (list) throws(LiftError) in
+      try vectors.withUnsafeMutableBufferPointer { (v) throws(LiftError) in
+        try store.read(rows: list, into: v.baseAddress!, capacity: v.count)
+      }
+    }
+    let first = try vectors.withUnsafeBufferPointer { (v) throws(LiftError) in try writer.addCaptions(v.baseAddress!, count: all.count) }
     return Array(first..<(first + Int64(all.count)))
   }
   let first = try own.withUnsafeBufferPointer { (t) throws(LiftError) in try writer.addCaptions(t.baseAddress! + slot * d, count: 1) }
   return [first]
-}
-
-private func allocateFloatsForBuild(_ count: Int) throws(LiftError) -> UnsafeMutableBufferPointer<Float> {
-  guard count >= 0, count <= 1 << 30 else { throw LiftError(LIFT_ERR_VALUE, "\(count) caption values under one key") }
-  return UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
 }
 
 extension String {

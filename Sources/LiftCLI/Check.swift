@@ -89,7 +89,8 @@ struct Check: ParsableCommand {
   /// one-line summary.
   func readEverything(_ path: String) throws -> String {
     if DataSources.isDirectory(path) || path.contains("{") || path.lowercased().hasSuffix(".tar") {
-      return try cli { () throws(LiftError) in try DataSources.decodeAll(path) }
+      let text = try cli { () throws(LiftError) in try DataSources.decodeAll(path) }
+      return String(text.dropFirst(path.count + 2))  // the checker prints the path itself
     }
     switch try cli({ () throws(LiftError) in try LiftFileKind.of(path: path) }) {
     case .safetensors:

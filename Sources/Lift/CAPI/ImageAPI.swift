@@ -107,7 +107,7 @@ public func cLiftImageDecode(_ data: UnsafePointer<UInt8>?, _ len: Int, _ channe
     let header = try ImageDecoder.header(bytes)
     let limit = try maxPixels(limit)
     try ImageDecoder.checkSize(header, maxPixels: limit, what: "image")
-    let needed = header.width * header.height * Int(channels)
+    let needed = try checkedCount(Int64(header.width) * Int64(header.height), Int64(channels), "decoded pixels")
     guard try requiredSize(outLen, "out_len") >= needed else {
       throw .buffer("out holds \(outLen) bytes; the \(header.width)x\(header.height) image needs \(needed)")
     }

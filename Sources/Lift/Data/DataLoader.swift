@@ -296,15 +296,8 @@ private final class Producer {
     batch.globalCount = order.globalCount(batch: index)
     let seed = options.seed
     arena.reset()
-    let fetched: [FetchedSample]
-    if let dataset = source as? ImageDataset {
-      fetched = try dataset.fetch(draws.map(\.ref), images: options.pixels, into: arena, texts: batch.texts) { i, count in
-        Int64(mix64(seed, draws[i].epoch, draws[i].position, 0xCA97) % UInt64(count))
-      }
-    } else {
-      fetched = try source.fetch(draws.map(\.ref), into: arena, texts: batch.texts) { i, count in
-        Int64(mix64(seed, draws[i].epoch, draws[i].position, 0xCA97) % UInt64(count))
-      }
+    let fetched = try source.fetch(draws.map(\.ref), images: options.pixels, into: arena, texts: batch.texts) { i, count in
+      Int64(mix64(seed, draws[i].epoch, draws[i].position, 0xCA97) % UInt64(count))
     }
     var problems: [LiftError?] = fetched.map { f in f.problem.map { LiftError(LIFT_ERR_FORMAT, f.detail, sampleProblem: $0) } }
     if options.pixels { try render(draws, fetched, into: batch, problems: &problems) }

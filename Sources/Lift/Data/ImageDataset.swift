@@ -458,13 +458,8 @@ extension ImageDataset: SampleSource {
 
   /// Images (stored pixels in one read, or each image's encoded bytes) and one caption per
   /// image drawn by `pick`; a caption embedding that is not finite makes its sample unusable.
-  public func fetch(_ refs: [SampleRef], into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
+  public func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
                     pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
-    try fetch(refs, images: true, into: arena, texts: texts, pick: pick)
-  }
-
-  func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
-             pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
     let list = refs.map(\.id)
     var out = [FetchedSample](repeating: FetchedSample(), count: list.count)
     try list.withUnsafeBufferPointer { (l) throws(LiftError) in

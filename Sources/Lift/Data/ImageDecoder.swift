@@ -92,7 +92,7 @@ public enum ImageDecoder {
                             what: @autoclosure () -> String = "image") throws(LiftError) -> ImageRegion {
     try checkSize(header, maxPixels: maxPixels, what: what())
     let w = Int(lc_scaled(Int32(header.width), Int32(eighths))), h = Int(lc_scaled(Int32(header.height), Int32(eighths)))
-    let capacity = w * h * channels
+    let capacity = try checkedCount(Int64(w) * Int64(h), Int64(channels), "decoded pixels")
     let out = try buffer.reserve(capacity)
     var width: Int32 = 0, height: Int32 = 0
     var text = [CChar](repeating: 0, count: 256)

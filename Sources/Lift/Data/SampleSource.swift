@@ -24,11 +24,12 @@ public protocol SampleSource: AnyObject {
   func listShard(_ s: Int) throws(LiftError) -> [SampleRef]
   /// The sample at `index` (0 ..< sampleCount; a sharded source lists the shard holding it).
   func ref(index: Int64) throws(LiftError) -> SampleRef
-  /// Reads the listed samples: each image's bytes or pixels into `arena` and one caption
-  /// embedding into texts[i * textDim ..< (i + 1) * textDim], `pick(i, count)` choosing among
-  /// a sample's `count` captions. A sample that cannot be used gets a `problem` (and no payload);
-  /// a failure of the source itself (an unreadable file) throws.
-  func fetch(_ refs: [SampleRef], into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
+  /// Reads the listed samples: each image's bytes or pixels into `arena` (unless `images` is
+  /// false: captions only, for training on cached features) and one caption embedding into
+  /// texts[i * textDim ..< (i + 1) * textDim], `pick(i, count)` choosing among a sample's `count`
+  /// captions. A sample that cannot be used gets a `problem` (and no payload); a failure of the
+  /// source itself (an unreadable file) throws.
+  func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
              pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample]
 }
 

@@ -36,6 +36,8 @@ public enum SampleKey {
 /// by `verify` (`lift check`), which reads every key.
 final class KeyIndex {
   static let stride = 1024
+  /// Most keys of a file without an index that are indexed in memory (16 bytes each).
+  static let maxInMemoryKeys = 1 << 26
   let path: String
   let count: Int64
   private let hashes: RowSource?
@@ -43,6 +45,13 @@ final class KeyIndex {
   private var samples: [UInt64] = []
   private var memoryHashes: [UInt64] = []
   private var memoryRows: [Int64] = []
+  /// One block of hashes and rows, reused by every lookup (callers hold the store's lock).
+  private var block: (UnsafeMutablePointer<UInt64>, UnsafeMutablePointer<Int64>)? = nil
+
+  deinit {
+    block?.0.deallocate()
+    block?.1.deallocate()
+  }
 
   /// Opens (or, without one, builds) the index of the store file `file` of `storeRows` rows.
   init(file: H5Object, path: String, storeRows: Int64) throws(LiftError) {
@@ -62,6 +71,10 @@ final class KeyIndex {
       guard HDF5.exists(file.id, "keys") else { throw .notFound("'\(path)' has no 'keys' dataset: its rows cannot be found by key") }
       let n = try HDF5.stringListCount(file.id, "keys", path: path)
       guard n == storeRows else { throw .format("'keys' in '\(path)' has \(n) entries for \(storeRows) rows") }
+      guard n <= Int64(Self.maxInMemoryKeys) else {
+        throw .value("'\(path)' has \(n) keys but no key index; at most \(Self.maxInMemoryKeys) are indexed in memory: "
+                     + "rewrite the store with liblift's store writer (it writes the index)")
+      }
       let ds = try HDF5.openDataset(file.id, "keys", path: path)
       var pairs: [(UInt64, Int64)] = []
       pairs.reserveCapacity(Int(n))
@@ -126,10 +139,16 @@ final class KeyIndex {
     let j = lowerBound(samples, hash)
     var start = Int64(max(j - 1, 0)) * Int64(Self.stride)
     var found: [Int64] = []
-    let h = try allocateElements(Self.stride, of: UInt64.self, what: "a key index block")
-    defer { h.deallocate() }
-    let r = try allocateElements(Self.stride, of: Int64.self, what: "a key index block")
-    defer { r.deallocate() }
+    if block == nil {
+      let h = try allocateElements(Self.stride, of: UInt64.self, what: "a key index block")
+      do {
+        block = (h, try allocateElements(Self.stride, of: Int64.self, what: "a key index block"))
+      } catch {
+        h.deallocate()
+        throw error
+      }
+    }
+    let (h, r) = block!
     scan: while start < count {
       let n = Int(min(Int64(Self.stride), count - start))
       try read(start, n, hashes: h, rows: r)

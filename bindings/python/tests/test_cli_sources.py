@@ -115,6 +115,8 @@ def test_bad_samples_are_skipped_counted_and_stop_the_run_past_the_limit(shards,
     assert lines[-1]["bad_samples"] >= 2
     assert set(lines[-1]["bad_by_kind"]) == {"corrupt", "missing_embedding"}
     assert lines[-1]["bad_examples"]["corrupt"][0].startswith("broken: image: PNG")
+    check = lift("check", bad).stdout
+    assert "ok: webdataset tar shards: 2 files, 50 samples" in check and "1 cannot be used" in check and "broken" in check
     r = lift(*common, "--out", tmp_path / "strict", "--quiet", check=False)
     assert r.returncode != 0
     assert "could not be used, more than the allowed 1.0 %" in r.stderr and "corrupt" in r.stderr

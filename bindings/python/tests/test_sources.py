@@ -270,3 +270,23 @@ def test_long_member_names_in_gnu_and_pax_headers(tmp_path, rng, fmt):
     assert b.keys == keys
     for text, key in zip(b.texts, b.keys):
         np.testing.assert_array_equal(text, emb[key])
+
+
+def test_embedding_members_that_lie_about_their_shape_are_bad_samples(tmp_path, rng):
+    """An .npy header declaring an absurd shape (whose size overflows) or data of the wrong size
+    makes its sample unusable; the shard's other samples train."""
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (16777216, 16777216, 16777216), }"
+    header += " " * (63 - len(header) % 64) + "\n"
+    lying = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(32)
+    good = io.BytesIO()
+    np.save(good, rng.standard_normal(DIM).astype(np.float32))
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for key, npy in (("a", good.getvalue()), ("b", lying), ("c", good.getvalue()[:-4])):
+            for ext, data in (("png", photo(rng, 10, 10, "PNG")), ("npy", npy)):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    loader = Loader(Source(tmp_path / "s.tar"), batch_size=3, image_size=8, shuffle=False, max_bad_fraction=1)
+    assert loader.next().keys == ["a"]
+    report = loader.bad_samples()
+    assert report["counts"] == {"corrupt": 2} and "more than 2^24 values" in report["report"]

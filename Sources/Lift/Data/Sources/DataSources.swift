@@ -137,91 +137,82 @@ public enum DataSources {
   /// What tar shards or image folders hold, from their listings alone (no embeddings needed):
   /// files, samples, samples with their own embedding, and problems the listing shows.
   public static func census(_ path: String) throws(LiftError) -> String {
+    try walk(path, decode: false)
+  }
+
+  /// Reads and decodes every image of tar shards or image folders as well: a one-line summary
+  /// with the samples that cannot be used, by kind.
+  public static func decodeAll(_ path: String) throws(LiftError) -> String {
+    try walk(path, decode: true)
+  }
+
+  /// Every sample of tar shards or image folders, listed (and with `decode`, each image read and
+  /// decoded), summarised in one line.
+  private static func walk(_ path: String, decode: Bool) throws(LiftError) -> String {
     let (kind, paths) = try detect(Request(paths: [path]))
-    var problems: [SampleProblem: Int] = [:]
-    func note(_ refs: [SampleRef]) { for r in refs { if let p = r.problem { problems[p, default: 0] += 1 } } }
+    var bad = DataLoader.BadSamples()
+    var samples = 0, embedded = 0, shards = 0
+    let scratch = ScratchBuffer()
+    /// Counts a listed sample; decodes its image (read by `bytes`) when asked.
+    func visit(_ ref: SampleRef, _ bytes: () throws(LiftError) -> [UInt8]?) throws(LiftError) {
+      samples += 1
+      if ref.embeddingOffset >= 0 { embedded += 1 }
+      if let problem = ref.problem { bad.add(problem, "\(ref.key): \(ref.problemDetail)"); return }
+      guard decode else { return }
+      guard let data = try bytes() else { bad.add(.truncated, "\(ref.key): the file ends inside the image"); return }
+      let failure = data.withUnsafeBytes { (b) -> LiftError? in
+        do throws(LiftError) {
+          _ = try ImageDecoder.decode(b, header: try ImageDecoder.header(b), channels: 3, into: scratch)
+          return nil
+        } catch {
+          return error
+        }
+      }
+      if let failure { bad.add(failure.sampleProblem ?? .corrupt, "\(ref.key): \(failure.message)") }
+    }
     var text: String
     switch kind {
     case .tarShards:
-      var samples = 0, embedded = 0
+      let files = OpenFiles()
       for p in paths {
         let refs = try TarListing.samples(path: p, shard: 0, firstID: 0)
-        samples += refs.count
-        embedded += refs.filter { $0.embeddingOffset >= 0 }.count
-        note(refs)
+        if !refs.isEmpty { shards += 1 }
+        for ref in refs {
+          try visit(ref) { () throws(LiftError) -> [UInt8]? in
+            var bytes = [UInt8](repeating: 0, count: Int(ref.imageLength))
+            let fd = try files.descriptor(p)
+            let short = try bytes.withUnsafeMutableBufferPointer { (b) throws(LiftError) in
+              try preadAll(fd, b.baseAddress!, count: b.count, at: ref.imageOffset)
+            }
+            return short == nil ? bytes : nil
+          }
+        }
       }
       text = "\(path): webdataset tar shards: \(paths.count) file\(paths.count == 1 ? "" : "s"), \(samples) samples"
         + (embedded > 0 ? ", \(embedded) with their own npy/emb embedding" : "; caption embeddings come from a store keyed by sample")
     case .imageFolders:
       let root = paths[0]
       let (files, folders) = try ImageFolderSource.entries(root)
-      var shards = 0, images = 0
-      for (i, folder) in ([""] + folders).enumerated() {
-        let names = i == 0 ? files : try ImageFolderSource.entries(root + "/" + folder).files
-        let refs = imageRefs(names.filter { ImageFolderSource.isImageName($0) }, shard: 0, firstID: 0, where: folder)
-        if !refs.isEmpty { shards += 1 }
-        images += refs.count
-        note(refs)
-      }
-      text = "\(path): image folders under '\(root)': \(shards) shard\(shards == 1 ? "" : "s"), \(images) images; "
-        + "caption embeddings come from a store keyed by file name"
-    case .dataset, .indexedFolder:
-      return "\(path): \(kind.rawValue)"
-    }
-    let found = SampleProblem.allCases.compactMap { p in problems[p].map { "\($0) \(p.rawValue)" } }
-    return text + (found.isEmpty ? "" : "; the listing shows " + found.joined(separator: ", "))
-  }
-
-  /// Reads and decodes every image of tar shards or image folders (no embeddings needed): a
-  /// one-line summary with the samples that cannot be used, by kind.
-  public static func decodeAll(_ path: String) throws(LiftError) -> String {
-    let (kind, paths) = try detect(Request(paths: [path]))
-    var bad = DataLoader.BadSamples()
-    var samples = 0
-    let scratch = ScratchBuffer()
-    func check(_ name: String, _ bytes: [UInt8]) {
-      bytes.withUnsafeBytes { b in
-        do throws(LiftError) {
-          _ = try ImageDecoder.decode(b, header: try ImageDecoder.header(b), channels: 3, into: scratch)
-        } catch {
-          bad.add(error.sampleProblem ?? .corrupt, "\(name): \(error.message)")
-        }
-      }
-    }
-    switch kind {
-    case .tarShards:
-      for p in paths {
-        let refs = try TarListing.samples(path: p, shard: 0, firstID: 0)
-        let files = OpenFiles()
-        for ref in refs {
-          samples += 1
-          if let problem = ref.problem { bad.add(problem, "\(ref.key): \(ref.problemDetail)"); continue }
-          var bytes = [UInt8](repeating: 0, count: Int(ref.imageLength))
-          let fd = try files.descriptor(p)
-          let short = try bytes.withUnsafeMutableBufferPointer { (b) throws(LiftError) in
-            try preadAll(fd, b.baseAddress!, count: b.count, at: ref.imageOffset)
-          }
-          if short != nil { bad.add(.truncated, "\(ref.key): the file ends inside the image"); continue }
-          check(ref.key, bytes)
-        }
-      }
-    case .imageFolders:
-      let root = paths[0]
-      let (files, folders) = try ImageFolderSource.entries(root)
       for (i, folder) in ([""] + folders).enumerated() {
         let dir = i == 0 ? root : root + "/" + folder
         let names = (i == 0 ? files : try ImageFolderSource.entries(dir).files).filter { ImageFolderSource.isImageName($0) }
+        if !names.isEmpty { shards += 1 }
         for ref in imageRefs(names, shard: 0, firstID: 0, where: dir) {
-          samples += 1
-          if let problem = ref.problem { bad.add(problem, "\(ref.key): \(ref.problemDetail)"); continue }
-          check(ref.key, try readWholeFile(dir + "/" + ref.key, limit: Int(ImageDataset.maxEncodedBytes)))
+          try visit(ref) { () throws(LiftError) -> [UInt8]? in
+            try readWholeFile(dir + "/" + ref.key, limit: Int(ImageDataset.maxEncodedBytes))
+          }
         }
       }
+      text = "\(path): image folders under '\(root)': \(shards) shard\(shards == 1 ? "" : "s"), \(samples) images; "
+        + "caption embeddings come from a store keyed by file name"
     case .dataset, .indexedFolder:
       throw .argument("'\(path)' is not tar shards or an image folder")
     }
-    return "\(kind == .tarShards ? "tar shards" : "image folders"): \(samples) samples read and decoded"
-      + (bad.total > 0 ? "; \(bad.total) cannot be used (training skips them): \(bad.description)" : ", all usable")
+    if decode {
+      text += "; read and decoded"
+    }
+    guard bad.total > 0 else { return text + (decode ? ", all usable" : "") }
+    return text + "; \(bad.total) cannot be used (training skips them): \(bad.description)"
   }
 
   public static func isDirectory(_ path: String) -> Bool {

@@ -89,10 +89,10 @@ public final class ImageFolderSource: SampleSource {
     shards[ref.shard].isEmpty ? root + "/" + ref.key : root + "/" + shards[ref.shard] + "/" + ref.key
   }
 
-  public func fetch(_ refs: [SampleRef], into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
+  public func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
                     pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
     try lock.withLock { () throws(LiftError) in
-      try fetchFiles(refs, path: file, store: store, dim: textDim, into: arena, texts: texts, pick: pick)
+      try fetchFiles(refs, path: images ? file : nil, store: store, dim: textDim, into: arena, texts: texts, pick: pick)
     }
   }
 }
@@ -129,14 +129,20 @@ func refByIndex(_ index: Int64, starts: ShardStarts, cache: inout (shard: Int, r
   return refs[position]
 }
 
-/// Reads each sample's image file into the arena and its caption embedding from the store by key.
-func fetchFiles(_ refs: [SampleRef], path: (SampleRef) -> String, store: EmbeddingStore, dim: Int, into arena: ByteArena,
+/// Reads each sample's image file (at `path(ref)`; no images if nil) into the arena and its
+/// caption embedding from the store by key.
+func fetchFiles(_ refs: [SampleRef], path: ((SampleRef) -> String)?, store: EmbeddingStore, dim: Int, into arena: ByteArena,
                 texts: UnsafeMutablePointer<Float>, pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
   var out: [FetchedSample] = []
   var lookups = KeyedEmbeddings(store: store, dim: dim)
   for (i, ref) in refs.enumerated() {
     if let problem = ref.problem {
       out.append(.failed(problem, ref.problemDetail))
+      continue
+    }
+    guard let path else {
+      out.append(FetchedSample())
+      lookups.request(slot: i, key: ref.key)
       continue
     }
     let file = path(ref)
@@ -217,10 +223,11 @@ public final class IndexedFolderSource: SampleSource {
     return ref
   }
 
-  public func fetch(_ refs: [SampleRef], into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
+  public func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
                     pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
     try lock.withLock { () throws(LiftError) in
-      try fetchFiles(refs, path: { root + "/" + images[Int($0.id)] }, store: store, dim: textDim, into: arena, texts: texts, pick: pick)
+      try fetchFiles(refs, path: images ? { self.root + "/" + self.images[Int($0.id)] } : nil, store: store, dim: textDim,
+                     into: arena, texts: texts, pick: pick)
     }
   }
 }

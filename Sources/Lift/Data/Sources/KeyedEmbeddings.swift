@@ -87,7 +87,12 @@ enum NumpyArray {
     guard dims.count == parts.count, dims.allSatisfy({ $0 >= 0 && $0 <= 1 << 24 }) else {
       throw .format(".npy shape \(shapeText) is not understood")
     }
-    let count = dims.reduce(1, *)
+    var count = 1
+    for d in dims {
+      let (product, overflow) = count.multipliedReportingOverflow(by: d)
+      guard !overflow, product <= 1 << 24 else { throw .format(".npy shape \(shapeText) holds more than 2^24 values") }
+      count = product
+    }
     let fortran = field(header, "fortran_order") == "True"
     guard !fortran || dims.filter({ $0 > 1 }).count <= 1 else { throw .format("Fortran-order .npy arrays of rank > 1 are not supported") }
     let code = trim(descr, "'\" ")

@@ -86,7 +86,7 @@ public final class TarShardSource: SampleSource {
     }
   }
 
-  public func fetch(_ refs: [SampleRef], into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
+  public func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
                     pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
     try lock.withLock { () throws(LiftError) in
       var out: [FetchedSample] = []
@@ -98,12 +98,14 @@ public final class TarShardSource: SampleSource {
         }
         let fd = try files.descriptor(paths[ref.shard])
         var sample = FetchedSample()
-        let start = try arena.append(Int(ref.imageLength))
-        if let short = try preadAll(fd, arena.base + start, count: Int(ref.imageLength), at: ref.imageOffset) {
-          out.append(.failed(.truncated, "'\(paths[ref.shard])' ends \(short) bytes into the image member"))
-          continue
+        if images {
+          let start = try arena.append(Int(ref.imageLength))
+          if let short = try preadAll(fd, arena.base + start, count: Int(ref.imageLength), at: ref.imageOffset) {
+            out.append(.failed(.truncated, "'\(paths[ref.shard])' ends \(short) bytes into the image member"))
+            continue
+          }
+          sample.payload = .encoded(start: start, count: Int(ref.imageLength))
         }
-        sample.payload = .encoded(start: start, count: Int(ref.imageLength))
         if ref.embeddingOffset >= 0 {
           if let problem = try memberEmbedding(ref, fd: fd, into: texts + i * textDim) {
             out.append(.failed(problem.0, problem.1))
@@ -241,6 +243,9 @@ enum TarListing {
       if image.size == 0 {
         ref.problem = .empty
         ref.problemDetail = "the image member '\(image.path)' is empty"
+      } else if image.size > ImageDataset.maxEncodedBytes {
+        ref.problem = .tooLarge
+        ref.problemDetail = "the image member '\(image.path)' has \(image.size) bytes; at most \(ImageDataset.maxEncodedBytes) are read"
       }
     } else {
       ref.problem = .unsupported
