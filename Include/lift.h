@@ -866,6 +866,61 @@ lift_status lift_eval_pairwise(const float *images, const float *positives, cons
                                int64_t d, uint8_t *correct);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Benchmark suites read from their published layouts (docs/evaluation.md)                     */
+/*                                                                                             */
+/* imagenet (any folder of class folders, or a flat folder + label file), coco (val2017 +      */
+/* captions_val2017.json), flickr30k (Karpathy split JSON or CSV), sugarcrepe (its subset JSON */
+/* files over COCO val2017), captions (JSONL/CSV of image-caption pairs). Texts (class prompts, */
+/* captions, negatives) are embedded by the caller's own text model: list them with            */
+/* lift_suite_text, embed them into a store with a text column, then evaluate.                 */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lift_suite lift_suite;
+
+typedef struct lift_suite_options {
+  size_t struct_size;         /* sizeof(lift_suite_options), set by the caller                 */
+  const char *name;           /* "imagenet", "coco", "flickr30k", "sugarcrepe" or "captions"   */
+  const char *root;           /* the suite's image folder (coco: the folder holding val2017/)  */
+  const char *annotations;    /* the suite's annotation file or folder; NULL: none / default   */
+  const char *classes;        /* imagenet: class table (JSON or TSV); NULL: the folder names   */
+  const char *templates;      /* imagenet: template file or "lift", "simple", "openai"; NULL: lift */
+  int64_t captions_per_image; /* retrieval: each image's first N captions; 0: all              */
+  const char *split;          /* flickr30k: the split evaluated; NULL: "test"                  */
+} lift_suite_options;
+
+typedef struct lift_suite_run_options {
+  size_t struct_size;         /* sizeof(lift_suite_run_options), set by the caller             */
+  int64_t batch;              /* images decoded and encoded together (default 128)             */
+  int32_t filter;             /* lift_filter (default bicubic)                                 */
+  int32_t resize;             /* short side before the centre crop; 0: the model's image size  */
+  int32_t decode_threads;     /* threads decoding images (default 1)                           */
+  int32_t reduced_decode;     /* 1: decode large JPEGs at a reduced scale (default 1)          */
+  const char *image_cache;    /* image-embedding cache file, read and updated; NULL: none      */
+} lift_suite_run_options;
+
+/* Zeroes *out (keeping struct_size), all paths NULL. Thread-safe. */
+lift_status lift_suite_options_default(lift_suite_options *out);
+lift_status lift_suite_run_options_default(lift_suite_run_options *out);
+/* Reads the suite's layout (annotations parsed, every image they name checked to exist).
+ * Errors name the file and entry. Thread-safe. */
+lift_status lift_suite_open(const lift_suite_options *options, lift_suite **out);
+void lift_suite_free(lift_suite *suite);
+/* The image files the suite uses and the distinct texts it needs (either output may be NULL).
+ * Thread-safe. */
+lift_status lift_suite_counts(lift_suite *suite, int64_t *images, int64_t *texts);
+/* Text `index` (0 .. texts-1) in UTF-8. Size query as lift_store_read_string. Thread-safe. */
+lift_status lift_suite_text(lift_suite *suite, int64_t index, char *buf, size_t cap, size_t *len);
+/* Evaluates `model` on the suite: the texts' embeddings are looked up by exact text in `texts`
+ * (a store with a text column: a missing text, or one store dimension other than the model's
+ * text dimension, is an error naming it); each image is encoded once (images that cannot be read
+ * are left out and counted). The result replaces the suite's previous one. Handle-serialised. */
+lift_status lift_suite_evaluate(lift_suite *suite, lift_model *model, lift_store *texts,
+                                const lift_suite_run_options *options);
+/* The last result as JSON (format 0) or a text table (format 1). Size query as
+ * lift_store_read_string; LIFT_ERR_STATE before any evaluation. Handle-serialised. */
+lift_status lift_suite_result(lift_suite *suite, int32_t format, char *buf, size_t cap, size_t *len);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Data-parallel steps                                                                         */
 /*                                                                                             */
 /* liblift does not link an MPI library: the caller passes its collectives as callbacks        */

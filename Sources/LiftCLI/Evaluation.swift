@@ -15,49 +15,21 @@ struct Evaluation {
   var skippedReport = ""
   var seconds = 0.0
 
-  /// Image embeddings of every sample in order (rows of samples left out stay zero), which
-  /// samples they are, and each sample's key.
-  struct Encoded {
-    var images: [Float]
-    var kept: [Int]
-    var keys: [String]
-    var bad = DataLoader.BadSamples()
-  }
-
+  /// Image embeddings of every sample in order (rows of samples left out stay zero), with a
+  /// progress line.
   static func encodeAll(model: Model, source: SampleSource, batch: Int, filter: ResampleFilter,
-                        progress: Bool, what: String) throws -> Encoded {
-    let config = model.config
-    let n = Int(source.sampleCount), d = config.textDim
-    // Through the same preprocessing as training (no augmentation), every sample once, in order.
-    var options = DataLoader.Options(batchSize: batch, imageSize: config.imageSize, channels: config.channels)
-    options.shuffle = false
+                        progress: Bool, what: String) throws -> ImageEncoding.Result {
+    var options = ImageEncoding.Options()
+    options.batch = batch
     options.filter = filter
-    options.maxBadFraction = 1
-    let loader = try cli { () throws(LiftError) in try DataLoader(source: source, options: options) }
-    defer { loader.close() }
-    var out = Encoded(images: [Float](repeating: 0, count: n * d), kept: [], keys: [String](repeating: "", count: n))
-    var embeddings = [Float](repeating: 0, count: loader.capacity * d)
     var pacer = ProgressPacer()
-    for step in 0..<loader.batchesPerEpoch {
-      let b = try cli { () throws(LiftError) in try loader.next() }
-      try embeddings.withUnsafeMutableBufferPointer { (e) in
-        try cli { () throws(LiftError) in
-          try model.encode(.uint8NHWC(UnsafePointer(b.images)), count: b.count, chunk: batch, into: e.baseAddress!)
+    return try cli { () throws(LiftError) in
+      try ImageEncoding.encode(model: model, source: source, options: options) { done, total in
+        if progress && pacer.due(last: done == total) {
+          Console.progress("\(what.isEmpty ? "" : what + ": ")encoded \(done)/\(total) images")
         }
       }
-      for (i, index) in b.indices.enumerated() {
-        let row = Int(index)
-        for j in 0..<d { out.images[row * d + j] = embeddings[i * d + j] }
-        out.kept.append(row)
-        out.keys[row] = b.keys[i]
-      }
-      out.bad = b.badSamples
-      if progress && pacer.due(last: step == loader.batchesPerEpoch - 1) {
-        Console.progress("\(what.isEmpty ? "" : what + ": ")encoded \(out.kept.count)/\(n) images")
-      }
     }
-    out.kept.sort()
-    return out
   }
 
   static func run(model: Model, source: SampleSource, batch: Int = 256, filter: ResampleFilter = .bicubic,
@@ -72,8 +44,8 @@ struct Evaluation {
     result.skipped = encoded.bad.total
     result.skippedReport = encoded.bad.description
     let kept = encoded.kept
-    var images = [Float](repeating: 0, count: kept.count * d)
-    for (k, row) in kept.enumerated() { for j in 0..<d { images[k * d + j] = encoded.images[row * d + j] } }
+    let packed = try cli { () throws(LiftError) in try encoded.packed() }
+    let images = Array(UnsafeBufferPointer(start: packed.pointer, count: kept.count * d))
     let dataset = source as? ImageDataset
     if let dataset, dataset.classCount > 0, dataset.hasLabels {
       result.zeroShot = try zeroShot(dataset, images: images, kept: kept, d: d)
@@ -147,7 +119,7 @@ struct Evaluation {
   }
 
   /// Pairwise accuracy per negative type, over the pairs whose image was kept.
-  private static func compositional(_ dataset: ImageDataset, encoded: [Float], kept: [Int], d: Int) throws
+  private static func compositional(_ dataset: ImageDataset, encoded: FloatMatrix, kept: [Int], d: Int) throws
     -> [(type: String, correct: Int, total: Int)]? {
     guard let pairs = try cli({ () throws(LiftError) in try dataset.compositionalPairs() }) else { return nil }
     let keptSet = Set(kept)
@@ -157,7 +129,7 @@ struct Evaluation {
     var positives = [Float](repeating: 0, count: use.count * d), negatives = positives
     for (k, i) in use.enumerated() {
       for j in 0..<d {
-        pairImages[k * d + j] = encoded[Int(pairs.images[i]) * d + j]
+        pairImages[k * d + j] = encoded.row(Int(pairs.images[i]))[j]
         positives[k * d + j] = pairs.positives[i * d + j]
         negatives[k * d + j] = pairs.negatives[i * d + j]
       }

@@ -32,22 +32,34 @@ struct LiftCLI: ParsableCommand {
 
 struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Evaluate a model: zero-shot top-1/top-5, image<->text retrieval R@1/5/10, compositional pairs.",
-    discussion: "Zero-shot needs classes and labels in the data; compositional accuracy needs compositional/* pairs.")
+    abstract: "Evaluate a model on its data (zero-shot, retrieval, compositional pairs) or on a benchmark suite.",
+    discussion: """
+      Data (--data): zero-shot needs classes and labels in the data; compositional accuracy needs compositional/* pairs.
+      Suites (--suite imagenet|coco|flickr30k|sugarcrepe|captions, read from their published layouts under --root):
+      first list the texts the suite needs (--list-texts texts.jsonl), embed them with the text model the image
+      model was trained against (e.g. python3 -m liblift.embed texts.jsonl --model DIR --out texts.h5), then
+      evaluate with --texts texts.h5.
+      """)
 
-  @Option(name: .long, help: "Model weights or training checkpoint (safetensors).") var model: String
-  @Option(name: .long, help: "Data: liblift dataset files, tar shards, or an image folder (as lift train --data).") var data: [String]
+  @Option(name: .long, help: "Model weights or training checkpoint (safetensors).") var model: String?
+  @Option(name: .long, help: "Data: liblift dataset files, tar shards, or an image folder (as lift train --data).") var data: [String] = []
   @Option(name: .long, help: "Caption embedding store(s) keyed by sample (data other than liblift datasets).") var embeddings: [String] = []
   @Option(name: .long, help: "Index file (CSV/JSONL) of an image folder.") var index: String?
+  @OptionGroup var suite: SuiteOptions
   @Option(name: .long, help: "Resampling filter: bicubic (default) or bilinear.") var filter = "bicubic"
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Also write the results here as JSON.") var json: String?
-  @Flag(name: .long, help: "Replace the --json file if it exists.") var overwrite = false
-  @Flag(name: .long, help: "Skip retrieval.") var noRetrieval = false
+  @Flag(name: .long, help: "Replace the --json (or --list-texts) file if it exists.") var overwrite = false
+  @Flag(name: .long, help: "Skip retrieval (--data).") var noRetrieval = false
 
   func run() throws {
-    guard !data.isEmpty else { throw CLIError("--data needs at least one dataset file") }
     if let json { try checkOutput(json, overwrite: overwrite) }
+    if suite.suite != nil {
+      guard data.isEmpty, embeddings.isEmpty, index == nil else { throw CLIError("--suite reads its own layout: drop --data, --embeddings and --index") }
+      return try SuiteEvaluation.run(suite, model: model, precision: precision, filter: try parseFilter(filter), json: json, overwrite: overwrite)
+    }
+    guard let model else { throw CLIError("--model is needed") }
+    guard !data.isEmpty else { throw CLIError("give --data (the model's evaluation data) or --suite (a benchmark)") }
     let m = try loadModel(model, precision: precision)
     let source = try cli { () throws(LiftError) in
       try DataSources.open(DataSources.Request(paths: data, embeddings: embeddings, index: index))
@@ -92,7 +104,7 @@ struct Encode: ParsableCommand {
     for chunk in stride(from: 0, to: encoded.kept.count, by: 1024) {
       let rows = Array(encoded.kept[chunk..<min(chunk + 1024, encoded.kept.count)])
       var block = [Float](repeating: 0, count: rows.count * d)
-      for (k, row) in rows.enumerated() { for j in 0..<d { block[k * d + j] = encoded.images[row * d + j] } }
+      for (k, row) in rows.enumerated() { for j in 0..<d { block[k * d + j] = encoded.images.row(row)[j] } }
       let keys = rows.map { Array((encoded.keys[$0].isEmpty ? String($0) : encoded.keys[$0]).utf8) }
       try block.withUnsafeBufferPointer { (b) in
         try cli { () throws(LiftError) in try writer.append(b.baseAddress!, rows: Int64(rows.count), keys: keys) }

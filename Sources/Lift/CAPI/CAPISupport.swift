@@ -155,6 +155,7 @@ let sizedCStructs: [(name: String, size: Int)] = [
   (lift_batch.cName, lift_batch.knownSize), (lift_comm.cName, lift_comm.knownSize),
   (lift_import_options.cName, lift_import_options.knownSize), (lift_image_info.cName, lift_image_info.knownSize),
   (lift_preprocess_options.cName, lift_preprocess_options.knownSize), (lift_source_info.cName, lift_source_info.knownSize),
+  (lift_suite_options.cName, lift_suite_options.knownSize), (lift_suite_run_options.cName, lift_suite_run_options.knownSize),
 ]
 
 /// A caller's struct of a known size as the library writes it: only the caller's size.

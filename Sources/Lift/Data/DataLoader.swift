@@ -33,6 +33,9 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     public var augment: Preprocess.Augment? = nil
     /// Resampling filter (Pillow's); bicubic is what OpenCLIP and pretrained encoders expect.
     public var filter = ResampleFilter.bicubic
+    /// Without augmentation: resize the short side to this many pixels, then centre-crop to
+    /// `imageSize` (timm's and LIFT's evaluation: 256 for 224); nil resizes to `imageSize`.
+    public var resize: Int? = nil
     /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale when the view allows (see `Preprocess.reduction`).
     public var reducedDecode = true
     /// Images with more pixels are bad samples (decompression bombs).
@@ -44,6 +47,9 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     /// More bad samples than this fraction of those seen stops the loader (checked from 1000
     /// samples on, and at the end of every epoch); 1 never stops.
     public var maxBadFraction = 0.01
+    /// true: a batch whose samples are all bad comes back empty (evaluation, which reads every
+    /// sample once); false: such a batch is an error (training needs samples).
+    public var allowEmptyBatches = false
     public var rank = 0
     public var workers = 1
     public var prefetch = true
@@ -164,6 +170,9 @@ public final class DataLoader: @unchecked Sendable {  // next() and close() take
     }
     guard options.channels == 1 || options.channels == 3 else { throw .argument("channels must be 1 or 3") }
     guard options.imageSize >= 1, options.imageSize <= 4096 else { throw .argument("image size must be in [1, 4096]") }
+    if let r = options.resize, r < options.imageSize || r > 1 << 14 {
+      throw .argument("resize must be in [\(options.imageSize), 16384] (the image size is \(options.imageSize); got \(r))")
+    }
     guard options.decodeThreads >= 1, options.decodeThreads <= 256 else { throw .argument("decode threads must be in [1, 256]") }
     guard options.maxBadFraction >= 0, options.maxBadFraction <= 1 else { throw .argument("max bad fraction must be in [0, 1]") }
     guard options.maxPixels >= 1 else { throw .argument("max pixels must be >= 1") }
@@ -303,7 +312,7 @@ private final class Producer {
     if options.pixels { try render(draws, fetched, into: batch, problems: &problems) }
     keepUsable(draws, fetched, problems, in: batch)
     batch.badSamples = bad
-    guard batch.count > 0 else {
+    guard batch.count > 0 || options.allowEmptyBatches else {
       throw .value("every sample of epoch \(epoch) batch \(index) was unusable: \(bad.description)")
     }
     let epochEnd = index == order.batchesPerEpoch - 1
@@ -341,9 +350,9 @@ private final class Producer {
   fileprivate func render(_ i: Int, draw: Draw, sample: FetchedSample, thread: Int,
                           into dst: UnsafeMutablePointer<UInt8>) throws(LiftError) {
     var rng = Xoshiro256(seed: mix64(options.seed, draw.epoch, draw.position, 0xA06))
-    let augment = options.augment
+    let augment = options.augment, resize = options.resize
     let choose = { (w: Int, h: Int) -> (Preprocess.View, Bool) in
-      let view = augment.map { Preprocess.randomCrop(width: w, height: h, augment: $0, rng: &rng) } ?? .centre
+      let view = augment.map { Preprocess.randomCrop(width: w, height: h, augment: $0, rng: &rng) } ?? (resize.map { .resizedCentre(resize: $0) } ?? .centre)
       return (view, (augment?.flip ?? false) && rng.next() & 1 == 1)
     }
     switch sample.payload {

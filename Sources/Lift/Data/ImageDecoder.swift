@@ -136,7 +136,7 @@ public final class ImagePipeline {
     let header = try ImageDecoder.header(bytes, what: what())
     try ImageDecoder.checkSize(header, maxPixels: maxPixels, what: what())
     let (view, flip) = choose(header.width, header.height)
-    try Preprocess.validate(view, width: header.width, height: header.height)
+    try Preprocess.validate(view, width: header.width, height: header.height, size: size)
     let eighths = reducedDecode && header.scalable ? Preprocess.reduction(for: view, width: header.width, height: header.height, size: size) : 8
     let image = try ImageDecoder.decode(bytes, header: header, channels: channels, eighths: eighths, maxPixels: maxPixels,
                                         into: decoded, what: what())

@@ -7,6 +7,8 @@ import Glibc
 /// - `.crop` (training): torchvision `RandomResizedCrop`: crop the rectangle, then resize it to
 ///   S x S (`randomCrop` draws the rectangle with torchvision's `get_params`, including its
 ///   fallback); a horizontal flip with probability 1/2 if asked;
+/// - `.resizedCentre(R)` (evaluation as timm and LIFT do it): `Resize(R)` of the short side then
+///   `CenterCrop(S)` (R >= S; R = S is `.centre`), e.g. R = 256 for S = 224;
 /// - `.box`: Pillow's `resize((S, S), filter, box=...)` over the whole image (taps may reach
 ///   outside the box), the behaviour of `lift_preprocess_image`.
 /// Resampling is Pillow's bilinear or bicubic (`Resample`). RGB -> grey is Pillow's
@@ -39,6 +41,7 @@ public enum Preprocess {
   /// The part of an image that becomes the output, in full-resolution pixels.
   public enum View: Equatable, Sendable {
     case centre
+    case resizedCentre(resize: Int)
     case crop(x: Int, y: Int, width: Int, height: Int)
     case box(Box)
   }
@@ -77,9 +80,12 @@ public enum Preprocess {
   }
 
   /// The view's extent in full-resolution pixels (width, height) that maps onto `size` pixels.
-  static func extent(_ view: View, width: Int, height: Int) -> (Double, Double) {
+  static func extent(_ view: View, width: Int, height: Int, size: Int) -> (Double, Double) {
     switch view {
     case .centre: return (Double(min(width, height)), Double(min(width, height)))
+    case .resizedCentre(let resize):
+      let side = Double(min(width, height)) * Double(size) / Double(max(resize, 1))
+      return (side, side)
     case .crop(_, _, let w, let h): return (Double(w), Double(h))
     case .box(let b): return (b.x1 - b.x0, b.y1 - b.y0)
     }
@@ -89,7 +95,7 @@ public enum Preprocess {
   /// that still leaves at least `size` decoded pixels across the view in both directions (so
   /// the final resize still downsamples), or 8 (full size) when the view is under twice `size`.
   public static func reduction(for view: View, width: Int, height: Int, size: Int) -> Int {
-    let (w, h) = extent(view, width: width, height: height)
+    let (w, h) = extent(view, width: width, height: height, size: size)
     for eighths in [1, 2, 4] where w * Double(eighths) / 8 >= Double(size) && h * Double(eighths) / 8 >= Double(size) {
       return eighths
     }
@@ -97,9 +103,11 @@ public enum Preprocess {
   }
 
   /// Checks that the view lies inside a width x height image.
-  static func validate(_ view: View, width: Int, height: Int) throws(LiftError) {
+  static func validate(_ view: View, width: Int, height: Int, size: Int) throws(LiftError) {
     switch view {
     case .centre: return
+    case .resizedCentre(let resize):
+      guard resize >= size, resize <= 1 << 14 else { throw .argument("resize \(resize) must be in [\(size), 16384] (the output is \(size))") }
     case .crop(let x, let y, let w, let h):
       guard x >= 0, y >= 0, w >= 1, h >= 1, x <= width - w, y <= height - h else {
         throw .argument("crop (x \(x), y \(y), \(w)x\(h)) is not inside the \(width)x\(height) image")
@@ -123,8 +131,10 @@ public enum Preprocess {
     var region = image
     let x: ResampleAxis, y: ResampleAxis
     switch view {
-    case .centre:
-      let (w, h) = shortSideSize(width: fullWidth, height: fullHeight, size: size)
+    case .centre, .resizedCentre:
+      var resize = size
+      if case .resizedCentre(let r) = view { resize = r }
+      let (w, h) = shortSideSize(width: fullWidth, height: fullHeight, size: resize)
       let left = Int((Double(w - size) / 2).rounded(.toNearestOrEven))
       let top = Int((Double(h - size) / 2).rounded(.toNearestOrEven))
       // The full image's extent in decoded pixels (a partial last block counts by its share).
@@ -162,7 +172,7 @@ public enum Preprocess {
     guard size >= 1, size <= side else { throw .argument("size must be in [1, \(side)]") }
     let needed = size * size * outChannels
     guard dstCount >= needed else { throw .buffer("dst holds \(dstCount) bytes; \(needed) needed") }
-    try validate(view, width: width, height: height)
+    try validate(view, width: width, height: height, size: size)
     try render(ImageRegion(base: src, width: width, height: height, channels: channels), fullWidth: width,
                fullHeight: height, view: view, size: size, filter: filter, outChannels: outChannels, flip: flip,
                into: dst, scratch: ScratchBuffer())

@@ -131,6 +131,15 @@ public final class EmbeddingStoreWriter: @unchecked Sendable {  // every method 
 
   /// Writes the key index (if keys were written), flushes, fsyncs and renames the file into
   /// place; the writer then refuses appends.
+  /// Sets a string attribute on the file's root group (before `finish`).
+  func setAttribute(_ name: String, _ value: String) throws(LiftError) {
+    try lock.withLock { () throws(LiftError) in
+      guard !finished else { throw .state("the writer for '\(path)' is already finished") }
+      HDF5.prepareThread()
+      try writer.setAttribute(name, value)
+    }
+  }
+
   public func finish() throws(LiftError) {
     try lock.withLock { () throws(LiftError) in
       guard !finished else { throw .state("the writer for '\(path)' is already finished") }

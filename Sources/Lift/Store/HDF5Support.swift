@@ -201,6 +201,48 @@ enum HDF5 {
     return bytes
   }
 
+  /// Strings local ..< local + count of rank-1 string dataset `dataset` (UTF-8 bytes as stored).
+  static func readStrings(_ dataset: hid_t, from local: Int64, count: Int, name: String, path: String) throws(LiftError) -> [[UInt8]] {
+    guard count > 0 else { return [] }
+    let fileType = H5Object(H5Dget_type(dataset), .datatype)
+    let space = H5Object(H5Dget_space(dataset), .dataspace)
+    var offset: [hsize_t] = [hsize_t(local)]
+    var n: [hsize_t] = [hsize_t(count)]
+    H5Sselect_hyperslab(space.id, H5S_SELECT_SET, &offset, nil, &n, nil)
+    let memSpace = H5Object(H5Screate_simple(1, &n, nil), .dataspace)
+    let memType = H5Object(H5Tcopy(lift_h5t_c_s1()), .datatype)
+    H5Tset_cset(memType.id, H5Tget_cset(fileType.id))
+    let failure = { () -> LiftError in
+      .io("reading strings \(local) ..< \(local + Int64(count)) of '\(name)' in '\(path)': \(HDF5.takeErrorDescription())")
+    }
+    if H5Tis_variable_str(fileType.id) > 0 {
+      H5Tset_size(memType.id, lift_h5t_variable())
+      let pointers = try allocateElements(count, of: UnsafeMutablePointer<CChar>?.self, what: "\(count) string pointers")
+      pointers.initialize(repeating: nil, count: count)
+      defer { pointers.deallocate() }
+      guard H5Dread(dataset, memType.id, memSpace.id, space.id, lift_h5p_default(), pointers) >= 0 else { throw failure() }
+      defer { H5Dvlen_reclaim(memType.id, memSpace.id, lift_h5p_default(), pointers) }
+      return (0..<count).map { i in
+        pointers[i].map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) } ?? []
+      }
+    }
+    let size = H5Tget_size(fileType.id)
+    guard size > 0 else { return [[UInt8]](repeating: [], count: count) }
+    H5Tset_size(memType.id, size)
+    H5Tset_strpad(memType.id, H5Tget_strpad(fileType.id))
+    let total = try checkedCount(Int64(count), Int64(size), "strings of '\(name)'")
+    let bytes = try allocateElements(total, of: UInt8.self, what: "\(count) strings of \(size) bytes")
+    defer { bytes.deallocate() }
+    guard H5Dread(dataset, memType.id, memSpace.id, space.id, lift_h5p_default(), bytes) >= 0 else { throw failure() }
+    let spacePadded = H5Tget_strpad(fileType.id) == H5T_STR_SPACEPAD
+    return (0..<count).map { i in
+      var s = Array(UnsafeBufferPointer(start: bytes + i * size, count: size))
+      if let nul = s.firstIndex(of: 0) { s.removeSubrange(nul...) }
+      if spacePadded { while s.last == UInt8(ascii: " ") { s.removeLast() } }
+      return s
+    }
+  }
+
   /// The scalar string attribute `name` of `object` (variable- or fixed-length, at most 64 KiB),
   /// or nil if there is none.
   static func readStringAttribute(_ object: hid_t, _ name: String, path: String) throws(LiftError) -> String? {

@@ -31,6 +31,26 @@ extension EmbeddingStore {
     }
   }
 
+  /// The bytes of strings start ..< start + count of dataset `name`, read in one call per shard.
+  public func stringBytes(_ name: String, from start: Int64, count: Int) throws(LiftError) -> [[UInt8]] {
+    try lock.withLock { () throws(LiftError) in
+      HDF5.prepareThread()
+      guard start >= 0, count >= 0, start <= rows, Int64(count) <= rows - start else {
+        throw .argument("rows \(start) ..< \(start) + \(count) are out of range: the store has \(rows) rows")
+      }
+      let datasets = try stringDatasetsLocked(name)
+      var out: [[UInt8]] = []
+      var row = start
+      while row < start + Int64(count) {
+        let s = shardIndex(of: row)
+        let n = Int(min(start + Int64(count), shards[s].firstRow + shards[s].rows) - row)
+        out += try HDF5.readStrings(datasets[s].id, from: row - shards[s].firstRow, count: n, name: name, path: shards[s].path)
+        row += Int64(n)
+      }
+      return out
+    }
+  }
+
   /// String `row` of dataset `name`, decoded as UTF-8 (invalid bytes replaced).
   public func string(_ name: String, row: Int64) throws(LiftError) -> String {
     String(decoding: try stringBytes(name, row: row), as: UTF8.self)

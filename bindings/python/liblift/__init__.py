@@ -11,10 +11,11 @@ from .images import decode_image, image_info
 from .model import Model, ModelConfig, StepStats, TensorInfo, TrainConfig, Trainer
 from .similarity import cosine_similarity, topk
 from .store import DEFAULT_DATASET, Store, StoreWriter
+from .suites import SUITES, Suite
 
 __all__ = ["LiftError", "Store", "StoreWriter", "DEFAULT_DATASET", "cosine_similarity", "topk",
            "Model", "ModelConfig", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "Dataset", "Source", "Loader", "Batch",
-           "preprocess", "decode_image", "image_info", "write_dataset", "class_embeddings", "zero_shot", "retrieval", "pairwise", "version",
+           "Suite", "SUITES", "preprocess", "decode_image", "image_info", "write_dataset", "class_embeddings", "zero_shot", "retrieval", "pairwise", "version",
            "library_path", "__version__"]
 
 

@@ -192,6 +192,19 @@ class PreprocessOptionsStruct(_Sized):
                 ("reduced_decode", ctypes.c_int32), ("max_pixels", ctypes.c_int64)]
 
 
+class SuiteOptionsStruct(_Sized):
+    _c_name = "lift_suite_options"
+    _fields_ = _SIZE + [("name", c_char_p), ("root", c_char_p), ("annotations", c_char_p), ("classes", c_char_p),
+                        ("templates", c_char_p), ("captions_per_image", ctypes.c_int64), ("split", c_char_p)]
+
+
+class SuiteRunOptionsStruct(_Sized):
+    _c_name = "lift_suite_run_options"
+    _fields_ = _SIZE + [("batch", ctypes.c_int64), ("filter", ctypes.c_int32), ("resize", ctypes.c_int32),
+                        ("decode_threads", ctypes.c_int32), ("reduced_decode", ctypes.c_int32),
+                        ("image_cache", c_char_p)]
+
+
 _P = c_void_p
 _F = POINTER(c_float)
 _I64 = POINTER(c_int64)
@@ -295,6 +308,14 @@ _PROTOTYPES = {
     "lift_source_get_info": (c_int, [_P, POINTER(SourceInfoStruct)]),
     "lift_source_summary": (c_int, [_P, c_char_p, c_size_t, POINTER(c_size_t)]),
     "lift_source_free": (None, [_P]),
+    "lift_suite_options_default": (c_int, [POINTER(SuiteOptionsStruct)]),
+    "lift_suite_run_options_default": (c_int, [POINTER(SuiteRunOptionsStruct)]),
+    "lift_suite_open": (c_int, [POINTER(SuiteOptionsStruct), POINTER(_P)]),
+    "lift_suite_free": (None, [_P]),
+    "lift_suite_counts": (c_int, [_P, _I64, _I64]),
+    "lift_suite_text": (c_int, [_P, c_int64, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "lift_suite_evaluate": (c_int, [_P, _P, _P, POINTER(SuiteRunOptionsStruct)]),
+    "lift_suite_result": (c_int, [_P, ctypes.c_int32, c_char_p, c_size_t, POINTER(c_size_t)]),
     "lift_preprocess_image": (c_int, [c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                       POINTER(ctypes.c_double), ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                       c_void_p, c_size_t]),

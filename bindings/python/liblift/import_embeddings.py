@@ -80,8 +80,14 @@ def _embedding_matrix(column, path: Path, first_row: int, name: str) -> np.ndarr
 
 
 def import_embeddings(inputs, out, dtype: str = "float16", key_column: str = "key", embedding_column: str = "embedding",
-                      overwrite: bool = False, batch_rows: int = 8192, quiet: bool = False) -> dict:
-    """Converts; returns {"rows": written, "skipped_non_finite": n, "files": n, "dim": D}."""
+                      overwrite: bool = False, batch_rows: int = 8192, quiet: bool = False,
+                      text_column: str | None = None) -> dict:
+    """Converts; returns {"rows": written, "skipped_non_finite": n, "files": n, "dim": D}.
+
+    With `text_column`, each row's text (a string column, e.g. a caption or class prompt) goes to
+    the store's text column instead of a key: a text store for `lift eval --suite ... --texts`."""
+    string_column = text_column or key_column
+    what = "text" if text_column else "key"
     import pyarrow.parquet as pq
 
     from .store import StoreWriter
@@ -101,20 +107,21 @@ def import_embeddings(inputs, out, dtype: str = "float16", key_column: str = "ke
             except Exception as error:  # pyarrow raises several types for unreadable files
                 raise ImportError_(f"{path}: not a readable parquet file ({error})") from None
             names = parquet.schema_arrow.names
-            for needed in (key_column, embedding_column):
+            for needed in (string_column, embedding_column):
                 if needed not in names:
                     raise ImportError_(f"{path}: no column '{needed}' (columns: {', '.join(names)})")
             row = 0
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=[key_column, embedding_column]):
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=[string_column, embedding_column]):
                 keys = batch.column(0).to_pylist()
                 if any(k is None for k in keys):
-                    raise ImportError_(f"{path}: row {row + keys.index(None)} has no key")
+                    raise ImportError_(f"{path}: row {row + keys.index(None)} has no {what}")
                 matrix = _embedding_matrix(batch.column(1), path, row, embedding_column)
                 if dim is None:
                     dim = matrix.shape[1]
                     if dim < 1:
                         raise ImportError_(f"{path}: embeddings have no values")
-                    writer = StoreWriter(out, dim=dim, dtype=dtype, keys=True, overwrite=overwrite)
+                    writer = StoreWriter(out, dim=dim, dtype=dtype, keys=not text_column, captions=bool(text_column),
+                                         overwrite=overwrite)
                 elif matrix.shape[1] != dim:
                     raise ImportError_(f"{path}: embeddings have {matrix.shape[1]} values; earlier files have {dim}")
                 finite = np.isfinite(matrix).all(axis=1)
@@ -124,7 +131,8 @@ def import_embeddings(inputs, out, dtype: str = "float16", key_column: str = "ke
                     matrix = matrix[finite]
                     keys = [k for k, ok in zip(keys, finite) if ok]
                 if len(keys):
-                    writer.append(np.ascontiguousarray(matrix), keys=[str(k) for k in keys])
+                    strings = [str(k) for k in keys]
+                    writer.append(np.ascontiguousarray(matrix), **({"captions": strings} if text_column else {"keys": strings}))
                     written += len(keys)
                 row += batch.num_rows
             if not quiet:
@@ -152,6 +160,8 @@ def main(argv=None) -> int:
                         help="stored element type (default float16, half the disk of float32)")
     parser.add_argument("--key-column", default="key")
     parser.add_argument("--embedding-column", default="embedding")
+    parser.add_argument("--text-column", help="write this string column as the store's texts (a text store for "
+                        "lift eval --suite ... --texts) instead of keys")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -159,7 +169,7 @@ def main(argv=None) -> int:
 
     try:
         report = import_embeddings(args.inputs, args.out, args.dtype, args.key_column, args.embedding_column,
-                                   args.overwrite, quiet=args.quiet)
+                                   args.overwrite, quiet=args.quiet, text_column=args.text_column)
     except (ImportError_, LiftError) as error:
         print(f"import_embeddings: {error}", file=sys.stderr)
         return 1

@@ -130,8 +130,8 @@ func refByIndex(_ index: Int64, starts: ShardStarts, cache: inout (shard: Int, r
 }
 
 /// Reads each sample's image file (at `path(ref)`; no images if nil) into the arena and its
-/// caption embedding from the store by key.
-func fetchFiles(_ refs: [SampleRef], path: ((SampleRef) -> String)?, store: EmbeddingStore, dim: Int, into arena: ByteArena,
+/// caption embedding from the store by key (none without a store: images only).
+func fetchFiles(_ refs: [SampleRef], path: ((SampleRef) -> String)?, store: EmbeddingStore?, dim: Int, into arena: ByteArena,
                 texts: UnsafeMutablePointer<Float>, pick: (Int, Int64) -> Int64) throws(LiftError) -> [FetchedSample] {
   var out: [FetchedSample] = []
   var lookups = KeyedEmbeddings(store: store, dim: dim)
@@ -167,7 +167,7 @@ func fetchFiles(_ refs: [SampleRef], path: ((SampleRef) -> String)?, store: Embe
     var sample = FetchedSample()
     sample.payload = .encoded(start: start, count: size)
     out.append(sample)
-    lookups.request(slot: i, key: ref.key)
+    if store != nil { lookups.request(slot: i, key: ref.key) }
   }
   try lookups.resolve(into: texts, samples: &out, pick: pick)
   return out
