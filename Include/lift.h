@@ -41,7 +41,7 @@ extern "C" {
 /* Version of this header (semantic versioning). The shared library is liblift.so.MAJOR; its own
  * version is lift_version() / lift_version_number(), which a program may compare with these. */
 #define LIFT_VERSION_MAJOR 0
-#define LIFT_VERSION_MINOR 4
+#define LIFT_VERSION_MINOR 5
 #define LIFT_VERSION_PATCH 0
 #define LIFT_VERSION_NUMBER (LIFT_VERSION_MAJOR * 10000 + LIFT_VERSION_MINOR * 100 + LIFT_VERSION_PATCH)
 #define LIFT_QUOTE_(x) #x

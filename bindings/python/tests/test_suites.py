@@ -492,3 +492,39 @@ def test_bad_layouts_are_errors_naming_file_and_entry(tmp_path, rng):
     r = lift("eval", "--suite", "flickr30k", "--root", tmp_path / "val2017", "--list-texts", tmp_path / "x.jsonl", check=False)
     assert r.returncode != 0 and "flickr30k needs the split file as --annotations" in r.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+# -- the same images as liblift's own dataset ------------------------------------------------------
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.skipif(not os.path.exists(FASHION) and os.environ.get("LIFT_REQUIRE_FASHION_MNIST") != "1",
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_png_folders_score_as_the_dataset_file(tmp_path):
+    """Fashion-MNIST's test images as PNG class folders (tools/fashion_mnist_folders.py), with the
+    captions asset's prompts as a text store, give exactly the zero-shot numbers `lift eval` gives
+    on the liblift dataset file of the same images."""
+    import subprocess
+    import sys
+    from cli_helpers import ROOT
+
+    subprocess.run([sys.executable, ROOT / "tools" / "fashion_mnist_folders.py", "--idx", FASHION, "--out", tmp_path / "fm"],
+                   check=True, capture_output=True)
+    lift("prepare-fashion-mnist", "--idx-dir", FASHION, "--data-dir", tmp_path / "data",
+         "--captions", ROOT / "assets" / "fashion-mnist-captions.h5")
+    config = liblift.ModelConfig.preset("ViT-XS/7-28", text_dim=384)
+    liblift.Model(config, seed=3).save(tmp_path / "model.safetensors")
+    with h5py.File(ROOT / "assets" / "fashion-mnist-captions.h5") as f:
+        texts = [t.decode() for t in f["captions/text"][:]]
+        vectors = f["captions/embeddings"][:].astype(np.float32)
+    with liblift.StoreWriter(tmp_path / "texts.h5", dim=384, dtype="float32", captions=True) as w:
+        w.append(vectors, captions=texts)
+    lift("eval", "--model", tmp_path / "model.safetensors", "--data", tmp_path / "data" / "fashion-mnist" / "test.h5",
+         "--no-retrieval", "--json", tmp_path / "data.json")
+    lift("eval", "--model", tmp_path / "model.safetensors", "--suite", "imagenet", "--root", tmp_path / "fm" / "test",
+         "--templates", tmp_path / "fm" / "templates.txt", "--texts", tmp_path / "texts.h5", "--json", tmp_path / "suite.json")
+    data = json.loads((tmp_path / "data.json").read_text())["zero_shot"]
+    suite = json.loads((tmp_path / "suite.json").read_text())
+    assert suite["images"] == data["images"] == 10000
+    assert suite["imagenet"] == {"top1": data["top1"], "top5": data["top5"]}
