@@ -28,6 +28,10 @@ enum FuzzTarget: String, CaseIterable {
   /// Encoded images (JPEG, PNG, WebP, anything): the header, a full decode, and the loader's
   /// per-sample work (decode at full and reduced scale + centre view and a crop, bicubic).
   case image
+  /// Benchmark suites' annotation files (lift eval --suite): the same bytes as COCO's captions
+  /// JSON, a Flickr30k split (JSON or CSV), a SugarCrepe subset, a captions JSONL, an ImageNet
+  /// label file and class table, and a templates file, over a folder holding two images.
+  case suite
   /// The `lift` command line: arguments (separated by newlines or NUL bytes) through the
   /// command's parser and the checks of `lift train`'s settings; bytes after a 0x01 byte become
   /// a --config JSON file.
@@ -189,6 +193,31 @@ func fuzzTar(_ path: String) throws(LiftError) {
   _ = try DataSources.census(path)
 }
 
+/// A folder the suites' annotations may name: val2017/ with two (empty) image files, which
+/// exist (so parsing goes past the existence check) and are never decoded here.
+let suiteRoot: String = {
+  let root = scratchPath + "-suite"
+  mkdir(root, 0o700)
+  mkdir(root + "/val2017", 0o700)
+  for name in ["000000000139.jpg", "a.png"] { close(open(root + "/val2017/" + name, O_WRONLY | O_CREAT, 0o600)) }
+  return root
+}()
+
+func fuzzSuite(_ path: String) throws(LiftError) {
+  var at = BenchmarkSuite.Location(root: suiteRoot)
+  at.annotations = path
+  for name in [BenchmarkSuite.Name.coco, .flickr30k, .captions] {
+    at.root = name == .coco ? suiteRoot : suiteRoot + "/val2017"
+    _ = (try? BenchmarkSuite.open(name, at: at))?.texts
+  }
+  at.root = suiteRoot + "/val2017"
+  _ = (try? BenchmarkSuite.open(.sugarcrepe, at: at))?.texts
+  _ = (try? BenchmarkSuite.open(.imagenet, at: at))?.texts          // the input as a label file
+  at.classes = path
+  _ = (try? BenchmarkSuite.open(.imagenet, at: at))?.texts          // ... and as the class table
+  _ = try? PromptTemplates.load(path)
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   switch target {
@@ -199,6 +228,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   case .strings: withFile(data, size, fuzzStrings)
   case .image: try? fuzzImage(data, size)
   case .tar: withFile(data, size, fuzzTar)
+  case .suite: withFile(data, size, fuzzSuite)
   case .cli: fuzzCommandLine(Array(UnsafeBufferPointer(start: data, count: size)))
   }
   return 0

@@ -73,7 +73,8 @@ while n < {images}:
     m2.encode(x); n += 64
 print(json.dumps({{"images_per_s": n / (time.perf_counter() - t)}}))
 """
-    return run_json([sys.executable, "-c", code])
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "bindings" / "python"))
+    return run_json([sys.executable, "-c", code], env=env)
 
 
 def liblift_files(folder: Path, model: str, precision: str) -> float:
@@ -93,8 +94,8 @@ def torch_run(python: str, model: str, precision: str, images: int, files: Path 
     return run_json(cmd)
 
 
-def run_json(cmd) -> float:
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+def run_json(cmd, env=None) -> float:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{r.stdout}\n{r.stderr}")
     return json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])["images_per_s"]

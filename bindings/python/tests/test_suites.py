@@ -129,6 +129,8 @@ def test_imagenet_class_folders_match_numpy(tmp_path, model, rng):
     expected_texts = [t.format(n) for n in names for t in ("a photo of a {}.", "art of the {}")]
     assert suite.texts() == expected_texts
     assert suite.image_count == 16
+    with pytest.raises(liblift.LiftError, match="has not been evaluated"):
+        suite.table
     # Prompts near the class's images so the classifier is far from chance.
     ref = reference_embeddings(m, files)
     centre = [ref[5 * k:5 * k + 5].mean(axis=0) for k in range(3)]
