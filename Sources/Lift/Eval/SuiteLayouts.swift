@@ -78,12 +78,12 @@ enum SuiteLayouts {
       }
       let label: Int
       if let table {
-        if let i = Int(fields[1]), table.ids.count == table.names.count, table.index[fields[1]] == nil {
+        if let i = table.index[fields[1]] {
+          label = i
+        } else if let i = Int(fields[1]) {
           guard i >= 0, i < table.names.count else {
             throw .format("'\(labelFile)' line \(line.number): label \(i) is not a class of '\(table.path)' (0..<\(table.names.count))")
           }
-          label = i
-        } else if let i = table.index[fields[1]] {
           label = i
         } else {
           if n == 0 { continue }  // a header

@@ -182,6 +182,13 @@ def test_imagenet_flat_folder_with_label_file(tmp_path, model, rng):
     # Classes absent from the folder make b's task harder: its top-1 can only be lower or equal.
     assert b["imagenet"]["top1"] <= a["imagenet"]["top1"] + 1e-12
     assert b["classes"] == 4
+    # A positional table (a JSON list of names) and integer labels.
+    (tmp_path / "names.json").write_text(json.dumps(["tench", "goldfish", "great_white_shark", "tiger_shark"]))
+    index = {wnid: k for k, (wnid, _) in enumerate(CLASS_INDEX.values())}
+    (tmp_path / "labels.txt").write_text("".join(f"{stem}.JPEG {index[label.split()[0]]}\n" for stem, label in rows))
+    c = liblift.Suite("imagenet", flat, annotations=tmp_path / "labels.txt", classes=tmp_path / "names.json", templates="simple")
+    assert c.texts() == texts
+    assert c.evaluate(m, tmp_path / "texts.h5")["imagenet"] == b["imagenet"]
 
 
 def test_imagenet_without_class_table_uses_folder_names(tmp_path, model, rng):
