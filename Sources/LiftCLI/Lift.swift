@@ -33,13 +33,11 @@ struct LiftCLI: ParsableCommand {
 struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Evaluate a model on its data (zero-shot, retrieval, compositional pairs) or on a benchmark suite.",
-    discussion: """
-      Data (--data): zero-shot needs classes and labels in the data; compositional accuracy needs compositional/* pairs.
-      Suites (--suite imagenet|coco|flickr30k|sugarcrepe|captions, read from their published layouts under --root):
-      first list the texts the suite needs (--list-texts texts.jsonl), embed them with the text model the image
-      model was trained against (e.g. python3 -m liblift.embed texts.jsonl --model DIR --out texts.h5), then
-      evaluate with --texts texts.h5.
-      """)
+    discussion: "Data (--data): zero-shot needs classes and labels in the data; compositional accuracy needs compositional/* pairs.\n\n"
+      + "Suites (--suite imagenet|coco|flickr30k|sugarcrepe|captions, read from their published layouts under --root): "
+      + "list the texts the suite needs (--list-texts texts.jsonl), embed them with the text model the image model was "
+      + "trained against (e.g. python3 -m liblift.embed texts.jsonl --model DIR --out texts.h5), then evaluate with "
+      + "--texts texts.h5. Layouts and metrics: docs/evaluation.md.")
 
   @Option(name: .long, help: "Model weights or training checkpoint (safetensors).") var model: String?
   @Option(name: .long, help: "Data: liblift dataset files, tar shards, or an image folder (as lift train --data).") var data: [String] = []
