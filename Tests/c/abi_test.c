@@ -3,11 +3,15 @@
  *   - lift_struct_size reports sizeof of every struct of this header;
  *   - a struct of another size (an older or newer lift.h, or struct_size left unset) is refused
  *     with LIFT_ERR_ARGUMENT and a message naming the struct and both sizes, and the library
- *     writes nothing into it (canary bytes past the declared size stay intact).
+ *     writes nothing into it (canary bytes past the declared size stay intact);
+ *   - the benchmark-suite calls as C sees them: defaults, errors naming the path, texts by size query.
  * Exit status 0 when every check passes; each failure is printed. */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lift.h"
 
@@ -162,11 +166,58 @@ static void older_struct_accepted(void) {
                  sizeof(lift_model_config));
 }
 
+/* Benchmark suites from C: defaults, refused sizes, errors naming the path, the texts listed. */
+static void suites(void) {
+  lift_suite_options bad = {.struct_size = sizeof bad - 8};
+  expect_refused(lift_suite_options_default(&bad), "lift_suite_options", sizeof bad - 8, sizeof bad);
+  lift_suite_run_options run = {.struct_size = sizeof run};
+  EXPECT(lift_suite_run_options_default(&run) == LIFT_OK && run.batch == 128 && run.filter == LIFT_FILTER_BICUBIC,
+         "run options default: %s", lift_last_error());
+
+  char root[] = "/tmp/lift-abi-suite-XXXXXX";
+  EXPECT(mkdtemp(root) != NULL, "mkdtemp");
+  char path[256];
+  snprintf(path, sizeof path, "%s/cat", root);
+  mkdir(path, 0700);
+  snprintf(path, sizeof path, "%s/cat/a.png", root);  /* opening a suite lists images, never decodes them */
+  FILE *f = fopen(path, "w");
+  if (f) fclose(f);
+
+  lift_suite_options o = {.struct_size = sizeof o};
+  EXPECT(lift_suite_options_default(&o) == LIFT_OK, "options default: %s", lift_last_error());
+  lift_suite *suite = NULL;
+  EXPECT(lift_suite_open(&o, &suite) == LIFT_ERR_ARGUMENT && suite == NULL, "a suite without a name was opened");
+  o.name = "imagenet";
+  o.root = "/nonexistent/lift-abi";
+  EXPECT(lift_suite_open(&o, &suite) == LIFT_ERR_IO && strstr(lift_last_error(), "/nonexistent/lift-abi"),
+         "missing root: %s", lift_last_error());
+  o.root = root;
+  EXPECT(lift_suite_open(&o, &suite) == LIFT_OK, "open: %s", lift_last_error());
+  int64_t images = 0, texts = 0;
+  EXPECT(lift_suite_counts(suite, &images, &texts) == LIFT_OK && images == 1 && texts == 1, "counts %lld %lld",
+         (long long)images, (long long)texts);
+  size_t len = 0;
+  EXPECT(lift_suite_text(suite, 0, NULL, 0, &len) == LIFT_ERR_BUFFER && len == strlen("It is a photo of a cat"),
+         "size query: %zu", len);
+  char text[64];
+  EXPECT(lift_suite_text(suite, 0, text, sizeof text, &len) == LIFT_OK && strcmp(text, "It is a photo of a cat") == 0,
+         "text: %s", text);
+  EXPECT(lift_suite_text(suite, 1, text, sizeof text, &len) == LIFT_ERR_ARGUMENT, "text 1 of 1 was read");
+  EXPECT(lift_suite_result(suite, 0, text, sizeof text, &len) == LIFT_ERR_STATE, "a result before any evaluation");
+  lift_suite_free(suite);
+  lift_suite_free(NULL);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/cat", root);
+  rmdir(path);
+  rmdir(root);
+}
+
 int main(void) {
   versions();
   struct_sizes();
   refused_sizes();
   older_struct_accepted();
+  suites();
   if (failures) {
     fprintf(stderr, "abi_test: %d failures\n", failures);
     return 1;
