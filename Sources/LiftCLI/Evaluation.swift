@@ -45,7 +45,8 @@ struct Evaluation {
     result.skippedReport = encoded.bad.description
     let kept = encoded.kept
     let packed = try cli { () throws(LiftError) in try encoded.packed() }
-    let images = Array(UnsafeBufferPointer(start: packed.pointer, count: kept.count * d))
+    defer { withExtendedLifetime(packed) {} }  // `images` points into it
+    let images = UnsafePointer(packed.pointer)
     let dataset = source as? ImageDataset
     if let dataset, dataset.classCount > 0, dataset.hasLabels {
       result.zeroShot = try zeroShot(dataset, images: images, kept: kept, d: d)
@@ -59,7 +60,7 @@ struct Evaluation {
     return result
   }
 
-  private static func zeroShot(_ dataset: ImageDataset, images: [Float], kept: [Int], d: Int) throws -> Metrics.ZeroShot {
+  private static func zeroShot(_ dataset: ImageDataset, images: UnsafePointer<Float>, kept: [Int], d: Int) throws -> Metrics.ZeroShot {
     let captionCount = Int(dataset.captions.rows)
     var captions = [Float](repeating: 0, count: captionCount * d)
     try captions.withUnsafeMutableBufferPointer { (b) in
@@ -83,7 +84,7 @@ struct Evaluation {
 
   /// Retrieval over each kept sample's captions: a dataset's caption lists, or a keyed source's
   /// store rows under the sample's key. The text side holds exactly the captions of kept samples.
-  private static func retrievalOf(_ source: SampleSource, keys: [String], images: [Float], kept: [Int], d: Int) throws -> Metrics.Retrieval? {
+  private static func retrievalOf(_ source: SampleSource, keys: [String], images: UnsafePointer<Float>, kept: [Int], d: Int) throws -> Metrics.Retrieval? {
     let store: EmbeddingStore
     var lists: [[Int64]] = []
     var rows: [Int64]

@@ -4,6 +4,8 @@ public final class FloatMatrix {
   public let rows: Int
   public let cols: Int
   private let storage: ZeroedFloats
+  /// The first element. Valid while the matrix lives: a caller whose last use of the matrix is
+  /// taking this pointer keeps it alive (withExtendedLifetime) until the pointer's last use.
   public var pointer: UnsafeMutablePointer<Float> { storage.pointer }
 
   public init(rows: Int, cols: Int, what: @autoclosure () -> String) throws(LiftError) {

@@ -67,6 +67,7 @@ public enum ImageEmbeddingCache {
     try writer.setAttribute("lift.kind", kind)
     try writer.setAttribute("lift.fingerprint", fingerprint)
     let staged = try FloatMatrix(rows: block, cols: d, what: "a block of cached embeddings")
+    defer { withExtendedLifetime(staged) {} }  // appends read through its pointer
     if access(path, F_OK) == 0 {
       let old = try EmbeddingStore(paths: [path])
       let mine = Set(rows.map { keys[$0] })

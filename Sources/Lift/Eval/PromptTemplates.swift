@@ -107,16 +107,12 @@ public enum PromptTemplates {
   public static func load(_ spec: String?) throws(LiftError) -> [String] {
     let name = spec ?? defaultName
     if let set = named[name] { return set }
-    let bytes = try readWholeFile(name, limit: 16 << 20)
     var out: [String] = []
-    for (n, line) in bytes.split(separator: 10, omittingEmptySubsequences: false).enumerated() {
-      var text = String(decoding: line, as: UTF8.self)
-      if text.hasSuffix("\r") { text.removeLast() }
-      guard text.contains(where: { !$0.isWhitespace }) else { continue }
-      guard placeholders(text) == 1 else {
-        throw .format("'\(name)' line \(n + 1): a template needs exactly one {} where the class name goes (got '\(text)')")
+    for line in try SuiteLayouts.textLines(name) {
+      guard placeholders(line.text) == 1 else {
+        throw .format("'\(name)' line \(line.number): a template needs exactly one {} where the class name goes (got '\(line.text)')")
       }
-      out.append(text)
+      out.append(line.text)
     }
     guard !out.isEmpty else { throw .format("'\(name)' holds no templates") }
     return out

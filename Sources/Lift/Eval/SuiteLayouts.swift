@@ -174,8 +174,9 @@ enum SuiteLayouts {
       throw .argument("flickr30k needs the split file as --annotations (dataset_flickr30k.json, or the CSV with filename, split and raw columns)")
     }
     var files: [String] = [], captions: [[String]] = []
-    if try firstByte(annotations) == UInt8(ascii: "{") {
-      guard let images = try readJSON(annotations)["images"]?.array else {
+    let bytes = try readWholeFile(annotations, limit: 1 << 30)
+    if firstByte(bytes) == UInt8(ascii: "{") {
+      guard let images = try JSON.parse(bytes, what: "'\(annotations)'")["images"]?.array else {
         throw .format("'\(annotations)' needs an \"images\" list (Karpathy split format)")
       }
       for (i, image) in images.enumerated() {
@@ -194,7 +195,7 @@ enum SuiteLayouts {
         captions.append(texts)
       }
     } else {
-      let rows = try IndexFile.csvRows(try readWholeFile(annotations, limit: 1 << 30), path: annotations)
+      let rows = try IndexFile.csvRows(bytes, path: annotations)
       guard let header = rows.first, let f = header.firstIndex(of: "filename"), let s = header.firstIndex(of: "split"),
             let r = header.firstIndex(of: "raw") else {
         throw .format("'\(annotations)' needs a header with filename, split and raw columns")
@@ -365,14 +366,17 @@ enum SuiteLayouts {
     try JSON.parse(try readWholeFile(path, limit: 1 << 30), what: "'\(path)'")
   }
 
-  static func firstByte(_ path: String) throws(LiftError) -> UInt8? {
-    let bytes = try readWholeFile(path, limit: 1 << 30)
-    return bytes.first { $0 != 32 && $0 != 9 && $0 != 10 && $0 != 13 && $0 != 0xEF && $0 != 0xBB && $0 != 0xBF }
+  /// The first byte that is not white space or a UTF-8 byte-order mark.
+  static func firstByte(_ bytes: [UInt8]) -> UInt8? {
+    bytes.first { $0 != 32 && $0 != 9 && $0 != 10 && $0 != 13 && $0 != 0xEF && $0 != 0xBB && $0 != 0xBF }
   }
 
   /// Non-blank lines of a text file with their 1-based numbers (CR before LF dropped).
   static func textLines(_ path: String) throws(LiftError) -> [(number: Int, text: String)] {
-    let bytes = try readWholeFile(path, limit: 1 << 30)
+    textLines(bytes: try readWholeFile(path, limit: 1 << 30))
+  }
+
+  static func textLines(bytes: [UInt8]) -> [(number: Int, text: String)] {
     var out: [(Int, String)] = []
     for (n, line) in bytes.split(separator: 10, omittingEmptySubsequences: false).enumerated() {
       var text = String(decoding: line, as: UTF8.self)
@@ -411,10 +415,11 @@ struct ClassTable {
 
   static func read(_ path: String) throws(LiftError) -> ClassTable {
     var table = ClassTable(path: path, ids: [], names: [])
-    if try SuiteLayouts.firstByte(path).map({ $0 == UInt8(ascii: "{") || $0 == UInt8(ascii: "[") }) ?? false {
-      try table.readJSON(SuiteLayouts.readJSON(path))
+    let bytes = try readWholeFile(path, limit: 1 << 30)
+    if SuiteLayouts.firstByte(bytes).map({ $0 == UInt8(ascii: "{") || $0 == UInt8(ascii: "[") }) ?? false {
+      try table.readJSON(JSON.parse(bytes, what: "'\(path)'"))
     } else {
-      for line in try SuiteLayouts.textLines(path) {
+      for line in SuiteLayouts.textLines(bytes: bytes) {
         let parts = line.text.split(separator: "\t", maxSplits: 1).map { String($0).trimmingSpaces }
         if parts.count == 2 {
           table.ids.append(parts[0]); table.names.append(parts[1])

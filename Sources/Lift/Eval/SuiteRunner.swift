@@ -103,6 +103,7 @@ public enum SuiteRunner {
     }
     let captions = try textMatrix.gather(rows)
     let packed = try images.packed()
+    defer { withExtendedLifetime((captions, packed)) {} }  // the call reads through their pointers
     return try Metrics.retrieval(images: packed.pointer, n: packed.rows, texts: captions.pointer, m: captions.rows, d: textMatrix.cols,
                                  captionOffsets: offsets, captionRows: (0..<Int64(rows.count)).map { $0 })
   }
@@ -120,6 +121,7 @@ public enum SuiteRunner {
       let img = try images.images.gather(use.map { s.images[$0] })
       let pos = try textMatrix.gather(use.map { textRow[s.positives[$0]]! })
       let neg = try textMatrix.gather(use.map { textRow[s.negatives[$0]]! })
+      defer { withExtendedLifetime((img, pos, neg)) {} }  // the call reads through their pointers
       let correct = try Metrics.pairwise(images: img.pointer, positives: pos.pointer, negatives: neg.pointer, n: use.count, d: textMatrix.cols)
       out.append(.init(name: s.name, correct: correct.filter { $0 }.count, total: use.count, left: s.images.count - use.count))
     }

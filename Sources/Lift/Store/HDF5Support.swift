@@ -166,39 +166,7 @@ enum HDF5 {
   /// Entry `index` of a rank-1 string dataset (variable- or fixed-length), as bytes without
   /// the terminating NUL (fixed-length: up to the first NUL; space padding removed).
   static func readString(_ dataset: hid_t, index local: Int64, name: String, path: String) throws(LiftError) -> [UInt8] {
-    let fileType = H5Object(H5Dget_type(dataset), .datatype)
-    let space = H5Object(H5Dget_space(dataset), .dataspace)
-    var offset: [hsize_t] = [hsize_t(local)]
-    var one: [hsize_t] = [1]
-    H5Sselect_hyperslab(space.id, H5S_SELECT_SET, &offset, nil, &one, nil)
-    let memSpace = H5Object(H5Screate_simple(1, &one, nil), .dataspace)
-    let memType = H5Object(H5Tcopy(lift_h5t_c_s1()), .datatype)
-    H5Tset_cset(memType.id, H5Tget_cset(fileType.id))
-    let failure = { () -> LiftError in
-      .io("reading string \(local) of '\(name)' in '\(path)': \(HDF5.takeErrorDescription())")
-    }
-    if H5Tis_variable_str(fileType.id) > 0 {
-      H5Tset_size(memType.id, lift_h5t_variable())
-      var pointer: UnsafeMutablePointer<CChar>? = nil
-      guard H5Dread(dataset, memType.id, memSpace.id, space.id, lift_h5p_default(), &pointer) >= 0 else {
-        throw failure()
-      }
-      guard let pointer else { return [] }
-      defer { H5free_memory(pointer) }
-      return Array(UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)))
-    }
-    let size = H5Tget_size(fileType.id)
-    guard size > 0 else { return [] }
-    H5Tset_size(memType.id, size)
-    H5Tset_strpad(memType.id, H5Tget_strpad(fileType.id))
-    var bytes = [UInt8](repeating: 0, count: size)
-    let status = bytes.withUnsafeMutableBytes { H5Dread(dataset, memType.id, memSpace.id, space.id, lift_h5p_default(), $0.baseAddress) }
-    guard status >= 0 else { throw failure() }
-    if let nul = bytes.firstIndex(of: 0) { bytes.removeSubrange(nul...) }
-    if H5Tget_strpad(fileType.id) == H5T_STR_SPACEPAD {
-      while bytes.last == UInt8(ascii: " ") { bytes.removeLast() }
-    }
-    return bytes
+    try readStrings(dataset, from: local, count: 1, name: name, path: path)[0]
   }
 
   /// Strings local ..< local + count of rank-1 string dataset `dataset` (UTF-8 bytes as stored).

@@ -102,16 +102,24 @@ public final class ImageFolderSource: SampleSource {
 func imageRefs(_ names: [String], shard: Int, firstID: Int64, where folder: String) -> [SampleRef] {
   var seen = Set<UInt64>()
   return names.enumerated().map { i, name in
-    var ref = SampleRef(shard: shard, id: firstID + Int64(i), key: name)
-    if let ext = ImageFolderSource.extensionOf(name), ImageFolderSource.otherImages.contains(ext) {
-      ref.problem = .unsupported
-      ref.problemDetail = "\(ext.uppercased()) images are not supported (JPEG, PNG and WebP are)"
-    } else if !seen.insert(SampleKey.hash(Array(name.utf8))).inserted {
+    var ref = fileRef(shard: shard, id: firstID + Int64(i), file: name, key: name)
+    if ref.problem == nil, !seen.insert(SampleKey.hash(Array(name.utf8))).inserted {
       ref.problem = .duplicateKey
       ref.problemDetail = "'\(folder)' holds another image with the key of '\(name)'"
     }
     return ref
   }
+}
+
+/// The sample of image file `file`: a problem from the listing if its extension names an image
+/// kind liblift does not decode.
+func fileRef(shard: Int = 0, id: Int64, file: String, key: String) -> SampleRef {
+  var ref = SampleRef(shard: shard, id: id, key: key)
+  if let ext = ImageFolderSource.extensionOf(file), ImageFolderSource.otherImages.contains(ext) {
+    ref.problem = .unsupported
+    ref.problemDetail = "\(ext.uppercased()) images are not supported (JPEG, PNG and WebP are)"
+  }
+  return ref
 }
 
 /// Sample `index` of a sharded source, listing its shard (the last listing is kept: in-order
@@ -215,12 +223,7 @@ public final class IndexedFolderSource: SampleSource {
 
   public func ref(index: Int64) throws(LiftError) -> SampleRef {
     guard index >= 0, index < sampleCount else { throw .argument("sample \(index) is out of range: there are \(sampleCount)") }
-    var ref = SampleRef(shard: 0, id: index, key: keys[Int(index)])
-    if let ext = ImageFolderSource.extensionOf(images[Int(index)]), ImageFolderSource.otherImages.contains(ext) {
-      ref.problem = .unsupported
-      ref.problemDetail = "\(ext.uppercased()) images are not supported (JPEG, PNG and WebP are)"
-    }
-    return ref
+    return fileRef(id: index, file: images[Int(index)], key: keys[Int(index)])
   }
 
   public func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,

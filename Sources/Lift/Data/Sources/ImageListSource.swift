@@ -23,13 +23,7 @@ public final class ImageListSource: SampleSource {
 
   public func ref(index: Int64) throws(LiftError) -> SampleRef {
     guard index >= 0, index < sampleCount else { throw .argument("sample \(index) is out of range: there are \(sampleCount)") }
-    let file = files[Int(index)]
-    var ref = SampleRef(shard: 0, id: index, key: file)
-    if let ext = ImageFolderSource.extensionOf(file), ImageFolderSource.otherImages.contains(ext) {
-      ref.problem = .unsupported
-      ref.problemDetail = "'\(file)': \(ext.uppercased()) images are not supported (JPEG, PNG and WebP are)"
-    }
-    return ref
+    return fileRef(id: index, file: files[Int(index)], key: files[Int(index)])
   }
 
   public func fetch(_ refs: [SampleRef], images: Bool, into arena: ByteArena, texts: UnsafeMutablePointer<Float>,
