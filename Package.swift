@@ -59,9 +59,16 @@ let package = Package(
       cSettings: [.unsafeFlags(["-gdwarf-4"])],
       linkerSettings: [.linkedLibrary("turbojpeg"), .linkedLibrary("png16"), .linkedLibrary("webp")]
     ),
+    // Kernels written with AVX512-BF16 intrinsics (the fused bf16 attention core); each function is
+    // compiled for that instruction set alone and called only after a run-time CPU check.
+    .target(
+      name: "LiftKernelsC",
+      path: "Sources/LiftKernelsC",
+      cSettings: [.unsafeFlags(["-O3", "-gdwarf-4"])]
+    ),
     .target(
       name: "Lift",
-      dependencies: ["CLiftABI", "CHDF5", "CZlib", "CDNNL", "LiftCodecs"],
+      dependencies: ["CLiftABI", "CHDF5", "CZlib", "CDNNL", "LiftCodecs", "LiftKernelsC"],
       swiftSettings: cpuFlags
     ),
     // liblift.so: the C ABI only (version script), SONAME liblift.so.<major>.

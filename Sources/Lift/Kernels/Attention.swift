@@ -1,4 +1,5 @@
 import Glibc
+import LiftKernelsC
 
 /// Multi-head self-attention core over a fused qkv buffer, no mask (as OpenCLIP's ViT).
 ///
@@ -10,7 +11,14 @@ import Glibc
 ///
 /// Precision: in bf16, qkv, O and dO are bfloat16 and the probabilities P and the score
 /// gradient dS are rounded to bfloat16 (per worker) before the products that take them; the
-/// scores, softmax statistics, row sums and dqkv stay float32.
+/// scores, softmax statistics and row sums stay float32, and dqkv is float32 until it is rounded
+/// once as the in_proj backward's operand.
+///
+/// Kernels: in bf16 with an even head dimension on a CPU with AVX512-BF16 (every CPU bf16 runs
+/// on), each (image, head) runs the fused C kernel of LiftKernelsC (all products on one
+/// register-blocked dot-product kernel, query rows in blocks, softmax, gradient, rounding and
+/// bias sums in between); otherwise the per-head products run on oneDNN plans (or, for short
+/// fp32 heads, on `SmallGemm`) with the softmax in Swift.
 ///
 /// Forward keeps only the per-row log-sum-exp of the scaled scores (B*H*T floats); backward
 /// recomputes the probabilities from q, k and it instead of storing B*H*T*T of them.
@@ -34,16 +42,28 @@ enum Attention {
     /// shorter on oneDNN.
     static let smallKernelTokens = 32
     var usesSmallKernels: Bool { !bf16 && tokens <= Shape.smallKernelTokens && headDim % 16 == 0 }
+    /// Runs on the fused bf16 kernel (`lk_attention_forward` / `lk_attention_backward`).
+    var usesFusedKernel: Bool { bf16 && headDim % 2 == 0 && Attention.hasFusedKernel }
+
+    /// The fused kernel's description of one head.
+    var fusedHead: lk_attention_head {
+      lk_attention_head(tokens: Int32(tokens), head_dim: Int32(headDim), scale: scale, ld_qkv: 3 * width, ld_out: width)
+    }
 
     /// Scratch floats each worker needs: two T x Tpad float score buffers and one T vector;
     /// in bf16 also a T x Tpad bfloat16 copy of P or dS and a T x hd float output block; with
     /// the small kernels an hd x Tpad packed (transposed) operand.
+    /// The fused kernel's scratch instead, in floats (a multiple of 16).
     var scratchPerWorker: Int {
+      if usesFusedKernel { return (lk_attention_scratch_bytes(Int32(tokens), Int32(headDim)) + 63) / 64 * 16 }
       let tp = paddedTokens
       return 2 * tokens * tp + tokens + (bf16 ? (tokens * tp + 1) / 2 + tokens * headDim : 0)
         + (usesSmallKernels ? headDim * tp : 0)
     }
   }
+
+  /// Whether this CPU runs the fused bf16 kernel (AVX512-BF16).
+  static let hasFusedKernel = lk_cpu_has_avx512_bf16() != 0
 
   /// The per-head products, as plan keys (the part is set per worker).
   private enum Product: Int, CaseIterable {
@@ -180,6 +200,9 @@ enum Attention {
   static func forward(qkv: MatrixElements, shape s: Shape, out: MatrixElements,
                       lse: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>,
                       products: MatMul) throws(LiftError) {
+    if s.usesFusedKernel, case .bf16(let q16) = qkv, case .bf16(let o16) = out {
+      return fusedForward(qkv: q16, shape: s, out: o16, lse: lse, scratch: scratch)
+    }
     let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens, e = s.operandType.byteSize
     let extent = RowExtent(count: t)
     let parts = min(Parallel.workers, s.tasks)
@@ -221,13 +244,77 @@ enum Attention {
     }
   }
 
-  /// Gradients of the forward above: given dO (B*T x W), writes dqkv (B*T x 3W, float32) and
-  /// adds the column sums of dqkv (the in_proj bias gradient) into dBias (3W). `partials` holds
-  /// workers * 3W floats. qkv, out and dOut are bfloat16 when the shape says bf16.
+  /// Gradients of the forward above: given dO (B*T x W), returns dqkv (B*T x 3W) as the in_proj
+  /// backward's product operand and adds its column sums (the in_proj bias gradient) into dBias
+  /// (3W). qkv, out and dOut are bfloat16 when the shape says bf16; dqkv is then rounded into
+  /// `rounded` (B*T x 3W; the fused kernel writes it there directly, the other kernels write
+  /// float32 `dqkv` first), else it is float32 in `dqkv`. `partials` holds workers * 3W floats.
+  @discardableResult
   static func backward(qkv: MatrixElements, out: MatrixElements, lse: UnsafePointer<Float>,
                        dOut: MatrixElements, shape s: Shape, dqkv: UnsafeMutablePointer<Float>,
-                       dBias: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<Float>,
-                       scratch: UnsafeMutablePointer<Float>, products: MatMul) throws(LiftError) {
+                       rounded: UnsafeMutablePointer<BFloat16>?, dBias: UnsafeMutablePointer<Float>,
+                       partials: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                       products: MatMul) throws(LiftError) -> Matrix {
+    let w = s.width, rows = s.batch * s.tokens
+    if s.usesFusedKernel, let rounded, case .bf16(let q16) = qkv, case .bf16(let o16) = out, case .bf16(let d16) = dOut {
+      fusedBackward(qkv: q16, out: o16, lse: lse, dOut: d16, shape: s, dqkv: rounded, partials: partials, scratch: scratch)
+    } else {
+      try unfusedBackward(qkv: qkv, out: out, lse: lse, dOut: dOut, shape: s, dqkv: dqkv, partials: partials,
+                          scratch: scratch, products: products)
+    }
+    for worker in 0..<min(Parallel.workers, s.tasks) {
+      let sums = partials + worker * 3 * w
+      for j in 0..<(3 * w) { dBias[j] += sums[j] }
+    }
+    guard let rounded else { return Matrix(dqkv, ld: 3 * w) }
+    if !s.usesFusedKernel {
+      Profile.measure(.precision) { BF16.convertParallel(dqkv, rounded, count: rows * 3 * w) }
+    }
+    return Matrix(rounded, ld: 3 * w)
+  }
+
+  /// One head per task on the fused kernel; each worker's bias sums go to its row of `partials`.
+  private static func fusedForward(qkv: UnsafeMutablePointer<BFloat16>, shape s: Shape,
+                                   out: UnsafeMutablePointer<BFloat16>, lse: UnsafeMutablePointer<Float>?,
+                                   scratch: UnsafeMutablePointer<Float>) {
+    let t = s.tokens, w = s.width, hd = s.headDim
+    _ = withUnsafePointer(to: s.fusedHead) { head in
+      Parallel.forWorkers(s.tasks) { worker, tasks in
+        let space = UnsafeMutableRawPointer(scratch + worker * s.scratchPerWorker)
+        for task in tasks {
+          let b = task / s.heads, h = task % s.heads
+          let q = qkv + b * t * 3 * w + h * hd
+          lk_attention_forward(head, q, q + w, q + 2 * w, out + b * t * w + h * hd, lse.map { $0 + task * t }, space)
+        }
+      }
+    }
+  }
+
+  private static func fusedBackward(qkv: UnsafeMutablePointer<BFloat16>, out: UnsafeMutablePointer<BFloat16>,
+                                    lse: UnsafePointer<Float>, dOut: UnsafeMutablePointer<BFloat16>, shape s: Shape,
+                                    dqkv: UnsafeMutablePointer<BFloat16>, partials: UnsafeMutablePointer<Float>,
+                                    scratch: UnsafeMutablePointer<Float>) {
+    let t = s.tokens, w = s.width, hd = s.headDim
+    _ = withUnsafePointer(to: s.fusedHead) { head in
+      Parallel.forWorkers(s.tasks) { worker, tasks in
+        let sums = partials + worker * 3 * w
+        sums.initialize(repeating: 0, count: 3 * w)
+        let space = UnsafeMutableRawPointer(scratch + worker * s.scratchPerWorker)
+        for task in tasks {
+          let b = task / s.heads, h = task % s.heads
+          let first = b * t * w + h * hd, q = qkv + b * t * 3 * w + h * hd, dq = dqkv + b * t * 3 * w + h * hd
+          lk_attention_backward(head, q, q + w, q + 2 * w, out + first, dOut + first, lse + task * t,
+                                dq, dq + w, dq + 2 * w, 3 * w, sums + h * hd, sums + w + h * hd, sums + 2 * w + h * hd, space)
+        }
+      }
+    }
+  }
+
+  /// The backward on oneDNN plans or the small kernels: float32 dqkv, per-worker bias sums in `partials`.
+  private static func unfusedBackward(qkv: MatrixElements, out: MatrixElements, lse: UnsafePointer<Float>,
+                                      dOut: MatrixElements, shape s: Shape, dqkv: UnsafeMutablePointer<Float>,
+                                      partials: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                                      products: MatMul) throws(LiftError) {
     let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens, e = s.operandType.byteSize
     let extent = RowExtent(count: t)
     let parts = min(Parallel.workers, s.tasks)
@@ -265,10 +352,6 @@ enum Attention {
           }
         }
       }
-    }
-    for worker in 0..<parts {
-      let sums = partials + worker * 3 * w
-      for j in 0..<(3 * w) { dBias[j] += sums[j] }
     }
   }
 

@@ -356,15 +356,14 @@ enum Encoder {
                             weight: weights(blk.outWeight, ld: w), dWeight: grads + blk.outWeight,
                             dBias: grads + blk.outBias, dx: ws.dAttn.matrix(ld: w), products: mm)
       }
-      try Profile.measure(.attentionBackward) { () throws(LiftError) in
+      let dQKV = try Profile.measure(.attentionBackward) { () throws(LiftError) in
         try Attention.backward(qkv: ws.qkv[i], out: ws.attnOut[i], lse: ws.lse[i], dOut: ws.dAttn, shape: shape,
-                               dqkv: ws.dqkv, dBias: grads + blk.inBias, partials: ws.partials, scratch: ws.attnScratch,
-                               products: mm)
+                               dqkv: ws.dqkv, rounded: ws.stage16, dBias: grads + blk.inBias, partials: ws.partials,
+                               scratch: ws.attnScratch, products: mm)
       }
       Profile.measure(.layerNormBackward) {
         LayerNorm.affine(ws.xhat1[i]!, rows: n, cols: w, gamma: par + blk.ln1Weight, beta: par + blk.ln1Bias, y: ws.h)
       }
-      let dQKV = operand(ws.dqkv, rows: n, cols: 3 * w, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dQKV, dyValues: ws.dqkv, ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: 3 * w,
                             weight: weights(blk.inWeight, ld: w), dWeight: grads + blk.inWeight, dBias: nil,

@@ -1,0 +1,54 @@
+/* Kernels that need instructions Swift cannot name: the fused bfloat16 attention core on
+ * AVX512-BF16 dot products (vdpbf16ps). Not part of liblift's C ABI (names start with lk_;
+ * liblift.so keeps them local).
+ *
+ * Callers check lk_cpu_has_avx512_bf16() first: the functions are compiled for that instruction
+ * set alone and must not run on a CPU without it. Thread-safe: no global state; each call works
+ * in the scratch it is given. */
+#ifndef LIFT_KERNELS_H
+#define LIFT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Whether this CPU has AVX512F, AVX512BW, AVX512VL and AVX512_BF16 (and the OS saves ZMM state). */
+int lk_cpu_has_avx512_bf16(void);
+
+/* One attention head of one image: T tokens, head dimension hd (even), bfloat16 q, k, v with
+ * rows `ld_qkv` elements apart, bfloat16 O and dO with rows `ld_out` elements apart.
+ * scale = 1 / sqrt(hd). */
+typedef struct {
+  int tokens;
+  int head_dim;
+  float scale;
+  ptrdiff_t ld_qkv;
+  ptrdiff_t ld_out;
+} lk_attention_head;
+
+/* Bytes of scratch (64-byte aligned) one call of the forward or backward needs. */
+size_t lk_attention_scratch_bytes(int tokens, int head_dim);
+
+/* O = softmax(scale * Q K^T) V, rounded to bfloat16; lse[i] (if not NULL) = log-sum-exp of the
+ * scaled scores of row i. The unnormalised probabilities are rounded to bfloat16 for the
+ * product with V and each output row is divided by its row sum afterwards. */
+void lk_attention_forward(const lk_attention_head *head, const uint16_t *q, const uint16_t *k,
+                          const uint16_t *v, uint16_t *o, float *lse, void *scratch);
+
+/* Gradients of the forward, given dO and the forward's O and lse: dq, dk, dv (bfloat16, rows
+ * `ld_dqkv` elements apart) and, added into sum_q, sum_k, sum_v (hd floats each), the column
+ * sums of the float32 gradients before rounding. P and dS are rounded to bfloat16 before
+ * their products; everything else accumulates in float32. */
+void lk_attention_backward(const lk_attention_head *head, const uint16_t *q, const uint16_t *k,
+                           const uint16_t *v, const uint16_t *o, const uint16_t *d_o, const float *lse,
+                           uint16_t *dq, uint16_t *dk, uint16_t *dv, ptrdiff_t ld_dqkv,
+                           float *sum_q, float *sum_k, float *sum_v, void *scratch);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
