@@ -352,12 +352,93 @@ final class KernelTests: XCTestCase {
     let r = rng.floats(45)
     func loss(_ x: [Float]) -> Double {
       var y = [Float](repeating: 0, count: x.count)
-      elements(&y) { GELU.forward(x, $0, count: x.count) }
+      activate(x, into: &y, .gelu)
       return zip(y, r).reduce(0) { $0 + Double($1.0) * Double($1.1) }
     }
     var dx = [Float](repeating: 0, count: 45)
     GELU.backward(x, r, &dx, count: 45)
     assertClose(dx, numericGradient(&x, loss), "dx")
+  }
+
+  /// The MLP's activation backward (GELU and QuickGELU; 3 rows of 19 columns, so vector tails):
+  /// dx against finite differences of sum(r * activation(x)), the bias gradient as dx's column
+  /// sums added to what it held, and the bf16 form (saved bfloat16 pre-activation, rounded dx)
+  /// against the float32 form on the same rounded input.
+  func testMLPActivationBackward() {
+    let rows = 3, cols = 19
+    for activation in [ModelConfig.Activation.gelu, .quickGELU] {
+      var rng = TestRNG(4)
+      var x: [Float] = rng.floats(rows * cols).map { (v: Float) -> Float in v * 4 }
+      let r: [Float] = rng.floats(rows * cols)
+      func loss(_ input: [Float]) -> Double {
+        var y = [Float](repeating: 0, count: input.count)
+        activate(input, into: &y, activation)
+        var sum = 0.0
+        for i in 0..<y.count { sum += Double(y[i]) * Double(r[i]) }
+        return sum
+      }
+      var dx = r
+      var bias = [Float](repeating: 1, count: cols)
+      mlpBackward(&dx, x, rows: rows, cols: cols, activation, bias: &bias, rounded: nil)
+      assertClose(dx, numericGradient(&x, loss), "\(activation) dx")
+      for j in 0..<cols {
+        var sum: Float = 1
+        for row in 0..<rows { sum += dx[row * cols + j] }
+        XCTAssertEqual(bias[j], sum, accuracy: 1e-5)
+      }
+      // bf16: the same on the rounded input, dx rounded once at the end.
+      let xr: [Float] = x.map { (v: Float) -> Float in BF16.widen(BF16.round(v)) }
+      var reference = r, dx16 = r
+      mlpBackward(&reference, xr, rows: rows, cols: cols, activation, bias: &bias, rounded: nil)
+      var rounded = [BFloat16](repeating: 0, count: rows * cols)
+      mlpBackward(&dx16, xr, rows: rows, cols: cols, activation, bias: &bias, rounded: &rounded)
+      let expected: [BFloat16] = reference.map { (v: Float) -> BFloat16 in BF16.round(v) }
+      XCTAssertEqual(rounded, expected)
+    }
+  }
+
+  /// y = activation(x) through the MLP kernel (float32).
+  func activate(_ x: [Float], into y: inout [Float], _ activation: ModelConfig.Activation) {
+    var input = x
+    let count = x.count
+    input.withUnsafeMutableBufferPointer { (xp: inout UnsafeMutableBufferPointer<Float>) -> Void in
+      y.withUnsafeMutableBufferPointer { (yp: inout UnsafeMutableBufferPointer<Float>) -> Void in
+        GELU.forward(.f32(xp.baseAddress!), .f32(yp.baseAddress!), count: count, activation: activation)
+      }
+    }
+  }
+
+  /// GELU.backward on dy in place (rounded nil) or into `rounded`, with the pre-activation x saved
+  /// as bfloat16 exactly when `rounded` is given.
+  func mlpBackward(_ dy: inout [Float], _ x: [Float], rows: Int, cols: Int, _ activation: ModelConfig.Activation,
+                   bias: inout [Float], rounded: UnsafeMutablePointer<BFloat16>?) {
+    var x32 = x
+    var x16: [BFloat16] = x.map { (v: Float) -> BFloat16 in BF16.round(v) }
+    let xs: [Float] = rounded == nil ? x : x16.map { (h: BFloat16) -> Float in BF16.widen(h) }
+    var partials = [Float](repeating: 0, count: Parallel.workers * cols)
+    dy.withUnsafeMutableBufferPointer { (d: inout UnsafeMutableBufferPointer<Float>) -> Void in
+      x32.withUnsafeMutableBufferPointer { (a: inout UnsafeMutableBufferPointer<Float>) -> Void in
+        x16.withUnsafeMutableBufferPointer { (h: inout UnsafeMutableBufferPointer<BFloat16>) -> Void in
+          let saved: MatrixElements = rounded == nil ? .f32(a.baseAddress!) : .bf16(h.baseAddress!)
+          let value32 = UnsafeMutablePointer<Float>.allocate(capacity: rows * cols)
+          let value16 = UnsafeMutablePointer<BFloat16>.allocate(capacity: rows * cols)
+          defer { value32.deallocate(); value16.deallocate() }
+          let value: MatrixElements = rounded == nil ? .f32(value32) : .bf16(value16)
+          let operand: Matrix = GELU.backward(d.baseAddress!, preActivation: saved, value: value, rows: rows, cols: cols,
+                                              activation: activation, dBias: &bias, partials: &partials,
+                                              rounded: rounded)
+          XCTAssertEqual(operand.type, rounded == nil ? ElementType.f32 : ElementType.bf16)
+          // The value pass: activation(x) as the forward computes it.
+          var expected = [Float](repeating: 0, count: rows * cols)
+          activate(xs, into: &expected, activation)
+          for i in 0..<(rows * cols) {
+            let got: Float = rounded == nil ? value32[i] : BF16.widen(value16[i])
+            let want: Float = rounded == nil ? expected[i] : BF16.widen(BF16.round(expected[i]))
+            XCTAssertEqual(got, want, "value \(i)")
+          }
+        }
+      }
+    }
   }
 
   func testPatchifyLayoutsAgree() {

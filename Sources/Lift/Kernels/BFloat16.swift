@@ -95,6 +95,31 @@ struct BFloat16Writer: ProductInputWriter {
   @inline(__always) func advanced(by n: Int) -> BFloat16Writer { BFloat16Writer(pointer: pointer + n) }
 }
 
+/// Where a kernel reads values saved as product inputs: float32, or bfloat16 widened.
+protocol ProductInputReader {
+  func load(_ i: Int) -> Vec16
+  /// The first `count` (< 16) values at i in the low lanes, zeros elsewhere.
+  func load(_ i: Int, count: Int) -> Vec16
+}
+
+struct Float32Reader: ProductInputReader {
+  let pointer: UnsafeMutablePointer<Float>
+  @inline(__always) func load(_ i: Int) -> Vec16 { pointer.vload(i) }
+  @inline(__always) func load(_ i: Int, count: Int) -> Vec16 { loadTail(pointer + i, count) }
+}
+
+struct BFloat16Reader: ProductInputReader {
+  let pointer: UnsafeMutablePointer<BFloat16>
+  @inline(__always) func load(_ i: Int) -> Vec16 {
+    BF16.widen(UnsafeRawPointer(pointer + i).loadUnaligned(as: SIMD16<UInt16>.self))
+  }
+  @inline(__always) func load(_ i: Int, count: Int) -> Vec16 {
+    var h = SIMD16<UInt16>()
+    withUnsafeMutableBytes(of: &h) { $0.baseAddress!.assumingMemoryBound(to: UInt16.self).update(from: pointer + i, count: count) }
+    return BF16.widen(h)
+  }
+}
+
 /// Element access for code outside the hot loops, and for reading product inputs back.
 extension MatrixElements {
   @inline(__always) func store(_ x: Float, at i: Int) {

@@ -49,93 +49,96 @@ enum GELU: ActivationKernel {
     return cdf + x * Vec16(repeating: invSqrt2Pi) * e
   }
 
-  /// y[i] = GELU(x[i]) for i in 0..<count (parallel).
-  static func forward(_ x: UnsafePointer<Float>, _ y: MatrixElements, count: Int) {
-    switch y {
-    case .f32(let p): forward(x, into: Float32Writer(pointer: p), count: count)
-    case .bf16(let p): forward(x, into: BFloat16Writer(pointer: p), count: count)
+  /// y[i] = activation(x[i]) for i in 0..<count (parallel); x is the saved pre-activation
+  /// (float32, or bfloat16 in bf16 precision), y a product input.
+  static func forward(_ x: MatrixElements, _ y: MatrixElements, count: Int, activation: ModelConfig.Activation = .gelu) {
+    switch activation {
+    case .gelu: forward(GELU.self, x, y, count: count)
+    case .quickGELU: forward(QuickGELU.self, x, y, count: count)
     }
   }
 
-  private static func forward<W: ProductInputWriter>(_ x: UnsafePointer<Float>, into y: W, count: Int) {
+  private static func forward<A: ActivationKernel>(_ a: A.Type, _ x: MatrixElements, _ y: MatrixElements, count: Int) {
+    switch (x, y) {
+    case (.f32(let s), .f32(let d)): forward(A.self, Float32Reader(pointer: s), Float32Writer(pointer: d), count: count)
+    case (.f32(let s), .bf16(let d)): forward(A.self, Float32Reader(pointer: s), BFloat16Writer(pointer: d), count: count)
+    case (.bf16(let s), .f32(let d)): forward(A.self, BFloat16Reader(pointer: s), Float32Writer(pointer: d), count: count)
+    case (.bf16(let s), .bf16(let d)): forward(A.self, BFloat16Reader(pointer: s), BFloat16Writer(pointer: d), count: count)
+    }
+  }
+
+  private static func forward<A: ActivationKernel, R: ProductInputReader, W: ProductInputWriter>(
+    _ a: A.Type, _ x: R, _ y: W, count: Int) {
     Parallel.forRanges(count, grain: 1 << 14) { r in
       var i = r.lowerBound
       while i + 16 <= r.upperBound {
-        y.store(value(x.vload(i)), at: i)
+        y.store(A.value(x.load(i)), at: i)
         i += 16
       }
-      if i < r.upperBound { y.store(value(loadTail(x + i, r.upperBound - i)), at: i, count: r.upperBound - i) }
+      let n = r.upperBound - i
+      if n > 0 { y.store(A.value(x.load(i, count: n)), at: i, count: n) }
     }
   }
 
-  /// For each row of x (rows x cols): x += bias (in place; x keeps the pre-activation), then
-  /// y = activation(x). Fuses a Linear layer's bias into the activation pass.
-  static func forwardAddingBias(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
-                                _ y: MatrixElements, rows: Int, cols: Int, activation: ModelConfig.Activation) {
-    switch (y, activation) {
-    case (.f32(let p), .gelu):
-      forwardAddingBias(GELU.self, x, bias: bias, into: Float32Writer(pointer: p), rows: rows, cols: cols)
-    case (.bf16(let p), .gelu):
-      forwardAddingBias(GELU.self, x, bias: bias, into: BFloat16Writer(pointer: p), rows: rows, cols: cols)
-    case (.f32(let p), .quickGELU):
-      forwardAddingBias(QuickGELU.self, x, bias: bias, into: Float32Writer(pointer: p), rows: rows, cols: cols)
-    case (.bf16(let p), .quickGELU):
-      forwardAddingBias(QuickGELU.self, x, bias: bias, into: BFloat16Writer(pointer: p), rows: rows, cols: cols)
+  /// Backward through the MLP activation, rows x cols, one pass over the saved pre-activation x
+  /// (float32, or bfloat16 in bf16): y = activation(x) again into `value` (the next weight
+  /// gradient's input), dx = dy * activation'(x) sharing the transcendentals, dBias += column
+  /// sums of dx (float32, before any rounding), and dx written where the product that consumes
+  /// it reads it: over dy in float32, or rounded into `rounded` in bf16. Returns that operand.
+  /// `partials` holds workers * cols floats.
+  static func backward(_ dy: UnsafeMutablePointer<Float>, preActivation x: MatrixElements, value: MatrixElements,
+                       rows: Int, cols: Int, activation: ModelConfig.Activation, dBias: UnsafeMutablePointer<Float>,
+                       partials: UnsafeMutablePointer<Float>, rounded: UnsafeMutablePointer<BFloat16>?) -> Matrix {
+    let out: MatrixElements = rounded.map { .bf16($0) } ?? .f32(dy)
+    switch (activation, x, value, out) {
+    case (.gelu, .f32(let s), .f32(let y), .f32(let d)):
+      backward(GELU.self, dy, Float32Reader(pointer: s), Float32Writer(pointer: y), Float32Writer(pointer: d), rows, cols,
+               dBias, partials)
+    case (.quickGELU, .f32(let s), .f32(let y), .f32(let d)):
+      backward(QuickGELU.self, dy, Float32Reader(pointer: s), Float32Writer(pointer: y), Float32Writer(pointer: d), rows,
+               cols, dBias, partials)
+    case (.gelu, .bf16(let s), .bf16(let y), .bf16(let d)):
+      backward(GELU.self, dy, BFloat16Reader(pointer: s), BFloat16Writer(pointer: y), BFloat16Writer(pointer: d), rows,
+               cols, dBias, partials)
+    case (.quickGELU, .bf16(let s), .bf16(let y), .bf16(let d)):
+      backward(QuickGELU.self, dy, BFloat16Reader(pointer: s), BFloat16Writer(pointer: y), BFloat16Writer(pointer: d),
+               rows, cols, dBias, partials)
+    default:
+      preconditionFailure("the MLP's saved activations, its value and its gradient operand share one precision")
     }
+    return rounded.map { Matrix($0, ld: cols) } ?? Matrix(dy, ld: cols)
   }
 
-  private static func forwardAddingBias<A: ActivationKernel, W: ProductInputWriter>(
-    _ a: A.Type, _ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, into y: W, rows: Int, cols: Int) {
-    Parallel.forRanges(rows, grain: max(1, (1 << 14) / cols)) { r in
+  private static func backward<A: ActivationKernel, R: ProductInputReader, W: ProductInputWriter>(
+    _ a: A.Type, _ dy: UnsafeMutablePointer<Float>, _ x: R, _ value: W, _ out: W, _ rows: Int, _ cols: Int,
+    _ dBias: UnsafeMutablePointer<Float>, _ partials: UnsafeMutablePointer<Float>) {
+    let parts = Parallel.forWorkers(rows, grain: max(1, (1 << 14) / cols)) { w, r in
+      let acc = partials + w * cols
+      acc.initialize(repeating: 0, count: cols)
       for row in r {
-        let xr = x + row * cols, yr = y.advanced(by: row * cols)
+        let first = row * cols
         var j = 0
         while j + 16 <= cols {
-          let v = xr.vload(j) + bias.vload(j)
-          xr.vstore(v, j)
-          yr.store(A.value(v), at: j)
+          let (y, slope) = A.valueAndDerivative(x.load(first + j))
+          let v = dy.vload(first + j) * slope
+          value.store(y, at: first + j)
+          out.store(v, at: first + j)
+          acc.vstore(acc.vload(j) + v, j)
           j += 16
         }
         let n = cols - j
         if n > 0 {
-          let v = loadTail(xr + j, n) + loadTail(bias + j, n)
-          storeTail(v, xr + j, n)
-          yr.store(A.value(v), at: j, count: n)
+          let (y, slope) = A.valueAndDerivative(x.load(first + j, count: n))
+          let v = loadTail(dy + first + j, n) * slope
+          value.store(y, at: first + j, count: n)
+          out.store(v, at: first + j, count: n)
+          storeTail(loadTail(acc + j, n) + v, acc + j, n)
         }
       }
     }
-  }
-
-  /// Backward helper, first half: y = activation(x) and x <- activation'(x) in place (x is the
-  /// saved pre-activation, not needed afterwards). Shares the transcendentals between the two.
-  static func valueAndDerivativeInPlace(_ x: UnsafeMutablePointer<Float>, _ y: MatrixElements, count: Int,
-                                        activation: ModelConfig.Activation) {
-    switch (y, activation) {
-    case (.f32(let p), .gelu): valueAndDerivativeInPlace(GELU.self, x, into: Float32Writer(pointer: p), count: count)
-    case (.bf16(let p), .gelu): valueAndDerivativeInPlace(GELU.self, x, into: BFloat16Writer(pointer: p), count: count)
-    case (.f32(let p), .quickGELU):
-      valueAndDerivativeInPlace(QuickGELU.self, x, into: Float32Writer(pointer: p), count: count)
-    case (.bf16(let p), .quickGELU):
-      valueAndDerivativeInPlace(QuickGELU.self, x, into: BFloat16Writer(pointer: p), count: count)
-    }
-  }
-
-  private static func valueAndDerivativeInPlace<A: ActivationKernel, W: ProductInputWriter>(
-    _ a: A.Type, _ x: UnsafeMutablePointer<Float>, into y: W, count: Int) {
-    Parallel.forRanges(count, grain: 1 << 14) { r in
-      var i = r.lowerBound
-      while i + 16 <= r.upperBound {
-        let (v, d) = A.valueAndDerivative(x.vload(i))
-        y.store(v, at: i)
-        x.vstore(d, i)
-        i += 16
-      }
-      let n = r.upperBound - i
-      if n > 0 {
-        let (v, d) = A.valueAndDerivative(loadTail(x + i, n))
-        y.store(v, at: i, count: n)
-        storeTail(d, x + i, n)
-      }
+    for w in 0..<parts {
+      let acc = partials + w * cols
+      for j in 0..<cols { dBias[j] += acc[j] }
     }
   }
 

@@ -15,15 +15,29 @@ enum Linear {
                        outFeatures: Int, weight: Matrix, dWeight: UnsafeMutablePointer<Float>,
                        dBias: UnsafeMutablePointer<Float>?, dx: Matrix?, accumulateInput: Bool = false,
                        products: MatMul) throws(LiftError) {
-    try products.accumulateTransposed(m: outFeatures, n: inFeatures, k: rows, dy, x, into: dWeight)
+    try weightGradient(dy, x, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, dWeight: dWeight,
+                       products: products)
     if let dBias {
       Profile.measure(.elementwiseBackward) {
         VectorOps.addColumnSums(dyValues, rows: rows, cols: outFeatures, lda: outFeatures, into: dBias)
       }
     }
     if let dx {
-      try products.product(transA: false, transB: false, m: rows, n: inFeatures, k: outFeatures, dy, weight, dx,
-                           accumulate: accumulateInput)
+      try inputGradient(dy, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, weight: weight, dx: dx,
+                        accumulate: accumulateInput, products: products)
     }
+  }
+
+  /// dW (out x in) += dy^T x.
+  static func weightGradient(_ dy: Matrix, _ x: Matrix, rows: Int, inFeatures: Int, outFeatures: Int,
+                             dWeight: UnsafeMutablePointer<Float>, products: MatMul) throws(LiftError) {
+    try products.accumulateTransposed(m: outFeatures, n: inFeatures, k: rows, dy, x, into: dWeight)
+  }
+
+  /// dx (rows x in) = dy W, or += when `accumulate`.
+  static func inputGradient(_ dy: Matrix, rows: Int, inFeatures: Int, outFeatures: Int, weight: Matrix, dx: Matrix,
+                            accumulate: Bool = false, products: MatMul) throws(LiftError) {
+    try products.product(transA: false, transB: false, m: rows, n: inFeatures, k: outFeatures, dy, weight, dx,
+                         accumulate: accumulate)
   }
 }

@@ -116,11 +116,9 @@ enum Encoder {
       }
       try Profile.measure(.gemmForward) { () throws(LiftError) in
         try Linear.forward(ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: f, weight: weights(blk.fcWeight, ld: w),
-                           bias: nil, Matrix(fc, ld: f), products: mm)
+                           bias: par + blk.fcBias, fc.matrix(ld: f), products: mm)
       }
-      Profile.measure(.geluForward) {
-        GELU.forwardAddingBias(fc, bias: par + blk.fcBias, ws.g, rows: n, cols: f, activation: c.activation)
-      }
+      Profile.measure(.geluForward) { GELU.forward(fc, ws.g, count: n * f, activation: c.activation) }
       try residualBranch(gamma: blk.layerScale2.map { par + $0 }, branch: ws.perBlockBranch(ws.branch2, i), ws: ws, rows: n) {
         (target, accumulate) throws(LiftError) in
         try Linear.forward(ws.g.matrix(ld: f), rows: n, inFeatures: f, outFeatures: w, weight: weights(blk.projWeight, ld: f),
@@ -225,7 +223,7 @@ enum Encoder {
       if i == 0 {
         input = operand(ws.pooled, rows: batch, cols: c.width, staging: ws.headIn16)
       } else {
-        GELU.forward(ws.headOut[i - 1], ws.headAct[i], count: batch * d)
+        GELU.forward(.f32(ws.headOut[i - 1]), ws.headAct[i], count: batch * d)
         input = ws.headAct[i].matrix(ld: d)
       }
       let inFeatures = i == 0 ? c.width : d
@@ -320,23 +318,24 @@ enum Encoder {
       Profile.measure(.layerNormBackward) {
         LayerNorm.affine(ws.xhat2[i]!, rows: n, cols: w, gamma: par + blk.ln2Weight, beta: par + blk.ln2Bias, y: ws.h)
       }
-      Profile.measure(.geluBackward) {
-        // g = GELU(fc) for c_proj's weight gradient; fc becomes GELU'(fc) (its last use).
-        GELU.valueAndDerivativeInPlace(ws.fc[i], ws.g, count: n * f, activation: c.activation)
-      }
       let dProj = branchGradient(gamma: blk.layerScale2, branch: ws.perBlockBranch(ws.branch2, i), model: model,
                                  ws: ws, rows: n, grads: grads)
-      let dOutput = operand(dProj, rows: n, cols: w, staging: ws.stage16)
+      let dOutput = operand(dProj, rows: n, cols: w, staging: ws.residual16)
+      // c_proj's input gradient first: the activation backward then recomputes g = GELU(fc) for
+      // c_proj's weight gradient in the same pass that makes dHidden.
+      try Profile.measure(.gemmBackward) { () throws(LiftError) in
+        try Linear.inputGradient(dOutput, rows: n, inFeatures: f, outFeatures: w, weight: weights(blk.projWeight, ld: f),
+                                 dx: Matrix(ws.dg, ld: f), products: mm)
+      }
+      let dHidden = Profile.measure(.geluBackward) {
+        GELU.backward(ws.dg, preActivation: ws.fc[i], value: ws.g, rows: n, cols: f, activation: c.activation,
+                      dBias: grads + blk.fcBias, partials: ws.partials, rounded: ws.stage16)
+      }
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dOutput, dyValues: dProj, ws.g.matrix(ld: f), rows: n, inFeatures: f, outFeatures: w,
                             weight: weights(blk.projWeight, ld: f), dWeight: grads + blk.projWeight,
-                            dBias: grads + blk.projBias, dx: Matrix(ws.dg, ld: f), products: mm)
+                            dBias: grads + blk.projBias, dx: nil, products: mm)
       }
-      Profile.measure(.geluBackward) {
-        GELU.scaleAndSumColumns(ws.dg, slope: ws.fc[i], rows: n, cols: f, dBias: grads + blk.fcBias,
-                                partials: ws.partials)
-      }
-      let dHidden = operand(ws.dg, rows: n, cols: f, staging: ws.stage16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dHidden, dyValues: ws.dg, ws.h.matrix(ld: w), rows: n, inFeatures: w, outFeatures: f,
                             weight: weights(blk.fcWeight, ld: w), dWeight: grads + blk.fcWeight, dBias: nil,
@@ -350,7 +349,7 @@ enum Encoder {
       // Attention: x_mid = x_in + out_proj(attention(in_proj(ln_1(x_in)))).
       let dOutProj = branchGradient(gamma: blk.layerScale1, branch: ws.perBlockBranch(ws.branch1, i), model: model,
                                     ws: ws, rows: n, grads: grads)
-      let dMid = operand(dOutProj, rows: n, cols: w, staging: ws.stage16)
+      let dMid = operand(dOutProj, rows: n, cols: w, staging: ws.residual16)
       try Profile.measure(.gemmBackward) { () throws(LiftError) in
         try Linear.backward(dMid, dyValues: dOutProj, ws.attnOut[i].matrix(ld: w), rows: n, inFeatures: w, outFeatures: w,
                             weight: weights(blk.outWeight, ld: w), dWeight: grads + blk.outWeight,

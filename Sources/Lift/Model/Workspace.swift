@@ -10,9 +10,10 @@
 /// inference share one set, reused block after block; a workspace whose whole tower is frozen
 /// has no tower-backward buffers either.
 ///
-/// Precision: buffers whose only readers are matrix products (patches, LayerNorm outputs, qkv,
-/// attention outputs, GELU outputs, dAttn) hold float32 in fp32 precision and bfloat16 in bf16
-/// precision (`MatrixElements`). In bf16, float32 gradients that feed products are rounded
+/// Precision: buffers whose readers are matrix products and the kernels of autocast's bf16
+/// operations (patches, LayerNorm outputs, qkv, attention outputs, the MLP pre-activation and
+/// GELU outputs, dAttn) hold float32 in fp32 precision and bfloat16 in bf16 precision
+/// (`MatrixElements`). In bf16, float32 gradients that feed products are rounded
 /// into `stage16` first, and `weights16` holds the parameters rounded, refreshed by every forward.
 final class Workspace {
   let config: ModelConfig
@@ -43,7 +44,7 @@ final class Workspace {
   let qkv: [MatrixElements]                     // per block N x 3W
   let attnOut: [MatrixElements]                 // per block N x W
   let lse: [UnsafeMutablePointer<Float>]
-  let fc: [UnsafeMutablePointer<Float>]
+  let fc: [MatrixElements]                      // per block N x F MLP pre-activation (bias included)
   /// LayerScale only (else empty): per block, the attention and MLP branch outputs before gamma.
   let branch1: [UnsafeMutablePointer<Float>], branch2: [UnsafeMutablePointer<Float>]
   let xhatPost: UnsafeMutablePointer<Float>?, rstdPost: UnsafeMutablePointer<Float>?
@@ -66,6 +67,7 @@ final class Workspace {
   // bf16 precision only (nil in fp32).
   let weights16: UnsafeMutablePointer<BFloat16>?  // layout.totalCount: the parameters, rounded
   let stage16: UnsafeMutablePointer<BFloat16>?    // N x max(3W, F): a float32 gradient, rounded
+  let residual16: UnsafeMutablePointer<BFloat16>? // N x W: the residual stream's gradient (or a branch's), rounded
   let headIn16: UnsafeMutablePointer<BFloat16>?   // capacity x W: pooled features, rounded
   let headGrad16: UnsafeMutablePointer<BFloat16>? // capacity x D: a head gradient, rounded
 
@@ -109,7 +111,7 @@ final class Workspace {
     }
     let iXhat1 = saved(n * w), iRstd1 = saved(n), iXhat2 = saved(n * w), iRstd2 = saved(n)
     let iQkv = perBlock(n * 3 * w, operand: true), iAttn = perBlock(n * w, operand: true)
-    let iLse = perBlock(capacity * c.heads * c.tokens), iFc = perBlock(n * f)
+    let iLse = perBlock(capacity * c.heads * c.tokens), iFc = perBlock(n * f, operand: true)
     let iBranch1 = c.layerScale ? perBlock(n * w) : [], iBranch2 = c.layerScale ? perBlock(n * w) : []
     let iXhatPost = towerTrains ? take(n * w) : -1, iRstdPost = towerTrains ? take(n) : -1
     let iPooled = take(capacity * w)
@@ -126,6 +128,7 @@ final class Workspace {
     let iGemmScratch = take(gemmScratchCount)
     let iWeights16 = takeHalves(parameterCount)
     let iStage16 = towerTrains ? takeHalves(n * max(3 * w, f, c.patchDim)) : -1
+    let iResidual16 = towerTrains ? takeHalves(n * w) : -1
     let iHeadIn16 = takeHalves(capacity * w)
     let iHeadGrad16 = training ? takeHalves(capacity * d) : -1
     var offsets: [Int] = []
@@ -145,14 +148,14 @@ final class Workspace {
     patches = operand(iPatches); patchTokens = at(iPatchTokens); x = at(iX); h = operand(iH); g = operand(iG)
     xhatPre = opt(iXhatPre); rstdPre = opt(iRstdPre)
     xhat1 = iXhat1.map(opt); rstd1 = iRstd1.map(opt); xhat2 = iXhat2.map(opt); rstd2 = iRstd2.map(opt)
-    qkv = iQkv.map(operand); attnOut = iAttn.map(operand); lse = iLse.map(at); fc = iFc.map(at)
+    qkv = iQkv.map(operand); attnOut = iAttn.map(operand); lse = iLse.map(at); fc = iFc.map(operand)
     branch1 = iBranch1.map(at); branch2 = iBranch2.map(at)
     xhatPost = opt(iXhatPost); rstdPost = opt(iRstdPost)
     pooled = at(iPooled); headOut = iHeadOut.map(at); headAct = iHeadAct.map(operand)
     norms = at(iNorms); embeddings = at(iEmb); attnScratch = at(iAttnScratch)
     dx = at(iDx); dh = at(iDh); dqkv = at(iDqkv); dAttn = operand(iDAttn); dg = at(iDg)
     dHead = at(iDHead); partials = at(iPartials)
-    weights16 = halves(iWeights16); stage16 = halves(iStage16)
+    weights16 = halves(iWeights16); stage16 = halves(iStage16); residual16 = halves(iResidual16)
     headIn16 = halves(iHeadIn16); headGrad16 = halves(iHeadGrad16)
     products = MatMul(scratch: gemmScratchCount > 0 ? at(iGemmScratch) : nil, scratchCapacity: gemmScratchCount)
     // Touch every page now (first-touch costs stay out of the first step).
