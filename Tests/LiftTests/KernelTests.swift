@@ -391,9 +391,28 @@ final class KernelTests: XCTestCase {
       var reference = r, dx16 = r
       mlpBackward(&reference, xr, rows: rows, cols: cols, activation, bias: &bias, rounded: nil)
       var rounded = [BFloat16](repeating: 0, count: rows * cols)
+      let biasBefore = bias
       mlpBackward(&dx16, xr, rows: rows, cols: cols, activation, bias: &bias, rounded: &rounded)
       let expected: [BFloat16] = reference.map { (v: Float) -> BFloat16 in BF16.round(v) }
       XCTAssertEqual(rounded, expected)
+      // The bias gradient sums the float32 gradient, before rounding.
+      for j in 0..<cols {
+        var sum: Float = biasBefore[j]
+        for row in 0..<rows { sum += reference[row * cols + j] }
+        XCTAssertEqual(bias[j], sum, accuracy: 1e-5, "\(activation) bf16 bias \(j)")
+      }
+      // The forward in bf16 (bfloat16 in and out) is the float32 forward on the same input, rounded.
+      var x16: [BFloat16] = xr.map { (v: Float) -> BFloat16 in BF16.round(v) }
+      var y16 = [BFloat16](repeating: 0, count: x16.count)
+      var y32 = [Float](repeating: 0, count: x16.count)
+      activate(xr, into: &y32, activation)
+      let count = x16.count
+      x16.withUnsafeMutableBufferPointer { (xp: inout UnsafeMutableBufferPointer<BFloat16>) -> Void in
+        y16.withUnsafeMutableBufferPointer { (yp: inout UnsafeMutableBufferPointer<BFloat16>) -> Void in
+          GELU.forward(.bf16(xp.baseAddress!), .bf16(yp.baseAddress!), count: count, activation: activation)
+        }
+      }
+      XCTAssertEqual(y16, y32.map { (v: Float) -> BFloat16 in BF16.round(v) }, "\(activation) bf16 forward")
     }
   }
 

@@ -63,7 +63,7 @@ enum Attention {
   }
 
   /// Whether this CPU runs the fused bf16 kernel (AVX512-BF16).
-  static let hasFusedKernel = lk_cpu_has_avx512_bf16() != 0
+  static var hasFusedKernel: Bool { BF16.hasVectorKernels }
 
   /// The per-head products, as plan keys (the part is set per worker).
   private enum Product: Int, CaseIterable {

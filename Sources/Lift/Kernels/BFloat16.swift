@@ -1,3 +1,5 @@
+import LiftKernelsC
+
 /// bfloat16 values as their 16 bits: the upper half of the float32 with the same sign, exponent
 /// and leading 7 fraction bits.
 typealias BFloat16 = UInt16
@@ -5,6 +7,10 @@ typealias BFloat16 = UInt16
 /// float32 <-> bfloat16 conversions (round to nearest, ties to even, as PyTorch and oneDNN do;
 /// NaN stays a quiet NaN, overflow becomes infinity).
 enum BF16 {
+  /// Whether this CPU runs liblift's AVX512-BF16 kernels (LiftKernelsC): the fused attention
+  /// core and the MLP activation in bf16.
+  static let hasVectorKernels = lk_cpu_has_avx512_bf16() != 0
+
   /// Integer lane arithmetic only: lane selects (`replacing(with:where:)`) on integer vectors
   /// compile to scalar code here, 20x slower.
   @inline(__always)

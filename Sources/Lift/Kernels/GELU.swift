@@ -1,3 +1,5 @@
+import LiftKernelsC
+
 /// An elementwise activation as the MLP kernels apply it, 16 lanes at a time.
 protocol ActivationKernel {
   static func value(_ x: Vec16) -> Vec16
@@ -59,6 +61,11 @@ enum GELU: ActivationKernel {
   }
 
   private static func forward<A: ActivationKernel>(_ a: A.Type, _ x: MatrixElements, _ y: MatrixElements, count: Int) {
+    if BF16.hasVectorKernels, case (.bf16(let s), .bf16(let d)) = (x, y) {
+      let kind = A.self == QuickGELU.self ? LK_QUICK_GELU : LK_GELU
+      Parallel.forRanges(count, grain: 1 << 14) { r in lk_activation_forward(kind, s + r.lowerBound, d + r.lowerBound, r.count) }
+      return
+    }
     switch (x, y) {
     case (.f32(let s), .f32(let d)): forward(A.self, Float32Reader(pointer: s), Float32Writer(pointer: d), count: count)
     case (.f32(let s), .bf16(let d)): forward(A.self, Float32Reader(pointer: s), BFloat16Writer(pointer: d), count: count)
@@ -91,6 +98,15 @@ enum GELU: ActivationKernel {
                        partials: UnsafeMutablePointer<Float>, rounded: UnsafeMutablePointer<BFloat16>?) -> Matrix {
     let out: MatrixElements = rounded.map { .bf16($0) } ?? .f32(dy)
     switch (activation, x, value, out) {
+    case (_, .bf16(let s), .bf16(let y), .bf16(let d)) where BF16.hasVectorKernels:
+      let kind = activation == .quickGELU ? LK_QUICK_GELU : LK_GELU
+      let parts = Parallel.forWorkers(rows, grain: max(1, (1 << 14) / cols)) { w, r in
+        let acc = partials + w * cols
+        acc.initialize(repeating: 0, count: cols)
+        let first = r.lowerBound * cols
+        lk_activation_backward(kind, dy + first, s + first, y + first, d + first, r.count, cols, acc)
+      }
+      addPartials(partials, parts: parts, cols: cols, into: dBias)
     case (.gelu, .f32(let s), .f32(let y), .f32(let d)):
       backward(GELU.self, dy, Float32Reader(pointer: s), Float32Writer(pointer: y), Float32Writer(pointer: d), rows, cols,
                dBias, partials)
@@ -136,9 +152,15 @@ enum GELU: ActivationKernel {
         }
       }
     }
+    addPartials(partials, parts: parts, cols: cols, into: dBias)
+  }
+
+  /// sums[j] += partials[w * cols + j] over the workers' rows w in 0..<parts.
+  private static func addPartials(_ partials: UnsafeMutablePointer<Float>, parts: Int, cols: Int,
+                                  into sums: UnsafeMutablePointer<Float>) {
     for w in 0..<parts {
       let acc = partials + w * cols
-      for j in 0..<cols { dBias[j] += acc[j] }
+      for j in 0..<cols { sums[j] += acc[j] }
     }
   }
 

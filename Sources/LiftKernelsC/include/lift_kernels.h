@@ -1,5 +1,5 @@
 /* Kernels that need instructions Swift cannot name: the fused bfloat16 attention core on
- * AVX512-BF16 dot products (vdpbf16ps). Not part of liblift's C ABI (names start with lk_;
+ * AVX512-BF16 dot products (vdpbf16ps), and the bfloat16 MLP activation on 512-bit vectors. Not part of liblift's C ABI (names start with lk_;
  * liblift.so keeps them local).
  *
  * Callers check lk_cpu_has_avx512_bf16() first: the functions are compiled for that instruction
@@ -46,6 +46,19 @@ void lk_attention_backward(const lk_attention_head *head, const uint16_t *q, con
                            const uint16_t *v, const uint16_t *o, const uint16_t *d_o, const float *lse,
                            uint16_t *dq, uint16_t *dk, uint16_t *dv, ptrdiff_t ld_dqkv,
                            float *sum_q, float *sum_k, float *sum_v, void *scratch);
+
+/* The MLP's activation: exact (erf) GELU, or QuickGELU x sigmoid(1.702 x). */
+typedef enum { LK_GELU = 0, LK_QUICK_GELU = 1 } lk_activation;
+
+/* y[i] = bfloat16(f(x[i])) for i in 0..<count. */
+void lk_activation_forward(lk_activation kind, const uint16_t *x, uint16_t *y, size_t count);
+
+/* Backward through the activation for rows x cols values (rows `cols` apart), one pass over the
+ * saved bfloat16 pre-activation x: y = bfloat16(f(x)) again (the input of the next weight
+ * gradient), g = dy * f'(x) in float32, dx = bfloat16(g), and bias_sums[j] += the column sums
+ * of g (cols floats). */
+void lk_activation_backward(lk_activation kind, const float *dy, const uint16_t *x, uint16_t *y, uint16_t *dx,
+                            size_t rows, size_t cols, float *bias_sums);
 
 #ifdef __cplusplus
 }
