@@ -64,7 +64,7 @@ let package = Package(
     .target(
       name: "LiftKernelsC",
       path: "Sources/LiftKernelsC",
-      cSettings: [.unsafeFlags(["-O3", "-gdwarf-4"])]
+      cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-gdwarf-4"])]
     ),
     .target(
       name: "Lift",

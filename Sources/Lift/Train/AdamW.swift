@@ -1,4 +1,5 @@
 import Glibc
+import LiftKernelsC
 
 /// AdamW with decoupled weight decay, as torch.optim.AdamW computes it (step t counts from 1),
 /// on the gradient scaled by `gradScale` (the clipping coefficient), zeroing the gradient as it
@@ -13,48 +14,30 @@ enum AdamW {
   static func update(layout: ParameterLayout, params: UnsafeMutablePointer<Float>, grads: UnsafeMutablePointer<Float>,
                      gradScale: Float, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, step t: Int,
                      lr baseLR: Double, config: TrainConfig, lowestGroup: Int = 0) {
-    let b1 = Float(config.beta1), b2 = Float(config.beta2)
     let bc1 = 1 - pow(config.beta1, Double(t)), bc2 = 1 - pow(config.beta2, Double(t))
-    let invSqrtBc2 = Float(1 / bc2.squareRoot())
-    let eps = Float(config.eps)
-    let headGroup = layout.towerGroups
-    for (index, tensor) in layout.tensors.enumerated() {
-      let group = layout.group(ofOffset: tensor.offset)
-      if group < lowestGroup { continue }
-      let lr = config.layerDecay == 1 ? baseLR : baseLR * pow(config.layerDecay, Double(headGroup - group))
-      let stepSize = Float(lr / bc1)
-      let decay = Float(1 - lr * (tensor.decays ? config.weightDecay : 0))
-      let o = tensor.offset
-      // The tensor and the padding after it (zero gradient keeps zero padding at zero).
-      let end = index + 1 < layout.tensors.count ? layout.tensors[index + 1].offset : layout.totalCount
-      Parallel.forRanges(end - o, grain: 1 << 15) { r in
-        let p = params + o, g = grads + o, mm = m + o, vv = v + o
-        let vb1 = Vec16(repeating: b1), vb2 = Vec16(repeating: b2), vdecay = Vec16(repeating: decay)
-        let v1b1 = Vec16(repeating: 1 - b1), v1b2 = Vec16(repeating: 1 - b2)
-        let vstep = Vec16(repeating: stepSize), vbc = Vec16(repeating: invSqrtBc2), veps = Vec16(repeating: eps)
-        let vscale = Vec16(repeating: gradScale)
-        var i = r.lowerBound
-        while i + 16 <= r.upperBound {
-          let gi = g.vload(i) * vscale
-          g.vstore(Vec16(), i)
-          let mi = mm.vload(i) * vb1 + v1b1 * gi
-          let vi = vv.vload(i) * vb2 + v1b2 * gi * gi
-          mm.vstore(mi, i)
-          vv.vstore(vi, i)
-          let denom = vi.squareRoot() * vbc + veps
-          p.vstore(p.vload(i) * vdecay - vstep * mi / denom, i)
-          i += 16
-        }
-        while i < r.upperBound {
-          let gi = g[i] * gradScale
-          g[i] = 0
-          let mi = mm[i] * b1 + (1 - b1) * gi
-          let vi = vv[i] * b2 + (1 - b2) * gi * gi
-          mm[i] = mi
-          vv[i] = vi
-          p[i] = p[i] * decay - stepSize * mi / (vi.squareRoot() * invSqrtBc2 + eps)
-          i += 1
-        }
+    var constants = lk_adamw_constants(beta1: Float(config.beta1), beta2: Float(config.beta2), eps: Float(config.eps),
+                                       inv_sqrt_bc2: Float(1 / bc2.squareRoot()), grad_scale: gradScale)
+    let headGroup = layout.towerGroups, tensors = layout.tensors
+    // The trained tensors are a suffix of the buffer; one pass over it, split evenly between the
+    // workers, each walking the tensors its range overlaps. Tensor i owns [offset_i, offset_i+1)
+    // (its padding too: a zero gradient keeps zero padding at zero).
+    let start = layout.offset(ofGroup: lowestGroup)
+    guard start < layout.totalCount else { return }
+    let first = tensors.firstIndex { $0.offset == start }!
+    Parallel.forRanges(layout.totalCount - start, grain: 1 << 15) { r in
+      var lo = start + r.lowerBound
+      let hi = start + r.upperBound
+      var index = first
+      while index + 1 < tensors.count && tensors[index + 1].offset <= lo { index += 1 }
+      while lo < hi {
+        let tensor = tensors[index]
+        let end = min(hi, index + 1 < tensors.count ? tensors[index + 1].offset : layout.totalCount)
+        let group = layout.group(ofOffset: tensor.offset)
+        let lr = config.layerDecay == 1 ? baseLR : baseLR * pow(config.layerDecay, Double(headGroup - group))
+        lk_adamw_update(&constants, Float(lr / bc1), Float(1 - lr * (tensor.decays ? config.weightDecay : 0)),
+                        params + lo, grads + lo, m + lo, v + lo, end - lo)
+        lo = end
+        index += 1
       }
     }
   }

@@ -60,6 +60,19 @@ void lk_activation_forward(lk_activation kind, const uint16_t *x, uint16_t *y, s
 void lk_activation_backward(lk_activation kind, const float *dy, const uint16_t *x, uint16_t *y, uint16_t *dx,
                             size_t rows, size_t cols, float *bias_sums);
 
+/* AdamW's per-step constants: betas, eps, 1 / sqrt(1 - beta2^t), and the clipping factor the
+ * gradient is scaled by. */
+typedef struct {
+  float beta1, beta2, eps, inv_sqrt_bc2, grad_scale;
+} lk_adamw_constants;
+
+/* For i in 0..<count: g' = grad_scale g[i]; m = beta1 m + (1 - beta1) g'; v = beta2 v +
+ * (1 - beta2) g'^2; p = p decay - step_size m / (sqrt(v) inv_sqrt_bc2 + eps); g[i] = 0.
+ * Each operation rounds to float32 on its own (no fused multiply-add), so the result does not
+ * depend on how the buffer is split. Any CPU. */
+void lk_adamw_update(const lk_adamw_constants *c, float step_size, float decay, float *p, float *g, float *m,
+                     float *v, size_t count);
+
 #ifdef __cplusplus
 }
 #endif
