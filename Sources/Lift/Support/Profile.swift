@@ -32,6 +32,25 @@ public enum Profile {
     return try body()
   }
 
+  /// A stopwatch over a sequence of calls: `lap(phase)` adds the time since the previous lap
+  /// (or since `Laps()`) to `phase`, so a pass reads as kernel calls each followed by the phase
+  /// it belongs to. Free when profiling is off.
+  struct Laps {
+    private var last = timespec()
+
+    init() { if Profile.enabled { clock_gettime(CLOCK_MONOTONIC, &last) } }
+
+    @inline(__always)
+    mutating func lap(_ phase: Phase) {
+      guard Profile.enabled else { return }
+      var now = timespec()
+      clock_gettime(CLOCK_MONOTONIC, &now)
+      let elapsed = Double(now.tv_sec - last.tv_sec) + Double(now.tv_nsec - last.tv_nsec) * 1e-9
+      seconds.withLock { $0[phase.rawValue] += elapsed }
+      last = now
+    }
+  }
+
   /// Seconds per phase accumulated so far (empty when profiling is off).
   public static func report() -> [(String, Double)] {
     guard enabled else { return [] }
