@@ -1,8 +1,9 @@
-/* The MLP activation of a bfloat16 block, forward and backward, on AVX-512.
+/* The MLP activation, forward and backward, on AVX-512: bfloat16 storage (bf16 precision) or
+ * float32.
  *
  * The transcendentals are the ones liblift's Swift kernels use (MathApprox): exp by Cephes-style
  * range reduction and a degree-6 polynomial, erf by Abramowitz & Stegun 7.1.26, so the float32
- * values agree with the Swift path to float rounding; results are rounded to bfloat16 to nearest
+ * values agree with the Swift path to float rounding; bfloat16 results are rounded to nearest
  * even (vcvtneps2bf16). */
 #include "lift_kernels.h"
 #include "avx512_bf16.h"
@@ -43,27 +44,61 @@ static inline __m512 activate(lk_activation kind, __m512 x, __m512 *slope) {
   return _mm512_mul_ps(x, cdf);
 }
 
-void lk_activation_forward(lk_activation kind, const uint16_t *x, uint16_t *y, size_t count) {
+/* The first 16 lanes (at most) of n. */
+static inline __mmask16 head_lanes(size_t n) { return lanes(n < 16 ? (int)n : 16); }
+
+/* Element access in the two storage types: bfloat16 (widened, rounded) or float32. */
+static inline __m512 load_bf16(const void *p, size_t i, __mmask16 m) { return widen16((const uint16_t *)p + i, m); }
+static inline __m512 load_f32(const void *p, size_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, (const float *)p + i); }
+static inline void store_bf16(void *p, size_t i, __mmask16 m, __m512 v) {
+  _mm256_mask_storeu_epi16((uint16_t *)p + i, m, round16(v));
+}
+static inline void store_f32(void *p, size_t i, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps((float *)p + i, m, v); }
+
+/* The two passes, written once for both storage types (inlined with the type's load and store). */
+static inline __attribute__((always_inline)) void forward(lk_activation kind, const void *x, void *y, size_t count,
+                                                          __m512 (*load)(const void *, size_t, __mmask16),
+                                                          void (*store)(void *, size_t, __mmask16, __m512)) {
   for (size_t i = 0; i < count; i += 16) {
-    const __mmask16 m = lanes(count - i < 16 ? (int)(count - i) : 16);
-    _mm256_mask_storeu_epi16(y + i, m, round16(activate(kind, widen16(x + i, m), NULL)));
+    const __mmask16 m = head_lanes(count - i);
+    store(y, i, m, activate(kind, load(x, i, m), NULL));
   }
+}
+
+static inline __attribute__((always_inline)) void backward(lk_activation kind, const float *dy, const void *x, void *y,
+                                                           void *dx, size_t rows, size_t cols, float *bias_sums,
+                                                           __m512 (*load)(const void *, size_t, __mmask16),
+                                                           void (*store)(void *, size_t, __mmask16, __m512)) {
+  for (size_t r = 0; r < rows; r++) {
+    const size_t first = r * cols;
+    for (size_t j = 0; j < cols; j += 16) {
+      const __mmask16 m = head_lanes(cols - j);
+      __m512 slope;
+      const __m512 value = activate(kind, load(x, first + j, m), &slope);
+      const __m512 grad = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + first + j), slope);
+      store(y, first + j, m, value);
+      store(dx, first + j, m, grad);
+      _mm512_mask_storeu_ps(bias_sums + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, bias_sums + j), grad));
+    }
+  }
+}
+
+void lk_activation_forward(lk_activation kind, const uint16_t *x, uint16_t *y, size_t count) {
+  forward(kind, x, y, count, load_bf16, store_bf16);
 }
 
 void lk_activation_backward(lk_activation kind, const float *dy, const uint16_t *x, uint16_t *y, uint16_t *dx,
                             size_t rows, size_t cols, float *bias_sums) {
-  for (size_t r = 0; r < rows; r++) {
-    const size_t first = r * cols;
-    for (size_t j = 0; j < cols; j += 16) {
-      const __mmask16 m = lanes(cols - j < 16 ? (int)(cols - j) : 16);
-      __m512 slope;
-      const __m512 value = activate(kind, widen16(x + first + j, m), &slope);
-      const __m512 grad = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + first + j), slope);
-      _mm256_mask_storeu_epi16(y + first + j, m, round16(value));
-      _mm256_mask_storeu_epi16(dx + first + j, m, round16(grad));
-      _mm512_mask_storeu_ps(bias_sums + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, bias_sums + j), grad));
-    }
-  }
+  backward(kind, dy, x, y, dx, rows, cols, bias_sums, load_bf16, store_bf16);
+}
+
+void lk_activation_forward_f32(lk_activation kind, const float *x, float *y, size_t count) {
+  forward(kind, x, y, count, load_f32, store_f32);
+}
+
+void lk_activation_backward_f32(lk_activation kind, float *dy, const float *x, float *y, size_t rows, size_t cols,
+                                float *bias_sums) {
+  backward(kind, dy, x, y, dy, rows, cols, bias_sums, load_f32, store_f32);
 }
 
 #pragma clang attribute pop

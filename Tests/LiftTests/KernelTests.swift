@@ -366,20 +366,23 @@ final class KernelTests: XCTestCase {
   /// against the float32 form on the same rounded input.
   func testMLPActivationBackward() {
     let rows = 3, cols = 19
-    for activation in [ModelConfig.Activation.gelu, .quickGELU] {
+    // The AVX-512 kernels (where the CPU has them) and the portable loops, each on its own.
+    let vector: Bool = BF16.hasVectorKernels
+    let cases: [(ModelConfig.Activation, Bool)] = [(.gelu, false), (.quickGELU, false), (.gelu, vector), (.quickGELU, vector)]
+    for (activation, vk) in cases {
       var rng = TestRNG(4)
       var x: [Float] = rng.floats(rows * cols).map { (v: Float) -> Float in v * 4 }
       let r: [Float] = rng.floats(rows * cols)
       func loss(_ input: [Float]) -> Double {
         var y = [Float](repeating: 0, count: input.count)
-        activate(input, into: &y, activation)
+        activate(input, into: &y, activation, vectorKernels: vk)
         var sum = 0.0
         for i in 0..<y.count { sum += Double(y[i]) * Double(r[i]) }
         return sum
       }
       var dx = r
       var bias = [Float](repeating: 1, count: cols)
-      mlpBackward(&dx, x, rows: rows, cols: cols, activation, bias: &bias, rounded: nil)
+      mlpBackward(&dx, x, rows: rows, cols: cols, activation, bias: &bias, rounded: nil, vectorKernels: vk)
       assertClose(dx, numericGradient(&x, loss), "\(activation) dx")
       for j in 0..<cols {
         var sum: Float = 1
@@ -389,10 +392,10 @@ final class KernelTests: XCTestCase {
       // bf16: the same on the rounded input, dx rounded once at the end.
       let xr: [Float] = x.map { (v: Float) -> Float in BF16.widen(BF16.round(v)) }
       var reference = r, dx16 = r
-      mlpBackward(&reference, xr, rows: rows, cols: cols, activation, bias: &bias, rounded: nil)
+      mlpBackward(&reference, xr, rows: rows, cols: cols, activation, bias: &bias, rounded: nil, vectorKernels: vk)
       var rounded = [BFloat16](repeating: 0, count: rows * cols)
       let biasBefore = bias
-      mlpBackward(&dx16, xr, rows: rows, cols: cols, activation, bias: &bias, rounded: &rounded)
+      mlpBackward(&dx16, xr, rows: rows, cols: cols, activation, bias: &bias, rounded: &rounded, vectorKernels: vk)
       let expected: [BFloat16] = reference.map { (v: Float) -> BFloat16 in BF16.round(v) }
       XCTAssertEqual(rounded, expected)
       // The bias gradient sums the float32 gradient, before rounding.
@@ -405,11 +408,12 @@ final class KernelTests: XCTestCase {
       var x16: [BFloat16] = xr.map { (v: Float) -> BFloat16 in BF16.round(v) }
       var y16 = [BFloat16](repeating: 0, count: x16.count)
       var y32 = [Float](repeating: 0, count: x16.count)
-      activate(xr, into: &y32, activation)
+      activate(xr, into: &y32, activation, vectorKernels: vk)
       let count = x16.count
       x16.withUnsafeMutableBufferPointer { (xp: inout UnsafeMutableBufferPointer<BFloat16>) -> Void in
         y16.withUnsafeMutableBufferPointer { (yp: inout UnsafeMutableBufferPointer<BFloat16>) -> Void in
-          GELU.forward(.bf16(xp.baseAddress!), .bf16(yp.baseAddress!), count: count, activation: activation)
+          GELU.forward(.bf16(xp.baseAddress!), .bf16(yp.baseAddress!), count: count, activation: activation,
+                       vectorKernels: vk)
         }
       }
       XCTAssertEqual(y16, y32.map { (v: Float) -> BFloat16 in BF16.round(v) }, "\(activation) bf16 forward")
@@ -417,12 +421,14 @@ final class KernelTests: XCTestCase {
   }
 
   /// y = activation(x) through the MLP kernel (float32).
-  func activate(_ x: [Float], into y: inout [Float], _ activation: ModelConfig.Activation) {
+  func activate(_ x: [Float], into y: inout [Float], _ activation: ModelConfig.Activation,
+                vectorKernels: Bool = BF16.hasVectorKernels) {
     var input = x
     let count = x.count
     input.withUnsafeMutableBufferPointer { (xp: inout UnsafeMutableBufferPointer<Float>) -> Void in
       y.withUnsafeMutableBufferPointer { (yp: inout UnsafeMutableBufferPointer<Float>) -> Void in
-        GELU.forward(.f32(xp.baseAddress!), .f32(yp.baseAddress!), count: count, activation: activation)
+        GELU.forward(.f32(xp.baseAddress!), .f32(yp.baseAddress!), count: count, activation: activation,
+                     vectorKernels: vectorKernels)
       }
     }
   }
@@ -430,7 +436,8 @@ final class KernelTests: XCTestCase {
   /// GELU.backward on dy in place (rounded nil) or into `rounded`, with the pre-activation x saved
   /// as bfloat16 exactly when `rounded` is given.
   func mlpBackward(_ dy: inout [Float], _ x: [Float], rows: Int, cols: Int, _ activation: ModelConfig.Activation,
-                   bias: inout [Float], rounded: UnsafeMutablePointer<BFloat16>?) {
+                   bias: inout [Float], rounded: UnsafeMutablePointer<BFloat16>?,
+                   vectorKernels: Bool = BF16.hasVectorKernels) {
     var x32 = x
     var x16: [BFloat16] = x.map { (v: Float) -> BFloat16 in BF16.round(v) }
     let xs: [Float] = rounded == nil ? x : x16.map { (h: BFloat16) -> Float in BF16.widen(h) }
@@ -445,11 +452,11 @@ final class KernelTests: XCTestCase {
           let value: MatrixElements = rounded == nil ? .f32(value32) : .bf16(value16)
           let operand: Matrix = GELU.backward(d.baseAddress!, preActivation: saved, value: value, rows: rows, cols: cols,
                                               activation: activation, dBias: &bias, partials: &partials,
-                                              rounded: rounded)
+                                              rounded: rounded, vectorKernels: vectorKernels)
           XCTAssertEqual(operand.type, rounded == nil ? ElementType.f32 : ElementType.bf16)
           // The value pass: activation(x) as the forward computes it.
           var expected = [Float](repeating: 0, count: rows * cols)
-          activate(xs, into: &expected, activation)
+          activate(xs, into: &expected, activation, vectorKernels: vectorKernels)
           for i in 0..<(rows * cols) {
             let got: Float = rounded == nil ? value32[i] : BF16.widen(value16[i])
             let want: Float = rounded == nil ? expected[i] : BF16.widen(BF16.round(expected[i]))

@@ -30,8 +30,10 @@ enum QuickGELU: ActivationKernel {
 }
 
 /// Exact (erf) GELU: y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as nn.GELU() computes it.
-/// The block MLP kernels below (`forwardAddingBias`, `valueAndDerivativeInPlace`) apply the
-/// model's activation, GELU or QuickGELU; the others are GELU's own (the LIFT head's).
+/// The MLP kernels below (`forward`, and `backward` with a pre-activation) apply the model's
+/// activation, GELU or QuickGELU; the elementwise `backward` is GELU's own (the LIFT head's).
+/// On CPUs with AVX512-BF16 the MLP passes run on LiftKernelsC's 512-bit kernels (same
+/// approximations), elsewhere on the generic loops here.
 enum GELU: ActivationKernel {
   static let invSqrt2: Float = 0.707_106_781_186_547_5
   static let invSqrt2Pi: Float = 0.398_942_280_401_432_7
@@ -52,21 +54,26 @@ enum GELU: ActivationKernel {
   }
 
   /// y[i] = activation(x[i]) for i in 0..<count (parallel); x is the saved pre-activation
-  /// (float32, or bfloat16 in bf16 precision), y a product input.
-  static func forward(_ x: MatrixElements, _ y: MatrixElements, count: Int, activation: ModelConfig.Activation = .gelu) {
+  /// (float32, or bfloat16 in bf16 precision), y a product input. `vectorKernels` false runs
+  /// the portable loops where the AVX-512 ones would run (for tests).
+  static func forward(_ x: MatrixElements, _ y: MatrixElements, count: Int, activation: ModelConfig.Activation = .gelu,
+                      vectorKernels: Bool = BF16.hasVectorKernels) {
     switch activation {
-    case .gelu: forward(GELU.self, x, y, count: count)
-    case .quickGELU: forward(QuickGELU.self, x, y, count: count)
+    case .gelu: forward(GELU.self, x, y, count: count, vectorKernels)
+    case .quickGELU: forward(QuickGELU.self, x, y, count: count, vectorKernels)
     }
   }
 
-  private static func forward<A: ActivationKernel>(_ a: A.Type, _ x: MatrixElements, _ y: MatrixElements, count: Int) {
-    if BF16.hasVectorKernels, case (.bf16(let s), .bf16(let d)) = (x, y) {
-      let kind = A.self == QuickGELU.self ? LK_QUICK_GELU : LK_GELU
-      Parallel.forRanges(count, grain: 1 << 14) { r in lk_activation_forward(kind, s + r.lowerBound, d + r.lowerBound, r.count) }
-      return
-    }
+  private static func forward<A: ActivationKernel>(_ a: A.Type, _ x: MatrixElements, _ y: MatrixElements, count: Int,
+                                                   _ vectorKernels: Bool) {
+    let kind = A.self == QuickGELU.self ? LK_QUICK_GELU : LK_GELU
     switch (x, y) {
+    case (.bf16(let s), .bf16(let d)) where vectorKernels:
+      Parallel.forRanges(count, grain: 1 << 14) { r in lk_activation_forward(kind, s + r.lowerBound, d + r.lowerBound, r.count) }
+    case (.f32(let s), .f32(let d)) where vectorKernels:
+      Parallel.forRanges(count, grain: 1 << 14) { r in
+        lk_activation_forward_f32(kind, s + r.lowerBound, d + r.lowerBound, r.count)
+      }
     case (.f32(let s), .f32(let d)): forward(A.self, Float32Reader(pointer: s), Float32Writer(pointer: d), count: count)
     case (.f32(let s), .bf16(let d)): forward(A.self, Float32Reader(pointer: s), BFloat16Writer(pointer: d), count: count)
     case (.bf16(let s), .f32(let d)): forward(A.self, BFloat16Reader(pointer: s), Float32Writer(pointer: d), count: count)
@@ -92,21 +99,22 @@ enum GELU: ActivationKernel {
   /// gradient's input), dx = dy * activation'(x) sharing the transcendentals, dBias += column
   /// sums of dx (float32, before any rounding), and dx written where the product that consumes
   /// it reads it: over dy in float32, or rounded into `rounded` in bf16. Returns that operand.
-  /// `partials` holds workers * cols floats.
+  /// `partials` holds workers * cols floats. `vectorKernels` as in `forward`.
   static func backward(_ dy: UnsafeMutablePointer<Float>, preActivation x: MatrixElements, value: MatrixElements,
                        rows: Int, cols: Int, activation: ModelConfig.Activation, dBias: UnsafeMutablePointer<Float>,
-                       partials: UnsafeMutablePointer<Float>, rounded: UnsafeMutablePointer<BFloat16>?) -> Matrix {
+                       partials: UnsafeMutablePointer<Float>, rounded: UnsafeMutablePointer<BFloat16>?,
+                       vectorKernels: Bool = BF16.hasVectorKernels) -> Matrix {
     let out: MatrixElements = rounded.map { .bf16($0) } ?? .f32(dy)
+    let kind = activation == .quickGELU ? LK_QUICK_GELU : LK_GELU
     switch (activation, x, value, out) {
-    case (_, .bf16(let s), .bf16(let y), .bf16(let d)) where BF16.hasVectorKernels:
-      let kind = activation == .quickGELU ? LK_QUICK_GELU : LK_GELU
-      let parts = Parallel.forWorkers(rows, grain: max(1, (1 << 14) / cols)) { w, r in
-        let acc = partials + w * cols
-        acc.initialize(repeating: 0, count: cols)
-        let first = r.lowerBound * cols
-        lk_activation_backward(kind, dy + first, s + first, y + first, d + first, r.count, cols, acc)
+    case (_, .bf16(let s), .bf16(let y), .bf16(let d)) where vectorKernels:
+      overRows(rows, cols, dBias, partials) { first, count, sums in
+        lk_activation_backward(kind, dy + first, s + first, y + first, d + first, count, cols, sums)
       }
-      addPartials(partials, parts: parts, cols: cols, into: dBias)
+    case (_, .f32(let s), .f32(let y), .f32) where vectorKernels:
+      overRows(rows, cols, dBias, partials) { first, count, sums in
+        lk_activation_backward_f32(kind, dy + first, s + first, y + first, count, cols, sums)
+      }
     case (.gelu, .f32(let s), .f32(let y), .f32(let d)):
       backward(GELU.self, dy, Float32Reader(pointer: s), Float32Writer(pointer: y), Float32Writer(pointer: d), rows, cols,
                dBias, partials)
@@ -125,14 +133,29 @@ enum GELU: ActivationKernel {
     return rounded.map { Matrix($0, ld: cols) } ?? Matrix(dy, ld: cols)
   }
 
-  private static func backward<A: ActivationKernel, R: ProductInputReader, W: ProductInputWriter>(
-    _ a: A.Type, _ dy: UnsafeMutablePointer<Float>, _ x: R, _ value: W, _ out: W, _ rows: Int, _ cols: Int,
-    _ dBias: UnsafeMutablePointer<Float>, _ partials: UnsafeMutablePointer<Float>) {
+  /// Runs `body(first element, row count, column sums)` on each worker's share of the rows x cols
+  /// elements, with zeroed column sums (cols floats of `partials`) per worker, then adds the
+  /// workers' column sums into `sums` in worker order.
+  private static func overRows(_ rows: Int, _ cols: Int, _ sums: UnsafeMutablePointer<Float>,
+                               _ partials: UnsafeMutablePointer<Float>,
+                               _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
     let parts = Parallel.forWorkers(rows, grain: max(1, (1 << 14) / cols)) { w, r in
       let acc = partials + w * cols
       acc.initialize(repeating: 0, count: cols)
-      for row in r {
-        let first = row * cols
+      body(r.lowerBound * cols, r.count, acc)
+    }
+    for w in 0..<parts {
+      let acc = partials + w * cols
+      for j in 0..<cols { sums[j] += acc[j] }
+    }
+  }
+
+  private static func backward<A: ActivationKernel, R: ProductInputReader, W: ProductInputWriter>(
+    _ a: A.Type, _ dy: UnsafeMutablePointer<Float>, _ x: R, _ value: W, _ out: W, _ rows: Int, _ cols: Int,
+    _ dBias: UnsafeMutablePointer<Float>, _ partials: UnsafeMutablePointer<Float>) {
+    overRows(rows, cols, dBias, partials) { start, count, acc in
+      for row in 0..<count {
+        let first = start + row * cols
         var j = 0
         while j + 16 <= cols {
           let (y, slope) = A.valueAndDerivative(x.load(first + j))
@@ -152,16 +175,6 @@ enum GELU: ActivationKernel {
         }
       }
     }
-    addPartials(partials, parts: parts, cols: cols, into: dBias)
-  }
-
-  /// sums[j] += partials[w * cols + j] over the workers' rows w in 0..<parts.
-  private static func addPartials(_ partials: UnsafeMutablePointer<Float>, parts: Int, cols: Int,
-                                  into sums: UnsafeMutablePointer<Float>) {
-    for w in 0..<parts {
-      let acc = partials + w * cols
-      for j in 0..<cols { sums[j] += acc[j] }
-    }
   }
 
   @inline(__always)
@@ -170,36 +183,6 @@ enum GELU: ActivationKernel {
     let e = MathApprox.exp(-u * u)
     let cdf = Vec16(repeating: 0.5) * (Vec16(repeating: 1) + MathApprox.erf(u, expNegSquare: e))
     return (x * cdf, cdf + x * Vec16(repeating: invSqrt2Pi) * e)
-  }
-
-  /// Backward helper, second half: dy *= slope (rows x cols) in place, and dBias += column
-  /// sums of the result. `partials` holds workers * cols floats.
-  static func scaleAndSumColumns(_ dy: UnsafeMutablePointer<Float>, slope: UnsafePointer<Float>, rows: Int, cols: Int,
-                                 dBias: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<Float>) {
-    let parts = Parallel.forWorkers(rows, grain: max(1, (1 << 14) / cols)) { w, r in
-      let acc = partials + w * cols
-      acc.initialize(repeating: 0, count: cols)
-      for row in r {
-        let dr = dy + row * cols, sr = slope + row * cols
-        var j = 0
-        while j + 16 <= cols {
-          let v = dr.vload(j) * sr.vload(j)
-          dr.vstore(v, j)
-          acc.vstore(acc.vload(j) + v, j)
-          j += 16
-        }
-        while j < cols {
-          let v = dr[j] * sr[j]
-          dr[j] = v
-          acc[j] += v
-          j += 1
-        }
-      }
-    }
-    for w in 0..<parts {
-      let acc = partials + w * cols
-      for j in 0..<cols { dBias[j] += acc[j] }
-    }
   }
 
   /// dx[i] = dy[i] * GELU'(x[i]) (dx may alias dy).

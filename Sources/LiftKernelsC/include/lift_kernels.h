@@ -1,9 +1,9 @@
 /* Kernels that need instructions Swift cannot name: the fused bfloat16 attention core on
- * AVX512-BF16 dot products (vdpbf16ps), and the bfloat16 MLP activation on 512-bit vectors. Not part of liblift's C ABI (names start with lk_;
+ * AVX512-BF16 dot products (vdpbf16ps), and the MLP activation on 512-bit vectors. Not part of liblift's C ABI (names start with lk_;
  * liblift.so keeps them local).
  *
  * Callers check lk_cpu_has_avx512_bf16() first: the functions are compiled for that instruction
- * set alone and must not run on a CPU without it. Thread-safe: no global state; each call works
+ * set alone and must not run on a CPU without it (lk_adamw_update excepted: any CPU). Thread-safe: no global state; each call works
  * in the scratch it is given. */
 #ifndef LIFT_KERNELS_H
 #define LIFT_KERNELS_H
@@ -59,6 +59,11 @@ void lk_activation_forward(lk_activation kind, const uint16_t *x, uint16_t *y, s
  * of g (cols floats). */
 void lk_activation_backward(lk_activation kind, const float *dy, const uint16_t *x, uint16_t *y, uint16_t *dx,
                             size_t rows, size_t cols, float *bias_sums);
+
+/* The same in float32: y = f(x); and dx = dy * f'(x) written over dy. */
+void lk_activation_forward_f32(lk_activation kind, const float *x, float *y, size_t count);
+void lk_activation_backward_f32(lk_activation kind, float *dy, const float *x, float *y, size_t rows, size_t cols,
+                                float *bias_sums);
 
 /* AdamW's per-step constants: betas, eps, 1 / sqrt(1 - beta2^t), and the clipping factor the
  * gradient is scaled by. */
