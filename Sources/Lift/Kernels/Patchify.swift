@@ -47,27 +47,39 @@ enum Patchify {
       }
     case .uint8NHWC(let img):
       let mean = config.imageMean, std = config.imageStd
-      var scale = [Float](repeating: 0, count: c), shift = [Float](repeating: 0, count: c)
-      for ch in 0..<c {
-        scale[ch] = 1 / (255 * std[ch])
-        shift[ch] = -mean[ch] / std[ch]
+      // scale[ch], then shift[ch], on the stack.
+      withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * c) { affine in
+        for ch in 0..<c {
+          affine[ch] = 1 / (255 * std[ch])
+          affine[c + ch] = -mean[ch] / std[ch]
+        }
+        switch out {
+        case .f32(let dst): uint8Patches(img, config: config, batch: batch, affine: affine.baseAddress!,
+                                         into: Float32Writer(pointer: dst))
+        case .bf16(let dst): uint8Patches(img, config: config, batch: batch, affine: affine.baseAddress!,
+                                          into: BFloat16Writer(pointer: dst))
+        }
       }
-      scale.withUnsafeBufferPointer { scale in
-        shift.withUnsafeBufferPointer { shift in
-          Parallel.forRanges(batch * g, grain: 1) { r in
-            for bp in r {
-              let b = bp / g, py = bp % g
-              for px in 0..<g {
-                let row = out.advanced(by: ((b * g + py) * g + px) * pd)
-                for i in 0..<p {
-                  let src = img + ((b * s + py * p + i) * s + px * p) * c
-                  for j in 0..<p {
-                    for ch in 0..<c {
-                      row.store(Float(src[j * c + ch]) * scale[ch] + shift[ch], at: (ch * p + i) * p + j)
-                    }
-                  }
-                }
-              }
+    }
+  }
+
+  /// The uint8 NHWC path, specialised per output type: x * scale[ch] + shift[ch] with the c
+  /// scales then the c shifts in `affine`; each patch row's pixels are de-interleaved channel
+  /// by channel into contiguous runs of the output row.
+  private static func uint8Patches<W: ProductInputWriter>(_ img: UnsafePointer<UInt8>, config: ModelConfig, batch: Int,
+                                                          affine: UnsafePointer<Float>, into out: W) {
+    let c = config.channels, s = config.imageSize, p = config.patch
+    let g = s / p, pd = c * p * p
+    Parallel.forRanges(batch * g, grain: 1) { r in
+      for bp in r {
+        let b = bp / g, py = bp % g
+        for px in 0..<g {
+          let row = out.advanced(by: ((b * g + py) * g + px) * pd)
+          for i in 0..<p {
+            let src = img + ((b * s + py * p + i) * s + px * p) * c
+            for ch in 0..<c {
+              let scale = affine[ch], shift = affine[c + ch], dst = row.advanced(by: (ch * p + i) * p)
+              for j in 0..<p { dst.store(Float(src[j * c + ch]) * scale + shift, at: j) }
             }
           }
         }
