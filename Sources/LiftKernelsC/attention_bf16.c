@@ -43,7 +43,7 @@ static inline size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * 
 typedef struct {
   uint32_t *kp, *vp;     /* hp x Tp: K^T, V^T, pairs along hd (B of S = Q K^T and dP = dO V^T) */
   uint32_t *kn, *vn;     /* tw x hd: K, V, pairs of tokens (B of dQ = dS K and O = P V) */
-  uint32_t *qt, *dot;    /* hd x tw: Q^T, dO^T, pairs of tokens (A of dK^T and dV^T) */
+  uint32_t *qt, *dot;    /* hd x twp: Q^T, dO^T, pairs of tokens (A of dK^T and dV^T), tw rounded up to 16 */
   float *s, *dp;         /* ROW_BLOCK x Tp: scores / probabilities, probability gradients / dS */
   uint32_t *pr;          /* ROW_BLOCK x Tp/2: P or dS rounded, row-major (A of O = P V, dQ = dS K) */
   uint32_t *pn, *dsn;    /* ROW_BLOCK/2 x Tp: P and dS, pairs of rows (B of dV^T, dK^T) */
@@ -53,7 +53,8 @@ typedef struct {
 } scratch_layout;
 
 static size_t layout_scratch(int tokens, int head_dim, char *base, scratch_layout *l) {
-  size_t t = (size_t)tokens, hd = (size_t)head_dim, tp = round_up(t, 16), tw = (t + 1) / 2, hp = hd / 2;
+  size_t t = (size_t)tokens, hd = (size_t)head_dim, tp = round_up(t, 16), tw = (t + 1) / 2, twp = round_up(tw, 16);
+  size_t hp = hd / 2;
   size_t offset = 0;
 #define TAKE(field, type, count)                                        \
   do {                                                                  \
@@ -64,8 +65,8 @@ static size_t layout_scratch(int tokens, int head_dim, char *base, scratch_layou
   TAKE(vp, uint32_t, hp * tp);
   TAKE(kn, uint32_t, tw * hd);
   TAKE(vn, uint32_t, tw * hd);
-  TAKE(qt, uint32_t, hd * tw);
-  TAKE(dot, uint32_t, hd * tw);
+  TAKE(qt, uint32_t, hd * twp);
+  TAKE(dot, uint32_t, hd * twp);
   TAKE(s, float, ROW_BLOCK * tp);
   TAKE(dp, float, ROW_BLOCK * tp);
   TAKE(pr, uint32_t, ROW_BLOCK * tp / 2);
@@ -162,21 +163,6 @@ static inline void store_rounded(uint16_t *dst, const float *src, int n, float f
   }
 }
 
-/* sums[0..<n] += src[0..<n]. */
-static inline void add_row(float *sums, const float *src, int n) {
-  for (int j = 0; j < n; j += 16) {
-    const __mmask16 m = lanes(n - j);
-    _mm512_mask_storeu_ps(sums + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sums + j), _mm512_maskz_loadu_ps(m, src + j)));
-  }
-}
-
-/* Sum of src[0..<n] (n a multiple of 16). */
-static inline float row_sum(const float *src, int n) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int j = 0; j < n; j += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(src + j));
-  return _mm512_reduce_add_ps(acc);
-}
-
 /* <x, y> over n bfloat16 values, float32 accumulation. */
 static inline float dot16(const uint16_t *x, const uint16_t *y, int n) {
   __m512 acc = _mm512_setzero_ps();
@@ -189,24 +175,10 @@ static inline float dot16(const uint16_t *x, const uint16_t *y, int n) {
 
 /* ---- Packing ---- */
 
-/* Lane x = x * step (gather offsets). */
-static inline __m512i strided(ptrdiff_t step) {
-  return _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                            _mm512_set1_epi32((int)step));
-}
-
 /* dst (hd/2 x tp words) = src^T with pairs along hd: word (p, j) = src[j][2p..2p+1]; columns
- * j >= t are zero. src: t rows of hd bfloat16, `ld` elements apart. (Gathers: a scatter-based
- * transpose is several times slower.) */
+ * j >= t are zero. src: t rows of hd bfloat16, `ld` elements apart. */
 static void pack_pairs_along_dim(const uint16_t *src, ptrdiff_t ld, int t, int hd, int tp, uint32_t *dst) {
-  const __m512i rows = strided(ld / 2);
-  for (int j = 0; j < tp; j += 16) {
-    const __mmask16 m = lanes(t - j);
-    const int *base = (const int *)(src + j * ld);
-    for (int p = 0; p < hd / 2; p++) {
-      _mm512_storeu_si512(dst + p * tp + j, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, rows, base + p, 4));
-    }
-  }
+  transpose_words((const uint32_t *)src, ld / 2, t, hd / 2, tp, dst);
 }
 
 /* dst (ceil(t/2) x hd words): word (p, d) = (src[2p][d], src[2p+1][d]), a missing last row 0. */
@@ -222,29 +194,17 @@ static void pack_token_pairs(const uint16_t *src, ptrdiff_t ld, int t, int hd, u
   }
 }
 
-/* dst (hd x tw words, tw = ceil(t/2)): word (d, p) = (src[2p][d], src[2p+1][d]), a missing last
- * row 0. Per 16 token pairs and two dimensions d, d+1: one gather of the words (d, d+1) of the
- * even rows and one of the odd rows, recombined. */
-static void pack_token_pairs_transposed(const uint16_t *src, ptrdiff_t ld, int t, int hd, uint32_t *dst) {
+/* dst (hd x twp words, tw = ceil(t/2) token pairs rounded up to twp, a multiple of 16): word
+ * (d, p) = (src[2p][d], src[2p+1][d]), a missing last row 0, columns >= tw 0. The token pairs
+ * are built row-major in `pairs` (tw x hd words of scratch), then transposed. */
+static void pack_token_pairs_transposed(const uint16_t *src, ptrdiff_t ld, int t, int hd, uint32_t *pairs,
+                                        uint32_t *dst) {
   const int tw = (t + 1) / 2;
-  const __m512i pairs = strided(ld), low = _mm512_set1_epi32(0xFFFF), high = _mm512_set1_epi32((int)0xFFFF0000u);
-  for (int p = 0; p < tw; p += 16) {
-    const __mmask16 even = lanes(tw - p), odd = lanes(t / 2 - p);
-    const int *base = (const int *)(src + 2 * p * ld);
-    for (int d = 0; d < hd; d += 2) {
-      const __m512i a = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), even, pairs, base + d / 2, 4);
-      const __m512i b = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), odd, pairs, base + (ld + d) / 2, 4);
-      _mm512_mask_storeu_epi32(dst + d * tw + p, even, _mm512_or_si512(_mm512_and_si512(a, low), _mm512_slli_epi32(b, 16)));
-      _mm512_mask_storeu_epi32(dst + (d + 1) * tw + p, even,
-                               _mm512_or_si512(_mm512_srli_epi32(a, 16), _mm512_and_si512(b, high)));
-    }
-  }
+  pack_token_pairs(src, ld, t, hd, pairs);
+  transpose_words(pairs, hd, tw, hd, (int)round_up((size_t)tw, 16), dst);
 }
 
 /* ---- Softmax rows (tp floats, t valid; lanes t..<tp are zero on input) ---- */
-
-/* Lanes of the vector at column j that hold tokens (t valid columns). */
-static inline __mmask16 valid_lanes(int j, int t) { return lanes(t - j < 0 ? 0 : t - j); }
 
 /* out = bf16(exp(scale * (row - max))) over the valid lanes, 0 in the others (tp values);
  * returns the sum of the unrounded exponentials and the max in *max_out. */
@@ -323,16 +283,17 @@ void lk_attention_forward(const lk_attention_head *head, const uint16_t *q, cons
   }
 }
 
-/* dst rows j < t (row stride ld) = bfloat16(src^T) for src hd x tp floats; sums[d] += row d's sum.
- * Per row j, 16 dimensions at a time gathered from 16 rows of src. */
+/* dst rows j < t (row stride ld) = bfloat16(src^T) for src hd x tp floats; sums[d] += row d's sum. */
 static void store_transposed(uint16_t *dst, ptrdiff_t ld, const float *src, int t, int tp, int hd, float *sums) {
   for (int d = 0; d < hd; d++) sums[d] += row_sum(src + d * tp, tp);
-  const __m512i rows = strided(tp);
   for (int d = 0; d < hd; d += 16) {
     const __mmask16 m = lanes(hd - d);
-    for (int j = 0; j < t; j++) {
-      const __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, rows, src + d * tp + j, 4);
-      _mm256_mask_storeu_epi16(dst + j * ld + d, m, round16(x));
+    for (int j = 0; j < t; j += 16) {
+      __m512i column[16];
+      transposed_block(src, hd, tp, d, j, column);
+      for (int c = 0; c < 16 && j + c < t; c++) {
+        _mm256_mask_storeu_epi16(dst + (j + c) * ld + d, m, round16(_mm512_castsi512_ps(column[c])));
+      }
     }
   }
 }
@@ -340,7 +301,8 @@ static void store_transposed(uint16_t *dst, ptrdiff_t ld, const float *src, int 
 void lk_attention_backward(const lk_attention_head *head, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                            const uint16_t *o, const uint16_t *d_o, const float *lse, uint16_t *dq, uint16_t *dk,
                            uint16_t *dv, ptrdiff_t ld_dqkv, float *sum_q, float *sum_k, float *sum_v, void *scratch) {
-  const int t = head->tokens, hd = head->head_dim, tp = (int)round_up((size_t)t, 16), tw = (t + 1) / 2;
+  const int t = head->tokens, hd = head->head_dim, tp = (int)round_up((size_t)t, 16), tw = (t + 1) / 2,
+            twp = (int)round_up((size_t)tw, 16);
   const ptrdiff_t ldq = head->ld_qkv, ldo = head->ld_out;
   const float scale = head->scale;
   scratch_layout l;
@@ -348,8 +310,9 @@ void lk_attention_backward(const lk_attention_head *head, const uint16_t *q, con
   pack_pairs_along_dim(k, ldq, t, hd, tp, l.kp);
   pack_pairs_along_dim(v, ldq, t, hd, tp, l.vp);
   pack_token_pairs(k, ldq, t, hd, l.kn);
-  pack_token_pairs_transposed(q, ldq, t, hd, l.qt);
-  pack_token_pairs_transposed(d_o, ldo, t, hd, l.dot);
+  // dK^T's accumulator is free until it is zeroed: scratch for the token pairs (tw x hd <= hd x Tp).
+  pack_token_pairs_transposed(q, ldq, t, hd, (uint32_t *)l.dkt, l.qt);
+  pack_token_pairs_transposed(d_o, ldo, t, hd, (uint32_t *)l.dkt, l.dot);
   memset(l.dkt, 0, (size_t)hd * tp * sizeof(float));
   memset(l.dvt, 0, (size_t)hd * tp * sizeof(float));
   for (int i0 = 0; i0 < t; i0 += ROW_BLOCK) {
@@ -362,7 +325,7 @@ void lk_attention_backward(const lk_attention_head *head, const uint16_t *q, con
                            second ? lse[i0 + r + 1] : 0, l.pn + r / 2 * tp);
     }
     // dV^T += dO^T P.
-    product(hd, tp, pairs, l.dot + i0 / 2, tw, l.pn, tp, l.dvt, tp, 1);
+    product(hd, tp, pairs, l.dot + i0 / 2, twp, l.pn, tp, l.dvt, tp, 1);
     // dP = dO V^T; dS = scale * P * (dP - rowsum(dO * O)), rounded row-major and as row pairs.
     product(rb, tp, hd / 2, (const uint32_t *)(d_o + i0 * ldo), ldo / 2, l.vp, tp, l.dp, tp, 0);
     for (int r = 0; r < rb; r += 2) {
@@ -379,7 +342,7 @@ void lk_attention_backward(const lk_attention_head *head, const uint16_t *q, con
       store_rounded(dq + (i0 + r) * ld_dqkv, l.acc + r * hd, hd, 1);
       add_row(sum_q, l.acc + r * hd, hd);
     }
-    product(hd, tp, pairs, l.qt + i0 / 2, tw, l.dsn, tp, l.dkt, tp, 1);
+    product(hd, tp, pairs, l.qt + i0 / 2, twp, l.dsn, tp, l.dkt, tp, 1);
   }
   store_transposed(dk, ld_dqkv, l.dkt, t, tp, hd, sum_k);
   store_transposed(dv, ld_dqkv, l.dvt, t, tp, hd, sum_v);

@@ -5,6 +5,7 @@
 #define LIFT_AVX512_BF16_H
 
 #include <immintrin.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))), \
@@ -39,6 +40,75 @@ static inline __m256i round16(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x);
 /* 16 bfloat16 values (lanes masked by m) widened to float32. */
 static inline __m512 widen16(const uint16_t *p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+/* sums[0..<n] += src[0..<n]. */
+static inline void add_row(float *sums, const float *src, int n) {
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 m = lanes(n - j);
+    _mm512_mask_storeu_ps(sums + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sums + j), _mm512_maskz_loadu_ps(m, src + j)));
+  }
+}
+
+/* Sum of src[0..<n] (n a multiple of 16). */
+static inline float row_sum(const float *src, int n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int j = 0; j < n; j += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(src + j));
+  return _mm512_reduce_add_ps(acc);
+}
+
+/* Lanes of the vector at column j that hold tokens (t valid columns). */
+static inline __mmask16 valid_lanes(int j, int t) { return lanes(t - j < 0 ? 0 : t - j); }
+
+/* Transposes the 16 x 16 block of 32-bit words in r[0..<16]: r[i] is row i on input and
+ * column i on output (unpack 32- and 64-bit lanes, then exchange 128-bit lanes twice). */
+static inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int h = 0; h < 16; h += 8) {
+    for (int i = 0; i < 4; i++) {
+      t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
+      t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
+    }
+  }
+  for (int i = 0; i < 8; i++) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+  }
+}
+
+/* dst (cols x tp words, rows tp apart) = src^T for src t rows of cols 32-bit words, `ld` words
+ * apart; columns t..<tp of dst are zero (tp a multiple of 16, >= t). */
+static inline void transpose_words(const uint32_t *src, ptrdiff_t ld, int t, int cols, int tp, uint32_t *dst) {
+  __m512i r[16];
+  for (int j = 0; j < tp; j += 16) {
+    for (int p = 0; p < cols; p += 16) {
+      const __mmask16 m = lanes(cols - p);
+      for (int i = 0; i < 16; i++) {
+        r[i] = j + i < t ? _mm512_maskz_loadu_epi32(m, src + (j + i) * ld + p) : _mm512_setzero_si512();
+      }
+      transpose16(r);
+      for (int c = 0; c < 16 && p + c < cols; c++) _mm512_storeu_si512(dst + (p + c) * tp + j, r[c]);
+    }
+  }
+}
+
+/* Columns j..<j+16 of src (rows x tp floats, tp a multiple of 16 and >= j + 16), rows d..<d+16
+ * (rows past `rows` read as zero): out[c] = src[d..<d+16][j + c]. */
+static inline void transposed_block(const float *src, int rows, int tp, int d, int j, __m512i out[16]) {
+  for (int i = 0; i < 16; i++) {
+    out[i] = d + i < rows ? _mm512_loadu_si512(src + (size_t)(d + i) * tp + j) : _mm512_setzero_si512();
+  }
+  transpose16(out);
 }
 
 #pragma clang attribute pop

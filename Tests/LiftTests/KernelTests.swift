@@ -94,11 +94,16 @@ final class KernelTests: XCTestCase {
   }
 
   func testAttentionBackwardMatchesFiniteDifferences() {
-    // Head dim 4 (oneDNN), 16 with 9 tokens (the small kernels) and 16 with 37 tokens (oneDNN);
+    // Each shape on the fused fp32 kernel (where the CPU runs it) and on the product path: head
+    // dim 4 (oneDNN), 16 with 9 tokens (the small kernels) and 16 with 37 tokens (oneDNN);
     // token counts off multiples of 16 exercise the masked padding of the score rows.
-    checkAttention(Attention.Shape(batch: 2, tokens: 5, width: 8, heads: 2))
-    checkAttention(Attention.Shape(batch: 2, tokens: 9, width: 32, heads: 2))
-    checkAttention(Attention.Shape(batch: 1, tokens: 37, width: 32, heads: 2))
+    for fused in [false, true] {
+      for (batch, tokens, width, heads) in [(2, 5, 8, 2), (2, 9, 32, 2), (1, 37, 32, 2)] {
+        var shape = Attention.Shape(batch: batch, tokens: tokens, width: width, heads: heads)
+        shape.fusedKernelAllowed = fused
+        checkAttention(shape)
+      }
+    }
     XCTAssertTrue(Attention.Shape(batch: 2, tokens: 9, width: 32, heads: 2).usesSmallKernels)
     XCTAssertFalse(Attention.Shape(batch: 1, tokens: 37, width: 32, heads: 2).usesSmallKernels)
   }

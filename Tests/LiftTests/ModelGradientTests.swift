@@ -63,7 +63,7 @@ final class ModelGradientTests: XCTestCase {
   func testSigmoidGradients() throws { try checkGradients(Self.tinyConfig(.sigmoid)) }
   func testTokenPoolingGradients() throws { try checkGradients(Self.tinyConfig(.contrastive, pooling: .token)) }
   func testThreeLayerHeadGradients() throws { try checkGradients(Self.tinyConfig(.contrastive, headLayers: 3)) }
-  /// Head dimension 16: attention runs on the SmallGemm kernels.
+  /// Head dimension 16 (the fused fp32 attention kernel; SmallGemm on CPUs without AVX512-BF16).
   func testWideHeadGradients() throws { try checkGradients(Self.tinyConfig(.contrastive, width: 32)) }
   func testOneLayerHeadGradients() throws { try checkGradients(Self.tinyConfig(.sigmoid, headLayers: 1)) }
 
@@ -83,7 +83,7 @@ final class ModelGradientTests: XCTestCase {
     try checkGradients(c)
   }
 
-  /// Head dimension 16 (SmallGemm attention) with LayerScale, registers and QuickGELU.
+  /// Head dimension 16 (as above) with LayerScale, registers and QuickGELU.
   func testWidePretrainedOptionsGradients() throws {
     var c = Self.tinyConfig(.contrastive, width: 32)
     c.registers = 1; c.layerScale = true; c.activation = .quickGELU; c.finalNorm = .pooled

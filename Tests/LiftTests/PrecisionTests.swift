@@ -88,6 +88,50 @@ final class PrecisionTests: XCTestCase {
     }
   }
 
+  /// The fused float32 kernel against the per-head oneDNN products (and, for short heads, the
+  /// small kernels) on the same inputs: output, log-sum-exp, dqkv and the bias sums agree to
+  /// float32 rounding. Shapes: one token, the default job's 5, partial vectors (hd 24, 9, 7),
+  /// a 64-row query block and one row more, 197 tokens.
+  func testFusedFloat32AttentionMatchesProducts() throws {
+    guard Attention.hasFusedKernel else { throw XCTSkip("no AVX512-BF16 on this CPU: the fused kernels do not run") }
+    let shapes = [(2, 1, 32, 2), (3, 5, 128, 2), (2, 33, 48, 2), (1, 64, 64, 1), (1, 65, 32, 1), (1, 197, 192, 3),
+                  (1, 70, 160, 2), (2, 9, 18, 2), (1, 40, 7, 1)]
+    for (batch, tokens, width, heads) in shapes {
+      var products = Attention.Shape(batch: batch, tokens: tokens, width: width, heads: heads)
+      products.fusedKernelAllowed = false
+      var fused = products
+      fused.fusedKernelAllowed = true
+      XCTAssertTrue(fused.usesFusedKernel)
+      XCTAssertFalse(products.usesFusedKernel)
+      let label = "B \(batch) T \(tokens) W \(width) H \(heads)"
+      let a = try attention32(products, seed: 31), b = try attention32(fused, seed: 31)
+      XCTAssertLessThan(relativeDistance(b.out[...], a.out[...]), 1e-5, label)
+      for i in 0..<a.lse.count { XCTAssertEqual(b.lse[i], a.lse[i], accuracy: 1e-5, label) }
+      XCTAssertLessThan(relativeDistance(b.dqkv[...], a.dqkv[...]), 1e-5, label)
+      XCTAssertLessThan(relativeDistance(b.bias[...], a.bias[...]), 1e-5, label)
+    }
+  }
+
+  /// Forward and backward of the fp32 attention core on random q, k, v and dO.
+  func attention32(_ shape: Attention.Shape, seed: UInt64) throws
+    -> (out: [Float], lse: [Float], dqkv: [Float], bias: [Float]) {
+    var rng = TestRNG(seed)
+    let n = shape.batch * shape.tokens, w = shape.width
+    var qkv: [Float] = rng.floats(n * 3 * w).map { (v: Float) -> Float in v * 2 }
+    var dOut: [Float] = rng.floats(n * w)
+    var out = [Float](repeating: 0, count: n * w), lse = [Float](repeating: 0, count: shape.tasks * shape.tokens)
+    var dqkv = [Float](repeating: 0, count: n * 3 * w), bias = [Float](repeating: 0.5, count: 3 * w)
+    var partials = [Float](repeating: 0, count: Parallel.workers * 3 * w)
+    var scratch = [Float](repeating: 0, count: Parallel.workers * shape.scratchPerWorker)
+    let products = MatMul()
+    try elements(&qkv, &out, &dOut) { q, o, d in
+      try Attention.forward(qkv: q, shape: shape, out: o, lse: &lse, scratch: &scratch, products: products)
+      _ = try Attention.backward(qkv: q, out: o, lse: lse, dOut: d, shape: shape, dqkv: &dqkv, rounded: nil,
+                                 dBias: &bias, partials: &partials, scratch: &scratch, products: products)
+    }
+    return (out, lse, dqkv, bias)
+  }
+
   func checkRoundedAttention(_ shape32: Attention.Shape) throws {
     var shape16 = shape32
     shape16.bf16 = true

@@ -14,11 +14,11 @@ import LiftKernelsC
 /// scores, softmax statistics and row sums stay float32, and dqkv is float32 until it is rounded
 /// once as the in_proj backward's operand.
 ///
-/// Kernels: in bf16 with an even head dimension on a CPU with AVX512-BF16 (every CPU bf16 runs
-/// on), each (image, head) runs the fused C kernel of LiftKernelsC (all products on one
-/// register-blocked dot-product kernel, query rows in blocks, softmax, gradient, rounding and
-/// bias sums in between); otherwise the per-head products run on oneDNN plans (or, for short
-/// fp32 heads, on `SmallGemm`) with the softmax in Swift.
+/// Kernels: on a CPU with AVX512-BF16 (every CPU bf16 runs on), each (image, head) runs a fused C
+/// kernel of LiftKernelsC (all products on one register-blocked kernel, query rows in blocks,
+/// softmax, gradient, rounding and bias sums in between): the bfloat16 one for even head
+/// dimensions, the float32 one in fp32. Otherwise the per-head products run on oneDNN plans (or,
+/// for short fp32 heads, on `SmallGemm`) with the softmax in Swift.
 ///
 /// Forward keeps only the per-row log-sum-exp of the scaled scores (B*H*T floats); backward
 /// recomputes the probabilities from q, k and it instead of storing B*H*T*T of them.
@@ -42,8 +42,11 @@ enum Attention {
     /// shorter on oneDNN.
     static let smallKernelTokens = 32
     var usesSmallKernels: Bool { !bf16 && tokens <= Shape.smallKernelTokens && headDim % 16 == 0 }
-    /// Runs on the fused bf16 kernel (`lk_attention_forward` / `lk_attention_backward`).
-    var usesFusedKernel: Bool { bf16 && headDim % 2 == 0 && Attention.hasFusedKernel }
+    /// Runs on a fused kernel of LiftKernelsC: bf16 (`lk_attention_forward` / `_backward`,
+    /// even head dimensions) or fp32 (`lk_attention_f32_forward` / `_backward`).
+    var usesFusedKernel: Bool { fusedKernelAllowed && Attention.hasFusedKernel && (!bf16 || headDim % 2 == 0) }
+    /// False runs the oneDNN path where the fused kernel would run (for tests).
+    var fusedKernelAllowed = true
 
     /// The fused kernel's description of one head.
     var fusedHead: lk_attention_head {
@@ -55,7 +58,11 @@ enum Attention {
     /// the small kernels an hd x Tpad packed (transposed) operand.
     /// The fused kernel's scratch instead, in floats (a multiple of 16).
     var scratchPerWorker: Int {
-      if usesFusedKernel { return (lk_attention_scratch_bytes(Int32(tokens), Int32(headDim)) + 63) / 64 * 16 }
+      if usesFusedKernel {
+        let bytes = bf16 ? lk_attention_scratch_bytes(Int32(tokens), Int32(headDim))
+          : lk_attention_f32_scratch_bytes(Int32(tokens), Int32(headDim))
+        return (bytes + 63) / 64 * 16
+      }
       let tp = paddedTokens
       return 2 * tokens * tp + tokens + (bf16 ? (tokens * tp + 1) / 2 + tokens * headDim : 0)
         + (usesSmallKernels ? headDim * tp : 0)
@@ -200,8 +207,12 @@ enum Attention {
   static func forward(qkv: MatrixElements, shape s: Shape, out: MatrixElements,
                       lse: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>,
                       products: MatMul) throws(LiftError) {
-    if s.usesFusedKernel, case .bf16(let q16) = qkv, case .bf16(let o16) = out {
-      return fusedForward(qkv: q16, shape: s, out: o16, lse: lse, scratch: scratch)
+    if s.usesFusedKernel {
+      switch (qkv, out) {
+      case (.bf16(let q16), .bf16(let o16)): return fusedForward(qkv: q16, shape: s, out: o16, lse: lse, scratch: scratch)
+      case (.f32(let q32), .f32(let o32)): return fusedForward(qkv: q32, shape: s, out: o32, lse: lse, scratch: scratch)
+      default: break
+      }
     }
     let t = s.tokens, w = s.width, hd = s.headDim, tp = s.paddedTokens, e = s.operandType.byteSize
     let extent = RowExtent(count: t)
@@ -258,6 +269,9 @@ enum Attention {
     let w = s.width, rows = s.batch * s.tokens
     if s.usesFusedKernel, let rounded, case .bf16(let q16) = qkv, case .bf16(let o16) = out, case .bf16(let d16) = dOut {
       fusedBackward(qkv: q16, out: o16, lse: lse, dOut: d16, shape: s, dqkv: rounded, partials: partials, scratch: scratch)
+    } else if s.usesFusedKernel, rounded == nil, case .f32(let q32) = qkv, case .f32(let o32) = out,
+              case .f32(let d32) = dOut {
+      fusedBackward(qkv: q32, out: o32, lse: lse, dOut: d32, shape: s, dqkv: dqkv, partials: partials, scratch: scratch)
     } else {
       try unfusedBackward(qkv: qkv, out: out, lse: lse, dOut: dOut, shape: s, dqkv: dqkv, partials: partials,
                           scratch: scratch, products: products)
@@ -267,9 +281,7 @@ enum Attention {
       for j in 0..<(3 * w) { dBias[j] += sums[j] }
     }
     guard let rounded else { return Matrix(dqkv, ld: 3 * w) }
-    if !s.usesFusedKernel {
-      Profile.measure(.precision) { BF16.convertParallel(dqkv, rounded, count: rows * 3 * w) }
-    }
+    if !s.usesFusedKernel { BF16.convertParallel(dqkv, rounded, count: rows * 3 * w) }
     return Matrix(rounded, ld: 3 * w)
   }
 
@@ -305,6 +317,43 @@ enum Attention {
           let first = b * t * w + h * hd, q = qkv + b * t * 3 * w + h * hd, dq = dqkv + b * t * 3 * w + h * hd
           lk_attention_backward(head, q, q + w, q + 2 * w, out + first, dOut + first, lse + task * t,
                                 dq, dq + w, dq + 2 * w, 3 * w, sums + h * hd, sums + w + h * hd, sums + 2 * w + h * hd, space)
+        }
+      }
+    }
+  }
+
+  /// The fp32 fused kernel over every (image, head).
+  private static func fusedForward(qkv: UnsafeMutablePointer<Float>, shape s: Shape, out: UnsafeMutablePointer<Float>,
+                                   lse: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>) {
+    let t = s.tokens, w = s.width, hd = s.headDim
+    _ = withUnsafePointer(to: s.fusedHead) { head in
+      Parallel.forWorkers(s.tasks) { worker, tasks in
+        let space = UnsafeMutableRawPointer(scratch + worker * s.scratchPerWorker)
+        for task in tasks {
+          let b = task / s.heads, h = task % s.heads
+          let q = qkv + b * t * 3 * w + h * hd
+          lk_attention_f32_forward(head, q, q + w, q + 2 * w, out + b * t * w + h * hd, lse.map { $0 + task * t }, space)
+        }
+      }
+    }
+  }
+
+  private static func fusedBackward(qkv: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
+                                    lse: UnsafePointer<Float>, dOut: UnsafeMutablePointer<Float>, shape s: Shape,
+                                    dqkv: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<Float>,
+                                    scratch: UnsafeMutablePointer<Float>) {
+    let t = s.tokens, w = s.width, hd = s.headDim
+    _ = withUnsafePointer(to: s.fusedHead) { head in
+      Parallel.forWorkers(s.tasks) { worker, tasks in
+        let sums = partials + worker * 3 * w
+        sums.initialize(repeating: 0, count: 3 * w)
+        let space = UnsafeMutableRawPointer(scratch + worker * s.scratchPerWorker)
+        for task in tasks {
+          let b = task / s.heads, h = task % s.heads
+          let first = b * t * w + h * hd, q = qkv + b * t * 3 * w + h * hd, dq = dqkv + b * t * 3 * w + h * hd
+          lk_attention_f32_backward(head, q, q + w, q + 2 * w, out + first, dOut + first, lse + task * t,
+                                    dq, dq + w, dq + 2 * w, 3 * w, sums + h * hd, sums + w + h * hd,
+                                    sums + 2 * w + h * hd, space)
         }
       }
     }

@@ -47,6 +47,16 @@ void lk_attention_backward(const lk_attention_head *head, const uint16_t *q, con
                            uint16_t *dq, uint16_t *dk, uint16_t *dv, ptrdiff_t ld_dqkv,
                            float *sum_q, float *sum_k, float *sum_v, void *scratch);
 
+/* The same core in float32, for any head dimension (scratch sized by its own function): q, k,
+ * v, O and dO float32, dq, dk, dv float32 (rows `ld_dqkv` apart), bias column sums added into
+ * sum_q, sum_k, sum_v. Every product accumulates in float32 with fused multiply-adds. */
+size_t lk_attention_f32_scratch_bytes(int tokens, int head_dim);
+void lk_attention_f32_forward(const lk_attention_head *head, const float *q, const float *k, const float *v, float *o,
+                              float *lse, void *scratch);
+void lk_attention_f32_backward(const lk_attention_head *head, const float *q, const float *k, const float *v,
+                               const float *o, const float *d_o, const float *lse, float *dq, float *dk, float *dv,
+                               ptrdiff_t ld_dqkv, float *sum_q, float *sum_k, float *sum_v, void *scratch);
+
 /* The MLP's activation: exact (erf) GELU, or QuickGELU x sigmoid(1.702 x). */
 typedef enum { LK_GELU = 0, LK_QUICK_GELU = 1 } lk_activation;
 
