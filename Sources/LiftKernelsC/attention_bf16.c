@@ -338,10 +338,8 @@ void lk_attention_backward(const lk_attention_head *head, const uint16_t *q, con
     }
     // dQ = dS K (rounded, column sums); dK^T += Q^T dS.
     product(rb, hd, tw, l.pr, tp / 2, l.kn, hd, l.acc, hd, 0);
-    for (int r = 0; r < rb; r++) {
-      store_rounded(dq + (i0 + r) * ld_dqkv, l.acc + r * hd, hd, 1);
-      add_row(sum_q, l.acc + r * hd, hd);
-    }
+    for (int r = 0; r < rb; r++) store_rounded(dq + (i0 + r) * ld_dqkv, l.acc + r * hd, hd, 1);
+    add_column_sums(sum_q, l.acc, rb, hd, hd);
     product(hd, tp, pairs, l.qt + i0 / 2, twp, l.dsn, tp, l.dkt, tp, 1);
   }
   store_transposed(dk, ld_dqkv, l.dkt, t, tp, hd, sum_k);

@@ -239,7 +239,7 @@ void lk_attention_f32_backward(const lk_attention_head *head, const float *q, co
     }
     // dQ = dS K, with its column sums; dK^T += Q^T dS.
     product(rb, hd, t, l.dp, tp, k, ldq, dq + i0 * ld_dqkv, ld_dqkv, 0);
-    for (int r = 0; r < rb; r++) add_row(sum_q, dq + (i0 + r) * ld_dqkv, hd);
+    add_column_sums(sum_q, dq + i0 * ld_dqkv, rb, hd, ld_dqkv);
     product(hd, tp, rb, l.qt + i0, tp, l.dp, tp, l.dkt, tp, 1);
   }
   store_transposed(dk, ld_dqkv, l.dkt, t, tp, hd, sum_k);

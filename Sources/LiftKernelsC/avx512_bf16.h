@@ -42,11 +42,14 @@ static inline __m512 widen16(const uint16_t *p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
-/* sums[0..<n] += src[0..<n]. */
-static inline void add_row(float *sums, const float *src, int n) {
+/* sums[0..<n] += the column sums of src (rows x n floats, rows ld apart), row after row in
+ * order; each column's sum stays in a register (no store-to-load chain through sums). */
+static inline void add_column_sums(float *sums, const float *src, int rows, int n, ptrdiff_t ld) {
   for (int j = 0; j < n; j += 16) {
     const __mmask16 m = lanes(n - j);
-    _mm512_mask_storeu_ps(sums + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sums + j), _mm512_maskz_loadu_ps(m, src + j)));
+    __m512 acc = _mm512_maskz_loadu_ps(m, sums + j);
+    for (int r = 0; r < rows; r++) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, src + r * ld + j));
+    _mm512_mask_storeu_ps(sums + j, m, acc);
   }
 }
 
