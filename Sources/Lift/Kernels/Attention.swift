@@ -285,56 +285,64 @@ enum Attention {
     return Matrix(rounded, ld: 3 * w)
   }
 
-  /// One head per task on the fused kernel; each worker's bias sums go to its row of `partials`.
-  private static func fusedForward(qkv: UnsafeMutablePointer<BFloat16>, shape s: Shape,
-                                   out: UnsafeMutablePointer<BFloat16>, lse: UnsafeMutablePointer<Float>?,
-                                   scratch: UnsafeMutablePointer<Float>) {
+  /// Element offsets of one (image b, head h) task: its q columns in qkv (k and v are W and 2W
+  /// further; dqkv alike), its columns of O and dO, its log-sum-exp rows, and its columns of the
+  /// bias sums (q's; k's and v's W and 2W further).
+  private struct HeadOffsets {
+    let qkv, out, lse, bias: Int
+  }
+
+  /// Runs `body(head, offsets, scratch, bias sums)` for every (image, head) task, split over the
+  /// workers, each with its own fused-kernel scratch and, when `partials` is given, its own zeroed
+  /// 3W bias sums there.
+  private static func forEachFusedHead(_ s: Shape, scratch: UnsafeMutablePointer<Float>,
+                                       partials: UnsafeMutablePointer<Float>?,
+                                       _ body: (UnsafePointer<lk_attention_head>, HeadOffsets, UnsafeMutableRawPointer,
+                                                UnsafeMutablePointer<Float>?) -> Void) {
     let t = s.tokens, w = s.width, hd = s.headDim
     _ = withUnsafePointer(to: s.fusedHead) { head in
       Parallel.forWorkers(s.tasks) { worker, tasks in
+        let sums = partials.map { $0 + worker * 3 * w }
+        sums?.initialize(repeating: 0, count: 3 * w)
         let space = UnsafeMutableRawPointer(scratch + worker * s.scratchPerWorker)
         for task in tasks {
           let b = task / s.heads, h = task % s.heads
-          let q = qkv + b * t * 3 * w + h * hd
-          lk_attention_forward(head, q, q + w, q + 2 * w, out + b * t * w + h * hd, lse.map { $0 + task * t }, space)
+          body(head, HeadOffsets(qkv: b * t * 3 * w + h * hd, out: b * t * w + h * hd, lse: task * t, bias: h * hd),
+               space, sums)
         }
       }
     }
   }
 
+  private static func fusedForward(qkv: UnsafeMutablePointer<BFloat16>, shape s: Shape,
+                                   out: UnsafeMutablePointer<BFloat16>, lse: UnsafeMutablePointer<Float>?,
+                                   scratch: UnsafeMutablePointer<Float>) {
+    let w = s.width
+    forEachFusedHead(s, scratch: scratch, partials: nil) { head, at, space, _ in
+      let q = qkv + at.qkv
+      lk_attention_forward(head, q, q + w, q + 2 * w, out + at.out, lse.map { $0 + at.lse }, space)
+    }
+  }
+
+  private static func fusedForward(qkv: UnsafeMutablePointer<Float>, shape s: Shape, out: UnsafeMutablePointer<Float>,
+                                   lse: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>) {
+    let w = s.width
+    forEachFusedHead(s, scratch: scratch, partials: nil) { head, at, space, _ in
+      let q = qkv + at.qkv
+      lk_attention_f32_forward(head, q, q + w, q + 2 * w, out + at.out, lse.map { $0 + at.lse }, space)
+    }
+  }
+
+  /// Each worker's bias sums go to its row of `partials` (3W floats).
   private static func fusedBackward(qkv: UnsafeMutablePointer<BFloat16>, out: UnsafeMutablePointer<BFloat16>,
                                     lse: UnsafePointer<Float>, dOut: UnsafeMutablePointer<BFloat16>, shape s: Shape,
                                     dqkv: UnsafeMutablePointer<BFloat16>, partials: UnsafeMutablePointer<Float>,
                                     scratch: UnsafeMutablePointer<Float>) {
-    let t = s.tokens, w = s.width, hd = s.headDim
-    _ = withUnsafePointer(to: s.fusedHead) { head in
-      Parallel.forWorkers(s.tasks) { worker, tasks in
-        let sums = partials + worker * 3 * w
-        sums.initialize(repeating: 0, count: 3 * w)
-        let space = UnsafeMutableRawPointer(scratch + worker * s.scratchPerWorker)
-        for task in tasks {
-          let b = task / s.heads, h = task % s.heads
-          let first = b * t * w + h * hd, q = qkv + b * t * 3 * w + h * hd, dq = dqkv + b * t * 3 * w + h * hd
-          lk_attention_backward(head, q, q + w, q + 2 * w, out + first, dOut + first, lse + task * t,
-                                dq, dq + w, dq + 2 * w, 3 * w, sums + h * hd, sums + w + h * hd, sums + 2 * w + h * hd, space)
-        }
-      }
-    }
-  }
-
-  /// The fp32 fused kernel over every (image, head).
-  private static func fusedForward(qkv: UnsafeMutablePointer<Float>, shape s: Shape, out: UnsafeMutablePointer<Float>,
-                                   lse: UnsafeMutablePointer<Float>?, scratch: UnsafeMutablePointer<Float>) {
-    let t = s.tokens, w = s.width, hd = s.headDim
-    _ = withUnsafePointer(to: s.fusedHead) { head in
-      Parallel.forWorkers(s.tasks) { worker, tasks in
-        let space = UnsafeMutableRawPointer(scratch + worker * s.scratchPerWorker)
-        for task in tasks {
-          let b = task / s.heads, h = task % s.heads
-          let q = qkv + b * t * 3 * w + h * hd
-          lk_attention_f32_forward(head, q, q + w, q + 2 * w, out + b * t * w + h * hd, lse.map { $0 + task * t }, space)
-        }
-      }
+    let w = s.width
+    forEachFusedHead(s, scratch: scratch, partials: partials) { head, at, space, sums in
+      let q = qkv + at.qkv, dq = dqkv + at.qkv, bias = sums! + at.bias
+      lk_attention_backward(head, q, q + w, q + 2 * w, out + at.out, dOut + at.out, lse + at.lse, dq, dq + w, dq + 2 * w,
+                            3 * w, bias, bias + w, bias + 2 * w, space)
     }
   }
 
@@ -342,20 +350,11 @@ enum Attention {
                                     lse: UnsafePointer<Float>, dOut: UnsafeMutablePointer<Float>, shape s: Shape,
                                     dqkv: UnsafeMutablePointer<Float>, partials: UnsafeMutablePointer<Float>,
                                     scratch: UnsafeMutablePointer<Float>) {
-    let t = s.tokens, w = s.width, hd = s.headDim
-    _ = withUnsafePointer(to: s.fusedHead) { head in
-      Parallel.forWorkers(s.tasks) { worker, tasks in
-        let sums = partials + worker * 3 * w
-        sums.initialize(repeating: 0, count: 3 * w)
-        let space = UnsafeMutableRawPointer(scratch + worker * s.scratchPerWorker)
-        for task in tasks {
-          let b = task / s.heads, h = task % s.heads
-          let first = b * t * w + h * hd, q = qkv + b * t * 3 * w + h * hd, dq = dqkv + b * t * 3 * w + h * hd
-          lk_attention_f32_backward(head, q, q + w, q + 2 * w, out + first, dOut + first, lse + task * t,
-                                    dq, dq + w, dq + 2 * w, 3 * w, sums + h * hd, sums + w + h * hd,
-                                    sums + 2 * w + h * hd, space)
-        }
-      }
+    let w = s.width
+    forEachFusedHead(s, scratch: scratch, partials: partials) { head, at, space, sums in
+      let q = qkv + at.qkv, dq = dqkv + at.qkv, bias = sums! + at.bias
+      lk_attention_f32_backward(head, q, q + w, q + 2 * w, out + at.out, dOut + at.out, lse + at.lse, dq, dq + w,
+                                dq + 2 * w, 3 * w, bias, bias + w, bias + 2 * w, space)
     }
   }
 
