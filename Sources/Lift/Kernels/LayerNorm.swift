@@ -1,14 +1,28 @@
+import LiftKernelsC
+
 /// LayerNorm over the last dimension (affine), as nn.LayerNorm with the model's eps.
 ///
 /// Forward saves xhat = (x - mean) * rstd and rstd per row instead of x: backward needs only
 /// those, and the layer output is recomputed from xhat when a matmul needs it again.
+/// On AVX-512 CPUs the rows run through LiftKernelsC's kernels (`lk_layernorm_*`), elsewhere
+/// through the portable loops below; `vectorKernels: false` selects the loops (for tests).
 enum LayerNorm {
   /// For each of `rows` rows of x (rows x cols): y = xhat * gamma + beta (float32, or rounded
   /// to bfloat16 when y feeds a bf16 product). xhat and rstd (rows) are written when non-nil.
   /// y may alias x.
   static func forward(_ x: UnsafePointer<Float>, rows: Int, cols: Int, gamma: UnsafePointer<Float>,
                       beta: UnsafePointer<Float>, eps: Float, y: MatrixElements,
-                      xhat: UnsafeMutablePointer<Float>?, rstd: UnsafeMutablePointer<Float>?) {
+                      xhat: UnsafeMutablePointer<Float>?, rstd: UnsafeMutablePointer<Float>?,
+                      vectorKernels: Bool = BF16.hasVectorKernels) {
+    if vectorKernels {
+      let (f, b) = y.outputPointers
+      Parallel.forRanges(rows, grain: max(1, 8192 / cols)) { r in
+        let first = r.lowerBound * cols
+        lk_layernorm_forward(x + first, r.count, cols, gamma, beta, eps, f.map { $0 + first }, b.map { $0 + first },
+                             xhat.map { $0 + first }, rstd.map { $0 + r.lowerBound })
+      }
+      return
+    }
     switch y {
     case .f32(let p):
       forward(x, rows: rows, cols: cols, gamma: gamma, beta: beta, eps: eps, into: Float32Writer(pointer: p), xhat: xhat,
@@ -63,7 +77,15 @@ enum LayerNorm {
 
   /// y = xhat * gamma + beta (the forward output, recomputed from the saved xhat).
   static func affine(_ xhat: UnsafePointer<Float>, rows: Int, cols: Int, gamma: UnsafePointer<Float>,
-                     beta: UnsafePointer<Float>, y: MatrixElements) {
+                     beta: UnsafePointer<Float>, y: MatrixElements, vectorKernels: Bool = BF16.hasVectorKernels) {
+    if vectorKernels {
+      let (f, b) = y.outputPointers
+      Parallel.forRanges(rows, grain: max(1, 16384 / cols)) { r in
+        let first = r.lowerBound * cols
+        lk_layernorm_affine(xhat + first, r.count, cols, gamma, beta, f.map { $0 + first }, b.map { $0 + first })
+      }
+      return
+    }
     switch y {
     case .f32(let p): affine(xhat, rows: rows, cols: cols, gamma: gamma, beta: beta, into: Float32Writer(pointer: p))
     case .bf16(let p): affine(xhat, rows: rows, cols: cols, gamma: gamma, beta: beta, into: BFloat16Writer(pointer: p))
@@ -89,11 +111,17 @@ enum LayerNorm {
                        gamma: UnsafePointer<Float>, rows: Int, cols: Int,
                        dx: UnsafeMutablePointer<Float>, accumulate: Bool,
                        dgamma: UnsafeMutablePointer<Float>, dbeta: UnsafeMutablePointer<Float>,
-                       partials: UnsafeMutablePointer<Float>) {
+                       partials: UnsafeMutablePointer<Float>, vectorKernels: Bool = BF16.hasVectorKernels) {
     let inv = 1 / Float(cols)
     let parts = Parallel.forWorkers(rows, grain: max(1, 4096 / cols)) { w, r in
       let pg = partials + w * 2 * cols, pb = pg + cols
       pg.initialize(repeating: 0, count: 2 * cols)
+      if vectorKernels {
+        let first = r.lowerBound * cols
+        lk_layernorm_backward(dy + first, xhat + first, rstd + r.lowerBound, gamma, r.count, cols, dx + first,
+                              accumulate ? 1 : 0, pg, pb)
+        return
+      }
       for row in r {
         let dyr = dy + row * cols, xr = xhat + row * cols, dxr = dx + row * cols
         var a1 = Vec16(), a2 = Vec16()
@@ -134,6 +162,16 @@ enum LayerNorm {
     for w in 0..<parts {
       let pg = partials + w * 2 * cols, pb = pg + cols
       for j in 0..<cols { dgamma[j] += pg[j]; dbeta[j] += pb[j] }
+    }
+  }
+}
+
+extension MatrixElements {
+  /// (float32, bfloat16) output pointers for the C kernels: exactly one is non-nil.
+  fileprivate var outputPointers: (UnsafeMutablePointer<Float>?, UnsafeMutablePointer<BFloat16>?) {
+    switch self {
+    case .f32(let p): return (p, nil)
+    case .bf16(let p): return (nil, p)
     }
   }
 }

@@ -1,5 +1,5 @@
 /* Kernels that need instructions Swift cannot name: the fused bfloat16 attention core on
- * AVX512-BF16 dot products (vdpbf16ps), and the MLP activation on 512-bit vectors. Not part of liblift's C ABI (names start with lk_;
+ * AVX512-BF16 dot products (vdpbf16ps), and the MLP activation and LayerNorm on 512-bit vectors. Not part of liblift's C ABI (names start with lk_;
  * liblift.so keeps them local).
  *
  * Callers check lk_cpu_has_avx512_bf16() first: the functions are compiled for that instruction
@@ -74,6 +74,23 @@ void lk_activation_backward(lk_activation kind, const float *dy, const uint16_t 
 void lk_activation_forward_f32(lk_activation kind, const float *x, float *y, size_t count);
 void lk_activation_backward_f32(lk_activation kind, float *dy, const float *x, float *y, size_t rows, size_t cols,
                                 float *bias_sums);
+
+/* LayerNorm over rows of `cols` floats (rows contiguous): mean and variance per row in float32,
+ * rstd = 1 / sqrt(var + eps), xhat = (x - mean) rstd, y = xhat gamma + beta, written as float32
+ * (y_f32) or rounded to bfloat16 (y_bf16): exactly one of the two is non-NULL. y_f32 may alias x;
+ * xhat and rstd may be NULL. */
+void lk_layernorm_forward(const float *x, size_t rows, size_t cols, const float *gamma, const float *beta, float eps,
+                          float *y_f32, uint16_t *y_bf16, float *xhat, float *rstd);
+
+/* y = xhat gamma + beta from a saved xhat (float32 or bfloat16 output as above). */
+void lk_layernorm_affine(const float *xhat, size_t rows, size_t cols, const float *gamma, const float *beta,
+                         float *y_f32, uint16_t *y_bf16);
+
+/* Backward: dx (+)= rstd (g - mean(g) - xhat mean(g xhat)) with g = dy gamma (added to dx when
+ * `accumulate`, else written); dgamma += sum over the rows of dy xhat, dbeta += sum of dy (cols
+ * floats each, added row after row). */
+void lk_layernorm_backward(const float *dy, const float *xhat, const float *rstd, const float *gamma, size_t rows,
+                           size_t cols, float *dx, int accumulate, float *dgamma, float *dbeta);
 
 /* AdamW's per-step constants: betas, eps, 1 / sqrt(1 - beta2^t), and the clipping factor the
  * gradient is scaled by. */
