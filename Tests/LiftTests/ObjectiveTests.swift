@@ -88,4 +88,41 @@ final class ObjectiveTests: XCTestCase {
       for j in 0..<(2 * d) { XCTAssertEqual(part[j], 3 * dI[2 * d + j], accuracy: 1e-6) }
     }
   }
+
+  /// A batch large enough for the rows and columns to be split between workers, against the
+  /// CLIP loss computed in double here: loss, every dI and ds.
+  func testContrastiveLossOfALargeBatchMatchesDouble() {
+    var rng = TestRNG(12)
+    let n = 300, d = 8, s: Float = 2.3
+    func unit(_ v: [Float]) -> [Float] {
+      (0..<n).flatMap { i -> [Float] in
+        let row = v[(i * d)..<((i + 1) * d)]
+        let norm = row.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        return row.map { $0 / norm }
+      }
+    }
+    let images = unit(rng.floats(n * d)), texts = unit(rng.floats(n * d))
+    let (r, dI) = run(.contrastive, images: images, texts: texts, n: n, d: d, s: s)
+    let e = Glibc.exp(Double(s))
+    var z = [Double](repeating: 0, count: n * n)
+    for i in 0..<n {
+      for j in 0..<n { z[i * n + j] = e * (0..<d).reduce(0.0) { $0 + Double(images[i * d + $1]) * Double(texts[j * d + $1]) } }
+    }
+    func lse(_ values: [Double]) -> Double { let m = values.max()!; return m + log(values.reduce(0) { $0 + Glibc.exp($1 - m) }) }
+    let rowLse = (0..<n).map { i in lse((0..<n).map { z[i * n + $0] }) }
+    let colLse = (0..<n).map { j in lse((0..<n).map { z[$0 * n + j] }) }
+    let loss = (0..<n).reduce(0.0) { $0 + rowLse[$1] + colLse[$1] - 2 * z[$1 * n + $1] } / (2 * Double(n))
+    XCTAssertEqual(r.loss, loss, accuracy: 1e-5)
+    var ds = 0.0
+    var expected = [Double](repeating: 0, count: n * d)
+    for i in 0..<n {
+      for j in 0..<n {
+        let g = (Glibc.exp(z[i * n + j] - rowLse[i]) + Glibc.exp(z[i * n + j] - colLse[j]) - (i == j ? 2 : 0)) / (2 * Double(n))
+        ds += g * z[i * n + j]
+        for k in 0..<d { expected[i * d + k] += e * g * Double(texts[j * d + k]) }
+      }
+    }
+    XCTAssertEqual(r.dLogitScale, ds, accuracy: 1e-5)
+    for i in 0..<(n * d) { XCTAssertEqual(Double(dI[i]), expected[i], accuracy: 1e-6, "dI[\(i)]") }
+  }
 }

@@ -102,42 +102,55 @@ enum Objectives {
     let e = Float(exp(Double(logitScale)))
     let z = scratch.logits
     try logits(images: images, texts: texts, n: n, d: d, scale: e, into: z, products: scratch.products)
-    let rowLse = scratch.stats, colMax = rowLse + n, colLse = colMax + n
-    colMax.initialize(repeating: -.infinity, count: n)
-    for i in 0..<n {
-      let row = z + i * n
-      var m = -Float.infinity
-      for j in 0..<n { m = max(m, row[j]); colMax[j] = max(colMax[j], row[j]) }
-      var s = 0.0
-      for j in 0..<n { s += Double(exp(row[j] - m)) }
-      rowLse[i] = m + Float(log(s))
+    let rowLse = scratch.stats, colMax = rowLse + n, colLse = colMax + n, sums = scratch.sums
+    // Rows, then columns, then the gradient, each split between the workers (rows or columns
+    // of their own; every sum runs in the same order whatever the split, so the result does
+    // not depend on the thread count).
+    let grain = max(1, 4096 / n)
+    Parallel.forRanges(n, grain: grain) { rows in
+      for i in rows {
+        let row = z + i * n
+        var m = -Float.infinity
+        for j in 0..<n { m = max(m, row[j]) }
+        var s = 0.0
+        for j in 0..<n { s += Double(exp(row[j] - m)) }
+        rowLse[i] = m + Float(log(s))
+      }
     }
-    let colSum = scratch.sums
-    colSum.initialize(repeating: 0, count: n)
-    for i in 0..<n {
-      let row = z + i * n
-      for j in 0..<n { colSum[j] += Double(exp(row[j] - colMax[j])) }
+    Parallel.forRanges(n, grain: grain) { columns in
+      for j in columns { colMax[j] = -.infinity; sums[j] = 0 }
+      for i in 0..<n {
+        let row = z + i * n
+        for j in columns { colMax[j] = max(colMax[j], row[j]) }
+      }
+      for i in 0..<n {
+        let row = z + i * n
+        for j in columns { sums[j] += Double(exp(row[j] - colMax[j])) }
+      }
+      for j in columns { colLse[j] = colMax[j] + Float(log(sums[j])) }
     }
-    for j in 0..<n { colLse[j] = colMax[j] + Float(log(colSum[j])) }
     var loss = 0.0
     for i in 0..<n { loss += Double(rowLse[i]) + Double(colLse[i]) - 2 * Double(z[i * n + i]) }
     loss /= 2 * Double(n)
-    // logits -> dlogits in place, accumulating ds = sum dlogits * logits.
+    // logits -> dlogits in place; sums[i] = row i's share of ds = sum dlogits * logits.
     let half = 1 / (2 * Float(n))
-    var ds = 0.0
-    for i in 0..<n {
-      let row = z + i * n
-      var rowDs = 0.0
-      for j in 0..<n {
-        let l = row[j]
-        var g = exp(l - rowLse[i]) + exp(l - colLse[j])
-        if i == j { g -= 2 }
-        g *= half
-        rowDs += Double(g) * Double(l)
-        row[j] = g
+    Parallel.forRanges(n, grain: grain) { rows in
+      for i in rows {
+        let row = z + i * n
+        var rowDs = 0.0
+        for j in 0..<n {
+          let l = row[j]
+          var g = exp(l - rowLse[i]) + exp(l - colLse[j])
+          if i == j { g -= 2 }
+          g *= half
+          rowDs += Double(g) * Double(l)
+          row[j] = g
+        }
+        sums[i] = rowDs
       }
-      ds += rowDs
     }
+    var ds = 0.0
+    for i in 0..<n { ds += sums[i] }
     // dI (local rows) = e^s dlogits[local rows] T, times the worker scale.
     try featureGradient(z + localStart * n, texts: texts, n: n, d: d, localCount: localCount, scale: e * scale,
                         into: dImages, products: scratch.products)
