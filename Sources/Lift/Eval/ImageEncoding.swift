@@ -53,7 +53,7 @@ public enum ImageEncoding {
     for _ in 0..<loader.batchesPerEpoch {
       let b = try loader.next()
       if b.count > 0 {
-        try model.encode(.uint8NHWC(UnsafePointer(b.images)), count: b.count, chunk: min(options.batch, 64), into: staged)
+        try model.encode(.uint8NHWC(UnsafePointer(b.images)), count: b.count, chunk: min(options.batch, model.encodeChunk), into: staged)
       }
       for (i, index) in b.indices.enumerated() {
         let row = Int(index)

@@ -44,9 +44,16 @@ public final class Model: @unchecked Sendable {  // every operation takes `lock`
     layout.find(name).map { UnsafeMutableBufferPointer(start: parameters + $0.offset, count: $0.count) }
   }
 
+  /// Images per forward pass when encoding without a given chunk: as many as make about 12,600
+  /// tokens (64 images of a 224 px /16 model; 2,520 of a 28 px /14 one), which keeps the
+  /// inference workspace near the same size for every model while small images still make
+  /// products large enough to run near the machine's rate.
+  public var encodeChunk: Int { max(1, 64 * 197 / config.tokens) }
+
   /// Unit-norm image embeddings (count x textDim) of `count` images, in chunks of at most
-  /// `chunk` images, without saving activations. A non-finite embedding is a value error.
-  public func encode(_ images: ImageInput, count: Int, chunk: Int = 64,
+  /// `chunk` images (default `encodeChunk`), without saving activations. A non-finite
+  /// embedding is a value error.
+  public func encode(_ images: ImageInput, count: Int, chunk: Int? = nil,
                      into out: UnsafeMutablePointer<Float>) throws(LiftError) {
     let d = config.textDim
     try inChunks(images, count: count, chunk: chunk) { (ws, part, n, start) throws(LiftError) in
@@ -59,7 +66,7 @@ public final class Model: @unchecked Sendable {  // every operation takes `lock`
   /// Pooled features (count x width) of `count` images: the image tower's output and the
   /// head's input, which is all a head-only step needs when the tower is frozen
   /// (`Trainer.step(features:...)`). Chunked like `encode`. A non-finite feature is a value error.
-  public func features(_ images: ImageInput, count: Int, chunk: Int = 64,
+  public func features(_ images: ImageInput, count: Int, chunk: Int? = nil,
                        into out: UnsafeMutablePointer<Float>) throws(LiftError) {
     let w = config.width
     try inChunks(images, count: count, chunk: chunk) { (ws, part, n, start) throws(LiftError) in
@@ -74,8 +81,9 @@ public final class Model: @unchecked Sendable {  // every operation takes `lock`
 
   /// Runs `body(workspace, images, n, first)` on consecutive chunks of at most `chunk` checked
   /// images, under the lock, with the inference workspace (grown when too small).
-  private func inChunks(_ images: ImageInput, count: Int, chunk: Int,
+  private func inChunks(_ images: ImageInput, count: Int, chunk requested: Int?,
                         _ body: (Workspace, ImageInput, Int, Int) throws(LiftError) -> Void) throws(LiftError) {
+    let chunk = requested ?? encodeChunk
     try lock.withLock { () throws(LiftError) in
       guard count >= 0 else { throw .argument("image count must be >= 0 (got \(count))") }
       guard chunk >= 1 else { throw .argument("chunk must be >= 1") }
