@@ -45,10 +45,10 @@ class Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, image_size, patch, width, depth, heads, text_dim, head_layers=2):
+    def __init__(self, image_size, patch, width, depth, heads, text_dim, head_layers=2, channels=3):
         super().__init__()
         tokens = (image_size // patch) ** 2 + 1
-        self.conv1 = nn.Conv2d(3, width, patch, stride=patch, bias=False)
+        self.conv1 = nn.Conv2d(channels, width, patch, stride=patch, bias=False)
         self.class_embedding = nn.Parameter(torch.randn(width) * width ** -0.5)
         self.positional_embedding = nn.Parameter(torch.randn(tokens, width) * width ** -0.5)
         self.ln_pre = nn.LayerNorm(width)

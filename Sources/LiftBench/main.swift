@@ -9,7 +9,8 @@
 //   measured in the same process, their ratio, OpenBLAS sgemm on the same problem for reference
 //   (its own threads, one per core), and peak RSS. LIFT_PROFILE=1 adds a per-phase breakdown.
 // Options: --steps N (timed steps, default 7), --warmup N (default 2), --precision fp32|bf16|all,
-// --only NAME[:BATCH], --unlocked-groups N (lock the tower but its last N layer groups, as
+// --only NAME[:BATCH], --text-dim N (caption embedding width, default 4096; the default job's
+// model is ViT-XS/14-28 at batch 256 with --text-dim 384), --unlocked-groups N (lock the tower but its last N layer groups, as
 // lift train --lock-unlocked-groups; 0 = head only; achieved GFLOP/s and the ratio are then
 // null: compare images/s), --cached-features (with the whole tower locked: the head-only step on
 // pooled features computed once, as lift train does then; also reports how fast the tower makes
@@ -22,6 +23,7 @@ import Lift
 struct BenchCase {
   let preset: String
   let batch: Int
+  var textDim = 4096
   var name: String { "\(preset):\(batch)" }
 }
 
@@ -77,7 +79,7 @@ func sgemmGflops(n: Int = 4096, repeats: Int = 5) -> Double {
 
 func runCase(_ bc: BenchCase, precision: ModelConfig.Precision, steps: Int, warmup: Int, unlockedGroups: Int?,
              cachedFeatures: Bool) throws {
-  var config = try ModelConfig.preset(bc.preset, textDim: 4096)
+  var config = try ModelConfig.preset(bc.preset, textDim: bc.textDim)
   config.objective = .contrastive
   config.precision = precision
   var tc = TrainConfig()
@@ -157,7 +159,7 @@ func openBLASGflops(_ s: ProductBenchmark.Shape) -> Double {
 
 /// Per-shape GFLOP/s of a training step's products on every back end, one JSON line each.
 func runProducts(_ bc: BenchCase) throws {
-  let config = try ModelConfig.preset(bc.preset, textDim: 4096)
+  let config = try ModelConfig.preset(bc.preset, textDim: bc.textDim)
   let backends = ProductBenchmark.Backend.allCases.filter { $0 != .oneDNNBFloat16 || ProductBenchmark.hasBFloat16 }
   for shape in ProductBenchmark.stepShapes(config, batch: bc.batch) {
     var fields = ["\"config\": \"\(bc.preset)\"", "\"batch\": \(bc.batch)", "\"product\": \"\(shape.label)\"",
@@ -192,6 +194,7 @@ var precisionArgument = "all"
 var products = false
 var unlockedGroups: Int?
 var cachedFeatures = false
+var textDim = 4096
 while !args.isEmpty {
   let a = args.removeFirst()
   func value(_ flag: String) -> String {
@@ -206,8 +209,11 @@ while !args.isEmpty {
   case "--products": products = true
   case "--unlocked-groups": unlockedGroups = Int(value(a))
   case "--cached-features": cachedFeatures = true
+  case "--text-dim":
+    guard let d = Int(value(a)), d >= 1 else { printError("lift-bench: --text-dim needs a positive integer\n"); exit(2) }
+    textDim = d
   case "-h", "--help":
-    print("usage: lift-bench [--steps N] [--warmup N] [--precision fp32|bf16|all] [--only PRESET:BATCH] [--unlocked-groups N] [--cached-features] [--products]")
+    print("usage: lift-bench [--steps N] [--warmup N] [--precision fp32|bf16|all] [--only PRESET:BATCH] [--text-dim N] [--unlocked-groups N] [--cached-features] [--products]")
     exit(0)
   default:
     printError("lift-bench: unknown argument \(a)\n")
@@ -228,14 +234,16 @@ default:
   }
   precisions = [p]
 }
-func parseCase(_ text: String) -> BenchCase {
+func parseCase(_ text: String, textDim: Int) -> BenchCase {
   let parts = text.split(separator: ":")
-  return BenchCase(preset: String(parts[0]), batch: parts.count > 1 ? Int(parts[1]) ?? 32 : 32)
+  return BenchCase(preset: String(parts[0]), batch: parts.count > 1 ? Int(parts[1]) ?? 32 : 32, textDim: textDim)
 }
+let cases = only.map { [parseCase($0, textDim: textDim)] }
+  ?? defaultCases.map { BenchCase(preset: $0.preset, batch: $0.batch, textDim: textDim) }
 
 if products {
   do {
-    for bc in only.map({ [parseCase($0)] }) ?? defaultCases { try runProducts(bc) }
+    for bc in cases { try runProducts(bc) }
   } catch {
     printError("lift-bench: \(error)\n")
     exit(1)
@@ -243,9 +251,9 @@ if products {
   exit(0)
 }
 
-if let only, precisions.count == 1 {
+if only != nil, precisions.count == 1 {
   do {
-    try runCase(parseCase(only), precision: precisions[0], steps: steps, warmup: warmup, unlockedGroups: unlockedGroups,
+    try runCase(cases[0], precision: precisions[0], steps: steps, warmup: warmup, unlockedGroups: unlockedGroups,
                 cachedFeatures: cachedFeatures)
   } catch {
     printError("lift-bench: \(error)\n")
@@ -256,11 +264,11 @@ if let only, precisions.count == 1 {
 
 // Each configuration in its own process, so peak RSS belongs to it alone.
 var status: Int32 = 0
-for bc in only.map({ [parseCase($0)] }) ?? defaultCases {
+for bc in cases {
   for precision in precisions {
     var pid = pid_t()
     let argv = [CommandLine.arguments[0], "--only", bc.name, "--precision", precision.name, "--steps", String(steps),
-                "--warmup", String(warmup)] + (unlockedGroups.map { ["--unlocked-groups", String($0)] } ?? [])
+                "--warmup", String(warmup), "--text-dim", String(textDim)] + (unlockedGroups.map { ["--unlocked-groups", String($0)] } ?? [])
       + (cachedFeatures ? ["--cached-features"] : [])
     var cargs = argv.map { strdup($0) } + [nil]
     let rc = posix_spawn(&pid, "/proc/self/exe", nil, nil, &cargs, environ)
