@@ -45,7 +45,7 @@ def pytorch_job(data_dir: Path, precision: str, seed: int):
     import torch
     import torch.nn.functional as F
     sys.path.insert(0, str(ROOT / "bench"))
-    from torch_step import Encoder, contrastive_loss
+    from torch_step import Encoder, train_step
 
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
@@ -94,14 +94,7 @@ def pytorch_job(data_dir: Path, precision: str, seed: int):
             texts = captions[rows[first + generator.integers(0, count)]]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
-            with torch.autocast(**autocast):
-                loss = contrastive_loss(model(pixels[batch]), texts, model.logit_scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
+            train_step(model, opt, pixels[batch], texts, precision == "bf16")
             step += 1
             if step % (total // 5) == 0 or step == total:
                 top1 = zero_shot()

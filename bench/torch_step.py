@@ -75,6 +75,20 @@ def contrastive_loss(images, texts, logit_scale):
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+def train_step(model, opt, images, texts, bf16):
+    """One step: forward and loss (under bf16 autocast when asked), backward, clipping at 1,
+    AdamW, logit scale clamped to [0, ln 100]; returns the loss."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = contrastive_loss(model(images), texts, model.logit_scale)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return loss
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="ViT-Ti/16", choices=sorted(PRESETS))
@@ -100,14 +114,7 @@ def main():
     loss = None
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-            loss = contrastive_loss(model(images), texts, model.logit_scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        loss = train_step(model, opt, images, texts, args.precision == "bf16")
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
