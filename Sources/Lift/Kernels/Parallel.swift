@@ -1,5 +1,5 @@
-import Dispatch
 import Glibc
+import LiftKernelsC
 
 /// Splits elementwise and row-wise work over the machine's cores.
 ///
@@ -23,12 +23,7 @@ enum Parallel {
       if count > 0 { body(0..<count) }
       return
     }
-    withoutActuallyEscaping(body) { body in
-      let work = ConcurrentBody(body)
-      DispatchQueue.concurrentPerform(iterations: parts) { p in
-        work.run(split(count, parts: parts, index: p))
-      }
-    }
+    run(parts) { p in body(split(count, parts: parts, index: p)) }
   }
 
   /// Calls body(worker, range) with `workers`-way (or fewer) split, for kernels that keep
@@ -40,12 +35,7 @@ enum Parallel {
       if count > 0 { body(0, 0..<count) }
       return 1
     }
-    withoutActuallyEscaping(body) { body in
-      let work = ConcurrentBody(body)
-      DispatchQueue.concurrentPerform(iterations: parts) { p in
-        work.run(p, split(count, parts: parts, index: p))
-      }
-    }
+    run(parts) { p in body(p, split(count, parts: parts, index: p)) }
     return parts
   }
 
@@ -57,23 +47,25 @@ enum Parallel {
   }
 }
 
-/// A kernel body handed to several threads at once by `Parallel`.
-///
-/// The bodies capture raw buffers (not Sendable) and run concurrently on disjoint parts: every
-/// caller of `Parallel` writes only the rows, columns or per-worker slots of its own part, and
-/// reads shared inputs only. That invariant is what makes this crossing safe; it is checked by
-/// the kernels' tests, not by the compiler, and this is the one place it is asserted.
-private struct ConcurrentBody<Body>: @unchecked Sendable {
-  let body: Body
-  init(_ body: Body) { self.body = body }
-}
-
-extension ConcurrentBody where Body == (Range<Int>) -> Void {
-  @inline(__always) func run(_ r: Range<Int>) { body(r) }
-}
-
-extension ConcurrentBody where Body == (Int, Range<Int>) -> Void {
-  @inline(__always) func run(_ worker: Int, _ r: Range<Int>) { body(worker, r) }
+extension Parallel {
+  /// Calls part(p) for p in 0..<parts on the pool of LiftKernelsC (`lk_parallel_run`): part 0
+  /// on this thread, the others on its helper threads, all returned before this returns.
+  ///
+  /// The parts capture raw buffers (not Sendable) and run concurrently: every caller of
+  /// `Parallel` writes only the rows, columns or per-worker slots of its own part, and reads
+  /// shared inputs only. That invariant is what makes this crossing safe; it is checked by the
+  /// kernels' tests, not by the compiler, and this is the one place it is asserted.
+  @inline(__always)
+  static func run(_ parts: Int, _ part: (Int) -> Void) {
+    withoutActuallyEscaping(part) { part in
+      var body = part
+      withUnsafeMutablePointer(to: &body) { context in
+        lk_parallel_run(Int32(parts), { context, index in
+          context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(index))
+        }, context)
+      }
+    }
+  }
 }
 
 /// The number of workers liblift's own kernels use (see `Parallel.workers`).

@@ -1,10 +1,12 @@
 /* Kernels that need instructions Swift cannot name: the fused bfloat16 attention core on
- * AVX512-BF16 dot products (vdpbf16ps), and the MLP activation and LayerNorm on 512-bit vectors. Not part of liblift's C ABI (names start with lk_;
+ * AVX512-BF16 dot products (vdpbf16ps), and the MLP activation and LayerNorm on 512-bit vectors;
+ * and the thread pool every parallel kernel of liblift runs on. Not part of liblift's C ABI (names start with lk_;
  * liblift.so keeps them local).
  *
  * Callers check lk_cpu_has_avx512_bf16() first: the functions are compiled for that instruction
- * set alone and must not run on a CPU without it (lk_adamw_update excepted: any CPU). Thread-safe: no global state; each call works
- * in the scratch it is given. */
+ * set alone and must not run on a CPU without it (lk_adamw_update and lk_parallel_run excepted: any
+ * CPU). Thread-safe: each call works in the scratch it is given; the one global state is
+ * lk_parallel_run's thread pool, which serialises its jobs itself. */
 #ifndef LIFT_KERNELS_H
 #define LIFT_KERNELS_H
 
@@ -14,6 +16,16 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* A part of a parallel job: called once per part index, 0 <= part < parts. */
+typedef void (*lk_part_fn)(void *ctx, int part);
+
+/* Calls fn(ctx, part) for every part in 0..<parts and returns when all have returned: part 0
+ * on the calling thread, the others on the pool's helper threads (started on first use; an idle
+ * helper spins about 0.2 ms before it sleeps). A call made while the pool runs another job
+ * (from another thread, or from inside a part) runs all its parts on the calling thread, in
+ * order. Any thread may call it. */
+void lk_parallel_run(int parts, lk_part_fn fn, void *ctx);
 
 /* Whether this CPU has AVX512F, AVX512BW, AVX512VL and AVX512_BF16 (and the OS saves ZMM state). */
 int lk_cpu_has_avx512_bf16(void);
