@@ -116,16 +116,22 @@ static void pack_transposed(const float *src, ptrdiff_t ld, int t, int hd, int t
   transpose_words((const uint32_t *)src, ld, t, hd, tp, (uint32_t *)dst);
 }
 
-/* dst rows j < t (row stride ld) = src^T for src hd x tp; sums[d] += row d's sum. */
+/* dst rows j < t (row stride ld) = src^T for src hd x tp; sums[d] += row d's sum (as a vector
+ * over 16 rows d: the sum of the transposed block's columns, token by token). */
 static void store_transposed(float *dst, ptrdiff_t ld, const float *src, int t, int tp, int hd, float *sums) {
-  for (int d = 0; d < hd; d++) sums[d] += row_sum(src + d * tp, tp);
   for (int d = 0; d < hd; d += 16) {
     const __mmask16 m = lanes(hd - d);
+    __m512 sum = _mm512_maskz_loadu_ps(m, sums + d);
     for (int j = 0; j < t; j += 16) {
       __m512i column[16];
       transposed_block(src, hd, tp, d, j, column);
-      for (int c = 0; c < 16 && j + c < t; c++) _mm512_mask_storeu_ps(dst + (j + c) * ld + d, m, _mm512_castsi512_ps(column[c]));
+      for (int c = 0; c < 16 && j + c < t; c++) {
+        const __m512 values = _mm512_castsi512_ps(column[c]);
+        _mm512_mask_storeu_ps(dst + (j + c) * ld + d, m, values);
+        sum = _mm512_add_ps(sum, values);
+      }
     }
+    _mm512_mask_storeu_ps(sums + d, m, sum);
   }
 }
 

@@ -53,13 +53,6 @@ static inline void add_column_sums(float *sums, const float *src, int rows, int 
   }
 }
 
-/* Sum of src[0..<n] (n a multiple of 16). */
-static inline float row_sum(const float *src, int n) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int j = 0; j < n; j += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(src + j));
-  return _mm512_reduce_add_ps(acc);
-}
-
 /* Lanes of the vector at column j that hold tokens (t valid columns). */
 static inline __mmask16 valid_lanes(int j, int t) { return lanes(t - j < 0 ? 0 : t - j); }
 
