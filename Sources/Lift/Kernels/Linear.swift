@@ -17,11 +17,7 @@ enum Linear {
                        products: MatMul) throws(LiftError) {
     try weightGradient(dy, x, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, dWeight: dWeight,
                        products: products)
-    if let dBias {
-      Profile.measure(.elementwiseBackward) {
-        VectorOps.addColumnSums(dyValues, rows: rows, cols: outFeatures, lda: outFeatures, into: dBias)
-      }
-    }
+    if let dBias { VectorOps.addColumnSums(dyValues, rows: rows, cols: outFeatures, lda: outFeatures, into: dBias) }
     if let dx {
       try inputGradient(dy, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, weight: weight, dx: dx,
                         accumulate: accumulateInput, products: products)
