@@ -1,5 +1,5 @@
 # liblift: build, install and package.
-#   make                      release build (.build/release: liblift.so, lift-cli, lift-bench)
+#   make                      release build (.build/release: liblift.so, lift-file-check, lift-cli, lift-bench)
 #   make install              installs under PREFIX (default /usr/local); DESTDIR stages it
 #   make uninstall            removes exactly what `make install` installed (same PREFIX etc.)
 #   make deb                  dist/liblift_<version>_<arch>.deb (scripts/make-deb)
@@ -29,9 +29,11 @@ LIB_DEVLINK := $(DESTDIR)$(LIBDIR)/liblift.so
 HEADER      := $(DESTDIR)$(INCLUDEDIR)/lift.h
 PC_FILE     := $(DESTDIR)$(PKGCONFIGDIR)/lift.pc
 CLI         := $(DESTDIR)$(BINDIR)/lift
+HELPER_DIR  := $(DESTDIR)$(LIBDIR)/liblift
+HELPER      := $(HELPER_DIR)/lift-file-check
 SHARE       := $(DESTDIR)$(DATADIR)/liblift
 ASSET       := $(SHARE)/fashion-mnist-captions.h5
-INSTALLED   := $(LIB_FILE) $(LIB_SONAME) $(LIB_DEVLINK) $(HEADER) $(PC_FILE) $(CLI) $(ASSET)
+INSTALLED   := $(LIB_FILE) $(LIB_SONAME) $(LIB_DEVLINK) $(HEADER) $(PC_FILE) $(CLI) $(ASSET) $(HELPER)
 
 all: build
 
@@ -41,8 +43,10 @@ build:
 	ln -sf liblift.so $(BUILD)/liblift.so.$(MAJOR)
 
 install: build
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR) $(SHARE)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR) $(SHARE) $(HELPER_DIR)
 	install -m 0755 $(BUILD)/liblift.so $(LIB_FILE)
+	@# lift_file_check's checking process: found in the liblift/ folder beside the library.
+	install -m 0755 $(BUILD)/lift-file-check $(HELPER)
 	ln -sfn liblift.so.$(VERSION) $(LIB_SONAME)
 	ln -sfn liblift.so.$(MAJOR) $(LIB_DEVLINK)
 	install -m 0644 Include/lift.h $(HEADER)
@@ -57,7 +61,7 @@ install: build
 
 uninstall:
 	rm -f $(INSTALLED)
-	-rmdir $(SHARE) 2> /dev/null
+	-rmdir $(SHARE) $(HELPER_DIR) 2> /dev/null
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig > /dev/null; then ldconfig; fi
 	@echo "removed liblift $(VERSION) from $(DESTDIR)$(PREFIX)"
 

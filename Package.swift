@@ -35,6 +35,8 @@ let package = Package(
     .executable(name: "lift-bench", targets: ["lift-bench"]),
     // The `lift` command (bin/lift runs it; SwiftPM cannot name an executable like the library).
     .executable(name: "lift-cli", targets: ["lift-cli"]),
+    // The process lift_file_check() starts to read an untrusted file (installed beside liblift).
+    .executable(name: "lift-file-check", targets: ["lift-file-check"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -66,9 +68,12 @@ let package = Package(
       path: "Sources/LiftKernelsC",
       cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-gdwarf-4"])]
     ),
+    // dladdr and pipe2, which Swift's Glibc module does not declare.
+    .target(name: "LiftSystemC", path: "Sources/LiftSystemC", cSettings: [.unsafeFlags(["-gdwarf-4"])],
+            linkerSettings: [.linkedLibrary("dl")]),
     .target(
       name: "Lift",
-      dependencies: ["CLiftABI", "CHDF5", "CZlib", "CDNNL", "LiftCodecs", "LiftKernelsC"],
+      dependencies: ["CLiftABI", "CHDF5", "CZlib", "CDNNL", "LiftCodecs", "LiftKernelsC", "LiftSystemC"],
       swiftSettings: cpuFlags
     ),
     // liblift.so: the C ABI only (version script), SONAME liblift.so.<major>.
@@ -84,6 +89,8 @@ let package = Package(
                       swiftSettings: cpuFlags),
     .executableTarget(name: "lift-cli", dependencies: ["Lift", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                       path: "Sources/LiftCLI", swiftSettings: cpuFlags),
+    .executableTarget(name: "lift-file-check", path: "Sources/LiftFileCheck", cSettings: [.unsafeFlags(["-gdwarf-4"])],
+                      linkerSettings: [.linkedLibrary("dl")]),
     .testTarget(name: "LiftTests", dependencies: ["Lift"], swiftSettings: cpuFlags),
   ],
   swiftLanguageModes: [.v6]

@@ -41,7 +41,7 @@ extern "C" {
 /* Version of this header (semantic versioning). The shared library is liblift.so.MAJOR; its own
  * version is lift_version() / lift_version_number(), which a program may compare with these. */
 #define LIFT_VERSION_MAJOR 0
-#define LIFT_VERSION_MINOR 5
+#define LIFT_VERSION_MINOR 6
 #define LIFT_VERSION_PATCH 0
 #define LIFT_VERSION_NUMBER (LIFT_VERSION_MAJOR * 10000 + LIFT_VERSION_MINOR * 100 + LIFT_VERSION_PATCH)
 #define LIFT_QUOTE_(x) #x
@@ -66,6 +66,7 @@ typedef enum lift_status {
   LIFT_ERR_STATE = 8,     /* call not valid in the handle's current state (e.g. after finish)  */
   LIFT_ERR_BUFFER = 9,    /* caller's output buffer too small; the needed size is reported     */
   LIFT_ERR_UNSUPPORTED = 10, /* this CPU lacks what the request needs (e.g. bf16 dot products) */
+  LIFT_ERR_UNSAFE = 11,   /* reading the file crashed or hung a checking process (lift_file_check) */
   LIFT_ERR_INTERNAL = 99  /* a bug in liblift or a dependency; the message has details         */
 } lift_status;
 
@@ -968,6 +969,48 @@ lift_status lift_trainer_step_distributed(lift_trainer *trainer, const void *ima
 lift_status lift_trainer_step_features_distributed(lift_trainer *trainer, const float *features, size_t features_len,
                                                    const float *texts, size_t texts_len, int64_t local_batch,
                                                    const lift_comm *comm, lift_step_stats *stats);
+
+/* ---- Files from untrusted sources ----
+ *
+ * liblift checks every size, index and value it reads, but HDF5 metadata is parsed by libhdf5,
+ * which can crash or loop on a crafted file (a damaged heap behind a variable-length string,
+ * say): in-process, such a file can take the host down whatever liblift does. lift_file_check
+ * reads a file in full in a separate process first. */
+
+/* What a file is expected to hold. */
+typedef enum lift_file_kind {
+  LIFT_FILE_ANY = 0,           /* whatever its content says it is */
+  LIFT_FILE_MODEL = 1,         /* a model or a training checkpoint (safetensors) */
+  LIFT_FILE_STORE = 2,         /* an embedding store */
+  LIFT_FILE_DATASET = 3,       /* an image-caption dataset */
+  LIFT_FILE_CAPTIONS = 4,      /* a captions file (caption embeddings and class prompts) */
+  LIFT_FILE_FEATURE_CACHE = 5, /* a feature cache */
+  LIFT_FILE_IMAGE_SOURCE = 6   /* tar shards (a path or a {a..b} pattern) or a folder of images */
+} lift_file_kind;
+
+/* Reads everything liblift would read from `path` as `kind`, in this process: every tensor, row,
+ * image (decoded), caption, label, class name and variable-length string. LIFT_OK when all of it
+ * reads; otherwise the status and message an open or read would give (LIFT_ERR_FORMAT when the
+ * content is not of `kind`). A one-line summary of what the file holds ("embedding store of
+ * 1000 x 512") is copied into `summary` (cut to cap - 1 bytes and NUL-terminated when cap > 0;
+ * may be NULL with cap 0); *len (may be NULL) receives its full length. This is what the
+ * checking process of lift_file_check runs; on its own it protects nothing. Thread-safe. */
+lift_status lift_file_read_all(const char *path, lift_file_kind kind, char *summary, size_t cap, size_t *len);
+
+/* lift_file_read_all in a separate process, so that a crash or hang below liblift (in libhdf5)
+ * ends that process, not the caller. The process is the program lift-file-check, installed with
+ * the library (next to liblift.so, or in the liblift/ folder beside it; LIFT_FILE_CHECK_HELPER
+ * names another), started with posix_spawn: safe in a multi-threaded host, which is never
+ * forked. It loads this same liblift.so, caps its data segment at the memory budget
+ * (LIFT_MEMORY_LIMIT, default half the physical memory) and is killed after timeout_seconds.
+ * Returns LIFT_OK when the file reads in full (summary as lift_file_read_all); the reader's
+ * status and message when liblift refuses the file ("'PATH' is unusable: ..."); LIFT_ERR_UNSAFE
+ * when the process crashed or did not finish in time (the message says which: do not open that
+ * file in-process); LIFT_ERR_IO when the process cannot be started; LIFT_ERR_ARGUMENT for a
+ * timeout outside (0, 86400]. Costs one full read of the file plus starting a process (tens of
+ * milliseconds). Thread-safe (several checks may run at once). */
+lift_status lift_file_check(const char *path, lift_file_kind kind, double timeout_seconds, char *summary, size_t cap,
+                            size_t *len);
 
 /* Matrix-product FLOPs of one training step of `batch` images (forward + backward), as
  * lift-bench counts them. Thread-safe. */

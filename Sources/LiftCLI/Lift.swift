@@ -127,29 +127,67 @@ struct Info: ParsableCommand {
     discussion: "What a file is comes from its content, not its name.")
 
   @Argument(help: "Files to describe.") var paths: [String]
+  @Flag(name: .long, help: """
+    Describe HDF5 files in this process. By default a separate lift process describes each one, \
+    so that a file crafted to crash or hang libhdf5 cannot take this one down.
+    """) var trusted = false
+  @Flag(name: .long, help: .hidden) var inProcess = false
 
   func run() throws {
     for path in paths {
-      if DataSources.isDirectory(path) || path.contains("{") || path.lowercased().hasSuffix(".tar") {
-        Console.out(try cli { () throws(LiftError) in try DataSources.census(path) })
-        continue
+      if trusted || inProcess || !Info.isHDF5(path) {
+        try describeInProcess(path)
+      } else {
+        try describeInChild(path)
       }
-      switch try cli({ () throws(LiftError) in try LiftFileKind.of(path: path) }) {
-      case .safetensors: try describeModel(path)
-      case .dataset: try describeDataset(path)
-      case .captions: try describeCaptions(path)
-      case .store: try describeStore(path)
-      case .featureCache:
-        let h = try cli { () throws(LiftError) in try FeatureCache.header(path: path) }
-        Console.out("\(path): feature cache of \(h.count) images x \(h.width) pooled features (fingerprint \(h.fingerprint)), "
-                    + "made by lift train --feature-cache for a locked tower")
-      case .otherHDF5:
-        throw CLIError("'\(path)' is an HDF5 file without liblift's datasets: expected images/pixels (an image-caption dataset), "
-                       + "captions/embeddings (a captions file), embeddings (an embedding store) or features (a feature cache)")
-      case .unknown:
-        throw CLIError("'\(path)' is not a liblift file: expected a model or checkpoint (safetensors) or a dataset, "
-                       + "captions file or embedding store (HDF5)")
-      }
+    }
+  }
+
+  /// Whether `path` is a file that is not safetensors (so libhdf5 would parse it); tar shards,
+  /// folders and safetensors are read by liblift's own code.
+  static func isHDF5(_ path: String) -> Bool {
+    if DataSources.isDirectory(path) || path.contains("{") || path.lowercased().hasSuffix(".tar") { return false }
+    return (try? LiftFileKind.isSafeTensors(path)) == false
+  }
+
+  /// `lift info --in-process PATH` in a child process (10 minutes at most), its output relayed.
+  func describeInChild(_ path: String) throws {
+    let timeout = 600.0
+    let run = FileCheck.runChild(command: ["/proc/self/exe", "info", "--in-process", "--", path], timeout: timeout)
+    if let why = run.startFailure { throw CLIError("cannot describe '\(path)' in a separate process: \(why)") }
+    let text = run.text.hasSuffix("\n") ? String(run.text.dropLast()) : run.text
+    if !run.finished { throw CLIError(FileCheck.error(of: .timedOut(seconds: timeout), path: path)!.message) }
+    if let signal = run.signal {
+      throw CLIError(FileCheck.error(of: .crashed(signal: signal, detail: ""), path: path)!.message)
+    }
+    guard run.exitStatus == 0 else {
+      let last = text.split(separator: "\n").last.map(String.init) ?? "failed"
+      throw CLIError(last.hasPrefix("Error: ") ? String(last.dropFirst(7)) : last)
+    }
+    Console.out(text)
+  }
+
+  /// Describes one file in this process.
+  func describeInProcess(_ path: String) throws {
+    if DataSources.isDirectory(path) || path.contains("{") || path.lowercased().hasSuffix(".tar") {
+      Console.out(try cli { () throws(LiftError) in try DataSources.census(path) })
+      return
+    }
+    switch try cli({ () throws(LiftError) in try LiftFileKind.of(path: path) }) {
+    case .safetensors: try describeModel(path)
+    case .dataset: try describeDataset(path)
+    case .captions: try describeCaptions(path)
+    case .store: try describeStore(path)
+    case .featureCache:
+      let h = try cli { () throws(LiftError) in try FeatureCache.header(path: path) }
+      Console.out("\(path): feature cache of \(h.count) images x \(h.width) pooled features (fingerprint \(h.fingerprint)), "
+                  + "made by lift train --feature-cache for a locked tower")
+    case .otherHDF5:
+      throw CLIError("'\(path)' is an HDF5 file without liblift's datasets: expected images/pixels (an image-caption dataset), "
+                     + "captions/embeddings (a captions file), embeddings (an embedding store) or features (a feature cache)")
+    case .unknown:
+      throw CLIError("'\(path)' is not a liblift file: expected a model or checkpoint (safetensors) or a dataset, "
+                     + "captions file or embedding store (HDF5)")
     }
   }
 

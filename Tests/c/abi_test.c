@@ -212,8 +212,33 @@ static void suites(void) {
   rmdir(root);
 }
 
+/* lift_file_check from a C program: a file that passes, one liblift refuses, one that crashes
+ * libhdf5 in the checking process (the caller survives), and the arguments it refuses. */
+static void file_check(void) {
+  char summary[128];
+  size_t len = 0;
+  const char *asset = LIFT_ROOT_DIR "/assets/fashion-mnist-captions.h5";
+  EXPECT(lift_file_check(asset, LIFT_FILE_CAPTIONS, 60, summary, sizeof summary, &len) == LIFT_OK, "%s", lift_last_error());
+  EXPECT(strcmp(summary, "captions file of 160 captions, 10 classes") == 0 && len == strlen(summary), "summary: %s", summary);
+  EXPECT(lift_file_check(asset, LIFT_FILE_STORE, 60, NULL, 0, NULL) == LIFT_ERR_FORMAT &&
+             strstr(lift_last_error(), "is not an embedding store"),
+         "wrong kind: %s", lift_last_error());
+  const char *crash = LIFT_ROOT_DIR "/Fuzz/libhdf5/strings/crash-vlen-heap.h5";
+  EXPECT(lift_file_check(crash, LIFT_FILE_ANY, 60, summary, sizeof summary, &len) == LIFT_ERR_UNSAFE &&
+             strstr(lift_last_error(), "crashed the checking process"),
+         "crash: %s", lift_last_error());
+  EXPECT(lift_file_check(asset, LIFT_FILE_ANY, 0, NULL, 0, NULL) == LIFT_ERR_ARGUMENT, "timeout 0 accepted");
+  EXPECT(lift_file_check(asset, (lift_file_kind)99, 60, NULL, 0, NULL) == LIFT_ERR_ARGUMENT, "kind 99 accepted");
+  EXPECT(lift_file_check(NULL, LIFT_FILE_ANY, 60, NULL, 0, NULL) == LIFT_ERR_ARGUMENT, "NULL path accepted");
+  /* A summary cut to the buffer, NUL-terminated, with the full length reported. */
+  EXPECT(lift_file_read_all(asset, LIFT_FILE_ANY, summary, 8, &len) == LIFT_OK && strcmp(summary, "caption") == 0 &&
+             len == strlen("captions file of 160 captions, 10 classes"),
+         "cut summary: %s (%zu)", summary, len);
+}
+
 int main(void) {
   versions();
+  file_check();
   struct_sizes();
   refused_sizes();
   older_struct_accepted();

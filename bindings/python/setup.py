@@ -50,6 +50,11 @@ class BuildPyWithLibrary(build_py):
         target = Path(self.build_lib) / "liblift" / "liblift.so"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(library(), target)
+        # lift_file_check's checking process, found beside the library.
+        helper = library().parent / "lift-file-check"
+        if not helper.is_file():
+            raise SystemExit(f"{helper} not found: it is built with liblift.so (swift build -c release)")
+        shutil.copy2(helper, target.parent / "lift-file-check")
 
 
 class PlatformWheel(bdist_wheel):

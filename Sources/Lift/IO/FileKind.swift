@@ -47,7 +47,7 @@ public enum LiftFileKind: Sendable, Equatable {
 
   /// Whether the file starts as safetensors does: an 8-byte little-endian header length N that
   /// fits the file, then the header's JSON object.
-  static func isSafeTensors(_ path: String) throws(LiftError) -> Bool {
+  public static func isSafeTensors(_ path: String) throws(LiftError) -> Bool {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))") }
     defer { close(fd) }

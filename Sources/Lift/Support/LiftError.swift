@@ -45,6 +45,7 @@ public func statusName(_ status: lift_status) -> String {
   case LIFT_ERR_STATE: return "LIFT_ERR_STATE"
   case LIFT_ERR_BUFFER: return "LIFT_ERR_BUFFER"
   case LIFT_ERR_UNSUPPORTED: return "LIFT_ERR_UNSUPPORTED"
+  case LIFT_ERR_UNSAFE: return "LIFT_ERR_UNSAFE"
   case LIFT_ERR_INTERNAL: return "LIFT_ERR_INTERNAL"
   default: return "LIFT_ERR_UNKNOWN"
   }

@@ -44,3 +44,33 @@ final class ZeroedFloats {
 
   deinit { munmap(pointer, bytes) }
 }
+
+/// The memory one operation driven by a file's declared sizes may claim: LIFT_MEMORY_LIMIT if set
+/// (bytes, or a number followed by K, M, G or T, powers of 1024), else half the machine's
+/// physical memory. A file check's process runs under it (`FileCheck.limitMemory`).
+public enum MemoryBudget {
+  public static let bytes: UInt64 = {
+    if let env = getenv("LIFT_MEMORY_LIMIT"), let parsed = parse(String(cString: env)) { return parsed }
+    let pages = UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))), pageSize = UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
+    return max(1 << 30, pages.multipliedReportingOverflow(by: pageSize).partialValue / 2)
+  }()
+
+  /// "123", "512M", "4G" -> bytes; nil if malformed, zero or overflowing.
+  static func parse(_ text: String) -> UInt64? {
+    var digits = text.trimmingCharacters(in: " ")
+    var scale: UInt64 = 1
+    if let last = digits.last, let shift = ["K": 10, "M": 20, "G": 30, "T": 40][String(last).uppercased()] {
+      scale = 1 << UInt64(shift)
+      digits.removeLast()
+    }
+    guard let n = UInt64(digits), n > 0 else { return nil }
+    let (bytes, overflow) = n.multipliedReportingOverflow(by: scale)
+    return overflow ? nil : bytes
+  }
+}
+
+private extension String {
+  func trimmingCharacters(in set: Character) -> String {
+    String(drop(while: { $0 == set }).reversed().drop(while: { $0 == set }).reversed())
+  }
+}

@@ -74,6 +74,7 @@ STATUS_NAMES = {
     8: "LIFT_ERR_STATE",
     9: "LIFT_ERR_BUFFER",
     10: "LIFT_ERR_UNSUPPORTED",
+    11: "LIFT_ERR_UNSAFE",
     99: "LIFT_ERR_INTERNAL",
 }
 
@@ -331,6 +332,8 @@ _PROTOTYPES = {
     "lift_eval_retrieval": (c_int, [_F, c_int64, _F, c_int64, c_int64, _I64, _I64, POINTER(ctypes.c_double),
                                     POINTER(ctypes.c_double)]),
     "lift_eval_pairwise": (c_int, [_F, _F, _F, c_int64, c_int64, c_void_p]),
+    "lift_file_read_all": (c_int, [c_char_p, c_int, c_char_p, c_size_t, POINTER(c_size_t)]),
+    "lift_file_check": (c_int, [c_char_p, c_int, ctypes.c_double, c_char_p, c_size_t, POINTER(c_size_t)]),
 }
 
 def _declare() -> None:

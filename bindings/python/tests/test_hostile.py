@@ -397,6 +397,76 @@ def test_lift_check_isolates_files_that_crash_or_hang_libhdf5(tmp_path):
         """, timeout=30)
 
 
+def test_check_file_isolates_files_that_crash_or_hang_libhdf5(tmp_path):
+    """liblift.check_file (lift_file_check): the same isolation as `lift check`, from the library,
+    with a verdict as a status. The calling process survives the crash and the hang."""
+    crash, hang = LIBHDF5_FINDINGS / "crash-vlen-heap.h5", LIBHDF5_FINDINGS / "hang-vlen-heap.h5"
+    good = tmp_path / "good.h5"
+    with liblift.StoreWriter(good, dim=4, keys=True) as w:
+        w.append(np.ones((2, 4), np.float32), keys=["a", "b"])
+    assert liblift.check_file(good) == "embedding store of 2 x 4"
+    assert liblift.check_file(good, kind="store", timeout=30) == "embedding store of 2 x 4"
+    with pytest.raises(liblift.LiftError) as e:
+        liblift.check_file(crash, timeout=30)
+    assert e.value.status_name == "LIFT_ERR_UNSAFE" and "crashed the checking process" in e.value.message
+    assert str(crash) in e.value.message
+    with pytest.raises(liblift.LiftError) as e:
+        liblift.check_file(hang, timeout=2)
+    assert e.value.status_name == "LIFT_ERR_UNSAFE" and "did not finish within 2 s" in e.value.message
+    # liblift's own refusals keep their status and message.
+    with pytest.raises(liblift.LiftError) as e:
+        liblift.check_file(good, kind="model")
+    assert e.value.status_name == "LIFT_ERR_FORMAT" and "is not a model or training checkpoint" in e.value.message
+    text = tmp_path / "notes.txt"
+    text.write_text("not a liblift file")
+    with pytest.raises(liblift.LiftError) as e:
+        liblift.check_file(text)
+    assert e.value.status_name == "LIFT_ERR_FORMAT" and "neither safetensors nor HDF5" in e.value.message
+    with pytest.raises(liblift.LiftError) as e:
+        liblift.check_file(good, timeout=0)
+    assert e.value.status_name == "LIFT_ERR_ARGUMENT"
+    with pytest.raises(ValueError):
+        liblift.check_file(good, kind="picture")
+    # The in-process read gives the same summary.
+    assert liblift.read_file(good) == "embedding store of 2 x 4"
+
+
+def test_check_file_from_a_threaded_host_with_the_memory_budget(tmp_path):
+    """Checks from several threads at once (posix_spawn, no fork of the threaded host), under a
+    small LIFT_MEMORY_LIMIT: a file whose read needs more than the budget fails cleanly."""
+    run_case(f"""
+        import threading
+        good = {str(tmp_path / 'big.h5')!r}
+        with liblift.StoreWriter(good, dim=1024) as w:
+            w.append(np.ones((4096, 1024), np.float32))
+        results = []
+        def check():
+            results.append(liblift.check_file(good, timeout=60))
+        threads = [threading.Thread(target=check) for _ in range(4)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert results == ["embedding store of 4096 x 1024"] * 4, results
+        print("OK threads")
+    """)
+    # An 88 MB model (ViT-S/16) read under a 64 MiB budget: refused, naming the allocation.
+    model = tmp_path / "s16.safetensors"
+    liblift.Model(liblift.ModelConfig.preset("ViT-S/16", 512), seed=1).save(model)
+    env_case = f"""
+        try:
+            liblift.check_file({str(model)!r}, timeout=60)
+        except liblift.LiftError as e:
+            assert e.status_name == "LIFT_ERR_MEMORY", (e.status_name, e.message)
+            assert "cannot allocate 88503360 bytes for model parameters" in e.message, e.message
+            print("OK", e.status_name, e.message)
+    """
+    env = child_env()
+    env["LIFT_MEMORY_LIMIT"] = "64M"
+    prelude = "import liblift, numpy as np\n"
+    r = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(env_case)], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+
+
 def test_lift_check_knows_each_kind_of_file_by_its_content(tmp_path):
     asset = HERE.parents[2] / "assets" / "fashion-mnist-captions.h5"
     text = tmp_path / "model.safetensors"  # a misleading name: the content decides
