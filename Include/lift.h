@@ -977,6 +977,17 @@ lift_status lift_trainer_step_features_distributed(lift_trainer *trainer, const 
  * say): in-process, such a file can take the host down whatever liblift does. lift_file_check
  * reads a file in full in a separate process first. */
 
+/* The memory budget: the most one operation may allocate when its sizes come from outside (a
+ * file's declared batch capacity, shapes and counts, or a caller's). Every buffer liblift sizes
+ * from an input, and every trainer's total (workspace, loss matrix, moments), is checked against
+ * it before anything is allocated or touched: LIFT_ERR_MEMORY names what and how many bytes.
+ * The checking process of lift_file_check runs under it. Default: LIFT_MEMORY_LIMIT (bytes, or a
+ * number followed by K, M, G or T, powers of 1024), else half the physical memory. `bytes` 0
+ * restores the default. Process-wide; thread-safe. */
+lift_status lift_set_memory_limit(uint64_t bytes);
+/* The budget in force, in bytes. Thread-safe. */
+uint64_t lift_memory_limit(void);
+
 /* What a file is expected to hold. */
 typedef enum lift_file_kind {
   LIFT_FILE_ANY = 0,           /* whatever its content says it is */

@@ -64,6 +64,33 @@ final class FileCheckTests: XCTestCase {
     }
   }
 
+  func testAllocationsAndTrainersBeyondTheBudgetAreRefusedFirst() throws {
+    MemoryBudget.set(1 << 20)
+    defer { MemoryBudget.set(0) }
+    XCTAssertEqual(MemoryBudget.bytes, 1 << 20)
+    XCTAssertThrowsError(try allocateFloats(1 << 19, what: "the test's buffer")) { error in
+      let e = error as! LiftError
+      XCTAssertEqual(e.status, LIFT_ERR_MEMORY)
+      XCTAssertTrue(e.message.hasPrefix("the test's buffer needs 2097152 bytes, more than the memory budget of 1048576"),
+                    e.message)
+    }
+    let small = try allocateFloats(1 << 16, what: "a small buffer")
+    small.deallocate()
+    MemoryBudget.set(0)
+    let model = try Model(config: try ModelConfig.preset("ViT-XS/14-28", textDim: 16), seed: 1)
+    MemoryBudget.set(64 << 20)
+    var config = TrainConfig()
+    config.batchCapacity = 8192
+    XCTAssertThrowsError(try Trainer(model: model, config: config)) { error in
+      let e = error as! LiftError
+      XCTAssertEqual(e.status, LIFT_ERR_MEMORY)
+      XCTAssertTrue(e.message.contains("a trainer of batch capacity 8192 (batch_capacity) needs"), e.message)
+      XCTAssertTrue(e.message.contains("loss logits 268599296"), e.message)
+    }
+    config.batchCapacity = 64
+    XCTAssertNoThrow(try Trainer(model: model, config: config))
+  }
+
   func testMemoryBudgetParsesSizes() {
     XCTAssertEqual(MemoryBudget.parse("4096"), 4096)
     XCTAssertEqual(MemoryBudget.parse("512M"), 512 << 20)

@@ -2,8 +2,17 @@ import CLiftABI
 import Glibc
 import LiftSystemC
 
-// Files from untrusted sources: the full read in this process (what the checking process runs)
-// and the isolated check that runs it in a child process.
+// Files from untrusted sources: the memory budget, the full read in this process (what the
+// checking process runs) and the isolated check that runs it in a child process.
+
+@_cdecl("lift_set_memory_limit")
+public func cLiftSetMemoryLimit(_ bytes: UInt64) -> lift_status {
+  MemoryBudget.set(bytes)
+  return LIFT_OK
+}
+
+@_cdecl("lift_memory_limit")
+public func cLiftMemoryLimit() -> UInt64 { MemoryBudget.bytes }
 
 @_cdecl("lift_file_read_all")
 public func cLiftFileReadAll(_ path: UnsafePointer<CChar>?, _ kind: lift_file_kind, _ summary: UnsafeMutablePointer<CChar>?,

@@ -89,7 +89,11 @@ public final class Model: @unchecked Sendable {  // every operation takes `lock`
       guard chunk >= 1 else { throw .argument("chunk must be >= 1") }
       if encodeWorkspace == nil || encodeWorkspace!.capacity < min(chunk, max(count, 1)) {
         encodeWorkspace = nil
-        encodeWorkspace = try Workspace(config: config, capacity: min(chunk, max(count, 1)), training: false,
+        let capacity = min(chunk, max(count, 1))
+        let plan = Workspace.Plan(config: config, capacity: capacity, training: false, parameterCount: layout.totalCount,
+                                  lowestTrainedGroup: 0)
+        try MemoryBudget.require([("encoder workspace", plan.bytes)], for: "encoding \(capacity) images at a time")
+        encodeWorkspace = try Workspace(config: config, capacity: capacity, training: false,
                                         parameterCount: layout.totalCount)
       }
       let ws = encodeWorkspace!

@@ -75,65 +75,99 @@ final class Workspace {
   /// (workers - 1) x the largest block/patch weight (training only).
   let products: MatMul
 
-  /// `lowestTrainedGroup` (training only): groups below it are frozen and keep nothing.
+  /// Where each buffer of a workspace goes in its one allocation (in floats), computed without
+  /// allocating, so that the bytes a workspace needs can be checked against the memory budget
+  /// first. Index -1: the buffer does not exist in this workspace.
+  struct Plan {
+    private(set) var sizes: [Int] = []
+    let lowest: Int, firstSaved: Int
+    var iPatches = 0, iPatchTokens = 0, iX = 0, iH = 0, iG = 0, iXhatPre = -1, iRstdPre = -1
+    var iXhat1: [Int] = [], iRstd1: [Int] = [], iXhat2: [Int] = [], iRstd2: [Int] = []
+    var iQkv: [Int] = [], iAttn: [Int] = [], iLse: [Int] = [], iFc: [Int] = [], iBranch1: [Int] = [], iBranch2: [Int] = []
+    var iXhatPost = -1, iRstdPost = -1, iPooled = 0, iHeadOut: [Int] = [], iHeadAct: [Int] = [], iNorms = 0, iEmb = 0
+    var iAttnScratch = 0, iDx = 0, iDh = 0, iDqkv = 0, iDAttn = 0, iDg = 0, iDHead = 0, iPartials = 0, iGemmScratch = 0
+    var iWeights16 = -1, iStage16 = -1, iResidual16 = -1, iHeadIn16 = -1, iHeadGrad16 = -1
+    private(set) var gemmScratchCount = 0
+
+    /// Total floats (every buffer rounded up to 16 floats).
+    var total: Int { sizes.reduce(0, +) }
+    /// Bytes of the one allocation.
+    var bytes: Int { total * MemoryLayout<Float>.stride }
+
+    init(config c: ModelConfig, capacity: Int, training: Bool, parameterCount: Int, lowestTrainedGroup: Int) {
+      lowest = training ? max(lowestTrainedGroup, 0) : c.depth + 2
+      // Block i is in group min(i + 1, depth).
+      firstSaved = min(max(lowest - 1, 0), c.depth)
+      let savesPre = lowest == 0, towerTrains = training && lowest <= c.depth
+      let bf16 = c.precision == .bf16
+      let n = capacity * c.tokens, w = c.width, f = c.hidden, d = c.textDim
+      let np = capacity * c.patches
+      let workers = Parallel.workers
+      let firstSaved = self.firstSaved
+      gemmScratchCount = towerTrains ? (workers - 1) * max(3 * w * w, f * w, w * c.patchDim) : 0
+      iPatches = takeOperand(np * c.patchDim, bf16); iPatchTokens = take(np * w); iX = take(n * w)
+      iH = takeOperand(n * w, bf16); iG = takeOperand(n * f, bf16)
+      if savesPre { iXhatPre = take(n * w); iRstdPre = take(n) }
+      let blocks = 0..<c.depth
+      // Kept per saved block, -1 for the others.
+      func saved(_ plan: inout Plan, _ count: Int) -> [Int] { blocks.map { $0 >= firstSaved ? plan.take(count) : -1 } }
+      // One buffer per saved block; the blocks that keep nothing share one (allocated if any).
+      func perBlock(_ plan: inout Plan, _ count: Int, operand: Bool = false) -> [Int] {
+        let shared = firstSaved > 0 ? (operand ? plan.takeOperand(count, bf16) : plan.take(count)) : -1
+        return blocks.map { $0 >= firstSaved ? (operand ? plan.takeOperand(count, bf16) : plan.take(count)) : shared }
+      }
+      iXhat1 = saved(&self, n * w); iRstd1 = saved(&self, n); iXhat2 = saved(&self, n * w); iRstd2 = saved(&self, n)
+      iQkv = perBlock(&self, n * 3 * w, operand: true); iAttn = perBlock(&self, n * w, operand: true)
+      iLse = perBlock(&self, capacity * c.heads * c.tokens); iFc = perBlock(&self, n * f, operand: true)
+      iBranch1 = c.layerScale ? perBlock(&self, n * w) : []; iBranch2 = c.layerScale ? perBlock(&self, n * w) : []
+      if towerTrains { iXhatPost = take(n * w); iRstdPost = take(n) }
+      iPooled = take(capacity * w)
+      iHeadOut = (0..<c.headLayers).map { _ in take(capacity * d) }
+      iHeadAct = (0..<c.headLayers).map { _ in takeOperand(capacity * d, bf16) }
+      iNorms = take(capacity); iEmb = take(capacity * d)
+      let attentionShape = Attention.Shape(batch: capacity, tokens: c.tokens, width: w, heads: c.heads, bf16: bf16)
+      iAttnScratch = take(workers * attentionShape.scratchPerWorker)
+      let bn = towerTrains ? n : 1
+      iDx = take(bn * w); iDh = take(bn * w); iDqkv = take(bn * 3 * w); iDAttn = takeOperand(bn * w, bf16); iDg = take(bn * f)
+      iDHead = take(training ? 2 * capacity * max(d, w) : 1)
+      iPartials = take(workers * max(3 * w, f, d))
+      iGemmScratch = take(gemmScratchCount)
+      if bf16 {
+        iWeights16 = takeHalves(parameterCount)
+        if towerTrains { iStage16 = takeHalves(n * max(3 * w, f, c.patchDim)); iResidual16 = takeHalves(n * w) }
+        iHeadIn16 = takeHalves(capacity * w)
+        if training { iHeadGrad16 = takeHalves(capacity * d) }
+      }
+    }
+
+    private mutating func take(_ count: Int) -> Int { sizes.append((count + 15) / 16 * 16); return sizes.count - 1 }
+    /// A buffer of product inputs: half the floats in bf16.
+    private mutating func takeOperand(_ count: Int, _ bf16: Bool) -> Int { take(bf16 ? (count + 1) / 2 : count) }
+    private mutating func takeHalves(_ count: Int) -> Int { take((count + 1) / 2) }
+
+    /// Float offset of every buffer.
+    var offsets: [Int] {
+      var offsets: [Int] = [], total = 0
+      for s in sizes { offsets.append(total); total += s }
+      return offsets
+    }
+  }
+
+  /// `lowestTrainedGroup` (training only): groups below it are frozen and keep nothing. Callers
+  /// check `Plan(...).bytes` (with what they allocate beside it) against the memory budget first.
   init(config c: ModelConfig, capacity: Int, training: Bool, parameterCount: Int,
        lowestTrainedGroup: Int = 0) throws(LiftError) {
     self.config = c
     self.capacity = capacity
     self.training = training
-    let lowest = training ? max(lowestTrainedGroup, 0) : c.depth + 2
-    self.lowestTrainedGroup = lowest
-    // Block i is in group min(i + 1, depth).
-    let firstSaved = min(max(lowest - 1, 0), c.depth)
-    firstSavedBlock = firstSaved
-    let savesPre = lowest == 0, towerTrains = lowest <= c.depth
+    if c.precision == .bf16 { try OneDNN.requireBFloat16() }
+    let plan = Plan(config: c, capacity: capacity, training: training, parameterCount: parameterCount,
+                    lowestTrainedGroup: lowestTrainedGroup)
+    self.lowestTrainedGroup = plan.lowest
+    firstSavedBlock = plan.firstSaved
     let bf16 = c.precision == .bf16
-    if bf16 { try OneDNN.requireBFloat16() }
-    let n = capacity * c.tokens, w = c.width, f = c.hidden, d = c.textDim
-    let np = capacity * c.patches
-    let workers = Parallel.workers
-    // Sizes in floats, in allocation order; every buffer is rounded up to 16 floats. A buffer
-    // of product inputs takes half the floats in bf16.
-    var sizes: [Int] = []
-    func take(_ count: Int) -> Int { sizes.append((count + 15) / 16 * 16); return sizes.count - 1 }
-    func takeOperand(_ count: Int) -> Int { take(bf16 ? (count + 1) / 2 : count) }
-    func takeHalves(_ count: Int) -> Int { bf16 ? take((count + 1) / 2) : -1 }
-    let iPatches = takeOperand(np * c.patchDim), iPatchTokens = take(np * w), iX = take(n * w), iH = takeOperand(n * w)
-    let iG = takeOperand(n * f)
-    let iXhatPre = savesPre ? take(n * w) : -1, iRstdPre = savesPre ? take(n) : -1
-    let blocks = 0..<c.depth
-    // Kept per saved block, -1 for the others.
-    func saved(_ count: Int) -> [Int] { blocks.map { $0 >= firstSaved ? take(count) : -1 } }
-    // One buffer per saved block; the blocks that keep nothing share one (allocated if any).
-    func perBlock(_ count: Int, operand: Bool = false) -> [Int] {
-      let shared = firstSaved > 0 ? (operand ? takeOperand(count) : take(count)) : -1
-      return blocks.map { $0 >= firstSaved ? (operand ? takeOperand(count) : take(count)) : shared }
-    }
-    let iXhat1 = saved(n * w), iRstd1 = saved(n), iXhat2 = saved(n * w), iRstd2 = saved(n)
-    let iQkv = perBlock(n * 3 * w, operand: true), iAttn = perBlock(n * w, operand: true)
-    let iLse = perBlock(capacity * c.heads * c.tokens), iFc = perBlock(n * f, operand: true)
-    let iBranch1 = c.layerScale ? perBlock(n * w) : [], iBranch2 = c.layerScale ? perBlock(n * w) : []
-    let iXhatPost = towerTrains ? take(n * w) : -1, iRstdPost = towerTrains ? take(n) : -1
-    let iPooled = take(capacity * w)
-    let iHeadOut = (0..<c.headLayers).map { _ in take(capacity * d) }
-    let iHeadAct = (0..<c.headLayers).map { _ in takeOperand(capacity * d) }
-    let iNorms = take(capacity), iEmb = take(capacity * d)
-    let attentionShape = Attention.Shape(batch: capacity, tokens: c.tokens, width: w, heads: c.heads, bf16: bf16)
-    let iAttnScratch = take(workers * attentionShape.scratchPerWorker)
-    let bn = towerTrains ? n : 1
-    let iDx = take(bn * w), iDh = take(bn * w), iDqkv = take(bn * 3 * w), iDAttn = takeOperand(bn * w), iDg = take(bn * f)
-    let iDHead = take(training ? 2 * capacity * max(d, w) : 1)
-    let iPartials = take(workers * max(3 * w, f, d))
-    let gemmScratchCount = towerTrains ? (workers - 1) * max(3 * w * w, f * w, w * c.patchDim) : 0
-    let iGemmScratch = take(gemmScratchCount)
-    let iWeights16 = takeHalves(parameterCount)
-    let iStage16 = towerTrains ? takeHalves(n * max(3 * w, f, c.patchDim)) : -1
-    let iResidual16 = towerTrains ? takeHalves(n * w) : -1
-    let iHeadIn16 = takeHalves(capacity * w)
-    let iHeadGrad16 = training ? takeHalves(capacity * d) : -1
-    var offsets: [Int] = []
-    var total = 0
-    for s in sizes { offsets.append(total); total += s }
+    let offsets = plan.offsets
+    let total = plan.total
     floatCount = total
     storage = try allocateFloats(total, what: "encoder workspace for batch \(capacity)")
     let base = storage
@@ -145,19 +179,20 @@ final class Workspace {
     func halves(_ i: Int) -> UnsafeMutablePointer<BFloat16>? {
       i < 0 ? nil : UnsafeMutableRawPointer(at(i)).assumingMemoryBound(to: BFloat16.self)
     }
-    patches = operand(iPatches); patchTokens = at(iPatchTokens); x = at(iX); h = operand(iH); g = operand(iG)
-    xhatPre = opt(iXhatPre); rstdPre = opt(iRstdPre)
-    xhat1 = iXhat1.map(opt); rstd1 = iRstd1.map(opt); xhat2 = iXhat2.map(opt); rstd2 = iRstd2.map(opt)
-    qkv = iQkv.map(operand); attnOut = iAttn.map(operand); lse = iLse.map(at); fc = iFc.map(operand)
-    branch1 = iBranch1.map(at); branch2 = iBranch2.map(at)
-    xhatPost = opt(iXhatPost); rstdPost = opt(iRstdPost)
-    pooled = at(iPooled); headOut = iHeadOut.map(at); headAct = iHeadAct.map(operand)
-    norms = at(iNorms); embeddings = at(iEmb); attnScratch = at(iAttnScratch)
-    dx = at(iDx); dh = at(iDh); dqkv = at(iDqkv); dAttn = operand(iDAttn); dg = at(iDg)
-    dHead = at(iDHead); partials = at(iPartials)
-    weights16 = halves(iWeights16); stage16 = halves(iStage16); residual16 = halves(iResidual16)
-    headIn16 = halves(iHeadIn16); headGrad16 = halves(iHeadGrad16)
-    products = MatMul(scratch: gemmScratchCount > 0 ? at(iGemmScratch) : nil, scratchCapacity: gemmScratchCount)
+    patches = operand(plan.iPatches); patchTokens = at(plan.iPatchTokens); x = at(plan.iX); h = operand(plan.iH); g = operand(plan.iG)
+    xhatPre = opt(plan.iXhatPre); rstdPre = opt(plan.iRstdPre)
+    xhat1 = plan.iXhat1.map(opt); rstd1 = plan.iRstd1.map(opt); xhat2 = plan.iXhat2.map(opt); rstd2 = plan.iRstd2.map(opt)
+    qkv = plan.iQkv.map(operand); attnOut = plan.iAttn.map(operand); lse = plan.iLse.map(at); fc = plan.iFc.map(operand)
+    branch1 = plan.iBranch1.map(at); branch2 = plan.iBranch2.map(at)
+    xhatPost = opt(plan.iXhatPost); rstdPost = opt(plan.iRstdPost)
+    pooled = at(plan.iPooled); headOut = plan.iHeadOut.map(at); headAct = plan.iHeadAct.map(operand)
+    norms = at(plan.iNorms); embeddings = at(plan.iEmb); attnScratch = at(plan.iAttnScratch)
+    dx = at(plan.iDx); dh = at(plan.iDh); dqkv = at(plan.iDqkv); dAttn = operand(plan.iDAttn); dg = at(plan.iDg)
+    dHead = at(plan.iDHead); partials = at(plan.iPartials)
+    weights16 = halves(plan.iWeights16); stage16 = halves(plan.iStage16); residual16 = halves(plan.iResidual16)
+    headIn16 = halves(plan.iHeadIn16); headGrad16 = halves(plan.iHeadGrad16)
+    products = MatMul(scratch: plan.gemmScratchCount > 0 ? at(plan.iGemmScratch) : nil,
+                      scratchCapacity: plan.gemmScratchCount)
     // Touch every page now (first-touch costs stay out of the first step).
     storage.initialize(repeating: 0, count: total)
   }

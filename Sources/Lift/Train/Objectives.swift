@@ -23,6 +23,14 @@ enum Objectives {
     private(set) var capacity: Int
     let products = MatMul()
 
+    /// Bytes of a scratch for a global batch of `capacity`: capacity^2 logits, 3 x capacity
+    /// statistics (floats) and capacity row sums (doubles).
+    static func bytes(capacity: Int) -> Int {
+      let c = max(capacity, 1)
+      let (square, overflow) = c.multipliedReportingOverflow(by: c)
+      return overflow || square > Int.max / 8 ? Int.max : square * 4 + c * 20
+    }
+
     init(capacity: Int) throws(LiftError) {
       self.capacity = max(capacity, 1)
       logits = try allocateFloats(self.capacity * self.capacity, what: "loss logits")

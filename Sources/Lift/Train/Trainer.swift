@@ -110,6 +110,8 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
     let count = model.layout.totalCount
     lowestTrainedGroup = Trainer.lowestTrainedGroup(model.layout, config: config)
     trainedOffset = model.layout.offset(ofGroup: lowestTrainedGroup)
+    try Trainer.requireMemory(model: model, config: config, lowestTrainedGroup: lowestTrainedGroup,
+                              trainedCount: count - trainedOffset)
     gradientBuffer = try ZeroedFloats(count, what: "gradients")
     firstMomentBuffer = try ZeroedFloats(count, what: "AdamW first moment")
     secondMomentBuffer = try ZeroedFloats(count, what: "AdamW second moment")
@@ -133,6 +135,21 @@ public final class Trainer: @unchecked Sendable {  // every method takes the mod
       normPartials.deallocate()
       throw error
     }
+  }
+
+  /// Checks what a trainer will allocate and touch against the memory budget, before anything
+  /// is: the encoder workspace for the batch capacity, the loss's capacity^2 logits, the text
+  /// embeddings and feature gradients, and the gradients and AdamW moments of the trained tensors.
+  private static func requireMemory(model: Model, config: TrainConfig, lowestTrainedGroup: Int,
+                                    trainedCount: Int) throws(LiftError) {
+    let capacity = config.batchCapacity, floats = MemoryLayout<Float>.stride
+    let plan = Workspace.Plan(config: model.config, capacity: capacity, training: true,
+                              parameterCount: model.layout.totalCount, lowestTrainedGroup: lowestTrainedGroup)
+    try MemoryBudget.require([("encoder workspace", plan.bytes),
+                              ("loss logits", Objectives.Scratch.bytes(capacity: capacity)),
+                              ("text embeddings and feature gradients", 2 * capacity * model.config.textDim * floats),
+                              ("gradients and AdamW moments", 3 * trainedCount * floats)],
+                             for: "a trainer of batch capacity \(capacity) (batch_capacity)")
   }
 
   deinit {

@@ -5,7 +5,7 @@ copy inside this package (wheels carry one), else the system's liblift.so.<major
 package); never from the current directory or its parents.
 """
 from ._lib import LiftError, library_path, lib
-from .files import FILE_KINDS, check_file, read_file
+from .files import FILE_KINDS, check_file, memory_limit, read_file, set_memory_limit
 from .data import (Batch, Dataset, Loader, Source, class_embeddings, pairwise, preprocess, retrieval, write_dataset,
                    zero_shot)
 from .images import decode_image, image_info
@@ -17,7 +17,8 @@ from .suites import SUITES, Suite
 __all__ = ["LiftError", "Store", "StoreWriter", "DEFAULT_DATASET", "cosine_similarity", "topk",
            "Model", "ModelConfig", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "Dataset", "Source", "Loader", "Batch",
            "Suite", "SUITES", "preprocess", "decode_image", "image_info", "write_dataset", "class_embeddings", "zero_shot", "retrieval", "pairwise", "version",
-           "library_path", "__version__", "check_file", "read_file", "FILE_KINDS"]
+           "library_path", "__version__", "check_file", "read_file", "FILE_KINDS", "memory_limit",
+           "set_memory_limit"]
 
 
 def version() -> str:

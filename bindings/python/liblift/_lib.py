@@ -332,6 +332,8 @@ _PROTOTYPES = {
     "lift_eval_retrieval": (c_int, [_F, c_int64, _F, c_int64, c_int64, _I64, _I64, POINTER(ctypes.c_double),
                                     POINTER(ctypes.c_double)]),
     "lift_eval_pairwise": (c_int, [_F, _F, _F, c_int64, c_int64, c_void_p]),
+    "lift_set_memory_limit": (c_int, [ctypes.c_uint64]),
+    "lift_memory_limit": (ctypes.c_uint64, []),
     "lift_file_read_all": (c_int, [c_char_p, c_int, c_char_p, c_size_t, POINTER(c_size_t)]),
     "lift_file_check": (c_int, [c_char_p, c_int, ctypes.c_double, c_char_p, c_size_t, POINTER(c_size_t)]),
 }

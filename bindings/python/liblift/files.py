@@ -6,7 +6,7 @@ import os
 
 from ._lib import check, lib
 
-__all__ = ["FILE_KINDS", "check_file", "read_file"]
+__all__ = ["FILE_KINDS", "check_file", "read_file", "memory_limit", "set_memory_limit"]
 
 # lift_file_kind of lift.h, by name.
 FILE_KINDS = {"any": 0, "model": 1, "store": 2, "dataset": 3, "captions": 4, "feature_cache": 5, "image_source": 6}
@@ -39,3 +39,16 @@ def check_file(path, kind: str = "any", timeout: float = 120.0) -> str:
 def read_file(path, kind: str = "any") -> str:
     """The same full read in this process (no protection against a crash in libhdf5)."""
     return _summary(lib.lift_file_read_all, path, kind)
+
+
+def memory_limit() -> int:
+    """The memory budget in bytes: the most one operation may allocate when its sizes come from
+    a file or an argument (LIFT_MEMORY_LIMIT, default half the physical memory)."""
+    return int(lib.lift_memory_limit())
+
+
+def set_memory_limit(nbytes: int) -> None:
+    """Replaces the memory budget for this process (0: back to the default)."""
+    if nbytes < 0:
+        raise ValueError(f"the memory limit must be >= 0 bytes, got {nbytes}")
+    check(lib.lift_set_memory_limit(int(nbytes)))

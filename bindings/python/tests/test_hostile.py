@@ -75,6 +75,51 @@ def edited(checkpoint: Path, tmp_path: Path, edit) -> Path:
     return out
 
 
+def test_checkpoint_declaring_a_huge_batch_capacity_is_refused_before_allocating(checkpoint, tmp_path):
+    """A checkpoint whose train config declares batch_capacity 2^20 (a 4 TiB loss matrix and a
+    workspace of gigabytes): refused by the memory budget, naming the field and the bytes, in under
+    a second and under 200 MB peak RSS (measured by /usr/bin/time -v around the loading process)."""
+    def edit(header, data):
+        config = json.loads(header["__metadata__"]["lift.train_config"])
+        config["batch_capacity"] = 1 << 20
+        header["__metadata__"]["lift.train_config"] = json.dumps(config)
+    path = edited(checkpoint, tmp_path, edit)
+    code = textwrap.dedent(f"""
+        import time, liblift
+        start = time.perf_counter()
+        try:
+            liblift.Trainer.load({str(path)!r})
+        except liblift.LiftError as e:
+            print("refused", e.status_name, time.perf_counter() - start, e.message)
+    """)
+    r = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=child_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    _, status, seconds, message = r.stdout.split(" ", 3)
+    assert status == "LIFT_ERR_MEMORY", r.stdout
+    assert "a trainer of batch capacity 1048576 (batch_capacity) needs" in message, message
+    assert "loss logits 4398067" in message and "more than the memory budget" in message, message
+    assert float(seconds) < 1.0, r.stdout
+    rss_kb = int(next(line for line in r.stderr.splitlines() if "Maximum resident set size" in line).split()[-1])
+    assert rss_kb < 200 * 1024, f"peak RSS {rss_kb} kB"
+
+
+def test_memory_limit_is_settable_and_refuses_before_allocating():
+    run_case("""
+        default = liblift.memory_limit()
+        assert default >= 1 << 30, default
+        liblift.set_memory_limit(8 << 20)
+        assert liblift.memory_limit() == 8 << 20
+        config = liblift.ModelConfig.preset("ViT-XS/4-32", 8, image_size=8, patch=4, width=16, depth=1, heads=1)
+        model = liblift.Model(config, seed=1)
+        expect_error("LIFT_ERR_MEMORY", "more than the memory budget of 8388608 bytes", liblift.Trainer, model,
+                     batch_capacity=4096)
+        liblift.set_memory_limit(0)
+        assert liblift.memory_limit() == default
+        liblift.Trainer(model, batch_capacity=4096)
+    """)
+
+
 def test_shape_whose_product_overflows(checkpoint, tmp_path):
     def edit(header, data):
         header["logit_scale"]["shape"] = [1 << 40, 1 << 40, 1 << 40]
@@ -456,7 +501,7 @@ def test_check_file_from_a_threaded_host_with_the_memory_budget(tmp_path):
             liblift.check_file({str(model)!r}, timeout=60)
         except liblift.LiftError as e:
             assert e.status_name == "LIFT_ERR_MEMORY", (e.status_name, e.message)
-            assert "cannot allocate 88503360 bytes for model parameters" in e.message, e.message
+            assert "model parameters needs 88503360 bytes, more than the memory budget of 67108864" in e.message, e.message
             print("OK", e.status_name, e.message)
     """
     env = child_env()
