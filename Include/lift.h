@@ -120,12 +120,20 @@ typedef struct lift_store lift_store;
 #define LIFT_STORE_NORMALIZE 1u         /* L2-normalise every row on read (zero rows: LIFT_ERR_VALUE) */
 #define LIFT_STORE_SKIP_FINITE_CHECK 2u /* do not check rows read for NaN/Inf (faster)                */
 
+/* Flag of every opener of files (lift_store_open, lift_dataset_open, lift_model_load,
+ * lift_trainer_load): the files come from an untrusted source. Each is first read in full in a
+ * separate process (lift_file_check, 600 s at most), once per process for each version of the
+ * file (device, inode, size and modification time); a file that fails is not opened, and the
+ * open returns the check's error: the reader's own for a file liblift refuses, LIFT_ERR_UNSAFE
+ * for one that crashed or hung the checking process (see lift_file_check). */
+#define LIFT_OPEN_UNTRUSTED 0x100u
+
 /* Opens `n_paths` shard files as one store. `dataset` is the embeddings dataset name in every
  * shard, NULL for LIFT_STORE_DEFAULT_DATASET. `flags` is a bitwise OR of LIFT_STORE_* flags.
  * On success *out receives a handle to release with lift_store_free.
  * Errors: LIFT_ERR_IO (missing file, not HDF5), LIFT_ERR_NOT_FOUND (no such dataset),
  * LIFT_ERR_FORMAT (rank != 2, non-float dtype, not a dataset), LIFT_ERR_SHAPE (D differs between
- * shards), LIFT_ERR_ARGUMENT.
+ * shards), LIFT_ERR_ARGUMENT. With LIFT_OPEN_UNTRUSTED, each shard is checked first.
  * Thread-safe. */
 lift_status lift_store_open(const char *const *paths, size_t n_paths, const char *dataset,
                             uint32_t flags, lift_store **out);
@@ -339,8 +347,8 @@ lift_status lift_model_create(const lift_model_config *config, uint64_t seed, li
 
 /* Loads weights written by lift_model_save or lift_trainer_save (safetensors with liblift
  * metadata). Corrupt, truncated or inconsistent files are LIFT_ERR_FORMAT / LIFT_ERR_SHAPE.
- * Thread-safe. */
-lift_status lift_model_load(const char *path, lift_model **out);
+ * `flags`: 0 or LIFT_OPEN_UNTRUSTED. Thread-safe. */
+lift_status lift_model_load(const char *path, uint32_t flags, lift_model **out);
 
 /* Naming schemes of pretrained vision transformers that lift_model_import reads. */
 typedef enum lift_scheme {
@@ -506,8 +514,10 @@ lift_status lift_trainer_create(lift_model *model, const lift_train_config *conf
 /* Resumes from a training checkpoint written by lift_trainer_save. `batch_capacity` > 0
  * replaces the saved capacity, 0 keeps it. A different capacity splits steps into other
  * micro-batches, which changes float summation order: results then agree with an unchanged
- * resume up to rounding, not bit for bit. Thread-safe. */
-lift_status lift_trainer_load(const char *path, int64_t batch_capacity, lift_trainer **out);
+ * resume up to rounding, not bit for bit. The trainer's total memory (workspace, loss matrix,
+ * moments) is checked against the memory budget before anything is allocated. `flags`: 0 or
+ * LIFT_OPEN_UNTRUSTED. Thread-safe. */
+lift_status lift_trainer_load(const char *path, int64_t batch_capacity, uint32_t flags, lift_trainer **out);
 
 /* Writes weights, AdamW moments, step, RNG state and config, atomically. `keys`/`values` are
  * n_metadata strings stored as user metadata (e.g. the data position), readable after
@@ -606,8 +616,9 @@ typedef struct lift_dataset_info {
   int64_t classes;    /* classes for zero-shot evaluation (0 if none)     */
 } lift_dataset_info;
 
-/* Opens shard files as one dataset (metadata only; everything else streams). Thread-safe. */
-lift_status lift_dataset_open(const char *const *paths, size_t n_paths, lift_dataset **out);
+/* Opens shard files as one dataset (metadata only; everything else streams). `flags`: 0 or
+ * LIFT_OPEN_UNTRUSTED (each shard checked first). Thread-safe. */
+lift_status lift_dataset_open(const char *const *paths, size_t n_paths, uint32_t flags, lift_dataset **out);
 /* Releases the caller's reference (loaders keep their own). NULL is a no-op. Not thread-safe with
  * other calls on the same reference. */
 void lift_dataset_free(lift_dataset *dataset);

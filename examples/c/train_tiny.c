@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
   const char *keys[1] = {"note"}, *values[1] = {"written by train_tiny.c"};
   CHECK(lift_model_save(model, weights));
   CHECK(lift_trainer_save(trainer, checkpoint, keys, values, 1));
-  CHECK(lift_trainer_load(checkpoint, 0, &resumed));
+  CHECK(lift_trainer_load(checkpoint, 0, 0, &resumed));
   int64_t done = 0;
   CHECK(lift_trainer_step_count(resumed, &done));
   char note[64];

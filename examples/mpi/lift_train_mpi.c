@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
   int64_t micro = o.micro > 0 ? o.micro : (o.batch + size - 1) / size;
 
   lift_dataset *ds = NULL;
-  CHECK(lift_dataset_open(o.data, (size_t)o.n_data, &ds));
+  CHECK(lift_dataset_open(o.data, (size_t)o.n_data, 0, &ds));
   lift_dataset_info info = {.struct_size = sizeof(lift_dataset_info)};
   CHECK(lift_dataset_get_info(ds, &info));
 
@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
   lift_model *model = NULL;
   int64_t start_epoch = 0, start_batch = 0;
   if (o.resume) {
-    CHECK(lift_trainer_load(o.out, micro, &trainer));
+    CHECK(lift_trainer_load(o.out, micro, 0, &trainer));
     char buf[32];
     size_t len;
     CHECK(lift_trainer_metadata(trainer, "epoch", buf, sizeof buf, &len));

@@ -14,7 +14,7 @@ private func copyList(_ values: [Int64], into out: UnsafeMutablePointer<Int64>?,
 }
 
 @_cdecl("lift_dataset_open")
-public func cLiftDatasetOpen(_ paths: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int,
+public func cLiftDatasetOpen(_ paths: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int, _ flags: UInt32,
                              _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
   capi { () throws(LiftError) in
     let out = try required(out, "out")
@@ -23,6 +23,7 @@ public func cLiftDatasetOpen(_ paths: UnsafePointer<UnsafePointer<CChar>?>?, _ c
     guard n >= 1 else { throw .argument("n_paths must be >= 1") }
     var list: [String] = []
     for i in 0..<n { list.append(try requiredString(paths[i], "paths[\(i)]")) }
+    for path in list { try checkUntrusted(path, kind: .dataset, flags: flags) }
     out.pointee = makeHandle(try ImageDataset(paths: list))
   }
 }

@@ -42,6 +42,17 @@ public func cLiftFileCheck(_ path: UnsafePointer<CChar>?, _ kind: lift_file_kind
   }
 }
 
+/// Checks `path` in a separate process first when `flags` has LIFT_OPEN_UNTRUSTED (once per
+/// process per version of the file); refuses other flags than `allowed`.
+func checkUntrusted(_ path: String, kind: FileCheck.Expected, flags: UInt32, allowed: UInt32 = 0) throws(LiftError) {
+  let known = allowed | LIFT_OPEN_UNTRUSTED
+  guard flags & ~known == 0 else { throw .argument("unknown flags 0x\(String(flags & ~known, radix: 16))") }
+  guard flags & LIFT_OPEN_UNTRUSTED != 0 else { return }
+  try UntrustedFiles.require(path, kind: kind) { (p, k) throws(LiftError) in
+    try checkHelperCommand() + [p, String(k.rawValue), String(MemoryBudget.bytes)]
+  }
+}
+
 private func fileKind(_ kind: lift_file_kind) throws(LiftError) -> FileCheck.Expected {
   guard let expected = FileCheck.Expected(rawValue: Int32(bitPattern: kind.rawValue)) else {
     throw .argument("kind must be a lift_file_kind (0...\(FileCheck.Expected.allCases.count - 1)), got \(kind.rawValue)")

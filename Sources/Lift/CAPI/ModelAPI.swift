@@ -190,10 +190,13 @@ public func cLiftModelExport(_ handle: OpaquePointer?, _ path: UnsafePointer<CCh
 }
 
 @_cdecl("lift_model_load")
-public func cLiftModelLoad(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
+public func cLiftModelLoad(_ path: UnsafePointer<CChar>?, _ flags: UInt32,
+                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
   capi { () throws(LiftError) in
     let out = try required(out, "out")
-    out.pointee = makeHandle(try Model.load(path: try requiredString(path, "path")))
+    let path = try requiredString(path, "path")
+    try checkUntrusted(path, kind: .model, flags: flags)
+    out.pointee = makeHandle(try Model.load(path: path))
   }
 }
 

@@ -15,10 +15,10 @@ public func cLiftStoreOpen(_ paths: UnsafePointer<UnsafePointer<CChar>?>?, _ cou
     let paths = try required(paths, "paths")
     let n = try requiredSize(count, "n_paths")
     guard n >= 1 else { throw .argument("n_paths must be >= 1") }
-    guard flags & ~storeFlags == 0 else { throw .argument("unknown store flags 0x\(String(flags & ~storeFlags, radix: 16))") }
     var list: [String] = []
     list.reserveCapacity(n)
     for i in 0..<n { list.append(try requiredString(paths[i], "paths[\(i)]")) }
+    for path in list { try checkUntrusted(path, kind: .store, flags: flags, allowed: storeFlags) }
     var options = EmbeddingStore.Options()
     if let dataset { options.dataset = String(cString: dataset) }
     options.normalize = flags & LIFT_STORE_NORMALIZE != 0

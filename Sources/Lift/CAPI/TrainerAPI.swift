@@ -62,14 +62,15 @@ public func cLiftTrainerCreate(_ modelHandle: OpaquePointer?, _ config: UnsafePo
 }
 
 @_cdecl("lift_trainer_load")
-public func cLiftTrainerLoad(_ path: UnsafePointer<CChar>?, _ batchCapacity: Int64,
+public func cLiftTrainerLoad(_ path: UnsafePointer<CChar>?, _ batchCapacity: Int64, _ flags: UInt32,
                              _ out: UnsafeMutablePointer<OpaquePointer?>?) -> lift_status {
   capi { () throws(LiftError) in
     let out = try required(out, "out")
     try requireNonNegative(batchCapacity, "batch_capacity")
     guard batchCapacity <= 1 << 20 else { throw .argument("batch_capacity must be <= 1048576") }
-    let (trainer, _) = try Trainer.load(path: try requiredString(path, "path"),
-                                        batchCapacity: batchCapacity > 0 ? Int(batchCapacity) : nil)
+    let path = try requiredString(path, "path")
+    try checkUntrusted(path, kind: .model, flags: flags)
+    let (trainer, _) = try Trainer.load(path: path, batchCapacity: batchCapacity > 0 ? Int(batchCapacity) : nil)
     out.pointee = makeHandle(trainer)
   }
 }

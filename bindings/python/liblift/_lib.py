@@ -6,7 +6,7 @@ import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_int64, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 
-__all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelConfigStruct", "ImportOptionsStruct",
+__all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "OPEN_UNTRUSTED", "ModelConfigStruct", "ImportOptionsStruct",
            "TensorInfoStruct",
            "TrainConfigStruct", "StepStatsStruct", "Handle", "CommStruct", "ALLGATHER_INT64",
            "ALLGATHERV_FLOAT", "ALLREDUCE_SUM_FLOAT",
@@ -14,6 +14,9 @@ __all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "ModelCo
            "SourceInfoStruct"]
 
 _ENV = "LIBLIFT_PATH"
+
+# LIFT_OPEN_UNTRUSTED of lift.h: read a file in full in a separate process before opening it.
+OPEN_UNTRUSTED = 0x100
 
 # The C ABI these declarations follow: liblift.so.<ABI_MAJOR> (LIFT_VERSION_MAJOR of lift.h).
 ABI_MAJOR = 0
@@ -250,7 +253,7 @@ _PROTOTYPES = {
     "lift_topk": (c_int, [_F, c_int64, c_int64, c_int64, _I64, _F]),
     "lift_model_config_preset": (c_int, [c_char_p, ctypes.c_int32, POINTER(ModelConfigStruct)]),
     "lift_model_create": (c_int, [POINTER(ModelConfigStruct), ctypes.c_uint64, POINTER(_P)]),
-    "lift_model_load": (c_int, [c_char_p, POINTER(_P)]),
+    "lift_model_load": (c_int, [c_char_p, c_uint32, POINTER(_P)]),
     "lift_import_options_default": (c_int, [POINTER(ImportOptionsStruct)]),
     "lift_model_import": (c_int, [c_char_p, POINTER(ImportOptionsStruct), POINTER(_P), POINTER(c_int)]),
     "lift_model_export": (c_int, [_P, c_char_p, c_int]),
@@ -266,7 +269,7 @@ _PROTOTYPES = {
     "lift_model_step_flops": (c_int, [_P, c_int64, POINTER(ctypes.c_double)]),
     "lift_train_config_default": (c_int, [POINTER(TrainConfigStruct)]),
     "lift_trainer_create": (c_int, [_P, POINTER(TrainConfigStruct), ctypes.c_uint64, POINTER(_P)]),
-    "lift_trainer_load": (c_int, [c_char_p, c_int64, POINTER(_P)]),
+    "lift_trainer_load": (c_int, [c_char_p, c_int64, c_uint32, POINTER(_P)]),
     "lift_trainer_save": (c_int, [_P, c_char_p, POINTER(c_char_p), POINTER(c_char_p), c_size_t]),
     "lift_trainer_metadata": (c_int, [_P, c_char_p, c_char_p, c_size_t, POINTER(c_size_t)]),
     "lift_trainer_free": (None, [_P]),
@@ -287,7 +290,7 @@ _PROTOTYPES = {
     "lift_trainer_apply": (c_int, [_P, POINTER(StepStatsStruct)]),
     "lift_trainer_zero_grad": (c_int, [_P]),
     "lift_trainer_buffers": (c_int, [_P, POINTER(_F), POINTER(_F), POINTER(_F), _I64]),
-    "lift_dataset_open": (c_int, [POINTER(c_char_p), c_size_t, POINTER(_P)]),
+    "lift_dataset_open": (c_int, [POINTER(c_char_p), c_size_t, c_uint32, POINTER(_P)]),
     "lift_dataset_free": (None, [_P]),
     "lift_dataset_get_info": (c_int, [_P, POINTER(DatasetInfoStruct)]),
     "lift_dataset_read_pixels": (c_int, [_P, _I64, c_int64, c_void_p, c_size_t]),

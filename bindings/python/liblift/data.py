@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ._arrays import as_float_matrix, fptr, i64ptr
-from ._lib import (BatchStruct, DatasetInfoStruct, Handle, LoaderOptionsStruct, SourceInfoStruct, check, lib)
+from ._lib import (OPEN_UNTRUSTED, BatchStruct, DatasetInfoStruct, Handle, LoaderOptionsStruct, SourceInfoStruct, check, lib)
 from .images import preprocess
 from .store import Store
 
@@ -39,7 +39,8 @@ class Dataset(Handle):
     _free = "lift_dataset_free"
     _kind = "dataset"
 
-    def __init__(self, paths):
+    def __init__(self, paths, *, untrusted: bool = False):
+        """`untrusted=True` reads each file in full in a separate process first (check_file)."""
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
         encoded = [os.fsencode(p) for p in paths]
@@ -47,7 +48,8 @@ class Dataset(Handle):
             raise ValueError("Dataset needs at least one file")
         self.paths = [os.fsdecode(p) for p in encoded]
         h = ctypes.c_void_p()
-        check(lib.lift_dataset_open((ctypes.c_char_p * len(encoded))(*encoded), len(encoded), ctypes.byref(h)))
+        check(lib.lift_dataset_open((ctypes.c_char_p * len(encoded))(*encoded), len(encoded),
+                                    OPEN_UNTRUSTED if untrusted else 0, ctypes.byref(h)))
         self._h = h
         info = DatasetInfoStruct()
         check(lib.lift_dataset_get_info(h, ctypes.byref(info)))

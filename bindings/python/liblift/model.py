@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from ._arrays import as_float_matrix, check_out, cstrings, fptr
-from ._lib import (Handle, ImportOptionsStruct, LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct,
+from ._lib import (OPEN_UNTRUSTED, Handle, ImportOptionsStruct, LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct,
                    TrainConfigStruct, check, lib)
 
 __all__ = ["ModelConfig", "Model", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "OBJECTIVES", "POOLS",
@@ -159,9 +159,11 @@ class Model(Handle):
         return m
 
     @classmethod
-    def load(cls, path) -> "Model":
+    def load(cls, path, *, untrusted: bool = False) -> "Model":
+        """A model (or a checkpoint's model) from a file; `untrusted=True` reads the file in full
+        in a separate process first (check_file), once per process per version of the file."""
         h = ctypes.c_void_p()
-        check(lib.lift_model_load(os.fsencode(path), ctypes.byref(h)))
+        check(lib.lift_model_load(os.fsencode(path), OPEN_UNTRUSTED if untrusted else 0, ctypes.byref(h)))
         return cls._wrap(h)
 
     @classmethod
@@ -337,9 +339,12 @@ class Trainer(Handle):
         self.model = model
 
     @classmethod
-    def load(cls, path, batch_capacity: int = 0) -> "Trainer":
+    def load(cls, path, batch_capacity: int = 0, *, untrusted: bool = False) -> "Trainer":
+        """Resumes from a checkpoint (batch_capacity 0 keeps the saved one); `untrusted=True` as
+        Model.load."""
         h = ctypes.c_void_p()
-        check(lib.lift_trainer_load(os.fsencode(path), int(batch_capacity), ctypes.byref(h)))
+        check(lib.lift_trainer_load(os.fsencode(path), int(batch_capacity), OPEN_UNTRUSTED if untrusted else 0,
+                                    ctypes.byref(h)))
         t = cls.__new__(cls)
         t._h = h
         m = ctypes.c_void_p()

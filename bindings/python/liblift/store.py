@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ._arrays import as_float_matrix, check_out, cstrings, fptr, i64ptr
-from ._lib import Handle, LiftError, check, lib
+from ._lib import OPEN_UNTRUSTED, Handle, LiftError, check, lib
 
 __all__ = ["Store", "StoreWriter", "DEFAULT_DATASET"]
 
@@ -41,10 +41,13 @@ class Store(Handle):
 
     Reads return new float32 arrays, or fill `out=` (C-contiguous float32) without a copy.
     `normalize=True` L2-normalises rows on read; `check_finite=False` skips the NaN/Inf check.
+    `untrusted=True` reads each shard in full in a separate process first (check_file), once
+    per process per version of the file: a file that would crash libhdf5 raises LiftError
+    (LIFT_ERR_UNSAFE) instead of taking this process down.
     """
 
     def __init__(self, paths, dataset: str | None = None, *, normalize: bool = False,
-                 check_finite: bool = True, buffer_bytes: int | None = None):
+                 check_finite: bool = True, buffer_bytes: int | None = None, untrusted: bool = False):
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
         paths = list(paths)
@@ -52,7 +55,8 @@ class Store(Handle):
             raise ValueError("Store needs at least one file")
         encoded = [_encode(p) for p in paths]
         arr = (ctypes.c_char_p * len(encoded))(*encoded)
-        flags = (_NORMALIZE if normalize else 0) | (0 if check_finite else _SKIP_FINITE_CHECK)
+        flags = (_NORMALIZE if normalize else 0) | (0 if check_finite else _SKIP_FINITE_CHECK) | \
+            (OPEN_UNTRUSTED if untrusted else 0)
         handle = ctypes.c_void_p()
         ds = dataset.encode("utf-8") if dataset is not None else None
         check(lib.lift_store_open(arr, len(encoded), ds, flags, ctypes.byref(handle)))

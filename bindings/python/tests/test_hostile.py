@@ -476,6 +476,43 @@ def test_check_file_isolates_files_that_crash_or_hang_libhdf5(tmp_path):
     assert liblift.read_file(good) == "embedding store of 2 x 4"
 
 
+def test_untrusted_opens_check_each_file_once(checkpoint, tmp_path):
+    """untrusted=True (LIFT_OPEN_UNTRUSTED): files that crash or hang libhdf5 are refused with
+    LIFT_ERR_UNSAFE and the process survives; clean files open; a file is checked once per
+    process per version (device, inode, size, mtime): with the checking program gone, a file
+    checked before still opens, a new one does not."""
+    crash, hang = LIBHDF5_FINDINGS / "crash-vlen-heap.h5", LIBHDF5_FINDINGS / "hang-vlen-heap.h5"
+    run_case(f"""
+        import os
+        expect_error("LIFT_ERR_UNSAFE", "crashed the checking process", liblift.Store, {str(crash)!r}, untrusted=True)
+        good = {str(tmp_path / 'good.h5')!r}
+        with liblift.StoreWriter(good, dim=4, keys=True) as w:
+            w.append(np.ones((2, 4), np.float32), keys=["a", "b"])
+        with liblift.Store(good, untrusted=True) as s:
+            assert s.rows == 2
+        model = liblift.Model.load({str(checkpoint)!r}, untrusted=True)
+        trainer = liblift.Trainer.load({str(checkpoint)!r}, untrusted=True)
+        os.environ["LIFT_FILE_CHECK_HELPER"] = "/nonexistent/lift-file-check"
+        with liblift.Store(good, untrusted=True) as s:   # checked before: not again
+            assert s.rows == 2
+        liblift.Model.load({str(checkpoint)!r}, untrusted=True)
+        other = {str(tmp_path / 'other.h5')!r}
+        with liblift.StoreWriter(other, dim=4) as w:
+            w.append(np.ones((2, 4), np.float32))
+        expect_error("LIFT_ERR_IO", "the checking program is missing", liblift.Store, other, untrusted=True)
+        with liblift.Store(other) as s:                  # trusted opens need no check
+            assert s.rows == 2
+        # A rewritten file is a new version: checked again.
+        with liblift.StoreWriter(good, dim=4, overwrite=True) as w:
+            w.append(np.ones((3, 4), np.float32))
+        expect_error("LIFT_ERR_IO", "the checking program is missing", liblift.Store, good, untrusted=True)
+    """)
+    # A store opened as a dataset: the check names what the file is instead.
+    run_case(f"""
+        expect_error("LIFT_ERR_FORMAT", "is not an image-caption dataset", liblift.Dataset, {str(hang)!r}, untrusted=True)
+    """)
+
+
 def test_check_file_from_a_threaded_host_with_the_memory_budget(tmp_path):
     """Checks from several threads at once (posix_spawn, no fork of the threaded host), under a
     small LIFT_MEMORY_LIMIT: a file whose read needs more than the budget fails cleanly."""
