@@ -469,12 +469,12 @@ typedef struct lift_trainer lift_trainer;
  * decay to 0 at total_steps (10000), gradient-norm clip 1.0, batch capacity 64. */
 typedef struct lift_train_config {
   size_t struct_size;     /* sizeof(lift_train_config), set by the caller */
-  double learning_rate;
+  double learning_rate;   /* [0, 10] */
   double beta1;
   double beta2;
   double eps;
-  double weight_decay;
-  double grad_clip;       /* <= 0 disables clipping */
+  double weight_decay;    /* [0, 10] */
+  double grad_clip;       /* at most 1e6; <= 0 disables clipping */
   int64_t warmup_steps;
   int64_t total_steps;
   int64_t batch_capacity; /* most images per forward; bigger steps accumulate micro-batches */

@@ -136,6 +136,7 @@ func readFile(_ path: String) throws -> [UInt8] {
 
 /// Writes a text file atomically (temporary name, fsync, rename).
 func writeFileAtomically(_ path: String, _ text: String) throws {
+  try cli { () throws(LiftError) in try FileSystem.requireReplaceable(path) }
   let tmp = path + ".tmp-\(getpid())"
   guard let f = fopen(tmp, "w") else { throw CLIError("cannot write '\(tmp)': \(String(cString: strerror(errno)))") }
   fputs(text, f)

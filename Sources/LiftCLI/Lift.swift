@@ -307,11 +307,17 @@ struct PrepareFashionMNIST: ParsableCommand {
   }
 }
 
-/// Refuses to write over an existing file unless --overwrite was given (and never over a folder).
+/// Refuses an empty output path, anything but a regular file at it (a folder, device, FIFO or
+/// symbolic link is never replaced), and an existing file unless --overwrite was given.
 func checkOutput(_ path: String, overwrite: Bool) throws {
+  guard !path.isEmpty else { throw CLIError("the output path is empty") }
   var st = stat()
-  guard stat(path, &st) == 0 else { return }
+  guard lstat(path, &st) == 0 else { return }
   if (st.st_mode & S_IFMT) == S_IFDIR { throw CLIError("'\(path)' is a folder; an output file was expected") }
+  if (st.st_mode & S_IFMT) != S_IFREG {
+    throw CLIError("'\(path)' exists and is not a regular file (a device, FIFO, socket or symbolic link): lift replaces "
+                   + "only regular files")
+  }
   if !overwrite { throw CLIError("'\(path)' already exists (pass --overwrite to replace it)") }
 }
 

@@ -299,6 +299,10 @@ struct TrainSettings {
     seed = UInt64(seedValue)
     augment = try bool(c.augment, "augment") ?? false
     cropScale = try num(c.cropScale, "crop-scale") ?? 0.5
+    if case .file(let path) = featureCache, unlockedGroups != 0 || augment {
+      throw CLIError("--feature-cache '\(path)' keeps the pooled features of a fully locked tower: it needs --lock-image "
+                     + "and no --augment")
+    }
     checkpointEvery = try int(c.checkpointEvery, "checkpoint-every")
     evalEvery = try int(c.evalEvery, "eval-every")
     logEvery = try int(c.logEvery, "log-every") ?? 10
@@ -324,10 +328,10 @@ struct TrainSettings {
       where !value.isFinite {
       throw CLIError("--\(name) must be finite (got \(value))")
     }
-    guard lr >= 0 else { throw CLIError("--lr must be >= 0 (got \(lr))") }
-    guard weightDecay >= 0 else { throw CLIError("--weight-decay must be >= 0 (got \(weightDecay))") }
+    guard lr >= 0, lr <= 10 else { throw CLIError("--lr must be in [0, 10] (got \(lr))") }
+    guard weightDecay >= 0, weightDecay <= 10 else { throw CLIError("--weight-decay must be in [0, 10] (got \(weightDecay))") }
     guard beta2 >= 0, beta2 < 1 else { throw CLIError("--beta2 must be in [0, 1) (got \(beta2))") }
-    guard clip >= 0 else { throw CLIError("--clip must be >= 0, 0 = off (got \(clip))") }
+    guard clip >= 0, clip <= 1e6 else { throw CLIError("--clip must be in [0, 1000000], 0 = off (got \(clip))") }
     guard cropScale > 0, cropScale <= 1 else { throw CLIError("--crop-scale must be in (0, 1]") }
     guard !(resume && restart) else { throw CLIError("--resume and --restart exclude each other") }
   }

@@ -78,10 +78,10 @@ final class CheckpointTests: XCTestCase {
     _ = try run(t, steps: 1, seed: 4)
     // Saving into a missing folder fails cleanly.
     assertLiftError(LIFT_ERR_IO, ["no/such/dir"]) { try t.save(path: dir.file("no/such/dir/t.safetensors")) }
-    // A rename that cannot happen (target is a non-empty directory) removes the temporary file.
+    // A folder is never replaced (refused before any temporary file is made).
     mkdir(dir.file("blocked"), 0o755)
     mkdir(dir.file("blocked/inside"), 0o755)
-    assertLiftError(LIFT_ERR_IO, ["cannot rename"]) { try t.save(path: dir.file("blocked")) }
+    assertLiftError(LIFT_ERR_IO, ["is a folder"]) { try t.save(path: dir.file("blocked")) }
     XCTAssertEqual(try Data.read(path), before)
     let (loaded, _) = try Trainer.load(path: path)
     XCTAssertEqual(loaded.step, 0)

@@ -86,7 +86,7 @@ final class EmbeddingStoreWriterTests: XCTestCase {
     assertLiftError(LIFT_ERR_ARGUMENT, ["dim"]) { _ = try EmbeddingStoreWriter(path: dir.file("a.h5"), dim: 0, dtype: LIFT_DTYPE_FLOAT32) }
     assertLiftError(LIFT_ERR_ARGUMENT, ["float32 or float16"]) { _ = try EmbeddingStoreWriter(path: dir.file("a.h5"), dim: 2, dtype: LIFT_DTYPE_FLOAT64) }
     assertLiftError(LIFT_ERR_ARGUMENT, ["clashes"]) { _ = try EmbeddingStoreWriter(path: dir.file("a.h5"), dataset: "keys", dim: 2, dtype: LIFT_DTYPE_FLOAT32, keys: true) }
-    assertLiftError(LIFT_ERR_IO, ["is a directory"]) { _ = try EmbeddingStoreWriter(path: dir.path, dim: 2, dtype: LIFT_DTYPE_FLOAT32) }
+    assertLiftError(LIFT_ERR_IO, ["is a folder: liblift replaces only regular files"]) { _ = try EmbeddingStoreWriter(path: dir.path, dim: 2, dtype: LIFT_DTYPE_FLOAT32) }
     assertLiftError(LIFT_ERR_IO, ["no/such/dir"]) { _ = try EmbeddingStoreWriter(path: dir.file("no/such/dir/a.h5"), dim: 2, dtype: LIFT_DTYPE_FLOAT32) }
     XCTAssertEqual(entries(dir.path), [])
   }

@@ -116,6 +116,7 @@ extension Model {
         }
         tensors += [("layernorm.weight", [w], v("visual.ln_post.weight")), ("layernorm.bias", [w], v("visual.ln_post.bias"))]
       }
+      // The companion config files are written only once the weights are.
       try ForeignExport.write(tensors, to: path)
       try ForeignExport.writeConfig(c, scheme: scheme, beside: path)
     }
@@ -222,6 +223,7 @@ enum ForeignExport {
   /// Writes `json` to `file` as the library's other writers do: a temporary file, fsync,
   /// rename, fsync of the folder.
   static func writeAtomically(_ json: JSON, to file: String) throws(LiftError) {
+    try FileSystem.requireReplaceable(file)
     let temporary = "\(file).tmp-\(getpid())"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw .io("cannot create '\(temporary)': \(String(cString: strerror(errno)))") }

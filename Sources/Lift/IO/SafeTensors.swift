@@ -15,7 +15,8 @@ enum SafeTensors {
   /// Writes `entries` atomically: a temporary file next to `path`, fsync, rename over `path`,
   /// fsync of the folder. A failure at any point leaves any previous file at `path` intact.
   static func write(path: String, entries: [Entry], metadata: [(String, String)]) throws(LiftError) {
-    guard !path.isEmpty else { throw .argument("checkpoint path is empty") }
+    guard !path.isEmpty else { throw .argument("the output path is empty") }
+    try FileSystem.requireReplaceable(path)
     var header: [(String, JSON)] = [("__metadata__", .object(metadata.map { ($0.0, .string($0.1)) }))]
     var offset = 0
     for e in entries {
@@ -44,6 +45,12 @@ enum SafeTensors {
       guard close(fd) == 0 else { throw .io("cannot close '\(temporary)': \(String(cString: strerror(errno)))") }
     } catch {
       close(fd)
+      unlink(temporary)
+      throw error
+    }
+    do throws(LiftError) {
+      try FileSystem.requireReplaceable(path)  // again: it may have been replaced meanwhile
+    } catch {
       unlink(temporary)
       throw error
     }

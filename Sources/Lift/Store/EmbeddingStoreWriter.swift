@@ -151,7 +151,21 @@ public final class EmbeddingStoreWriter: @unchecked Sendable {  // every method 
 }
 
 /// Durable file-system operations.
-enum FileSystem {
+public enum FileSystem {
+  /// Throws unless `path` is absent or a regular file: liblift's writers replace regular files
+  /// only (by renaming a finished temporary file over them), never a device, FIFO, socket,
+  /// symbolic link or folder, whatever the overwrite option says.
+  public static func requireReplaceable(_ path: String) throws(LiftError) {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return }
+    let kinds: [(mode_t, String)] = [(S_IFREG, ""), (S_IFDIR, "a folder"), (S_IFLNK, "a symbolic link"),
+                                     (S_IFCHR, "a character device"), (S_IFBLK, "a block device"), (S_IFIFO, "a FIFO"),
+                                     (S_IFSOCK, "a socket")]
+    let kind = kinds.first { $0.0 == st.st_mode & S_IFMT }?.1 ?? "not a regular file"
+    guard !kind.isEmpty else { return }
+    throw .io("'\(path)' is \(kind): liblift replaces only regular files")
+  }
+
   static func fsyncFile(_ path: String) throws(LiftError) {
     let fd = open(path, O_RDONLY)
     guard fd >= 0 else { throw .io("cannot open '\(path)' to sync: \(String(cString: strerror(errno)))") }

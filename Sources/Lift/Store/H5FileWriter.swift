@@ -15,11 +15,9 @@ final class H5FileWriter {
 
   init(path: String, overwrite: Bool) throws(LiftError) {
     guard !path.isEmpty else { throw .argument("output path is empty") }
+    try FileSystem.requireReplaceable(path)
     var st = stat()
-    if stat(path, &st) == 0 {
-      if (st.st_mode & S_IFMT) == S_IFDIR { throw .io("cannot write '\(path)': is a directory") }
-      if !overwrite { throw .io("'\(path)' already exists (pass the overwrite flag to replace it)") }
-    }
+    if lstat(path, &st) == 0, !overwrite { throw .io("'\(path)' already exists (pass the overwrite flag to replace it)") }
     self.path = path
     self.overwrite = overwrite
     self.temporaryPath = "\(path).tmp-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
@@ -97,6 +95,7 @@ final class H5FileWriter {
     closeHandles()
     try FileSystem.fsyncFile(temporaryPath)
     if overwrite {
+      try FileSystem.requireReplaceable(path)
       guard rename(temporaryPath, path) == 0 else {
         throw .io("cannot rename '\(temporaryPath)' to '\(path)': \(String(cString: strerror(errno)))")
       }

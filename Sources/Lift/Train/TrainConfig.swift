@@ -38,16 +38,17 @@ public struct TrainConfig: Equatable {
     func require(_ ok: Bool, _ message: @autoclosure () -> String) throws(LiftError) {
       if !ok { throw .argument("train config: \(message())") }
     }
-    try require(learningRate.isFinite && learningRate >= 0, "learning rate must be finite and >= 0 (got \(learningRate))")
+    try require(learningRate.isFinite && learningRate >= 0 && learningRate <= 10,
+                "learning rate must be in [0, 10] (got \(learningRate))")
     try require(beta1 >= 0 && beta1 < 1, "beta1 must be in [0, 1) (got \(beta1))")
     try require(beta2 >= 0 && beta2 < 1, "beta2 must be in [0, 1) (got \(beta2))")
     try require(eps.isFinite && eps > 0, "eps must be > 0 (got \(eps))")
-    try require(weightDecay.isFinite && weightDecay >= 0, "weight decay must be finite and >= 0 (got \(weightDecay))")
+    try require(weightDecay.isFinite && weightDecay >= 0 && weightDecay <= 10, "weight decay must be in [0, 10] (got \(weightDecay))")
     try require(warmupSteps >= 0, "warm-up steps must be >= 0 (got \(warmupSteps))")
     try require(totalSteps >= 1 && totalSteps <= Checkpoint.maxStep,
                 "total steps must be in [1, \(Checkpoint.maxStep)] (got \(totalSteps))")
     try require(warmupSteps <= totalSteps, "warm-up steps (\(warmupSteps)) exceed total steps (\(totalSteps))")
-    try require(gradClip.isFinite, "gradient clip must be finite (got \(gradClip))")
+    try require(gradClip.isFinite && gradClip <= 1e6, "gradient clip must be finite and <= 1e6, <= 0 = off (got \(gradClip))")
     try require(batchCapacity >= 1 && batchCapacity <= 1 << 20, "batch capacity must be in [1, 1048576] (got \(batchCapacity))")
     if let k = unlockedGroups { try require(k >= 0 && k <= 1 << 10, "unlocked groups must be in [0, 1024] (got \(k))") }
     try require(layerDecay.isFinite && layerDecay > 0 && layerDecay <= 1, "layer decay must be in (0, 1] (got \(layerDecay))")

@@ -99,6 +99,22 @@ def test_outputs_are_replaced_only_with_overwrite(tiny, tmp_path):
         assert target.read_bytes() != b"old"
         r = lift(*args, tmp_path, "--overwrite", check=False)
         assert r.returncode == 1 and "is a folder" in r.stderr, r.stderr
+        # A FIFO or a symbolic link is never replaced either (nor a device), and nothing is
+        # written beside it.
+        fifo, link = tmp_path / f"fifo-{name}", tmp_path / f"link-{name}"
+        os.mkfifo(fifo)
+        link.symlink_to(target)
+        for special in (fifo, link):
+            r = lift(*args, special, "--overwrite", check=False)
+            assert r.returncode == 1 and "is not a regular file" in r.stderr, r.stderr
+        assert fifo.is_fifo() and link.is_symlink()
+    assert not (tmp_path / "open_clip_config.json").exists()
+    r = lift("export", "--checkpoint", tmp_path / "run" / "checkpoint.safetensors", "--scheme", "openclip", "--out",
+             tmp_path / "fifo-m.safetensors", "--overwrite", check=False)
+    assert r.returncode == 1 and "is not a regular file" in r.stderr, r.stderr
+    assert not (tmp_path / "open_clip_config.json").exists()
+    r = lift(*train_args(tiny, tmp_path / "fc", "--feature-cache", tmp_path / "cache.h5"), check=False)
+    assert r.returncode == 1 and "needs --lock-image" in r.stderr, r.stderr
     with liblift.Store(tmp_path / "emb.h5") as s:
         assert s.shape == (40, 16)
     assert json.loads((tmp_path / "e.json").read_text())["zero_shot"]["images"] == 40
@@ -212,10 +228,12 @@ def test_user_errors_are_one_line_and_change_nothing(tiny, tmp_path):
         # Every option is range-checked before anything runs, on --resume too.
         (train_args(tiny, out, "--resume", "--width", 33), "divisible"),
         (train_args(tiny, out, "--resume", "--image-mean", "0.5,0.5"), "image mean/std need 1 values"),
-        (train_args(tiny, out, "--resume", "--lr=-1"), "--lr must be >= 0"),
-        (train_args(tiny, out, "--resume", "--weight-decay=-0.1"), "--weight-decay must be >= 0"),
+        (train_args(tiny, out, "--resume", "--lr=-1"), "--lr must be in [0, 10]"),
+        (train_args(tiny, out, "--resume", "--weight-decay=-0.1"), "--weight-decay must be in [0, 10]"),
+        (train_args(tiny, out, "--resume", "--weight-decay", "9.2e18"), "--weight-decay must be in [0, 10]"),
+        (train_args(tiny, out, "--resume", "--clip", "9.2e18"), "--clip must be in [0, 1000000]"),
         (train_args(tiny, out, "--resume", "--beta2", 1), "--beta2 must be in [0, 1)"),
-        (train_args(tiny, out, "--resume", "--clip=-1"), "--clip must be >= 0"),
+        (train_args(tiny, out, "--resume", "--clip=-1"), "--clip must be in [0, 1000000]"),
     ]
     for args, fragment in cases:
         r = lift(*args, check=False)

@@ -104,6 +104,28 @@ def test_checkpoint_declaring_a_huge_batch_capacity_is_refused_before_allocating
     assert rss_kb < 200 * 1024, f"peak RSS {rss_kb} kB"
 
 
+def test_writers_replace_only_regular_files(tmp_path):
+    """Model.save, Trainer.save and StoreWriter(overwrite=True) never replace a FIFO, a symbolic
+    link or a folder (nor a device): each is refused, naming what the path is, and stays."""
+    config = liblift.ModelConfig.preset("ViT-XS/4-32", 8, image_size=8, patch=4, width=16, depth=1, heads=1)
+    model = liblift.Model(config, seed=1)
+    fifo, link, folder = tmp_path / "fifo", tmp_path / "link", tmp_path / "folder"
+    os.mkfifo(fifo)
+    (tmp_path / "target").write_bytes(b"keep")
+    link.symlink_to(tmp_path / "target")
+    folder.mkdir()
+    for path, kind in [(fifo, "is a FIFO"), (link, "is a symbolic link"), (folder, "is a folder")]:
+        with pytest.raises(liblift.LiftError) as e:
+            model.save(path)
+        assert kind in e.value.message and "replaces only regular files" in e.value.message, e.value.message
+        with pytest.raises(liblift.LiftError) as e:
+            with liblift.StoreWriter(path, dim=4, overwrite=True) as w:
+                w.append(np.ones((1, 4), np.float32))
+        assert kind in e.value.message, e.value.message
+    assert fifo.is_fifo() and link.is_symlink() and folder.is_dir() and (tmp_path / "target").read_bytes() == b"keep"
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
 def test_memory_limit_is_settable_and_refuses_before_allocating():
     run_case("""
         default = liblift.memory_limit()
