@@ -129,6 +129,18 @@ public enum FileCheck {
       }
       _ = try ds.captionRows(of: i)
     }
+    if ds.hasLabels {
+      // In chunks, so a declared image count does not size a buffer.
+      var labels = [Int64](repeating: 0, count: 1 << 16)
+      var first: Int64 = 0
+      while first < ds.count {
+        let rows = (first..<min(first + Int64(labels.count), ds.count)).map { $0 }
+        try rows.withUnsafeBufferPointer { (list) throws(LiftError) in
+          try labels.withUnsafeMutableBufferPointer { (out) throws(LiftError) in try ds.readLabels(list, into: out.baseAddress!) }
+        }
+        first += Int64(rows.count)
+      }
+    }
     _ = try ds.classNames()
     _ = try ds.compositionalPairs()
     try readStore(ds.captions)
