@@ -206,7 +206,7 @@ struct TrainSettings {
     }
     func floats(_ text: String?, _ key: String) throws -> [Float]? {
       guard let text = try str(text, key) else { return nil }
-      let parts = text.split(separator: ",").map { Float($0.trimmingCharacters()) }
+      let parts = text.split(separator: ",").map { Float($0.trimmingSpaces) }
       guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else { throw CLIError("--\(key) must be comma-separated numbers") }
       return parts.map { $0! }
     }
@@ -412,9 +412,6 @@ struct TrainSettings {
   }
 }
 
-extension Substring {
-  func trimmingCharacters() -> String { String(self.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed()) }
-}
 
 func readFileLift(_ path: String) throws(LiftError) -> [UInt8] {
   do { return try readFile(path) } catch { throw LiftError(LIFT_ERR_IO, "\(error)") }

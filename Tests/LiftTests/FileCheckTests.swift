@@ -41,7 +41,11 @@ final class FileCheckTests: XCTestCase {
 
   func testOutputIsBounded() {
     // 1 MiB of output before the verdict: the parent keeps the end and still finds the line.
-    XCTAssertEqual(shell("head -c 1048576 /dev/zero | tr '\\0' x; echo; printf 'ok\\tfine\\n'"), .passed("fine"))
+    let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; printf 'ok\\tfine\\n'"
+    XCTAssertEqual(shell(script), .passed("fine"))
+    let run = FileCheck.runChild(command: ["/bin/sh", "-c", script], timeout: 10)
+    XCTAssertEqual(run.output.count, 1 << 16, "the last 64 KiB of the output are kept")
+    XCTAssertEqual(run.exitStatus, 0)
   }
 
   func testReadAllKnowsEachKindAndRefusesAMismatch() throws {

@@ -35,8 +35,7 @@ public func cLiftFileCheck(_ path: UnsafePointer<CChar>?, _ kind: lift_file_kind
       throw .argument("timeout must be in (0, 86400] seconds, got \(timeoutSeconds)")
     }
     _ = try requiredSize(cap, "cap")
-    let command = try checkHelperCommand() + [path, String(expected.rawValue), String(MemoryBudget.bytes)]
-    let verdict = FileCheck.isolated(command: command, timeout: timeoutSeconds)
+    let verdict = FileCheck.isolated(command: try checkCommand(path, expected), timeout: timeoutSeconds)
     if let error = FileCheck.error(of: verdict, path: path) { throw error }
     if case .passed(let text) = verdict { copyTruncated(text, into: summary, capacity: cap, length: len) }
   }
@@ -48,9 +47,7 @@ func checkUntrusted(_ path: String, kind: FileCheck.Expected, flags: UInt32, all
   let known = allowed | LIFT_OPEN_UNTRUSTED
   guard flags & ~known == 0 else { throw .argument("unknown flags 0x\(String(flags & ~known, radix: 16))") }
   guard flags & LIFT_OPEN_UNTRUSTED != 0 else { return }
-  try UntrustedFiles.require(path, kind: kind) { (p, k) throws(LiftError) in
-    try checkHelperCommand() + [p, String(k.rawValue), String(MemoryBudget.bytes)]
-  }
+  try UntrustedFiles.require(path, kind: kind, command: checkCommand)
 }
 
 private func fileKind(_ kind: lift_file_kind) throws(LiftError) -> FileCheck.Expected {
@@ -72,11 +69,16 @@ private func copyTruncated(_ text: String, into buffer: UnsafeMutablePointer<CCh
   buffer[n] = 0
 }
 
-/// argv of the checking process without its last three arguments (file, kind, memory limit):
-/// the helper program lift-file-check and this library's path, which the helper loads. The
-/// helper is $LIFT_FILE_CHECK_HELPER if set, else lift-file-check next to this library (the
-/// build tree, the Python wheel) or in its liblift/ folder (an installed library).
-private func checkHelperCommand() throws(LiftError) -> [String] {
+/// argv of the process that checks `path` as `kind`: `lift-file-check LIBRARY FILE KIND LIMIT`,
+/// with this library's path (which the helper loads) and the memory budget.
+private func checkCommand(_ path: String, _ kind: FileCheck.Expected) throws(LiftError) -> [String] {
+  try checkHelper() + [path, String(kind.rawValue), String(MemoryBudget.bytes)]
+}
+
+/// The helper program and this library's path. The helper is $LIFT_FILE_CHECK_HELPER if set,
+/// else lift-file-check next to this library (the build tree, the Python wheel) or in its
+/// liblift/ folder (an installed library).
+private func checkHelper() throws(LiftError) -> [String] {
   let anchor: @convention(c) (UnsafePointer<CChar>?, lift_file_kind, Double, UnsafeMutablePointer<CChar>?, Int,
                               UnsafeMutablePointer<Int>?) -> lift_status = cLiftFileCheck
   var name = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)

@@ -476,7 +476,8 @@ struct ClassTable {
 }
 
 extension StringProtocol {
-  var trimmingSpaces: String {
+  /// The text without leading and trailing spaces and tabs (and a trailing carriage return).
+  public var trimmingSpaces: String {
     String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
   }
   var replacingUnderscores: String { String(map { $0 == "_" ? " " : $0 }) }

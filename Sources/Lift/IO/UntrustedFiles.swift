@@ -35,9 +35,6 @@ public enum UntrustedFiles {
     lock.withLock { _ = passed.insert(version) }
   }
 
-  /// Forgets every check (for tests).
-  static func forget() { lock.withLock { passed.removeAll() } }
-
   private static func version(of path: String, kind: FileCheck.Expected) throws(LiftError) -> Version {
     var st = stat()
     guard stat(path, &st) == 0 else { throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))") }

@@ -97,7 +97,7 @@ public enum MemoryBudget {
 
   /// "123", "512M", "4G" -> bytes; nil if malformed, zero or overflowing.
   static func parse(_ text: String) -> UInt64? {
-    var digits = text.trimmingCharacters(in: " ")
+    var digits = text.trimmingSpaces
     var scale: UInt64 = 1
     if let last = digits.last, let shift = ["K": 10, "M": 20, "G": 30, "T": 40][String(last).uppercased()] {
       scale = 1 << UInt64(shift)
@@ -106,11 +106,5 @@ public enum MemoryBudget {
     guard let n = UInt64(digits), n > 0 else { return nil }
     let (bytes, overflow) = n.multipliedReportingOverflow(by: scale)
     return overflow ? nil : bytes
-  }
-}
-
-private extension String {
-  func trimmingCharacters(in set: Character) -> String {
-    String(drop(while: { $0 == set }).reversed().drop(while: { $0 == set }).reversed())
   }
 }

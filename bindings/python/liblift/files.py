@@ -49,6 +49,6 @@ def memory_limit() -> int:
 
 def set_memory_limit(nbytes: int) -> None:
     """Replaces the memory budget for this process (0: back to the default)."""
-    if nbytes < 0:
-        raise ValueError(f"the memory limit must be >= 0 bytes, got {nbytes}")
+    if not 0 <= nbytes < 1 << 64:
+        raise ValueError(f"the memory limit must be in [0, 2^64) bytes, got {nbytes}")
     check(lib.lift_set_memory_limit(int(nbytes)))

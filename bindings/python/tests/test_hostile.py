@@ -138,6 +138,12 @@ def test_memory_limit_is_settable_and_refuses_before_allocating():
                      batch_capacity=4096)
         liblift.set_memory_limit(0)
         assert liblift.memory_limit() == default
+        for bad in (-1, 1 << 64):
+            try:
+                liblift.set_memory_limit(bad)
+                raise AssertionError(f"{bad} accepted")
+            except ValueError:
+                pass
         liblift.Trainer(model, batch_capacity=4096)
     """)
 
