@@ -122,10 +122,12 @@ typedef struct lift_store lift_store;
 
 /* Flag of every opener of files (lift_store_open, lift_dataset_open, lift_model_load,
  * lift_trainer_load): the files come from an untrusted source. Each is first read in full in a
- * separate process (lift_file_check, 600 s at most), once per process for each version of the
- * file (device, inode, size and modification time); a file that fails is not opened, and the
- * open returns the check's error: the reader's own for a file liblift refuses, LIFT_ERR_UNSAFE
- * for one that crashed or hung the checking process (see lift_file_check). */
+ * separate process (lift_file_check; time limit: the environment variable LIFT_CHECK_TIMEOUT in
+ * seconds if set, else 600 s, or 120 s per GiB for larger files), once per process for each
+ * version of the file (device, inode, size and modification time); a file that fails is not
+ * opened, and the open returns the check's error: the reader's own for a file liblift refuses,
+ * LIFT_ERR_UNSAFE for one that crashed or hung the checking process (see lift_file_check),
+ * LIFT_ERR_ARGUMENT for a LIFT_CHECK_TIMEOUT that is not a number in (0, 86400]. */
 #define LIFT_OPEN_UNTRUSTED 0x100u
 
 /* Opens `n_paths` shard files as one store. `dataset` is the embeddings dataset name in every

@@ -21,14 +21,18 @@ struct Build: ParsableCommand {
   @Option(name: .long, help: "Caption embedding store(s) keyed by sample.") var embeddings: [String] = []
   @Option(name: .long, help: "Index file (CSV/JSONL) of an image folder.") var index: String?
   @Option(name: .long, help: "Output folder of dataset shards.") var out: String
-  @Option(name: .long, help: "Samples per output shard (default 10000).") var shardSize = 10_000
+  @Option(name: .long, parsing: .unconditional, help: "Samples per output shard (default 10000).") var shardSize = 10_000
   @Option(name: .long, help: "Caption embeddings stored as float16 (default) or float32.") var dtype = "float16"
   @Flag(name: .long, help: "Keep the shards already complete in --out and write the rest.") var resume = false
   @Flag(name: .long, help: "No progress line.") var quiet = false
+  @OptionGroup var inputs: InputCheckOptions
 
   func run() throws {
     guard dtype == "float16" || dtype == "float32" else { throw CLIError("--dtype must be float16 or float32") }
     guard shardSize >= 1, shardSize <= 1 << 30 else { throw CLIError("--shard-size must be in [1, 2^30]") }
+    let checks = try inputs.checks()
+    try checks.data(data, index: index)
+    try checks.files(embeddings, as: .store)
     let source = try cli { () throws(LiftError) in
       try DataSources.open(DataSources.Request(paths: data, embeddings: embeddings, index: index))
     }

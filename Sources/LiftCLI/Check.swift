@@ -18,15 +18,17 @@ struct Check: ParsableCommand {
       """)
 
   @Argument(help: "Files to check.") var paths: [String]
-  @Option(name: .long, help: "Seconds a file may take (default 120).") var timeout: Double = 120
+  @Option(name: .long, parsing: .unconditional, help: "Seconds a file may take (default 120).") var timeout: Double = 120
   @Flag(name: .long, help: .hidden) var inProcess = false
-  @Option(name: .long, help: .hidden) var memoryLimit: UInt64 = 0
+  @Option(name: .long, parsing: .unconditional, help: .hidden) var memoryLimit: UInt64 = 0
+  @Option(name: .long, parsing: .unconditional, help: .hidden) var kind: Int32 = FileCheck.Expected.any.rawValue
 
   func run() throws {
     if inProcess {
       guard paths.count == 1 else { throw CLIError("--in-process takes one file") }
+      guard let expected = FileCheck.Expected(rawValue: kind) else { throw CLIError("--kind \(kind) is not a file kind") }
       FileCheck.limitMemory(memoryLimit)
-      let outcome = Result { () throws(LiftError) in try FileCheck.readAll(paths[0]) }
+      let outcome = Result { () throws(LiftError) in try FileCheck.readAll(paths[0], expecting: expected) }
       Console.out(FileCheck.verdictLine(outcome))
       if case .failure = outcome { throw ExitCode(1) }
       return
@@ -44,12 +46,17 @@ struct Check: ParsableCommand {
   /// Reads `path` in full in a child process (this program, `check --in-process`, under the
   /// memory budget); (passed, one-line verdict).
   static func inChild(_ path: String, timeout: Double) -> (Bool, String) {
-    let command = ["/proc/self/exe", "check", "--in-process", "--memory-limit", String(MemoryBudget.bytes), "--", path]
-    let verdict = FileCheck.isolated(command: command, timeout: timeout)
+    let verdict = FileCheck.isolated(command: command(path, .any), timeout: timeout)
     switch verdict {
     case .passed(let summary): return (true, "ok: \(summary)")
     case .invalid(let e): return (false, "unusable: \(e.message)")
     default: return (false, FileCheck.error(of: verdict, path: path)?.message ?? "")
     }
+  }
+
+  /// The argv of a child `lift` that reads `path` in full as `kind` under the memory budget.
+  static func command(_ path: String, _ kind: FileCheck.Expected) -> [String] {
+    ["/proc/self/exe", "check", "--in-process", "--memory-limit", String(MemoryBudget.bytes), "--kind", String(kind.rawValue),
+     "--", path]
   }
 }

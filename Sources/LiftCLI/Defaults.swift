@@ -36,8 +36,9 @@ enum Defaults {
   }
 
   /// The default dataset: Fashion-MNIST from Debian's files, built into dataDir on first use.
+  /// The captions file is checked (`checks`) before it is read.
   static func fashionMNIST(dataDir: String, captions: String?, idxDirectory: String = FashionMNIST.debianDirectory,
-                           quiet: Bool = false) throws -> (train: String, test: String) {
+                           checks: InputChecks, quiet: Bool = false) throws -> (train: String, test: String) {
     let folder = dataDir + "/fashion-mnist"
     let train = folder + "/train.h5", test = folder + "/test.h5"
     if exists(train) && exists(test) { return (train, test) }
@@ -45,6 +46,7 @@ enum Defaults {
       throw CLIError("Fashion-MNIST is not installed (\(idxDirectory) is missing); run: apt-get install -y dataset-fashion-mnist")
     }
     let captionsPath = try captionsPath(captions)
+    try checks.files([captionsPath], as: .captions)
     try makeDirectories(folder)
     if !quiet { Console.line("building the Fashion-MNIST dataset in \(folder) from \(idxDirectory) ...") }
     let start = now()

@@ -14,6 +14,8 @@ struct LiftCLI: ParsableCommand {
   /// Runs the command; every error is one line on stderr (the parser's usage block is left to
   /// --help), with the parser's exit status (64 for usage errors, 1 otherwise).
   static func main() {
+    // The HDF5 files lift writes are known to it: later runs open them without a check.
+    WrittenFiles.observe { path, version in KnownFiles.remember(path, version, kind: KnownFiles.written) }
     do {
       var command = try parseAsRoot()
       try command.run()
@@ -49,16 +51,21 @@ struct Eval: ParsableCommand {
   @Option(name: .long, help: "Also write the results here as JSON.") var json: String?
   @Flag(name: .long, help: "Replace the --json (or --list-texts) file if it exists.") var overwrite = false
   @Flag(name: .long, help: "Skip retrieval (--data).") var noRetrieval = false
+  @OptionGroup var inputs: InputCheckOptions
 
   func run() throws {
     if let json { try checkOutput(json, overwrite: overwrite) }
+    let checks = try inputs.checks()
     if suite.suite != nil {
       guard data.isEmpty, embeddings.isEmpty, index == nil else { throw CLIError("--suite reads its own layout: drop --data, --embeddings and --index") }
-      return try SuiteEvaluation.run(suite, model: model, precision: precision, filter: try parseFilter(filter), json: json, overwrite: overwrite)
+      return try SuiteEvaluation.run(suite, model: model, precision: precision, filter: try parseFilter(filter), json: json,
+                                     overwrite: overwrite, checks: checks)
     }
     guard let model else { throw CLIError("--model is needed") }
     guard !data.isEmpty else { throw CLIError("give --data (the model's evaluation data) or --suite (a benchmark)") }
     let m = try loadModel(model, precision: precision)
+    try checks.data(data, index: index)
+    try checks.files(embeddings, as: .store)
     let source = try cli { () throws(LiftError) in
       try DataSources.open(DataSources.Request(paths: data, embeddings: embeddings, index: index))
     }
@@ -83,11 +90,15 @@ struct Encode: ParsableCommand {
   @Option(name: .long, help: "Output embedding store (HDF5).") var out: String
   @Flag(name: .long, help: "Replace --out if it exists.") var overwrite = false
   @Option(name: .long, help: "float16 or float32 (default float16).") var dtype = "float16"
+  @OptionGroup var inputs: InputCheckOptions
 
   func run() throws {
     guard dtype == "float16" || dtype == "float32" else { throw CLIError("--dtype must be float16 or float32") }
     try checkOutput(out, overwrite: overwrite)
+    let checks = try inputs.checks()
     let m = try loadModel(model, precision: precision)
+    try checks.data(data, index: index)
+    try checks.files(embeddings, as: .store)
     let source = try cli { () throws(LiftError) in
       try DataSources.open(DataSources.Request(paths: data, embeddings: embeddings, index: index))
     }
@@ -300,9 +311,11 @@ struct PrepareFashionMNIST: ParsableCommand {
   @Option(name: .long, help: "Folder for the dataset (default: data).") var dataDir = "data"
   @Option(name: .long, help: "Folder with the IDX files.") var idxDir = FashionMNIST.debianDirectory
   @Option(name: .long, help: "Caption embeddings (default: assets/fashion-mnist-captions.h5).") var captions: String?
+  @OptionGroup var inputs: InputCheckOptions
 
   func run() throws {
-    let (train, test) = try Defaults.fashionMNIST(dataDir: dataDir, captions: captions, idxDirectory: idxDir)
+    let (train, test) = try Defaults.fashionMNIST(dataDir: dataDir, captions: captions, idxDirectory: idxDir,
+                                                  checks: try inputs.checks())
     Console.out("\(train)\n\(test)")
   }
 }

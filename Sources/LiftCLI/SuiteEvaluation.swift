@@ -9,18 +9,26 @@ struct SuiteOptions: ParsableArguments {
   @Option(name: .long, help: "Annotations: flickr30k's split JSON or CSV, sugarcrepe's folder of subset files, the captions JSONL/CSV, imagenet's label file for a flat folder, coco's captions JSON (default root/annotations/captions_val2017.json).") var annotations: String?
   @Option(name: .long, help: "imagenet: class names (imagenet_class_index.json, a JSON list or object, or TSV lines '<folder>\\t<name>'; default: the folder names).") var classes: String?
   @Option(name: .long, help: "imagenet: prompt templates, a file with one template per line ({} marks the class name) or a built-in set: lift (default), simple, openai.") var templates: String?
-  @Option(name: .long, help: "Retrieval: use each image's first N captions (0: all).") var captionsPerImage = 0
+  @Option(name: .long, parsing: .unconditional, help: "Retrieval: use each image's first N captions (0: all).") var captionsPerImage = 0
   @Option(name: .long, help: "flickr30k: the split to evaluate.") var split = "test"
   @Option(name: .long, help: "Write every distinct text the suite needs here (JSON lines {\"text\": ...}) and stop.") var listTexts: String?
   @Option(name: .long, help: "Store(s) of the texts' embeddings with a text column (liblift HDF5).") var texts: [String] = []
   @Option(name: .long, help: "Image-embedding cache (HDF5): read, and updated with the images encoded.") var imageCache: String?
-  @Option(name: .long, help: "Resize the short side to N pixels before the centre crop (256 for 224-pixel models reproduces timm's and LIFT's evaluation; default: the model's size).") var resize: Int?
-  @Option(name: .long, help: "Images encoded per batch.") var batch = 128
-  @Option(name: .long, help: "Threads decoding images.") var decodeThreads = 1
+  @Option(name: .long, parsing: .unconditional, help: "Resize the short side to N pixels before the centre crop (256 for 224-pixel models reproduces timm's and LIFT's evaluation; default: the model's size).") var resize: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Images encoded per batch.") var batch = 128
+  @Option(name: .long, parsing: .unconditional, help: "Threads decoding images.") var decodeThreads = 1
+
+  func validate() throws {
+    guard captionsPerImage >= 0, captionsPerImage <= 1 << 20 else { throw ValidationError("--captions-per-image must be in [0, 1048576]") }
+    if let resize { guard resize >= 1, resize <= 1 << 16 else { throw ValidationError("--resize must be in [1, 65536]") } }
+    guard batch >= 1, batch <= 1 << 16 else { throw ValidationError("--batch must be in [1, 65536]") }
+    guard decodeThreads >= 1, decodeThreads <= 256 else { throw ValidationError("--decode-threads must be in [1, 256]") }
+  }
 }
 
 enum SuiteEvaluation {
-  static func run(_ o: SuiteOptions, model: String?, precision: String?, filter: ResampleFilter, json: String?, overwrite: Bool) throws {
+  static func run(_ o: SuiteOptions, model: String?, precision: String?, filter: ResampleFilter, json: String?, overwrite: Bool,
+                  checks: InputChecks) throws {
     let suite = try open(o)
     if let listPath = o.listTexts {
       guard o.texts.isEmpty else { throw CLIError("--list-texts writes the texts to embed; --texts reads them once embedded: give one") }
@@ -32,6 +40,8 @@ enum SuiteEvaluation {
                      + "(python3 -m liblift.embed FILE --model DIR --out STORE.h5), then pass --texts STORE.h5")
     }
     let m = try loadModel(model, precision: precision)
+    try checks.files(o.texts, as: .store)
+    try checks.existingFile(o.imageCache, as: .store)
     var options = SuiteRunner.Options()
     options.encoding.filter = filter
     options.encoding.resize = o.resize

@@ -30,11 +30,11 @@ struct Train: ParsableCommand {
   @Option(name: .long, help: "Evaluation data, any kind --data takes (default: Fashion-MNIST test when training on it).") var evalData: [String] = []
   @Option(name: .long, help: "Embedding store(s) of --eval-data (default: --embeddings).") var evalEmbeddings: [String] = []
   @Option(name: .long, help: "Resampling filter: bicubic (OpenCLIP's and pretrained encoders', default) or bilinear.") var filter: String?
-  @Option(name: .long, help: "Stop when more than this fraction of the samples read could not be used (default 0.01).") var maxBadFraction: Double?
-  @Option(name: .long, help: "Threads decoding images (default 1, the loader's own thread).") var decodeThreads: Int?
-  @Option(name: .long, help: "Images with more pixels are skipped as decompression bombs (default 89478485).") var maxPixels: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Stop when more than this fraction of the samples read could not be used (default 0.01).") var maxBadFraction: Double?
+  @Option(name: .long, parsing: .unconditional, help: "Threads decoding images (default 1, the loader's own thread).") var decodeThreads: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Images with more pixels are skipped as decompression bombs (default 89478485).") var maxPixels: Int?
   @Flag(inversion: .prefixedNo, help: "Decode large JPEGs at 1/2, 1/4 or 1/8 scale when the crop allows (default on).") var reducedDecode: Bool?
-  @Option(name: .long, help: "Tar shards and image folders: samples shuffled together in each rank's stream (default 5000).") var shuffleBlock: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Tar shards and image folders: samples shuffled together in each rank's stream (default 5000).") var shuffleBlock: Int?
   @Option(name: .long, help: "JSON file of option values.") var config: String?
   @Option(name: .long, help: "Folder for the default dataset (default: data).") var dataDir: String?
   @Option(name: .long, help: "Fashion-MNIST caption embeddings (default: fashion-mnist-captions.h5 from $LIFT_ASSETS, the installed share/liblift, ./assets or the checkout).") var captions: String?
@@ -43,41 +43,42 @@ struct Train: ParsableCommand {
   @Option(name: .customLong("init"), help: "Start from a pretrained image encoder: safetensors in OpenCLIP, timm, Hugging Face CLIP or DINOv2 names (detected), with the config file beside it (heads, activation, pooling). Its architecture is kept; --heads, --activation, --image-size (resamples the positions) and --pool fill in or override; the LIFT head is new.") var initPath: String?
   @Option(name: .long, help: "MLP activation: gelu or quick_gelu (OpenAI CLIP weights).") var activation: String?
   @Flag(name: .long, help: "Freeze the image tower; only the LIFT head trains (LiT).") var lockImage = false
-  @Option(name: .long, help: "Freeze the image tower except its last N layer groups (the embeddings, each block, the last block with ln_post); the head always trains. OpenCLIP's --lock-image-unlocked-groups N+1.") var lockUnlockedGroups: Int?
-  @Option(name: .long, help: "Layer-wise learning-rate decay in (0, 1] (BEiT/MAE fine-tuning; default 1, off).") var layerDecay: Double?
+  @Option(name: .long, parsing: .unconditional, help: "Freeze the image tower except its last N layer groups (the embeddings, each block, the last block with ln_post); the head always trains. OpenCLIP's --lock-image-unlocked-groups N+1.") var lockUnlockedGroups: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Layer-wise learning-rate decay in (0, 1] (BEiT/MAE fine-tuning; default 1, off).") var layerDecay: Double?
   @Option(name: .long, help: "With the whole tower locked and augmentation off, each image's pooled feature is computed once and only the head runs per step: 'memory' (default), an HDF5 file to keep them in (reused by later runs with the same tower and data), or 'off' (run the tower every step).") var featureCache: String?
-  @Option(name: .long, help: "Override: image size.") var imageSize: Int?
-  @Option(name: .long, help: "Override: patch size.") var patch: Int?
-  @Option(name: .long, help: "Override: width.") var width: Int?
-  @Option(name: .long, help: "Override: depth.") var depth: Int?
-  @Option(name: .long, help: "Override: heads.") var heads: Int?
-  @Option(name: .long, help: "Override: MLP ratio.") var mlpRatio: Int?
-  @Option(name: .long, help: "Override: projection head layers.") var headLayers: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Override: image size.") var imageSize: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Override: patch size.") var patch: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Override: width.") var width: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Override: depth.") var depth: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Override: heads.") var heads: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Override: MLP ratio.") var mlpRatio: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Override: projection head layers.") var headLayers: Int?
   @Option(name: .long, help: "Pooling: avg or tok.") var pool: String?
   @Option(name: .long, help: "Objective: contrastive, cosine or sigmoid.") var objective: String?
   @Option(name: .long, help: "Matrix-product precision: fp32, or bf16 (bfloat16 inputs, float32 accumulation; needs AVX512-BF16 or AMX). Default fp32; a resumed run keeps its own.") var precision: String?
-  @Option(name: .long, help: "Images per step (default 256).") var batchSize: Int?
-  @Option(name: .long, help: "Largest forward pass; bigger batches accumulate (default: the batch size).") var microBatch: Int?
-  @Option(name: .long, help: "Epochs to train (default 7); --steps wins if given.") var epochs: Double?
-  @Option(name: .long, help: "Optimiser steps to train.") var steps: Int?
-  @Option(name: .long, help: "Peak learning rate (default 1e-3).") var lr: Double?
-  @Option(name: .long, help: "Warm-up steps (default: 10% of the run, at most 500).") var warmup: Int?
-  @Option(name: .long, help: "AdamW weight decay (default 0.2).") var weightDecay: Double?
-  @Option(name: .long, help: "AdamW beta2 (default 0.98).") var beta2: Double?
-  @Option(name: .long, help: "Gradient-norm clip, 0 = off (default 1.0).") var clip: Double?
-  @Option(name: .long, help: "Seed for initialisation, shuffling and caption choice (default 0).") var seed: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Images per step (default 256).") var batchSize: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Largest forward pass; bigger batches accumulate (default: the batch size).") var microBatch: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Epochs to train (default 7); --steps wins if given.") var epochs: Double?
+  @Option(name: .long, parsing: .unconditional, help: "Optimiser steps to train.") var steps: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Peak learning rate (default 1e-3).") var lr: Double?
+  @Option(name: .long, parsing: .unconditional, help: "Warm-up steps (default: 10% of the run, at most 500).") var warmup: Int?
+  @Option(name: .long, parsing: .unconditional, help: "AdamW weight decay (default 0.2).") var weightDecay: Double?
+  @Option(name: .long, parsing: .unconditional, help: "AdamW beta2 (default 0.98).") var beta2: Double?
+  @Option(name: .long, parsing: .unconditional, help: "Gradient-norm clip, 0 = off (default 1.0).") var clip: Double?
+  @Option(name: .long, parsing: .unconditional, help: "Seed for initialisation, shuffling and caption choice (default 0).") var seed: Int?
   @Flag(inversion: .prefixedNo, help: "Random-resized-crop + flip augmentation (default: off).") var augment: Bool?
-  @Option(name: .long, help: "Smallest crop area fraction with augmentation (default 0.5).") var cropScale: Double?
-  @Option(name: .long, help: "Image mean for normalisation, one per channel (comma-separated).") var imageMean: String?
-  @Option(name: .long, help: "Image std for normalisation, one per channel (comma-separated).") var imageStd: String?
-  @Option(name: .long, help: "Save a checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
-  @Option(name: .long, help: "Also evaluate (zero-shot) every N steps; 0 = only at the end (default: at 1/5, 2/5, 3/5 and 4/5 of the run).") var evalEvery: Int?
-  @Option(name: .long, help: "Log to metrics.jsonl every N steps (default 10).") var logEvery: Int?
-  @Option(name: .long, help: "Stop after this many seconds of training (checkpoint saved).") var timeLimit: Double?
-  @Option(name: .long, help: "Stop after this step (checkpoint saved; --resume continues the schedule).") var stopAt: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Smallest crop area fraction with augmentation (default 0.5).") var cropScale: Double?
+  @Option(name: .long, parsing: .unconditional, help: "Image mean for normalisation, one per channel (comma-separated).") var imageMean: String?
+  @Option(name: .long, parsing: .unconditional, help: "Image std for normalisation, one per channel (comma-separated).") var imageStd: String?
+  @Option(name: .long, parsing: .unconditional, help: "Save a checkpoint every N steps (default: every epoch).") var checkpointEvery: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Also evaluate (zero-shot) every N steps; 0 = only at the end (default: at 1/5, 2/5, 3/5 and 4/5 of the run).") var evalEvery: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Log to metrics.jsonl every N steps (default 10).") var logEvery: Int?
+  @Option(name: .long, parsing: .unconditional, help: "Stop after this many seconds of training (checkpoint saved).") var timeLimit: Double?
+  @Option(name: .long, parsing: .unconditional, help: "Stop after this step (checkpoint saved; --resume continues the schedule).") var stopAt: Int?
   @Flag(name: .long, help: "Continue the run in --out from its checkpoint.") var resume = false
   @Flag(name: .long, help: "Start a new run even if --out has a checkpoint (it is replaced).") var restart = false
   @Flag(name: .long, help: "No progress line.") var quiet = false
+  @OptionGroup var inputs: InputCheckOptions
 
   mutating func run() throws {
     guard MPIWorld.launchedByMPI else {
@@ -156,6 +157,8 @@ struct TrainSettings {
   /// --feature-cache: where the pooled features of a fully locked tower are kept.
   enum FeatureCacheMode: Equatable { case memory, off, file(String) }
   var featureCache = FeatureCacheMode.memory
+  /// Which input files are read in a separate process before they are opened.
+  var checks: InputChecks
 
   init(_ c: Train) throws {
     var file: JSON = .object([])
@@ -166,7 +169,8 @@ struct TrainSettings {
                                 "decode-threads", "max-pixels", "reduced-decode", "shuffle-block", "data-dir", "captions", "out", "preset", "image-size", "patch", "width", "depth",
                                 "heads", "mlp-ratio", "head-layers", "pool", "objective", "precision", "init", "activation", "lock-image", "lock-unlocked-groups", "layer-decay", "feature-cache", "batch-size", "micro-batch", "epochs",
                                 "steps", "lr", "warmup", "weight-decay", "beta2", "clip", "seed", "augment", "crop-scale",
-                                "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit", "stop-at"]
+                                "image-mean", "image-std", "checkpoint-every", "eval-every", "log-every", "time-limit", "stop-at",
+                                "untrusted-data", "trust-inputs"]
       for (k, _) in members where !known.contains(k) {
         throw CLIError("config file '\(path)': unknown option '\(k)'")
       }
@@ -308,6 +312,10 @@ struct TrainSettings {
     logEvery = try int(c.logEvery, "log-every") ?? 10
     timeLimit = try num(c.timeLimit, "time-limit")
     stopAt = try int(c.stopAt, "stop-at")
+    var inputs = c.inputs
+    inputs.untrustedData = try bool(inputs.untrustedData ? true : nil, "untrusted-data") ?? false
+    inputs.trustInputs = try bool(inputs.trustInputs ? true : nil, "trust-inputs") ?? false
+    checks = try inputs.checks()
     resume = c.resume
     restart = c.restart
     quiet = c.quiet

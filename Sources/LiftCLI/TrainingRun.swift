@@ -26,12 +26,15 @@ struct TrainingRun {
     var trainPaths = s.data, evalPaths = s.evalData
     if s.usesDefaultData {
       // Rank 0 builds the files on first use while the others wait.
-      if leader { _ = try Defaults.fashionMNIST(dataDir: s.dataDir, captions: s.captions, quiet: s.quiet) }
+      if leader { _ = try Defaults.fashionMNIST(dataDir: s.dataDir, captions: s.captions, checks: s.checks, quiet: s.quiet) }
       try world?.barrier()
-      let (train, test) = try Defaults.fashionMNIST(dataDir: s.dataDir, captions: s.captions, quiet: s.quiet)
+      let (train, test) = try Defaults.fashionMNIST(dataDir: s.dataDir, captions: s.captions, checks: s.checks, quiet: s.quiet)
       trainPaths = [train]
       if evalPaths.isEmpty { evalPaths = [test] }
     }
+    // Rank 0 checks the inputs for all (they share the files) while the others wait.
+    if leader { try checkInputs(train: trainPaths, eval: evalPaths) }
+    try world?.barrier()
     let train = try cli { () throws(LiftError) in
       try DataSources.open(DataSources.Request(paths: trainPaths, embeddings: s.embeddings, index: s.index))
     }
@@ -236,6 +239,16 @@ struct TrainingRun {
       Console.line("profile (ms per step): " + Profile.report().map { "\($0.0) \(fixed($0.1 / steps * 1000, 2))" }.joined(separator: ", "))
     }
     if let evalSet { try evaluate(model, evalSet, step: trainer.step, log: log, final: true) }
+  }
+
+  /// Reads the HDF5 inputs from outside in a separate process first (`InputChecks`): the data,
+  /// its embedding stores and an existing --feature-cache file.
+  func checkInputs(train: [String], eval: [String]) throws {
+    try s.checks.data(train, index: s.index)
+    try s.checks.files(s.embeddings, as: .store)
+    try s.checks.data(eval, index: nil)
+    try s.checks.files(s.evalEmbeddings, as: .store)
+    if case .file(let path) = s.featureCache { try s.checks.existingFile(path, as: .featureCache) }
   }
 
   /// The pooled features of every training image under the frozen tower, computed (by all

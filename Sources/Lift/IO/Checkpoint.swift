@@ -226,12 +226,17 @@ extension ModelConfig {
     patchBias = try flag("patch_bias", false)
     lnPre = try flag("ln_pre", true)
     layerScale = try flag("layer_scale", false)
-    let activationName = json["activation"]?.string ?? "gelu"
+    func name(_ key: String, _ fallback: String) throws(LiftError) -> String {
+      guard let v = json[key] else { return fallback }
+      guard let s = v.string else { throw .format("\(source): '\(key)' must be a string") }
+      return s
+    }
+    let activationName = try name("activation", "gelu")
     guard let activation = Activation(name: activationName) else {
       throw .format("\(source): 'activation' must be gelu or quick_gelu (got \"\(activationName)\")")
     }
     self.activation = activation
-    let finalNormName = json["final_norm"]?.string ?? "tokens"
+    let finalNormName = try name("final_norm", "tokens")
     guard let finalNorm = FinalNorm(name: finalNormName) else {
       throw .format("\(source): 'final_norm' must be tokens or pooled (got \"\(finalNormName)\")")
     }

@@ -87,6 +87,18 @@ enum ForeignSource {
   case positional(String, classRow: Bool, skip: Int)
   /// Register tokens, plus their positional rows when the source gives them positions.
   case registers(String, positional: String?)
+
+  /// The source tensor that element `j` of a target of `count` elements comes from, for a
+  /// message ("tensor 'x'"; the part of a stacked or resampled target).
+  func describe(element j: Int, of count: Int) -> String {
+    switch self {
+    case .tensor(let name): return "tensor '\(name)' (element \(j))"
+    case .rows(let names): return "tensor '\(names[min(j / max(count / names.count, 1), names.count - 1)])'"
+    case .zeros: return "a zero bias"
+    case .positional(let name, _, _): return "tensor '\(name)'"
+    case .registers(let name, let positional): return "tensor '\(name)'" + (positional.map { " or '\($0)'" } ?? "")
+    }
+  }
 }
 
 enum ForeignImport {
@@ -97,11 +109,15 @@ enum ForeignImport {
     let scheme = try detect(names, path: path)
     let (configJSON, configFile) = try readConfig(beside: path, scheme: scheme, given: options.configPath)
     var build = ForeignBuild(reader: reader, path: path, options: options, config: configJSON)
+    build.configFile = configFile
     // Hugging Face keeps the image statistics in preprocessor_config.json (image_mean, image_std).
     if scheme == .huggingFaceCLIP || scheme == .huggingFaceDINOv2 {
       let folder = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
       let file = folder + "/preprocessor_config.json"
-      if access(file, R_OK) == 0 { build.preprocessor = try JSON.parse(try readConfigFile(file), what: "'\(file)'") }
+      if access(file, R_OK) == 0 {
+        build.preprocessor = try JSON.parse(try readConfigFile(file), what: "'\(file)'")
+        build.preprocessorFile = file
+      }
     }
     switch scheme {
     case .openCLIP: try build.openCLIP()
@@ -167,8 +183,11 @@ struct ForeignBuild {
   let path: String
   let options: ImportOptions
   let config: JSON?
-  /// Hugging Face's preprocessor_config.json, if present.
+  /// The config file's path (for messages).
+  var configFile: String?
+  /// Hugging Face's preprocessor_config.json and its path, if present.
   var preprocessor: JSON?
+  var preprocessorFile: String?
   var plan: [(target: String, source: ForeignSource)] = []
   var used: Set<String> = []
   /// Prefixes and names of tensors outside the image tower, left out on purpose.
@@ -238,42 +257,65 @@ struct ForeignBuild {
 
   // MARK: Config values
 
-  func number(_ path: [String]) -> Double? {
-    var v = config
+  // Each accessor gives nil for a key the config file does not have (or has as null), the
+  // value when it has the expected type and range, and a format error naming the file and the
+  // key otherwise: a value liblift cannot use is never silently replaced by a default.
+
+  private func value(_ path: [String], in json: JSON?) -> JSON? {
+    var v = json
     for key in path { v = v?[key] }
-    return v?.number
+    if case .null? = v { return nil }
+    return v
   }
 
-  /// A whole number of the config in [1, 2^20] (sizes, counts), else nil.
-  func integer(_ path: [String]) -> Int? {
-    var v = config
-    for key in path { v = v?[key] }
-    guard let n = v?.int, n >= 1, n <= 1 << 20 else { return nil }
+  private func invalid(_ path: [String], _ expected: String, file: String?, got: JSON) -> LiftError {
+    .format("config file '\(file ?? "(none)")' of '\(self.path)': \(path.joined(separator: ".")) must be \(expected), got \(got.serialized)")
+  }
+
+  /// A finite number.
+  func number(_ path: [String]) throws(LiftError) -> Double? {
+    guard let v = value(path, in: config) else { return nil }
+    guard let n = v.number, n.isFinite else { throw invalid(path, "a number", file: configFile, got: v) }
     return n
   }
 
-  func string(_ path: [String]) -> String? {
-    var v = config
-    for key in path { v = v?[key] }
-    return v?.string
+  /// A whole number in [1, 2^20] (sizes, counts).
+  func integer(_ path: [String]) throws(LiftError) -> Int? {
+    guard let v = value(path, in: config) else { return nil }
+    guard let n = v.int, n >= 1, n <= 1 << 20 else { throw invalid(path, "a whole number in [1, 1048576]", file: configFile, got: v) }
+    return n
   }
 
-  func floats(_ path: [String], count: Int) -> [Float]? {
-    var v = config
-    for key in path { v = v?[key] }
-    guard let a = v?.array, a.count == count else { return nil }
-    let values = a.compactMap { $0.number.map(Float.init) }
-    return values.count == count ? values : nil
+  func bool(_ path: [String]) throws(LiftError) -> Bool? {
+    guard let v = value(path, in: config) else { return nil }
+    guard let b = v.bool else { throw invalid(path, "true or false", file: configFile, got: v) }
+    return b
+  }
+
+  func string(_ path: [String]) throws(LiftError) -> String? {
+    guard let v = value(path, in: config) else { return nil }
+    guard let s = v.string else { throw invalid(path, "a string", file: configFile, got: v) }
+    return s
+  }
+
+  /// One finite number per image channel (`count`).
+  func floats(_ path: [String], count: Int) throws(LiftError) -> [Float]? {
+    try floats(path, count: count, in: config, file: configFile)
+  }
+
+  private func floats(_ path: [String], count: Int, in json: JSON?, file: String?) throws(LiftError) -> [Float]? {
+    guard let v = value(path, in: json) else { return nil }
+    let values = v.array?.compactMap { $0.number.flatMap { $0.isFinite ? Float($0) : nil } }
+    guard let values, values.count == count, v.array?.count == count else {
+      throw invalid(path, "a list of \(count) numbers (one per channel of the \(count)-channel patch embedding)", file: file, got: v)
+    }
+    return values
   }
 
   /// Image mean and std from Hugging Face's preprocessor_config.json, else `fallback`.
-  func huggingFaceStatistics(channels: Int, fallback: ([Float], [Float])) -> ([Float], [Float]) {
-    func values(_ key: String) -> [Float]? {
-      guard let a = preprocessor?[key]?.array, a.count == channels else { return nil }
-      let v = a.compactMap { $0.number.map(Float.init) }
-      return v.count == channels ? v : nil
-    }
-    return (values("image_mean") ?? fallback.0, values("image_std") ?? fallback.1)
+  func huggingFaceStatistics(channels: Int, fallback: ([Float], [Float])) throws(LiftError) -> ([Float], [Float]) {
+    (try floats(["image_mean"], count: channels, in: preprocessor, file: preprocessorFile) ?? fallback.0,
+     try floats(["image_std"], count: channels, in: preprocessor, file: preprocessorFile) ?? fallback.1)
   }
 
   /// Heads: the option, the config's value, or an error saying which option to pass.
@@ -367,6 +409,10 @@ extension Model {
       guard let tensor = model.layout.find(target) else { throw .internal("import plan names unknown tensor '\(target)'") }
       try ForeignImport.fill(model.parameters + tensor.offset, count: tensor.count, from: origin, reader: reader,
                              config: config, sourceGrid: sourceGrid, target: target)
+      if let j = VectorOps.firstNonFinite(model.parameters + tensor.offset, tensor.count) {
+        throw .value("'\(path)': \(origin.describe(element: j, of: tensor.count)) holds a non-finite value (NaN or "
+                     + "infinity); it would become '\(target)'")
+      }
     }
     return (model, source)
   }

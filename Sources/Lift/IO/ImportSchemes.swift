@@ -24,34 +24,39 @@ extension ForeignBuild {
     let depth = try depth(v + "transformer.resblocks.")
     let hidden = depth > 0 ? try dimension(v + "transformer.resblocks.0.mlp.c_fc.weight", 0) : 4 * w
     // A LIFT file describes itself; an OpenCLIP config gives head_width and quick_gelu.
-    let lift = reader.metadata["lift.model_config"].flatMap { try? JSON.parse(Array($0.utf8), what: "lift.model_config") }
-    let liftConfig = lift.flatMap { try? ModelConfig(json: $0, source: path) }
+    var liftConfig: ModelConfig? = nil
+    if let text = reader.metadata["lift.model_config"] {
+      liftConfig = try ModelConfig(json: try JSON.parse(Array(text.utf8), what: "'\(path)': lift.model_config"), source: path)
+    }
     var heads = liftConfig?.heads
     if heads == nil, config != nil {
-      heads = w / (integer(["model_cfg", "vision_cfg", "head_width"]) ?? 64)
+      heads = w / (try integer(["model_cfg", "vision_cfg", "head_width"]) ?? 64)
     }
     var activation = liftConfig?.activation
-    if activation == nil, let c = config {
-      activation = c["model_cfg"]?["quick_gelu"]?.bool == true ? .quickGELU : .gelu
+    if activation == nil, config != nil {
+      activation = try bool(["model_cfg", "quick_gelu"]) == true ? .quickGELU : .gelu
     }
     guard let act = options.activation ?? activation else {
       throw .argument("'\(path)': OpenCLIP weights without open_clip_config.json do not say whether they use QuickGELU "
                       + "(OpenAI's) or GELU; pass the activation (lift train --activation quick_gelu|gelu)")
     }
-    let mean = liftConfig?.imageMean ?? floats(["preprocess_cfg", "mean"], count: channels)
-      ?? (channels == 3 ? openAIMean : [0.5]), std = liftConfig?.imageStd ?? floats(["preprocess_cfg", "std"], count: channels)
-      ?? (channels == 3 ? openAIStd : [0.5])
+    let configMean = try floats(["preprocess_cfg", "mean"], count: channels)
+    let configStd = try floats(["preprocess_cfg", "std"], count: channels)
+    let mean = liftConfig?.imageMean ?? configMean ?? (channels == 3 ? openAIMean : [0.5])
+    let std = liftConfig?.imageStd ?? configStd ?? (channels == 3 ? openAIStd : [0.5])
     try begin(width: w, channels: channels, patch: patch, grid: grid, depth: depth, hidden: hidden,
               heads: try self.heads(fromConfig: heads, width: w, hint: "open_clip_config.json: model_cfg.vision_cfg.head_width"),
               activation: act, mean: mean, std: std)
     model!.lnPre = has(v + "ln_pre.weight")
     model!.layerScale = has(v + "transformer.resblocks.0.ls_1.gamma")
-    let poolType = liftConfig.map { $0.pooling == .average ? "avg" : "tok" } ?? string(["model_cfg", "vision_cfg", "pool_type"]) ?? "tok"
+    let configPool = try string(["model_cfg", "vision_cfg", "pool_type"])
+    let poolType = liftConfig.map { $0.pooling == .average ? "avg" : "tok" } ?? configPool ?? "tok"
     guard poolType == "tok" || poolType == "avg" else {
       throw .format("'\(path)': pool_type '\(poolType)' is not supported (tok or avg)")
     }
     model!.pooling = poolType == "avg" ? .average : .token
-    if liftConfig?.finalNorm == .pooled || config?["model_cfg"]?["vision_cfg"]?["final_ln_after_pool"]?.bool == true {
+    let poolsBeforeNorm = try bool(["model_cfg", "vision_cfg", "final_ln_after_pool"]) == true
+    if liftConfig?.finalNorm == .pooled || poolsBeforeNorm {
       model!.finalNorm = .pooled
     }
     if let liftConfig {
@@ -112,12 +117,12 @@ extension ForeignBuild {
     if depth > 0, try shape("blocks.0.mlp.fc2.weight") != [w, hidden] {
       throw .format("'\(path)': a gated MLP (SwiGLU) is not supported")
     }
-    let architecture = string(["architecture"]) ?? ""
-    let configHeads = integer(["model_args", "num_heads"]) ?? Self.timmHeads(architecture: architecture)
-    let act: ModelConfig.Activation = architecture.contains("quickgelu") || string(["model_args", "act_layer"]) == "quick_gelu"
-      ? .quickGELU : .gelu
-    let mean = floats(["pretrained_cfg", "mean"], count: channels) ?? [Float](repeating: 0.5, count: channels)
-    let std = floats(["pretrained_cfg", "std"], count: channels) ?? [Float](repeating: 0.5, count: channels)
+    let architecture = try string(["architecture"]) ?? ""
+    let configHeads = try integer(["model_args", "num_heads"]) ?? Self.timmHeads(architecture: architecture)
+    let actLayer = try string(["model_args", "act_layer"])
+    let act: ModelConfig.Activation = architecture.contains("quickgelu") || actLayer == "quick_gelu" ? .quickGELU : .gelu
+    let mean = try floats(["pretrained_cfg", "mean"], count: channels) ?? [Float](repeating: 0.5, count: channels)
+    let std = try floats(["pretrained_cfg", "std"], count: channels) ?? [Float](repeating: 0.5, count: channels)
     try begin(width: w, channels: channels, patch: patch, grid: grid, depth: depth, hidden: hidden,
               heads: try heads(fromConfig: configHeads, width: w, hint: "config.json: model_args.num_heads or a standard architecture name"),
               activation: act, mean: mean, std: std)
@@ -126,10 +131,10 @@ extension ForeignBuild {
     model!.layerScale = has("blocks.0.ls1.gamma")
     model!.registers = registers
     // timm's own LayerNorm eps is 1e-6 (1e-5 in its CLIP towers); liblift's export records it.
-    model!.layerNormEps = number(["layer_norm_eps"]).map(Float.init) ?? (architecture.contains("clip") ? 1e-5 : 1e-6)
+    model!.layerNormEps = try number(["layer_norm_eps"]).map(Float.init) ?? (architecture.contains("clip") ? 1e-5 : 1e-6)
     let fcNorm = has("fc_norm.weight")
     model!.finalNorm = fcNorm ? .pooled : .tokens
-    let pool = string(["global_pool"]) ?? (fcNorm ? "avg" : "token")
+    let pool = try string(["global_pool"]) ?? (fcNorm ? "avg" : "token")
     guard pool == "token" || pool == "avg" else { throw .format("'\(path)': global_pool '\(pool)' is not supported (token or avg)") }
     model!.pooling = pool == "avg" ? .average : .token
 
@@ -178,18 +183,18 @@ extension ForeignBuild {
     let depth = try depth(v + "encoder.layers.")
     let hidden = depth > 0 ? try dimension(v + "encoder.layers.0.mlp.fc1.weight", 0) : 4 * w
     let vc: [String] = config?["vision_config"] != nil ? ["vision_config"] : []
-    let act = string(vc + ["hidden_act"]) ?? (config == nil ? nil : "quick_gelu")
+    let act = try string(vc + ["hidden_act"]) ?? (config == nil ? nil : "quick_gelu")
     guard let activation = options.activation ?? act.flatMap({ ModelConfig.Activation(name: $0) }) else {
       throw .argument("'\(path)': the activation ('\(act ?? "unknown")') is not gelu or quick_gelu, or no config.json "
                       + "says; pass the activation (lift train --activation quick_gelu|gelu)")
     }
+    let statistics = try huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (openAIMean, openAIStd) : ([0.5], [0.5]))
     try begin(width: w, channels: channels, patch: patch, grid: grid, depth: depth, hidden: hidden,
-              heads: try heads(fromConfig: integer(vc + ["num_attention_heads"]), width: w,
+              heads: try heads(fromConfig: try integer(vc + ["num_attention_heads"]), width: w,
                                hint: "config.json: num_attention_heads"),
               activation: activation,
-              mean: huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (openAIMean, openAIStd) : ([0.5], [0.5])).0,
-              std: huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (openAIMean, openAIStd) : ([0.5], [0.5])).1)
-    model!.layerNormEps = Float(number(vc + ["layer_norm_eps"]) ?? 1e-5)
+              mean: statistics.0, std: statistics.1)
+    model!.layerNormEps = Float(try number(vc + ["layer_norm_eps"]) ?? 1e-5)
     model!.pooling = .token
     model!.finalNorm = .pooled
 
@@ -230,21 +235,21 @@ extension ForeignBuild {
       throw .format("'\(path)': DINOv2's SwiGLU MLP (the giant model) is not supported")
     }
     let hidden = depth > 0 ? try dimension(v + "encoder.layer.0.mlp.fc1.weight", 0) : 4 * w
-    let act = string(["hidden_act"]) ?? "gelu"
+    let act = try string(["hidden_act"]) ?? "gelu"
     guard let activation = options.activation ?? ModelConfig.Activation(name: act) else {
       throw .format("'\(path)': activation '\(act)' is not supported (gelu or quick_gelu)")
     }
+    let statistics = try huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (imageNetMean, imageNetStd) : ([0.5], [0.5]))
     try begin(width: w, channels: channels, patch: patch, grid: grid, depth: depth, hidden: hidden,
-              heads: try heads(fromConfig: integer(["num_attention_heads"]), width: w,
+              heads: try heads(fromConfig: try integer(["num_attention_heads"]), width: w,
                                hint: "config.json: num_attention_heads"),
               activation: activation,
-              mean: huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (imageNetMean, imageNetStd) : ([0.5], [0.5])).0,
-              std: huggingFaceStatistics(channels: channels, fallback: channels == 3 ? (imageNetMean, imageNetStd) : ([0.5], [0.5])).1)
+              mean: statistics.0, std: statistics.1)
     model!.patchBias = true
     model!.lnPre = false
     model!.layerScale = true
     model!.registers = registers
-    model!.layerNormEps = Float(number(["layer_norm_eps"]) ?? 1e-6)
+    model!.layerNormEps = Float(try number(["layer_norm_eps"]) ?? 1e-6)
     model!.pooling = .token
 
     plan.append(("visual.conv1.weight", .tensor(try take(v + "embeddings.patch_embeddings.projection.weight", conv))))

@@ -1,44 +1,107 @@
 import Glibc
 
-/// Opening files from untrusted sources: each file is read in full in a separate process first
-/// (`FileCheck`), once per process for each version of the file.
-///
-/// A version is the file's (device, inode, size, modification time in nanoseconds) when it was
-/// checked: a file replaced or rewritten since then (new inode, size or mtime) is checked again.
-/// Not covered: a file rewritten in place between the check and the open with its size and mtime
-/// kept (which needs write access to the file and a forged timestamp).
-public enum UntrustedFiles {
-  /// The seconds a check may take before the file counts as hanging libhdf5.
-  public static let timeout: Double = 600
+/// One version of a file: its (device, inode, size, modification time in nanoseconds) at one
+/// moment. A file replaced or rewritten since (new inode, size or mtime) is another version.
+/// Not told apart: a file rewritten in place with its size kept and its mtime forged back
+/// (which needs write access to the file).
+public struct FileVersion: Hashable, Sendable {
+  public let device: UInt64, inode: UInt64, size: Int64, seconds: Int, nanoseconds: Int
 
-  private struct Version: Hashable {
-    let device: UInt64, inode: UInt64, size: Int64, seconds: Int, nanoseconds: Int
+  /// The version of the file at `path` now (symbolic links followed).
+  public init(path: String) throws(LiftError) {
+    var st = stat()
+    guard stat(path, &st) == 0 else { throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))") }
+    self.init(st)
+  }
+
+  init(_ st: stat) {
+    device = UInt64(st.st_dev)
+    inode = UInt64(st.st_ino)
+    size = Int64(st.st_size)
+    seconds = st.st_mtim.tv_sec
+    nanoseconds = st.st_mtim.tv_nsec
+  }
+
+  /// The five numbers separated by spaces (the form `init?(text:)` reads).
+  public var text: String { "\(device) \(inode) \(size) \(seconds) \(nanoseconds)" }
+
+  public init?(text: Substring) {
+    let parts = text.split(separator: " ")
+    guard parts.count == 5, let d = UInt64(parts[0]), let i = UInt64(parts[1]), let s = Int64(parts[2]),
+          let sec = Int(parts[3]), let ns = Int(parts[4]) else { return nil }
+    (device, inode, size, seconds, nanoseconds) = (d, i, s, sec, ns)
+  }
+}
+
+/// Opening files from untrusted sources: each file is read in full in a separate process first
+/// (`FileCheck`), once per process for each version of the file (`FileVersion`).
+public enum UntrustedFiles {
+  /// The seconds a check of a file of `bytes` may take before the file counts as hanging
+  /// libhdf5: LIFT_CHECK_TIMEOUT if set, else 600, or 120 per GiB for larger files (a full
+  /// read, images decoded, at 8.5 MiB/s).
+  public static func timeout(forBytes bytes: Int64) throws(LiftError) -> Double {
+    if let env = getenv("LIFT_CHECK_TIMEOUT") {
+      let text = String(cString: env)
+      guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 86_400 else {
+        throw .argument("LIFT_CHECK_TIMEOUT must be seconds in (0, 86400], got '\(text)'")
+      }
+      return seconds
+    }
+    return max(600, Double(max(bytes, 0)) / Double(1 << 30) * 120)
+  }
+
+  private struct Passed: Hashable {
+    let version: FileVersion
     let kind: Int32
   }
 
   private static let lock = Lock()
-  nonisolated(unsafe) private static var passed: Set<Version> = []
+  nonisolated(unsafe) private static var passed: Set<Passed> = []
 
   /// Throws unless the file at `path` reads in full as `kind` in a separate process: the
   /// reader's own error for a file liblift refuses, LIFT_ERR_UNSAFE for one that crashes or
   /// hangs the checking process. `command(path, kind)` is the checking process's argv (the C
   /// API's helper program, or the `lift` command itself). A file that passed before, unchanged,
-  /// is not checked again.
+  /// is not checked again. Returns the version that passed (taken before the check: a file
+  /// changed meanwhile is another version).
+  @discardableResult
   public static func require(_ path: String, kind: FileCheck.Expected,
-                             command: (String, FileCheck.Expected) throws(LiftError) -> [String]) throws(LiftError) {
-    let version = try self.version(of: path, kind: kind)
-    if lock.withLock({ passed.contains(version) }) { return }
-    let verdict = FileCheck.isolated(command: try command(path, kind), timeout: timeout)
+                             command: (String, FileCheck.Expected) throws(LiftError) -> [String]) throws(LiftError) -> FileVersion {
+    let entry = Passed(version: try FileVersion(path: path), kind: kind.rawValue)
+    if lock.withLock({ passed.contains(entry) }) { return entry.version }
+    let verdict = FileCheck.isolated(command: try command(path, kind), timeout: try timeout(forBytes: entry.version.size))
     if let error = FileCheck.error(of: verdict, path: path) { throw error }
-    // Remember the version seen before the check: if the file changed meanwhile, the next
-    // open sees a different version and checks again.
-    lock.withLock { _ = passed.insert(version) }
+    lock.withLock { _ = passed.insert(entry) }
+    return entry.version
   }
 
-  private static func version(of path: String, kind: FileCheck.Expected) throws(LiftError) -> Version {
-    var st = stat()
-    guard stat(path, &st) == 0 else { throw .io("cannot open '\(path)': \(String(cString: strerror(errno)))") }
-    return Version(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
-                   seconds: st.st_mtim.tv_sec, nanoseconds: st.st_mtim.tv_nsec, kind: kind.rawValue)
+  /// Forgets every check (for the fuzzer, whose inputs reuse one path).
+  static func forgetAll() { lock.withLock { passed = [] } }
+}
+
+/// The HDF5 files liblift finishes writing, reported to an observer the program sets: the
+/// `lift` command keeps a list of them, so that it opens what it wrote without checking it
+/// again.
+public enum WrittenFiles {
+  nonisolated(unsafe) private static var observer: (@Sendable (String, FileVersion) -> Void)?
+  private static let lock = Lock()
+
+  /// Calls `observer(path, version)` on the writing thread after each file is in place.
+  public static func observe(_ observer: @escaping @Sendable (String, FileVersion) -> Void) {
+    lock.withLock { self.observer = observer }
+  }
+
+  /// The version of a finished temporary file about to be moved into place (nil if nobody
+  /// observes, or it cannot be read). Taken from the temporary file, which keeps its inode when
+  /// renamed, so a file swapped in at the final path afterwards is not taken for liblift's.
+  static func version(ofTemporary temporary: String) -> FileVersion? {
+    guard lock.withLock({ observer }) != nil else { return nil }
+    return try? FileVersion(path: temporary)
+  }
+
+  /// Reports `path`, now in place with `version`.
+  static func finished(_ path: String, version: FileVersion?) {
+    guard let version, let observer = lock.withLock({ observer }) else { return }
+    observer(path, version)
   }
 }

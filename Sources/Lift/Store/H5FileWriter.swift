@@ -94,6 +94,7 @@ final class H5FileWriter {
     }
     closeHandles()
     try FileSystem.fsyncFile(temporaryPath)
+    let version = WrittenFiles.version(ofTemporary: temporaryPath)
     if overwrite {
       try FileSystem.requireReplaceable(path)
       guard rename(temporaryPath, path) == 0 else {
@@ -110,6 +111,7 @@ final class H5FileWriter {
     }
     try FileSystem.fsyncDirectory(of: path)
     finished = true
+    WrittenFiles.finished(path, version: version)
   }
 }
 

@@ -234,6 +234,13 @@ def test_user_errors_are_one_line_and_change_nothing(tiny, tmp_path):
         (train_args(tiny, out, "--resume", "--clip", "9.2e18"), "--clip must be in [0, 1000000]"),
         (train_args(tiny, out, "--resume", "--beta2", 1), "--beta2 must be in [0, 1)"),
         (train_args(tiny, out, "--resume", "--clip=-1"), "--clip must be in [0, 1000000]"),
+        # A negative number as the next word is the option's value, not an unknown option.
+        (train_args(tiny, out, "--resume", "--lr", "-1"), "--lr must be in [0, 10] (got -1.0)"),
+        (train_args(tiny, out, "--resume", "--seed", "-3"), "--seed must be >= 0"),
+        (train_args(tiny, out, "--resume", "--image-mean", "-0.5,0.5"), "image mean/std need 1 values"),
+        (train_args(tiny, out, "--resume", "--steps", "--quiet"), "The value '--quiet' is invalid for '--steps"),
+        (["eval", "--suite", "coco", "--root", tmp_path, "--captions-per-image", "-1"], "--captions-per-image must be in"),
+        (["eval", "--suite", "coco", "--root", tmp_path, "--batch", "0"], "--batch must be in [1, 65536]"),
     ]
     for args, fragment in cases:
         r = lift(*args, check=False)

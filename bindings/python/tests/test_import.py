@@ -336,6 +336,49 @@ def test_errors_name_the_tensor_or_option(tmp_path):
     extra = dict(base, **{"blocks.0.attn.q_norm.weight": near_one(rng, W // HEADS)})
     expect(extra, "blocks.0.attn.q_norm.weight", heads=HEADS)
     expect(base, "pass heads")  # no config file, no option
+    # A tensor with NaN or infinity is refused at the import, by its name.
+    for value in (np.nan, np.inf):
+        bad = dict(base, **{"blocks.1.attn.qkv.weight": base["blocks.1.attn.qkv.weight"].copy()})
+        bad["blocks.1.attn.qkv.weight"][5, 2] = value
+        expect(bad, "tensor 'blocks.1.attn.qkv.weight'", heads=HEADS)
+    bad = dict(base, **{"pos_embed": base["pos_embed"].copy()})
+    bad["pos_embed"][0, 3, 1] = np.nan
+    expect(bad, "tensor 'pos_embed' holds a non-finite value", heads=HEADS)
+
+
+@pytest.mark.parametrize("scheme,key,value,fragment", [
+    ("timm", ["pretrained_cfg", "mean"], [0.5], "pretrained_cfg.mean must be a list of 3 numbers"),
+    ("timm", ["layer_norm_eps"], "1e-6", "layer_norm_eps must be a number, got \"1e-6\""),
+    ("timm", ["model_args", "num_heads"], 0, "model_args.num_heads must be a whole number"),
+    ("timm", ["global_pool"], 1, "global_pool must be a string"),
+    ("openclip", ["preprocess_cfg", "std"], [0.3, 0.3, "0.3"], "preprocess_cfg.std must be a list of 3 numbers"),
+    ("openclip", ["model_cfg", "quick_gelu"], "yes", "model_cfg.quick_gelu must be true or false"),
+    ("hf-clip", ["vision_config", "layer_norm_eps"], "1e-5", "vision_config.layer_norm_eps must be a number"),
+])
+def test_config_values_of_the_wrong_type_are_errors(tmp_path, scheme, key, value, fragment):
+    """A config value liblift reads but cannot use (a 1-value mean for a 3-channel patch
+    embedding, a number written as a string) is an error naming the file and the key, never
+    replaced by a default."""
+    rng = np.random.default_rng(6)
+    if scheme == "timm":
+        sd = timm_weights(rng, 0, True, layer_scale=False, fc_norm=False)
+        name, config = "config.json", {"architecture": "vit_test", "model_args": {"num_heads": HEADS}}
+    elif scheme == "openclip":
+        sd = openclip_weights(rng, False)
+        name, config = "open_clip_config.json", {"model_cfg": {"quick_gelu": False, "vision_cfg": {"head_width": W // HEADS}}}
+    else:
+        sd = hf_clip_weights(rng)
+        name, config = "config.json", {"model_type": "clip", "vision_config": {"num_attention_heads": HEADS}}
+    node = config
+    for k in key[:-1]:
+        node = node.setdefault(k, {})
+    node[key[-1]] = value
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    (tmp_path / name).write_text(json.dumps(config))
+    with pytest.raises(liblift.LiftError) as e:
+        liblift.Model.import_pretrained(tmp_path / "model.safetensors", TEXT)
+    assert e.value.status_name == "LIFT_ERR_FORMAT" and fragment in e.value.message, e.value.message
+    assert str(tmp_path / name) in e.value.message
 
 
 def test_lift_train_init_and_info(tmp_path):
@@ -505,5 +548,8 @@ def test_lift_train_caches_the_features_of_a_locked_tower(tmp_path):
     before = (tmp_path / "train.h5").read_bytes()
     r = lift("train", *common, "--steps", 2, "--out", tmp_path / "bad", "--feature-cache", tmp_path / "train.h5",
              check=False)
-    assert r.returncode != 0 and "not a liblift feature cache" in r.stderr
+    assert r.returncode != 0 and "is not a feature cache: its content is an image-caption dataset" in r.stderr
     assert (tmp_path / "train.h5").read_bytes() == before
+    r = lift("train", *common, "--steps", 2, "--out", tmp_path / "bad", "--feature-cache", tmp_path / "train.h5",
+             "--trust-inputs", check=False)
+    assert r.returncode != 0 and "not a liblift feature cache" in r.stderr
