@@ -36,6 +36,12 @@ enum FuzzTarget: String, CaseIterable {
   /// command's parser and the checks of `lift train`'s settings; bytes after a 0x01 byte become
   /// a --config JSON file.
   case cli
+  /// The untrusted open (LIFT_OPEN_UNTRUSTED) of HDF5 and safetensors files: the check in a
+  /// child process (the shipped lift-file-check helper loading the release liblift.so), then,
+  /// only if it passed, the full read in this process. The host must never crash: every input
+  /// that crashes or hangs libhdf5 has to be refused by the child first. Seeds: the store,
+  /// dataset and strings corpora.
+  case untrusted
 }
 
 let target: FuzzTarget = {
@@ -218,6 +224,42 @@ func fuzzSuite(_ path: String) throws(LiftError) {
   _ = try? PromptTemplates.load(path)
 }
 
+/// The untrusted path's tallies, printed at exit (Fuzz/run reports them).
+nonisolated(unsafe) var untrustedTally = (checked: 0, passed: 0, refused: 0, unsafe: 0)
+
+/// The checking process as LIFT_OPEN_UNTRUSTED starts it: the helper with the library it loads
+/// (LIFT_FUZZ_HELPER and LIFT_FUZZ_LIBRARY, set by Fuzz/run; this binary links Lift statically,
+/// so the library cannot be found from it), the file, its kind and the memory budget.
+func untrustedCommand(_ path: String, _ kind: FileCheck.Expected) throws(LiftError) -> [String] {
+  guard let helper = getenv("LIFT_FUZZ_HELPER"), let library = getenv("LIFT_FUZZ_LIBRARY") else {
+    throw .argument("LIFT_FUZZ_HELPER and LIFT_FUZZ_LIBRARY must name lift-file-check and liblift.so")
+  }
+  return [String(cString: helper), String(cString: library), path, String(kind.rawValue), String(MemoryBudget.bytes)]
+}
+
+func fuzzUntrusted(_ path: String) throws(LiftError) {
+  if untrustedTally.checked == 0 {
+    atexit {
+      let t = untrustedTally
+      fputs("untrusted path: \(t.checked) files checked, \(t.passed) passed and read in-process, \(t.refused) refused "
+            + "(\(t.unsafe) of them crashed or hung the checking process)\n", stderr)
+    }
+  }
+  // Each input is a new file to the check (the same path is rewritten with the same size within
+  // one mtime tick, which the per-version cache is documented not to tell apart).
+  UntrustedFiles.forgetAll()
+  untrustedTally.checked += 1
+  do {
+    try UntrustedFiles.require(path, kind: .any, command: untrustedCommand)
+  } catch {
+    untrustedTally.refused += 1
+    if error.status == LIFT_ERR_UNSAFE { untrustedTally.unsafe += 1 }
+    return
+  }
+  untrustedTally.passed += 1
+  _ = try FileCheck.readAll(path)
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   switch target {
@@ -230,6 +272,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
   case .tar: withFile(data, size, fuzzTar)
   case .suite: withFile(data, size, fuzzSuite)
   case .cli: fuzzCommandLine(Array(UnsafeBufferPointer(start: data, count: size)))
+  case .untrusted: withFile(data, size, fuzzUntrusted)
   }
   return 0
 }

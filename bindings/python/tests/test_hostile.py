@@ -541,6 +541,28 @@ def test_untrusted_opens_check_each_file_once(checkpoint, tmp_path):
     """)
 
 
+def test_untrusted_opens_refuse_the_script_made_fixtures(hostile_hdf5):
+    """The minimal h5py files of Tests/fixtures/make_hostile_hdf5.py (a store and a dataset whose
+    string heap crashes or hangs libhdf5): check_file and untrusted=True refuse each with
+    LIFT_ERR_UNSAFE and the process survives; their clean originals pass and open."""
+    run_case(f"""
+        import os
+        os.environ["LIFT_CHECK_TIMEOUT"] = "3"
+        d = {str(hostile_hdf5)!r}
+        for kind, opener in (("store", liblift.Store), ("dataset", liblift.Dataset)):
+            for how, fragment in (("crash", "crashed the checking process"), ("hang", "did not finish within 3 s")):
+                path = f"{{d}}/{{how}}-{{kind}}.h5"
+                expect_error("LIFT_ERR_UNSAFE", fragment, liblift.check_file, path, kind=kind, timeout=3)
+                expect_error("LIFT_ERR_UNSAFE", fragment, opener, path, untrusted=True)
+            clean = f"{{d}}/clean-{{kind}}.h5"
+            assert liblift.check_file(clean, kind=kind)
+            opener(clean, untrusted=True)
+        os.environ["LIFT_CHECK_TIMEOUT"] = "soon"
+        expect_error("LIFT_ERR_ARGUMENT", "LIFT_CHECK_TIMEOUT must be seconds", liblift.Store, f"{{d}}/crash-store.h5",
+                     untrusted=True)
+    """, timeout=120)
+
+
 def test_check_file_from_a_threaded_host_with_the_memory_budget(tmp_path):
     """Checks from several threads at once (posix_spawn, no fork of the threaded host), under a
     small LIFT_MEMORY_LIMIT: a file whose read needs more than the budget fails cleanly."""
