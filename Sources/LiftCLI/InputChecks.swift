@@ -5,7 +5,7 @@ import Lift
 /// are read in full in a separate process before this one opens them.
 struct InputCheckOptions: ParsableArguments {
   @Flag(name: .long, help: """
-    Check every input file in a separate process before opening it: also files lift wrote or \
+    Check every HDF5 input in a separate process before opening it, also files lift wrote or \
     checked before, and tar shards and image folders (every image decoded). By default only \
     HDF5 files lift did not write or check are.
     """) var untrustedData = false
@@ -36,7 +36,7 @@ struct InputChecks {
   enum Policy {
     /// HDF5 files lift did not write or check before (the default).
     case unknownHDF5
-    /// Every input: HDF5 files, known or not, and image sources (--untrusted-data).
+    /// Every HDF5 input, known or not, and image sources (--untrusted-data).
     case all
     /// Nothing (--trust-inputs).
     case none
@@ -62,7 +62,8 @@ struct InputChecks {
   func files(_ paths: [String], as kind: FileCheck.Expected) throws {
     guard policy != .none else { return }
     for pattern in paths {
-      for path in try cli({ () throws(LiftError) in try DataSources.expandBraces(pattern) }) { try check(path, as: kind) }
+      // As DataSources.open reads them: a pattern that does not expand is a literal path.
+      for path in (try? DataSources.expandBraces(pattern)) ?? [pattern] { try check(path, as: kind) }
     }
   }
 

@@ -11,9 +11,9 @@ import Synchronization
 /// line per file: `<device> <inode> <size> <seconds> <nanoseconds><TAB><kind><TAB><path>`, where
 /// kind is `written` or what a check read the file as. Lines are appended with one write(2)
 /// each (O_APPEND), so concurrent lift processes do not interleave them; past 1 MiB the list
-/// is rewritten with only the entries whose file is still that version. It is used only as a
-/// regular file owned by this user that nobody else can write; otherwise nothing counts as
-/// known and every input is checked.
+/// is rewritten with the newest entries whose file is still that version, at most 512 KiB of
+/// them. It is used only as a regular file owned by this user that nobody else can write;
+/// otherwise nothing counts as known and every input is checked.
 enum KnownFiles {
   static let written = "written"
   static let maxBytes = 1 << 20
@@ -28,7 +28,10 @@ enum KnownFiles {
 
   /// The list's path, or nil when neither XDG_STATE_HOME nor HOME is set.
   static var location: String? {
-    if let state = getenv("XDG_STATE_HOME"), state.pointee != 0 { return String(cString: state) + "/liblift/known-files" }
+    // XDG: a relative XDG_STATE_HOME is ignored.
+    if let state = getenv("XDG_STATE_HOME"), state.pointee == UInt8(ascii: "/") {
+      return String(cString: state) + "/liblift/known-files"
+    }
     guard let home = getenv("HOME"), home.pointee != 0 else { return nil }
     return String(cString: home) + "/.local/state/liblift/known-files"
   }
@@ -50,7 +53,7 @@ enum KnownFiles {
     guard !absolute.contains(where: { $0 == "\n" || $0 == "\t" }) else { return }
     loaded.withLock { (entries) in
       if entries == nil { entries = readList() }
-      entries!.insert(Entry(version: version, kind: kind))
+      guard entries!.insert(Entry(version: version, kind: kind)).inserted else { return }
       if let size = listSize(location), size > maxBytes { prune(location) }
       append("\(version.text)\t\(kind)\t\(absolute)\n", to: location)
     }
@@ -58,18 +61,23 @@ enum KnownFiles {
 
   // MARK: The list file
 
-  /// The list's text, if it is a regular file owned by this user and writable by no one else.
+  /// The list's text (its last 4 MiB: the newest entries), if it is a regular file owned by
+  /// this user and writable by no one else.
   private static func readTrusted(_ location: String) -> String? {
     let fd = open(location, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var st = stat()
-    guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o022 == 0,
-          st.st_size <= 4 * maxBytes else { return nil }
-    var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-    let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o022 == 0 else {
+      return nil
+    }
+    let start = max(0, Int(st.st_size) - 4 * maxBytes)
+    var bytes = [UInt8](repeating: 0, count: Int(st.st_size) - start)
+    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
     guard n >= 0 else { return nil }
-    return String(decoding: bytes[0..<n], as: UTF8.self)
+    var text = bytes[0..<n]
+    if start > 0, let newline = text.firstIndex(of: UInt8(ascii: "\n")) { text = text[(newline + 1)...] }  // a cut line
+    return String(decoding: text, as: UTF8.self)
   }
 
   private static func parse(_ text: String) -> [(Entry, String)] {
@@ -90,11 +98,19 @@ enum KnownFiles {
     return lstat(location, &st) == 0 ? Int(st.st_size) : nil
   }
 
-  /// Rewrites the list (atomically) with the entries whose file is still that version.
+  /// Rewrites the list (atomically) with the newest entries whose file is still that version,
+  /// each once, at most maxBytes / 2 of them.
   private static func prune(_ location: String) {
     guard let text = readTrusted(location) else { return }
-    let kept = parse(text).filter { (entry, path) in (try? FileVersion(path: path)) == entry.version }
-    let body = kept.map { "\($0.0.version.text)\t\($0.0.kind)\t\($0.1)\n" }.joined()
+    var seen = Set<Entry>(), lines: [String] = [], bytes = 0
+    for (entry, path) in parse(text).reversed() where seen.insert(entry).inserted {
+      guard (try? FileVersion(path: path)) == entry.version else { continue }
+      let line = "\(entry.version.text)\t\(entry.kind)\t\(path)\n"
+      bytes += line.utf8.count
+      if bytes > maxBytes / 2 { break }
+      lines.append(line)
+    }
+    let body = lines.reversed().joined()
     let temporary = location + ".tmp-\(getpid())"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
     guard fd >= 0 else { return }

@@ -54,6 +54,9 @@ public enum FileCheck {
     guard expected == .any || expected == expectedKind(of: kind) else {
       throw .format("'\(path)' is not \(expected.noun): its content is \(describe(kind))")
     }
+    // The root's string attributes (lift.kind, lift.fingerprint, channels, model, ...), which
+    // the readers of every HDF5 kind read some of.
+    if [.dataset, .captions, .store, .featureCache].contains(kind) { _ = try HDF5.readRootStringAttributes(path) }
     switch kind {
     case .safetensors: return try readModel(path)
     case .dataset: return try readDataset(path)
@@ -161,9 +164,13 @@ public enum FileCheck {
     }
   }
 
+  /// The string datasets liblift reads from a store: keys, caption texts, and the text columns
+  /// of evaluation texts (`TextEmbeddings.textColumns`).
+  static let storeStrings = ["keys", "captions/text"] + TextEmbeddings.textColumns
+
   private static func readStore(_ store: EmbeddingStore) throws(LiftError) {
     try store.validate()
-    for name in ["keys", "captions", "captions/text"] where (try? store.hasStrings(name)) == true {
+    for name in storeStrings where (try? store.hasStrings(name)) == true {
       for r in 0..<store.rows { _ = try store.stringBytes(name, row: r) }
     }
   }

@@ -93,7 +93,9 @@ enum ForeignSource {
   func describe(element j: Int, of count: Int) -> String {
     switch self {
     case .tensor(let name): return "tensor '\(name)' (element \(j))"
-    case .rows(let names): return "tensor '\(names[min(j / max(count / names.count, 1), names.count - 1)])'"
+    case .rows(let names):
+      guard !names.isEmpty else { return "a stacked tensor" }
+      return "tensor '\(names[min(j / max(count / names.count, 1), names.count - 1)])'"
     case .zeros: return "a zero bias"
     case .positional(let name, _, _): return "tensor '\(name)'"
     case .registers(let name, let positional): return "tensor '\(name)'" + (positional.map { " or '\($0)'" } ?? "")
@@ -261,9 +263,17 @@ struct ForeignBuild {
   // value when it has the expected type and range, and a format error naming the file and the
   // key otherwise: a value liblift cannot use is never silently replaced by a default.
 
-  private func value(_ path: [String], in json: JSON?) -> JSON? {
+  /// The value at `path`, nil when a key on the way is absent or the value is null; an error
+  /// when a key on the way holds something other than an object.
+  private func value(_ path: [String], in json: JSON?, file: String?) throws(LiftError) -> JSON? {
     var v = json
-    for key in path { v = v?[key] }
+    for (depth, key) in path.enumerated() {
+      guard let current = v else { return nil }
+      guard case .object = current else {
+        throw invalid(Array(path[..<depth]), "an object", file: file, got: current)
+      }
+      v = current[key]
+    }
     if case .null? = v { return nil }
     return v
   }
@@ -274,26 +284,26 @@ struct ForeignBuild {
 
   /// A finite number.
   func number(_ path: [String]) throws(LiftError) -> Double? {
-    guard let v = value(path, in: config) else { return nil }
+    guard let v = try value(path, in: config, file: configFile) else { return nil }
     guard let n = v.number, n.isFinite else { throw invalid(path, "a number", file: configFile, got: v) }
     return n
   }
 
   /// A whole number in [1, 2^20] (sizes, counts).
   func integer(_ path: [String]) throws(LiftError) -> Int? {
-    guard let v = value(path, in: config) else { return nil }
+    guard let v = try value(path, in: config, file: configFile) else { return nil }
     guard let n = v.int, n >= 1, n <= 1 << 20 else { throw invalid(path, "a whole number in [1, 1048576]", file: configFile, got: v) }
     return n
   }
 
   func bool(_ path: [String]) throws(LiftError) -> Bool? {
-    guard let v = value(path, in: config) else { return nil }
+    guard let v = try value(path, in: config, file: configFile) else { return nil }
     guard let b = v.bool else { throw invalid(path, "true or false", file: configFile, got: v) }
     return b
   }
 
   func string(_ path: [String]) throws(LiftError) -> String? {
-    guard let v = value(path, in: config) else { return nil }
+    guard let v = try value(path, in: config, file: configFile) else { return nil }
     guard let s = v.string else { throw invalid(path, "a string", file: configFile, got: v) }
     return s
   }
@@ -303,13 +313,17 @@ struct ForeignBuild {
     try floats(path, count: count, in: config, file: configFile)
   }
 
+  /// A number or a list of numbers: one per channel, or one for all (repeated, as torchvision's
+  /// Normalize broadcasts it).
   private func floats(_ path: [String], count: Int, in json: JSON?, file: String?) throws(LiftError) -> [Float]? {
-    guard let v = value(path, in: json) else { return nil }
-    let values = v.array?.compactMap { $0.number.flatMap { $0.isFinite ? Float($0) : nil } }
-    guard let values, values.count == count, v.array?.count == count else {
-      throw invalid(path, "a list of \(count) numbers (one per channel of the \(count)-channel patch embedding)", file: file, got: v)
+    guard let v = try value(path, in: json, file: file) else { return nil }
+    let items = v.array ?? [v]
+    let values = items.compactMap { $0.number.flatMap { $0.isFinite ? Float($0) : nil } }
+    guard values.count == items.count, values.count == count || values.count == 1 else {
+      throw invalid(path, "one number, or a list of \(count) (one per channel of the \(count)-channel patch embedding; "
+                    + "edit the file to match the weights)", file: file, got: v)
     }
-    return values
+    return values.count == count ? values : [Float](repeating: values[0], count: count)
   }
 
   /// Image mean and std from Hugging Face's preprocessor_config.json, else `fallback`.

@@ -1,11 +1,12 @@
 import Glibc
 
-/// One version of a file: its (device, inode, size, modification time in nanoseconds) at one
-/// moment. A file replaced or rewritten since (new inode, size or mtime) is another version.
-/// Not told apart: a file rewritten in place with its size kept and its mtime forged back
-/// (which needs write access to the file).
+/// One version of a file: its (device, inode, size, modification time, status-change time, both
+/// in nanoseconds) at one moment. A file replaced, renamed into place, rewritten or touched since
+/// is another version: the status-change time (ctime) moves with any of those and, unlike the
+/// modification time, cannot be set by a user (tar, rsync or touch restore mtime, not ctime).
 public struct FileVersion: Hashable, Sendable {
-  public let device: UInt64, inode: UInt64, size: Int64, seconds: Int, nanoseconds: Int
+  public let device: UInt64, inode: UInt64, size: Int64
+  public let seconds: Int, nanoseconds: Int, changeSeconds: Int, changeNanoseconds: Int
 
   /// The version of the file at `path` now (symbolic links followed).
   public init(path: String) throws(LiftError) {
@@ -20,16 +21,18 @@ public struct FileVersion: Hashable, Sendable {
     size = Int64(st.st_size)
     seconds = st.st_mtim.tv_sec
     nanoseconds = st.st_mtim.tv_nsec
+    changeSeconds = st.st_ctim.tv_sec
+    changeNanoseconds = st.st_ctim.tv_nsec
   }
 
-  /// The five numbers separated by spaces (the form `init?(text:)` reads).
-  public var text: String { "\(device) \(inode) \(size) \(seconds) \(nanoseconds)" }
+  /// The seven numbers separated by spaces (the form `init?(text:)` reads).
+  public var text: String { "\(device) \(inode) \(size) \(seconds) \(nanoseconds) \(changeSeconds) \(changeNanoseconds)" }
 
   public init?(text: Substring) {
     let parts = text.split(separator: " ")
-    guard parts.count == 5, let d = UInt64(parts[0]), let i = UInt64(parts[1]), let s = Int64(parts[2]),
-          let sec = Int(parts[3]), let ns = Int(parts[4]) else { return nil }
-    (device, inode, size, seconds, nanoseconds) = (d, i, s, sec, ns)
+    guard parts.count == 7, let d = UInt64(parts[0]), let i = UInt64(parts[1]), let s = Int64(parts[2]),
+          let sec = Int(parts[3]), let ns = Int(parts[4]), let csec = Int(parts[5]), let cns = Int(parts[6]) else { return nil }
+    (device, inode, size, seconds, nanoseconds, changeSeconds, changeNanoseconds) = (d, i, s, sec, ns, csec, cns)
   }
 }
 
@@ -62,15 +65,20 @@ public enum UntrustedFiles {
   /// reader's own error for a file liblift refuses, LIFT_ERR_UNSAFE for one that crashes or
   /// hangs the checking process. `command(path, kind)` is the checking process's argv (the C
   /// API's helper program, or the `lift` command itself). A file that passed before, unchanged,
-  /// is not checked again. Returns the version that passed (taken before the check: a file
-  /// changed meanwhile is another version).
+  /// is not checked again. Returns the version that passed: the file's version before the check,
+  /// which must still be its version after it (a file replaced or changed meanwhile is an error).
+  /// Not covered: a change between this return and the caller's open.
   @discardableResult
   public static func require(_ path: String, kind: FileCheck.Expected,
                              command: (String, FileCheck.Expected) throws(LiftError) -> [String]) throws(LiftError) -> FileVersion {
     let entry = Passed(version: try FileVersion(path: path), kind: kind.rawValue)
     if lock.withLock({ passed.contains(entry) }) { return entry.version }
-    let verdict = FileCheck.isolated(command: try command(path, kind), timeout: try timeout(forBytes: entry.version.size))
+    let bytes = FileSystem.isDirectory(path) ? FileSystem.treeBytes(path) : entry.version.size
+    let verdict = FileCheck.isolated(command: try command(path, kind), timeout: try timeout(forBytes: bytes))
     if let error = FileCheck.error(of: verdict, path: path) { throw error }
+    guard try FileVersion(path: path) == entry.version else {
+      throw .io("'\(path)' changed while it was checked; check it again once it is complete")
+    }
     lock.withLock { _ = passed.insert(entry) }
     return entry.version
   }
@@ -91,17 +99,19 @@ public enum WrittenFiles {
     lock.withLock { self.observer = observer }
   }
 
-  /// The version of a finished temporary file about to be moved into place (nil if nobody
-  /// observes, or it cannot be read). Taken from the temporary file, which keeps its inode when
-  /// renamed, so a file swapped in at the final path afterwards is not taken for liblift's.
-  static func version(ofTemporary temporary: String) -> FileVersion? {
+  /// The inode of a finished temporary file about to be moved into place (nil if nobody
+  /// observes, or it cannot be read).
+  static func inode(ofTemporary temporary: String) -> UInt64? {
     guard lock.withLock({ observer }) != nil else { return nil }
-    return try? FileVersion(path: temporary)
+    return try? FileVersion(path: temporary).inode
   }
 
-  /// Reports `path`, now in place with `version`.
-  static func finished(_ path: String, version: FileVersion?) {
-    guard let version, let observer = lock.withLock({ observer }) else { return }
+  /// Reports `path`, now in place, if it is still the temporary file's inode (a file swapped in
+  /// at `path` since is not taken for liblift's). Its version is taken now: the rename into
+  /// place changed its status-change time.
+  static func finished(_ path: String, inode: UInt64?) {
+    guard let inode, let observer = lock.withLock({ observer }),
+          let version = try? FileVersion(path: path), version.inode == inode else { return }
     observer(path, version)
   }
 }

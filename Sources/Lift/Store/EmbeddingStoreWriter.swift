@@ -166,6 +166,36 @@ public enum FileSystem {
     throw .io("'\(path)' is \(kind): liblift replaces only regular files")
   }
 
+  public static func isDirectory(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+  }
+
+  /// The bytes of the regular files under `folder` (symbolic links to files followed, to
+  /// folders not), counting at most 2^24 entries.
+  static func treeBytes(_ folder: String) -> Int64 {
+    var total: Int64 = 0, entries = 0
+    var pending = [folder]
+    while let dir = pending.popLast(), entries < 1 << 24 {
+      guard let handle = opendir(dir) else { continue }
+      defer { closedir(handle) }
+      while let entry = readdir(handle), entries < 1 << 24 {
+        entries += 1
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard name != ".", name != ".." else { continue }
+        let path = dir + "/" + name
+        var st = stat()
+        guard lstat(path, &st) == 0 else { continue }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+          pending.append(path)
+        } else if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG {
+          total = total.addingReportingOverflow(Int64(st.st_size)).overflow ? Int64.max : total + Int64(st.st_size)
+        }
+      }
+    }
+    return total
+  }
+
   static func fsyncFile(_ path: String) throws(LiftError) {
     let fd = open(path, O_RDONLY)
     guard fd >= 0 else { throw .io("cannot open '\(path)' to sync: \(String(cString: strerror(errno)))") }

@@ -85,16 +85,18 @@ final class H5FileWriter {
     guard status >= 0 else { throw .io("cannot write attribute '\(name)': \(HDF5.takeErrorDescription())") }
   }
 
-  /// Flushes, fsyncs and renames the file into place.
+  /// Flushes, closes, fsyncs and renames the file into place. The file is closed before the
+  /// fsync (no reference to it is kept past `closeHandles`), so libhdf5's last writes at close
+  /// are in the synced and renamed file.
   func finish() throws(LiftError) {
-    guard !finished, let file else { throw .state("the writer for '\(path)' is already finished") }
+    guard !finished, let fileID = file?.id else { throw .state("the writer for '\(path)' is already finished") }
     HDF5.prepareThread()
-    guard H5Fflush(file.id, H5F_SCOPE_GLOBAL) >= 0 else {
+    guard H5Fflush(fileID, H5F_SCOPE_GLOBAL) >= 0 else {
       throw .io("cannot flush '\(temporaryPath)': \(HDF5.takeErrorDescription())")
     }
     closeHandles()
     try FileSystem.fsyncFile(temporaryPath)
-    let version = WrittenFiles.version(ofTemporary: temporaryPath)
+    let inode = WrittenFiles.inode(ofTemporary: temporaryPath)
     if overwrite {
       try FileSystem.requireReplaceable(path)
       guard rename(temporaryPath, path) == 0 else {
@@ -111,7 +113,7 @@ final class H5FileWriter {
     }
     try FileSystem.fsyncDirectory(of: path)
     finished = true
-    WrittenFiles.finished(path, version: version)
+    WrittenFiles.finished(path, inode: inode)
   }
 }
 

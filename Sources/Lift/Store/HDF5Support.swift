@@ -213,6 +213,39 @@ enum HDF5 {
 
   /// The scalar string attribute `name` of `object` (variable- or fixed-length, at most 64 KiB),
   /// or nil if there is none.
+  /// The names of the attributes of `object` (at most 4096).
+  static func attributeNames(_ object: hid_t) -> [String] {
+    var names: [String] = []
+    var buffer = [CChar](repeating: 0, count: 1024)
+    for index in 0..<4096 {
+      let n = H5Aget_name_by_idx(object, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(index), &buffer, buffer.count,
+                                 lift_h5p_default())
+      guard n >= 0 else { break }
+      names.append(String(cString: buffer))
+    }
+    H5Eclear2(lift_h5e_default())
+    return names
+  }
+
+  /// Every single-string attribute of the file's root group, read as `readStringAttribute`
+  /// reads one (attributes of other types are left alone: liblift reads none).
+  static func readRootStringAttributes(_ path: String) throws(LiftError) -> Int {
+    let file = try openReadOnly(path)
+    var read = 0
+    for name in attributeNames(file.id) {
+      let attribute = H5Aopen(file.id, name, lift_h5p_default())
+      guard attribute >= 0 else { throw .io("cannot open attribute '\(name)' of '\(path)': \(takeErrorDescription())") }
+      let type = H5Object(H5Aget_type(attribute), .datatype)
+      let space = H5Object(H5Aget_space(attribute), .dataspace)
+      let isString = H5Tget_class(type.id) == H5T_STRING && H5Sget_simple_extent_npoints(space.id) == 1
+      H5Aclose(attribute)
+      guard isString else { continue }
+      _ = try readStringAttribute(file.id, name, path: path)
+      read += 1
+    }
+    return read
+  }
+
   static func readStringAttribute(_ object: hid_t, _ name: String, path: String) throws(LiftError) -> String? {
     guard H5Aexists(object, name) > 0 else {
       H5Eclear2(lift_h5e_default())

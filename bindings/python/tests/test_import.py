@@ -268,7 +268,9 @@ def test_timm(tmp_path, registers, embed_class, fc_norm):
     sd = timm_weights(rng, registers, embed_class, layer_scale=True, fc_norm=fc_norm)
     config = ("config.json", {"architecture": "vit_test_patch4", "num_classes": 10, "model_args": {"num_heads": HEADS},
                               "global_pool": "avg" if fc_norm else "token",
-                              "pretrained_cfg": {"input_size": [3, SIZE, SIZE], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}})
+                              "pretrained_cfg": {"input_size": [3, SIZE, SIZE], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                                                 "pool_size": None, "crop_pct": 0.9, "license": None},
+                              "layer_norm_eps": None})
     model = import_and_compare(tmp_path, sd, config, lambda s, im: timm_forward(s, im, registers, embed_class, fc_norm),
                                "timm")
     c = model.config
@@ -347,11 +349,12 @@ def test_errors_name_the_tensor_or_option(tmp_path):
 
 
 @pytest.mark.parametrize("scheme,key,value,fragment", [
-    ("timm", ["pretrained_cfg", "mean"], [0.5], "pretrained_cfg.mean must be a list of 3 numbers"),
+    ("timm", ["pretrained_cfg", "mean"], [0.5, 0.5], "pretrained_cfg.mean must be one number, or a list of 3"),
+    ("timm", ["pretrained_cfg"], [], "pretrained_cfg must be an object, got []"),
     ("timm", ["layer_norm_eps"], "1e-6", "layer_norm_eps must be a number, got \"1e-6\""),
     ("timm", ["model_args", "num_heads"], 0, "model_args.num_heads must be a whole number"),
     ("timm", ["global_pool"], 1, "global_pool must be a string"),
-    ("openclip", ["preprocess_cfg", "std"], [0.3, 0.3, "0.3"], "preprocess_cfg.std must be a list of 3 numbers"),
+    ("openclip", ["preprocess_cfg", "std"], [0.3, 0.3, "0.3"], "preprocess_cfg.std must be one number, or a list of 3"),
     ("openclip", ["model_cfg", "quick_gelu"], "yes", "model_cfg.quick_gelu must be true or false"),
     ("hf-clip", ["vision_config", "layer_norm_eps"], "1e-5", "vision_config.layer_norm_eps must be a number"),
 ])
@@ -379,6 +382,17 @@ def test_config_values_of_the_wrong_type_are_errors(tmp_path, scheme, key, value
         liblift.Model.import_pretrained(tmp_path / "model.safetensors", TEXT)
     assert e.value.status_name == "LIFT_ERR_FORMAT" and fragment in e.value.message, e.value.message
     assert str(tmp_path / name) in e.value.message
+
+
+def test_config_statistics_as_one_number_apply_to_every_channel(tmp_path):
+    """Hugging Face image processors and torchvision's Normalize accept one mean and std for all
+    channels (a number, or a one-element list): each is repeated per channel."""
+    sd = dinov2_weights(np.random.default_rng(11), 0)
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2", "num_attention_heads": HEADS}))
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": 0.25, "image_std": [0.5]}))
+    model, _ = liblift.Model.import_pretrained(tmp_path / "model.safetensors", TEXT)
+    assert model.config.image_mean == pytest.approx((0.25,) * 3) and model.config.image_std == pytest.approx((0.5,) * 3)
 
 
 def test_lift_train_init_and_info(tmp_path):

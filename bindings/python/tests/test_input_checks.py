@@ -58,6 +58,22 @@ def test_files_that_crash_or_hang_libhdf5_are_refused_before_opening(hostile_hdf
     assert r.returncode == 1 and "is not an embedding store: its content is an image-caption dataset" in r.stderr, r.stderr
 
 
+def test_evaluation_texts_are_checked_with_their_text_column(hostile_hdf5, tmp_path):
+    """A suite's --texts store keeps its strings in a `texts` (or `text`, `captions`) column that
+    lift eval reads in-process: the check reads that column too, so a damaged one is refused."""
+    from PIL import Image
+    model = model_for(hostile_hdf5, tmp_path)
+    root = tmp_path / "classes"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(np.full((4, 4), 100, np.uint8)).save(root / name / "a.png")
+    crash = hostile_hdf5 / "crash-texts.h5"
+    r = lift("eval", "--model", model, "--suite", "imagenet", "--root", root, "--texts", crash, check=False, timeout=120)
+    assert r.returncode == 1 and f"reading '{crash}' crashed the checking process" in r.stderr, r.stderr
+    r = lift("check", hostile_hdf5 / "crash-cache.h5", check=False, timeout=120)  # root string attributes
+    assert r.returncode == 1 and "crashed the checking process" in r.stdout, r.stdout
+
+
 def test_known_files_are_opened_without_a_second_check(hostile_hdf5, tmp_path):
     """A file is checked once per version: after a check passes (or after lift wrote the file),
     later commands open it directly; a new version, --untrusted-data, or a list others could
@@ -70,26 +86,45 @@ def test_known_files_are_opened_without_a_second_check(hostile_hdf5, tmp_path):
     def evaluate(*extra, env=no_check):
         return lift("eval", "--model", model, "--data", data, "--no-retrieval", *extra, check=False, env=env)
 
-    r = evaluate()
-    assert r.returncode == 1 and "LIFT_CHECK_TIMEOUT must be seconds in (0, 86400], got 'never'" in r.stderr, r.stderr
-    assert evaluate("--trust-inputs").returncode == 0
+    def checked(result):
+        """Whether the command ran a check (which the invalid LIFT_CHECK_TIMEOUT stops)."""
+        if "LIFT_CHECK_TIMEOUT must be seconds in (0, 86400], got 'never'" in result.stderr:
+            assert result.returncode == 1
+            return True
+        assert result.returncode == 0, result.stderr
+        return False
+
+    assert checked(evaluate())
+    assert not checked(evaluate("--trust-inputs"))
     assert evaluate(env=None).returncode == 0          # checked, and remembered
     assert listed(data, "dataset")
-    assert evaluate().returncode == 0                  # known: not checked again
-    assert evaluate("--untrusted-data").returncode == 1  # checks everything
+    assert not checked(evaluate())                     # known: not checked again
+    assert checked(evaluate("--untrusted-data"))       # checks everything
     os.utime(data, ns=(1, 1))                          # another version of the file
-    assert evaluate().returncode == 1
+    assert checked(evaluate())
+    assert evaluate(env=None).returncode == 0
+    # The same bytes in a new file (copied, or unpacked with the old timestamps) are another version.
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(data.read_bytes())
+    data.unlink()
+    copy.rename(data)
+    os.utime(data, ns=(1, 1))
+    assert checked(evaluate())
     assert evaluate(env=None).returncode == 0
     # What lift writes is known as written: the store encode makes opens without a check.
     out = tmp_path / "images.h5"
     lift("encode", "--model", model, "--data", data, "--out", out)
     assert listed(out, "written")
+    r = lift("eval", "--model", model, "--data", data, "--embeddings", out, check=False, env=no_check)
+    assert r.returncode == 1 and "carries its caption embeddings" in r.stderr, r.stderr  # opened: no check ran
     ledger = Path(os.environ["XDG_STATE_HOME"]) / "liblift" / "known-files"
     assert ledger.stat().st_mode & 0o777 == 0o600
+    lines = ledger.read_text().splitlines()
+    assert len(lines) == len(set(lines)), "an entry is listed twice"
     # A list that others could write is not trusted: everything is checked.
     ledger.chmod(0o666)
     try:
-        assert evaluate().returncode == 1
+        assert checked(evaluate())
     finally:
         ledger.chmod(0o600)
     r = lift("eval", "--model", model, "--data", data, "--untrusted-data", "--trust-inputs", check=False)
@@ -99,7 +134,7 @@ def test_known_files_are_opened_without_a_second_check(hostile_hdf5, tmp_path):
 def test_image_sources_are_checked_with_untrusted_data(tmp_path):
     """Tar shards are read by liblift's own code and decoded sample by sample (bad samples are
     skipped and counted), so by default they are not checked; --untrusted-data decodes every image
-    in the checking process first, and a shard liblift refuses stops the command there."""
+    in the checking process first."""
     import io
     import tarfile
     from PIL import Image

@@ -215,10 +215,7 @@ public enum DataSources {
     return text + "; \(bad.total) cannot be used (training skips them): \(bad.description)"
   }
 
-  public static func isDirectory(_ path: String) -> Bool {
-    var st = stat()
-    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-  }
+  public static func isDirectory(_ path: String) -> Bool { FileSystem.isDirectory(path) }
 
   /// The first 512 bytes of a file (fewer if it is shorter).
   private static func fileHead(_ path: String) throws(LiftError) -> [UInt8] {
