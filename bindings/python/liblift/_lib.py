@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import ctypes
+import enum
+import errno
 import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_int64, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 
-__all__ = ["lib", "library_path", "LiftError", "check", "STATUS_NAMES", "OPEN_UNTRUSTED", "ModelConfigStruct", "ImportOptionsStruct",
+__all__ = ["lib", "library_path", "LiftError", "Status", "ERROR_CLASSES", "error_for", "check", "STATUS_NAMES", "OPEN_UNTRUSTED", "ModelConfigStruct", "ImportOptionsStruct",
            "TensorInfoStruct",
            "TrainConfigStruct", "StepStatsStruct", "Handle", "CommStruct", "ALLGATHER_INT64",
            "ALLGATHERV_FLOAT", "ALLREDUCE_SUM_FLOAT",
@@ -65,38 +67,135 @@ if library_path == _SYSTEM_LIBRARY:
     except OSError:
         pass
 
-STATUS_NAMES = {
-    0: "LIFT_OK",
-    1: "LIFT_ERR_ARGUMENT",
-    2: "LIFT_ERR_IO",
-    3: "LIFT_ERR_FORMAT",
-    4: "LIFT_ERR_SHAPE",
-    5: "LIFT_ERR_VALUE",
-    6: "LIFT_ERR_NOT_FOUND",
-    7: "LIFT_ERR_MEMORY",
-    8: "LIFT_ERR_STATE",
-    9: "LIFT_ERR_BUFFER",
-    10: "LIFT_ERR_UNSUPPORTED",
-    11: "LIFT_ERR_UNSAFE",
-    99: "LIFT_ERR_INTERNAL",
-}
+class Status(enum.IntEnum):
+    """lift_status of lift.h: what a liblift call returned (0 is success)."""
+
+    OK = 0
+    ERR_ARGUMENT = 1
+    ERR_IO = 2
+    ERR_FORMAT = 3
+    ERR_SHAPE = 4
+    ERR_VALUE = 5
+    ERR_NOT_FOUND = 6
+    ERR_MEMORY = 7
+    ERR_STATE = 8
+    ERR_BUFFER = 9
+    ERR_UNSUPPORTED = 10
+    ERR_UNSAFE = 11
+    ERR_INTERNAL = 99
+
+    @property
+    def c_name(self) -> str:
+        """The constant's name in lift.h (LIFT_ERR_IO, ...)."""
+        return "LIFT_" + self.name
+
+
+STATUS_NAMES = {s.value: s.c_name for s in Status}
 
 
 class LiftError(Exception):
-    """A liblift call failed. `status` is the lift_status code, `status_name` its constant name
-    and `message` the library's explanation (naming the file, dataset, shape or row)."""
+    """A liblift call failed. `status` is the lift_status (a Status), `status_name` its constant
+    name in lift.h and `message` the library's explanation (naming the file, dataset, shape or
+    row). Each status raises a subclass that is also the built-in exception Python code catches
+    for that failure (ERROR_CLASSES): ValueError for bad arguments, values, shapes and formats,
+    OSError for files (FileNotFoundError for a missing one), KeyError for something not found,
+    MemoryError, RuntimeError for a call out of order, NotImplementedError for what this CPU or
+    build cannot do."""
 
     def __init__(self, status: int, message: str):
-        self.status = status
+        try:
+            self.status = Status(status)
+        except ValueError:
+            self.status = status
         self.status_name = STATUS_NAMES.get(status, f"status {status}")
         self.message = message
         super().__init__(f"{message} [{self.status_name}]")
 
+    def __str__(self) -> str:  # as Exception's (KeyError's would quote the text)
+        return f"{self.message} [{self.status_name}]"
+
+
+class LiftArgumentError(LiftError, ValueError):
+    """LIFT_ERR_ARGUMENT: an argument out of range, of the wrong kind, or NULL."""
+
+
+class LiftIOError(LiftError, OSError):
+    """LIFT_ERR_IO: a file could not be opened, read or written."""
+
+
+class LiftFileNotFoundError(LiftIOError, FileNotFoundError):
+    """LIFT_ERR_IO for a file that does not exist."""
+
+
+class LiftFormatError(LiftError, ValueError):
+    """LIFT_ERR_FORMAT: a file that is not what liblift expects."""
+
+
+class LiftShapeError(LiftError, ValueError):
+    """LIFT_ERR_SHAPE: sizes or dimensions that do not fit together."""
+
+
+class LiftValueError(LiftError, ValueError):
+    """LIFT_ERR_VALUE: a value that cannot be used (NaN or infinity, a zero row to normalise)."""
+
+
+class LiftNotFoundError(LiftError, KeyError):
+    """LIFT_ERR_NOT_FOUND: no such dataset, tensor or key."""
+
+
+class LiftMemoryError(LiftError, MemoryError):
+    """LIFT_ERR_MEMORY: an allocation refused (above the memory budget, or by the system)."""
+
+
+class LiftStateError(LiftError, RuntimeError):
+    """LIFT_ERR_STATE: a call out of order (a finished writer, a step before a backward)."""
+
+
+class LiftBufferError(LiftError, ValueError):
+    """LIFT_ERR_BUFFER: an output buffer too small."""
+
+
+class LiftUnsupportedError(LiftError, NotImplementedError):
+    """LIFT_ERR_UNSUPPORTED: what this CPU or build cannot do (bf16 without AVX512-BF16)."""
+
+
+class LiftUnsafeFileError(LiftIOError):
+    """LIFT_ERR_UNSAFE: reading the file crashed or hung the checking process; do not open it
+    in this process."""
+
+
+class LiftInternalError(LiftError, RuntimeError):
+    """LIFT_ERR_INTERNAL: a bug in liblift."""
+
+
+ERROR_CLASSES = {
+    Status.ERR_ARGUMENT: LiftArgumentError, Status.ERR_IO: LiftIOError, Status.ERR_FORMAT: LiftFormatError,
+    Status.ERR_SHAPE: LiftShapeError, Status.ERR_VALUE: LiftValueError, Status.ERR_NOT_FOUND: LiftNotFoundError,
+    Status.ERR_MEMORY: LiftMemoryError, Status.ERR_STATE: LiftStateError, Status.ERR_BUFFER: LiftBufferError,
+    Status.ERR_UNSUPPORTED: LiftUnsupportedError, Status.ERR_UNSAFE: LiftUnsafeFileError,
+    Status.ERR_INTERNAL: LiftInternalError,
+}
+
+_MISSING_FILE = os.strerror(errno.ENOENT)
+
+
+def error_for(status: int, message: str) -> LiftError:
+    """The exception of a failed call: the subclass of its status (FileNotFoundError for an
+    I/O error on a file that does not exist)."""
+    cls = ERROR_CLASSES.get(status, LiftError)
+    if cls is LiftIOError and _MISSING_FILE in message:
+        cls = LiftFileNotFoundError
+    error = cls(status, message)
+    if cls is LiftFileNotFoundError:
+        error.errno, error.strerror = errno.ENOENT, _MISSING_FILE
+    return error
+
 
 def check(status: int) -> None:
-    """Raise LiftError carrying the thread's last error message unless status is LIFT_OK."""
+    """Raise the LiftError subclass of `status`, carrying the thread's last error message,
+    unless status is LIFT_OK."""
     if status != 0:
-        raise LiftError(status, lib.lift_last_error().decode("utf-8", "replace"))
+        raise error_for(status, lib.lift_last_error().decode("utf-8", "replace"))
 
 
 class _Sized(ctypes.Structure):
@@ -376,8 +475,12 @@ _declare()
 
 
 class Handle:
-    """Base of the Python wrappers around liblift handles: owns the handle, frees it once
-    (close(), a with-block, or garbage collection) and refuses use after close."""
+    """Base of the Python wrappers around liblift handles: owns the handle and frees it once
+    (close(), a with-block, or garbage collection); a closed object refuses every call.
+
+    numpy views into the handle's memory (Model.parameters, Trainer.gradients, ...) keep it
+    alive: close() while such views exist makes this object unusable at once but frees the C
+    object only when the last view is gone, so a view never points into freed memory."""
 
     _free = None  # name of the lift_*_free function
     _kind = "object"
@@ -386,9 +489,25 @@ class Handle:
         self._h = handle
 
     def close(self) -> None:
-        if getattr(self, "_h", None):
-            getattr(lib, self._free)(self._h)
-            self._h = None
+        """Release the handle (now, or when the last view into its memory is gone)."""
+        handle = getattr(self, "_h", None)
+        if not handle:
+            return
+        self._h = None
+        if getattr(self, "_live_views", 0) > 0:
+            self._deferred = handle
+        else:
+            getattr(lib, self._free)(handle)
+
+    def _view_created(self) -> None:
+        self._live_views = getattr(self, "_live_views", 0) + 1
+
+    def _view_released(self) -> None:
+        self._live_views -= 1
+        deferred = getattr(self, "_deferred", None)
+        if self._live_views == 0 and deferred:
+            self._deferred = None
+            getattr(lib, self._free)(deferred)
 
     def __enter__(self):
         return self

@@ -61,6 +61,7 @@ class Dataset(Handle):
         return self.count
 
     def pixels(self, images) -> np.ndarray:
+        """The listed images' pixels, (n, H, W, C) uint8 (datasets of raw pixels)."""
         idx = np.ascontiguousarray(np.asarray(images, np.int64).reshape(-1))
         out = np.empty((idx.size, *self.image_shape), np.uint8)
         check(lib.lift_dataset_read_pixels(self._handle(), i64ptr(idx), idx.size, out.ctypes.data, out.size))
@@ -77,6 +78,7 @@ class Dataset(Handle):
         return buf.raw[: n.value]
 
     def labels(self, images) -> np.ndarray:
+        """The listed images' class labels, int64."""
         idx = np.ascontiguousarray(np.asarray(images, np.int64).reshape(-1))
         out = np.empty(idx.size, np.int64)
         check(lib.lift_dataset_read_labels(self._handle(), i64ptr(idx), idx.size, i64ptr(out)))
@@ -92,9 +94,11 @@ class Dataset(Handle):
         return out[: n.value].tolist()
 
     def caption_rows(self, image: int) -> list:
+        """Rows of the captions store that describe image `image`."""
         return self._list(lib.lift_dataset_caption_rows, int(image))
 
     def class_prompts(self, k: int) -> list:
+        """Rows of the captions store that are class `k`'s prompts."""
         return self._list(lib.lift_dataset_class_prompts, int(k))
 
     @property
@@ -185,6 +189,15 @@ class Batch:
         return len(self.indices)
 
 
+def _loader_options_default() -> LoaderOptionsStruct:
+    o = LoaderOptionsStruct()
+    check(lib.lift_loader_options_default(ctypes.byref(o)))
+    return o
+
+
+_LOADER_DEFAULT = _loader_options_default()
+
+
 class Loader(Handle):
     """Shuffled, preprocessed batches from a Dataset or a Source; see lift_loader_create.
     `batch_size` is the global batch, split over `workers` ranks (this loader yields rank `rank`'s
@@ -197,10 +210,14 @@ class Loader(Handle):
     _kind = "loader"
 
     def __init__(self, data, batch_size: int, image_size: int | None = None, channels: int | None = None, *,
-                 seed: int = 0, shuffle: bool = True, augment: bool = False, crop_scale=(0.08, 1.0), flip: bool = True,
-                 rank: int = 0, workers: int = 1, prefetch: bool = True, start=(0, 0), copy: bool = True,
-                 filter: str = "bicubic", reduced_decode: bool = True, max_pixels: int = 0, decode_threads: int = 1,
-                 shuffle_block: int = 5000, max_bad_fraction: float = 0.01):
+                 seed: int = _LOADER_DEFAULT.seed, shuffle: bool = bool(_LOADER_DEFAULT.shuffle),
+                 augment: bool = bool(_LOADER_DEFAULT.augment),
+                 crop_scale=(_LOADER_DEFAULT.crop_scale_min, _LOADER_DEFAULT.crop_scale_max),
+                 flip: bool = bool(_LOADER_DEFAULT.flip), rank: int = 0, workers: int = 1,
+                 prefetch: bool = bool(_LOADER_DEFAULT.prefetch), start=(0, 0), copy: bool = True, filter: str = "bicubic",
+                 reduced_decode: bool = bool(_LOADER_DEFAULT.reduced_decode), max_pixels: int = _LOADER_DEFAULT.max_pixels,
+                 decode_threads: int = _LOADER_DEFAULT.decode_threads, shuffle_block: int = _LOADER_DEFAULT.shuffle_block,
+                 max_bad_fraction: float = _LOADER_DEFAULT.max_bad_fraction):
         from .images import FILTERS
 
         o = LoaderOptionsStruct()
@@ -234,6 +251,7 @@ class Loader(Handle):
         self.batches_per_epoch = n.value
 
     def next(self) -> Batch:
+        """The next batch; at the end of an epoch the loader goes on with the next."""
         b = BatchStruct()
         check(lib.lift_loader_next(self._handle(), ctypes.byref(b)))
         n = b.count

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._arrays import as_float_matrix, check_out, cstrings, fptr
 from ._lib import (OPEN_UNTRUSTED, Handle, ImportOptionsStruct, LiftError, ModelConfigStruct, StepStatsStruct, TensorInfoStruct,
-                   TrainConfigStruct, check, lib)
+                   Status, TrainConfigStruct, check, lib)
 
 __all__ = ["ModelConfig", "Model", "TrainConfig", "Trainer", "StepStats", "TensorInfo", "OBJECTIVES", "POOLS",
            "PRECISIONS", "ACTIVATIONS", "FINAL_NORMS", "SCHEMES"]
@@ -188,6 +188,7 @@ class Model(Handle):
         return cls._wrap(h), SCHEMES[scheme.value]
 
     def save(self, path) -> None:
+        """Write the model (weights and config) to a safetensors file, atomically."""
         check(lib.lift_model_save(self._handle(), os.fsencode(path)))
 
     def export(self, path, scheme: str) -> None:
@@ -212,6 +213,7 @@ class Model(Handle):
         return _view(ptr, n.value, self)
 
     def tensors(self) -> list:
+        """Every tensor of the parameter layout, as TensorInfo (PyTorch names and shapes)."""
         n = ctypes.c_int64()
         check(lib.lift_model_tensor_count(self._handle(), ctypes.byref(n)))
         out = []
@@ -255,43 +257,59 @@ class Model(Handle):
         return out
 
     def step_flops(self, batch: int) -> float:
+        """Floating-point operations of one training step (forward and backward) on `batch` images."""
         f = ctypes.c_double()
         check(lib.lift_model_step_flops(self._handle(), int(batch), ctypes.byref(f)))
         return f.value
 
 
-def _view(ptr, count: int, owner) -> np.ndarray:
+def _view(ptr, count: int, owner: Handle) -> np.ndarray:
     """A writable float32 numpy view of `count` floats at ptr; the view keeps `owner` (the
-    Python object holding the liblift handle) alive, so the memory outlives the view."""
+    Python object holding the liblift handle) alive, and the handle's memory is not freed while
+    the view exists, even after owner.close() (see Handle)."""
     address = ctypes.cast(ptr, ctypes.c_void_p).value
     return np.asarray(_ForeignBuffer(address, count, owner))
 
 
 class _ForeignBuffer:
-    """Exposes liblift-owned memory through the numpy array interface."""
+    """Exposes liblift-owned memory through the numpy array interface; counted as a live view
+    of its owner until it is collected (every array viewing it holds it as `base`)."""
 
-    def __init__(self, address: int, count: int, owner):
+    def __init__(self, address: int, count: int, owner: Handle):
         self.__array_interface__ = {"shape": (count,), "typestr": "<f4", "data": (address, False), "version": 3}
         self._owner = owner
+        owner._view_created()
+
+    def __del__(self):
+        self._owner._view_released()
+
+
+def _train_config_default() -> TrainConfigStruct:
+    c = TrainConfigStruct()
+    check(lib.lift_train_config_default(ctypes.byref(c)))
+    return c
+
+
+_TRAIN_DEFAULT = _train_config_default()
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings; defaults are LIFT's (see lift_train_config in lift.h)."""
-    learning_rate: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    weight_decay: float = 0.2
-    grad_clip: float = 1.0
-    warmup_steps: int = 500
-    total_steps: int = 10_000
-    batch_capacity: int = 64
+    """Optimisation settings; the defaults are the library's (lift_train_config_default)."""
+    learning_rate: float = _TRAIN_DEFAULT.learning_rate
+    beta1: float = _TRAIN_DEFAULT.beta1
+    beta2: float = _TRAIN_DEFAULT.beta2
+    eps: float = _TRAIN_DEFAULT.eps
+    weight_decay: float = _TRAIN_DEFAULT.weight_decay
+    grad_clip: float = _TRAIN_DEFAULT.grad_clip
+    warmup_steps: int = _TRAIN_DEFAULT.warmup_steps
+    total_steps: int = _TRAIN_DEFAULT.total_steps
+    batch_capacity: int = _TRAIN_DEFAULT.batch_capacity
     # Locking (LiT / OpenCLIP --lock-image): None trains everything; k freezes the image tower
     # except its last k layer groups (0 = only the LIFT head trains).
     unlocked_groups: int | None = None
     # Layer-wise learning-rate decay (MAE's rule); 1 = off.
-    layer_decay: float = 1.0
+    layer_decay: float = _TRAIN_DEFAULT.layer_decay
 
     _PLAIN = ("learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip", "warmup_steps", "total_steps",
               "batch_capacity", "layer_decay")
@@ -322,10 +340,10 @@ class StepStats:
 
 
 class Trainer(Handle):
+    """Trains a Model against fixed text embeddings (see the Trainer section of lift.h)."""
+
     _free = "lift_trainer_free"
     _kind = "trainer"
-
-    """Trains a Model against fixed text embeddings (see the Trainer section of lift.h)."""
 
     def __init__(self, model: Model, config: TrainConfig | None = None, seed: int = 0, **changes):
         config = config or TrainConfig()
@@ -353,6 +371,7 @@ class Trainer(Handle):
         return t
 
     def save(self, path, metadata: Mapping[str, str] | None = None) -> None:
+        """Write a training checkpoint (model, optimiser state, schedule and `metadata`) atomically."""
         metadata = dict(metadata or {})
         keys = cstrings(list(metadata.keys()), "metadata keys")
         values = cstrings([str(v) for v in metadata.values()], "metadata values")
@@ -362,9 +381,9 @@ class Trainer(Handle):
         """User metadata of the checkpoint this trainer was loaded from (None if absent)."""
         n = ctypes.c_size_t()
         status = lib.lift_trainer_metadata(self._handle(), key.encode(), None, 0, ctypes.byref(n))
-        if status == 6:
+        if status == Status.ERR_NOT_FOUND:
             return None
-        if status != 9:
+        if status != Status.ERR_BUFFER:
             check(status)
         buf = ctypes.create_string_buffer(n.value + 1)
         check(lib.lift_trainer_metadata(self._handle(), key.encode(), buf, n.value + 1, ctypes.byref(n)))
@@ -383,6 +402,7 @@ class Trainer(Handle):
         return n.value
 
     def random(self) -> int:
+        """The next value of the trainer's own random stream (checkpointed with it)."""
         v = ctypes.c_uint64()
         check(lib.lift_trainer_random(self._handle(), ctypes.byref(v)))
         return v.value
@@ -442,6 +462,7 @@ class Trainer(Handle):
         return StepStats._from_struct(s)
 
     def forward(self, images) -> np.ndarray:
+        """The manual step's first half: embeddings (B, text_dim) of `images`, kept for backward()."""
         a, fmt = _images(images, self.model.config)
         out = np.empty((a.shape[0], self.model.config.text_dim), np.float32)
         check(lib.lift_trainer_forward(self._handle(), a.ctypes.data, fmt, a.size, a.shape[0], fptr(out), out.size))
@@ -461,15 +482,18 @@ class Trainer(Handle):
         return value.value, grad
 
     def backward(self, grad) -> None:
+        """Accumulate gradients from `grad`, the loss gradient with respect to forward()'s embeddings."""
         g = as_float_matrix(grad, "grad", cols=self.model.config.text_dim)
         check(lib.lift_trainer_backward(self._handle(), fptr(g), g.size, g.shape[0]))
 
     def apply(self) -> StepStats:
+        """One AdamW update from the accumulated gradients; the gradients are zeroed."""
         s = StepStatsStruct()
         check(lib.lift_trainer_apply(self._handle(), ctypes.byref(s)))
         return StepStats._from_struct(s)
 
     def zero_grad(self) -> None:
+        """Zero the accumulated gradients."""
         check(lib.lift_trainer_zero_grad(self._handle()))
 
     def _buffer(self, which: int) -> np.ndarray:

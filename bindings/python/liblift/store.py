@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ._arrays import as_float_matrix, check_out, cstrings, fptr, i64ptr
-from ._lib import OPEN_UNTRUSTED, Handle, LiftError, check, lib
+from ._lib import OPEN_UNTRUSTED, Handle, LiftError, check, error_for, lib
 
 __all__ = ["Store", "StoreWriter", "DEFAULT_DATASET"]
 
@@ -31,9 +31,6 @@ def _encode(path) -> bytes:
 
 
 class Store(Handle):
-    _free = "lift_store_free"
-    _kind = "store"
-
     """One or more HDF5 shard files read as one (rows, dim) float32 matrix.
 
     >>> with Store(["part0.h5", "part1.h5"]) as s:
@@ -45,6 +42,9 @@ class Store(Handle):
     per process per version of the file: a file that would crash libhdf5 raises LiftError
     (LIFT_ERR_UNSAFE) instead of taking this process down.
     """
+
+    _free = "lift_store_free"
+    _kind = "store"
 
     def __init__(self, paths, dataset: str | None = None, *, normalize: bool = False,
                  check_finite: bool = True, buffer_bytes: int | None = None, untrusted: bool = False):
@@ -98,6 +98,7 @@ class Store(Handle):
         return out
 
     def set_buffer_bytes(self, nbytes: int) -> None:
+        """Bytes of the read-ahead buffer each shard keeps (lift_store_set_buffer_bytes)."""
         check(lib.lift_store_set_buffer_bytes(self._handle(), int(nbytes)))
 
     # -- reading --------------------------------------------------------------------------
@@ -127,6 +128,8 @@ class Store(Handle):
             i = int(key)
             if i < 0:
                 i += self.rows
+            if not 0 <= i < self.rows:
+                raise IndexError(f"row {int(key)} is out of range for a store of {self.rows} rows")
             return self.read(i, 1)[0]
         if isinstance(key, slice):
             start, stop, step = key.indices(self.rows)
@@ -141,6 +144,7 @@ class Store(Handle):
 
     # -- strings --------------------------------------------------------------------------
     def has_strings(self, name: str) -> bool:
+        """Whether the store has a string column `name` (keys, captions, texts, ...) with one string per row."""
         present = ctypes.c_int()
         check(lib.lift_store_has_strings(self._handle(), name.encode("utf-8"), ctypes.byref(present)))
         return bool(present.value)
@@ -165,6 +169,7 @@ class Store(Handle):
         return self.string_bytes(name, row).decode("utf-8", "replace")
 
     def string_bytes(self, name: str, row: int) -> bytes:
+        """The raw bytes of row `row` of string column `name`."""
         n = ctypes.c_size_t()
         key = name.encode("utf-8")
         status = lib.lift_store_read_string(self._handle(), key, int(row), None, 0, ctypes.byref(n))
@@ -175,6 +180,7 @@ class Store(Handle):
         return buf.raw[: n.value]
 
     def strings(self, name: str, rows: Iterable[int] | None = None) -> list:
+        """The strings of column `name` for `rows` (default: every row)."""
         rows = range(self.rows) if rows is None else rows
         return [self.string(name, r) for r in rows]
 
@@ -193,18 +199,18 @@ class Store(Handle):
 def _in_python_terms(error: LiftError) -> LiftError:
     """The error with the library's overwrite hint phrased as this module's argument."""
     message = _OVERWRITE_HINT.sub("(pass overwrite=True to replace it)", error.message)
-    return error if message == error.message else LiftError(error.status, message)
+    return error if message == error.message else error_for(error.status, message)
 
 
 class StoreWriter(Handle):
-    _free = "lift_store_writer_free"
-    _kind = "writer"
-
     """Writes a store file: float32 rows appended, stored as float32 or float16.
 
     The file appears at `path` only when `finish()` succeeds (leaving a `with` block without an
     exception finishes); closing an unfinished writer deletes its temporary file.
     """
+
+    _free = "lift_store_writer_free"
+    _kind = "writer"
 
     def __init__(self, path, dim: int, dtype: str = "float16", dataset: str | None = None, *,
                  keys: bool = False, captions: bool = False, overwrite: bool = False):
@@ -225,6 +231,7 @@ class StoreWriter(Handle):
         self.finished = False
 
     def append(self, rows, keys: Sequence | None = None, captions: Sequence | None = None) -> None:
+        """Append (n, dim) rows, with one key and one caption per row if the writer has those columns."""
         a = as_float_matrix(rows, "rows", cols=self.dim)
         for name, strings in (("keys", keys), ("captions", captions)):
             if strings is not None and len(strings) != a.shape[0]:
@@ -240,6 +247,7 @@ class StoreWriter(Handle):
         return n.value
 
     def finish(self) -> None:
+        """Write the file and move it into place; the writer takes no more rows."""
         check(lib.lift_store_writer_finish(self._handle()))
         self.finished = True
 
