@@ -21,8 +21,8 @@ struct Build: ParsableCommand {
   @Option(name: .long, help: "Caption embedding store(s) keyed by sample.") var embeddings: [String] = []
   @Option(name: .long, help: "Index file (CSV/JSONL) of an image folder.") var index: String?
   @Option(name: .long, help: "Output folder of dataset shards.") var out: String
-  @Option(name: .long, parsing: .unconditional, help: "Samples per output shard (default 10000).") var shardSize = 10_000
-  @Option(name: .long, help: "Caption embeddings stored as float16 (default) or float32.") var dtype = "float16"
+  @Option(name: .long, parsing: .unconditional, help: "Samples per output shard.") var shardSize = 10_000
+  @Option(name: .long, help: "Caption embeddings stored as float16 or float32.") var dtype = "float16"
   @Flag(name: .long, help: "Keep the shards already complete in --out and write the rest.") var resume = false
   @Flag(name: .long, help: "No progress line.") var quiet = false
   @OptionGroup var inputs: InputCheckOptions

@@ -18,13 +18,15 @@ struct Check: ParsableCommand {
       """)
 
   @Argument(help: "Files to check.") var paths: [String]
-  @Option(name: .long, parsing: .unconditional, help: "Seconds a file may take (default 120).") var timeout: Double = 120
+  @Option(name: .long, parsing: .unconditional, help: "Seconds a file may take.") var timeout: Double = 120
   @Flag(name: .long, help: .hidden) var inProcess = false
   @Option(name: .long, parsing: .unconditional, help: .hidden) var memoryLimit: UInt64 = 0
   @Option(name: .long, parsing: .unconditional, help: .hidden) var kind: Int32 = FileCheck.Expected.any.rawValue
 
   func run() throws {
     if inProcess {
+      // Ends with the process waiting for it, as lift-file-check does.
+      FileCheck.endWithParent()
       guard paths.count == 1 else { throw CLIError("--in-process takes one file") }
       guard let expected = FileCheck.Expected(rawValue: kind) else { throw CLIError("--kind \(kind) is not a file kind") }
       FileCheck.limitMemory(memoryLimit)

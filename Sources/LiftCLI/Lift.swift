@@ -46,7 +46,7 @@ struct Eval: ParsableCommand {
   @Option(name: .long, help: "Caption embedding store(s) keyed by sample (data other than liblift datasets).") var embeddings: [String] = []
   @Option(name: .long, help: "Index file (CSV/JSONL) of an image folder.") var index: String?
   @OptionGroup var suite: SuiteOptions
-  @Option(name: .long, help: "Resampling filter: bicubic (default) or bilinear.") var filter = "bicubic"
+  @Option(name: .long, help: "Resampling filter: bicubic or bilinear.") var filter = "bicubic"
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Also write the results here as JSON.") var json: String?
   @Flag(name: .long, help: "Replace the --json (or --list-texts) file if it exists.") var overwrite = false
@@ -85,11 +85,11 @@ struct Encode: ParsableCommand {
   @Option(name: .long, help: "Data: liblift dataset files, tar shards, or an image folder (as lift train --data).") var data: [String]
   @Option(name: .long, help: "Caption embedding store(s) keyed by sample, if the data needs one to be read.") var embeddings: [String] = []
   @Option(name: .long, help: "Index file (CSV/JSONL) of an image folder.") var index: String?
-  @Option(name: .long, help: "Resampling filter: bicubic (default) or bilinear.") var filter = "bicubic"
+  @Option(name: .long, help: "Resampling filter: bicubic or bilinear.") var filter = "bicubic"
   @Option(name: .long, help: "Matrix-product precision: fp32 or bf16 (default: the model file's).") var precision: String?
   @Option(name: .long, help: "Output embedding store (HDF5).") var out: String
   @Flag(name: .long, help: "Replace --out if it exists.") var overwrite = false
-  @Option(name: .long, help: "float16 or float32 (default float16).") var dtype = "float16"
+  @Option(name: .long, help: "float16 or float32.") var dtype = "float16"
   @OptionGroup var inputs: InputCheckOptions
 
   func run() throws {
@@ -308,7 +308,7 @@ struct PrepareFashionMNIST: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "prepare-fashion-mnist",
                                                   abstract: "Build the Fashion-MNIST dataset files from Debian's IDX files.")
 
-  @Option(name: .long, help: "Folder for the dataset (default: data).") var dataDir = "data"
+  @Option(name: .long, help: "Folder for the dataset.") var dataDir = "data"
   @Option(name: .long, help: "Folder with the IDX files.") var idxDir = FashionMNIST.debianDirectory
   @Option(name: .long, help: "Caption embeddings (default: assets/fashion-mnist-captions.h5).") var captions: String?
   @OptionGroup var inputs: InputCheckOptions

@@ -3,6 +3,8 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,3 +18,5 @@ int ls_object_path(const void *address, char *buf, size_t cap) {
 }
 
 int ls_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int ls_die_with_parent(void) { return prctl(PR_SET_PDEATHSIG, SIGKILL); }

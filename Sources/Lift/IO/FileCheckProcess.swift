@@ -56,6 +56,10 @@ extension FileCheck {
     String(s.map { $0 == "\n" || $0 == "\r" || $0 == "\t" ? " " : $0 })
   }
 
+  /// Makes this (checking) process end with the process waiting for it, so a check whose
+  /// caller was killed does not hang on, holding a core.
+  public static func endWithParent() { _ = ls_die_with_parent() }
+
   /// Caps this process's data segment (heap and private mappings: RLIMIT_DATA) at `bytes`, so a
   /// file whose declared sizes would exhaust the machine fails an allocation instead. 0 = no cap.
   public static func limitMemory(_ bytes: UInt64) {

@@ -19,6 +19,9 @@ int ls_object_path(const void *address, char *buf, size_t cap);
  * starts meanwhile does not inherit them. 0 on success, -1 with errno. */
 int ls_pipe_cloexec(int fds[2]);
 
+/* Asks the kernel to kill this process when its parent ends (PR_SET_PDEATHSIG); 0 on success. */
+int ls_die_with_parent(void);
+
 #ifdef __cplusplus
 }
 #endif

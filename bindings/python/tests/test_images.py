@@ -137,7 +137,7 @@ def test_encoded_preprocessing_equals_pillow_then_torchvision(files):
 
 def test_reduced_scale_jpeg_decode_is_close_to_the_full_decode(rng):
     """A large JPEG decoded at 1/2 or 1/4 scale in the DCT domain, then resized, stays close to
-    Pillow's full decode + resize (the README states the measured agreement); without reduced
+    Pillow's full decode + resize (docs/formats.md states the measured agreement); without reduced
     decoding the same call is exact."""
     image = smooth_image(rng, 1100, 1500, feature=16, noise=4)
     data = encode(image, "JPEG", quality=90)
