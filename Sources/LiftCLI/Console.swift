@@ -92,12 +92,12 @@ func cli<T>(_ body: () throws(LiftError) -> T) throws -> T {
 /// Whether a path exists.
 func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-/// Creates a folder and its parents.
-func makeDirectories(_ path: String) throws {
+/// Creates a folder and its parents (new ones with `mode`).
+func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
   var prefix = path.hasPrefix("/") ? "/" : ""
   for part in path.split(separator: "/") {
     prefix += part + "/"
-    if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+    if mkdir(prefix, mode) != 0 && errno != EEXIST {
       throw CLIError("cannot create folder '\(prefix)': \(String(cString: strerror(errno)))")
     }
   }

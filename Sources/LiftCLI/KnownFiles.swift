@@ -120,19 +120,11 @@ enum KnownFiles {
   }
 
   private static func append(_ line: String, to location: String) {
-    if let slash = location.lastIndex(of: "/") { makePrivateDirectories(String(location[..<slash])) }
+    // Errors are left to the open below.
+    if let slash = location.lastIndex(of: "/") { try? makeDirectories(String(location[..<slash]), mode: 0o700) }
     let fd = open(location, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
     guard fd >= 0 else { return }
     defer { close(fd) }
     _ = Array(line.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-  }
-
-  /// Creates `path` and its missing parents (mode 0700); errors are left to the open after.
-  private static func makePrivateDirectories(_ path: String) {
-    var prefix = path.hasPrefix("/") ? "/" : ""
-    for part in path.split(separator: "/") {
-      prefix += part + "/"
-      _ = mkdir(prefix, 0o700)
-    }
   }
 }
